@@ -1,0 +1,1 @@
+"""The data plane: an aiohttp reverse proxy that routes, balances, forwards and records."""

@@ -1,0 +1,99 @@
+"""Running the balancer: the listener, start-up and graceful shutdown.
+
+Shutdown copies uvicorn's order: stop accepting, let in-flight requests finish up to a grace
+deadline, then cancel what is left, then close the upstream connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+
+from aiohttp import web
+
+from lbtui.balancer.proxy import Proxy
+from lbtui.config import Config
+
+
+class BalancerServer:
+    """The proxy listening on its address. ``port`` is the bound port once started."""
+
+    def __init__(self, config: Config, proxy: Proxy | None = None) -> None:
+        self.config = config
+        self.proxy = proxy or Proxy(config)
+        self._runner: web.ServerRunner | None = None
+        self._site: web.SockSite | None = None
+        self.host = config.listener.host
+        self.port = config.listener.port
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    async def start(self) -> None:
+        await self.proxy.start()
+        server = web.Server(
+            self.proxy.handle,
+            access_log=None,
+            auto_decompress=False,
+            keepalive_timeout=75.0,
+            max_field_size=16_384,
+        )
+        self._runner = web.ServerRunner(
+            server, handle_signals=False, shutdown_timeout=self.config.proxy.shutdown_grace_s
+        )
+        await self._runner.setup()
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            sock.bind((self.host, self.port))
+        except OSError as exc:
+            sock.close()
+            await self._runner.cleanup()
+            await self.proxy.close()
+            msg = f"cannot listen on {self.host}:{self.port}: {exc.strerror}"
+            raise OSError(exc.errno, msg) from exc
+        sock.listen(4096)
+        sock.setblocking(False)
+        self.port = sock.getsockname()[1]
+        self._site = web.SockSite(self._runner, sock)
+        await self._site.start()
+
+    async def stop(self) -> None:
+        """Stop accepting, drain in-flight requests up to the grace period, close upstreams."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        await self.proxy.close()
+
+    async def __aenter__(self) -> BalancerServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+async def serve_until_signalled(server: BalancerServer, on_ready: object = None) -> None:
+    """Start ``server``, wait for SIGINT or SIGTERM, then stop it gracefully."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+    try:
+        await server.start()
+        if callable(on_ready):
+            on_ready(server)
+        await stop.wait()
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        await server.stop()

@@ -1,0 +1,1 @@
+"""Chaos experiments: scripted faults, steady-state checks, reports."""

@@ -1,0 +1,282 @@
+"""Configuration: a TOML file and command-line flags → one validated, frozen ``Config``.
+
+Validated once, at the edge, with pydantic: unknown keys are rejected, every problem is collected
+before reporting, and each is reported with the file, the key path and what was expected
+(``lbtui.toml: backends[1].url: expected an http:// URL with a host and a port, got 'ftp://x'``).
+The rest of the code receives frozen typed objects and never sees a dict.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from lbtui.errors import ConfigError
+from lbtui.units import parse_hostport
+
+ALGORITHM_NAMES = (
+    "round_robin",
+    "weighted_round_robin",
+    "least_connections",
+    "least_request",
+    "ip_hash",
+    "consistent_hash",
+    "random",
+    "p2c_ewma",
+)
+Algorithm = Literal[
+    "round_robin",
+    "weighted_round_robin",
+    "least_connections",
+    "least_request",
+    "ip_hash",
+    "consistent_hash",
+    "random",
+    "p2c_ewma",
+]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_address(value: str) -> str:
+    try:
+        parse_hostport(value)
+    except ValueError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+class ListenerConfig(_Section):
+    """Where the balancer accepts client traffic."""
+
+    address: str = "127.0.0.1:8080"
+    """``HOST:PORT``; port 0 picks a free port (tests)."""
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        return _check_address(v)
+
+    @property
+    def host(self) -> str:
+        return parse_hostport(self.address)[0]
+
+    @property
+    def port(self) -> int:
+        return parse_hostport(self.address)[1]
+
+
+class BalancerConfig(_Section):
+    """How a backend is chosen for each request."""
+
+    algorithm: Algorithm = "round_robin"
+    hash_on: str = "client_ip"
+    """What the hash algorithms key on: ``client_ip``, ``header:NAME`` or ``cookie:NAME``."""
+
+    @field_validator("hash_on")
+    @classmethod
+    def _hash_on(cls, v: str) -> str:
+        kind, _, name = v.partition(":")
+        if v == "client_ip" or (kind in ("header", "cookie") and name.strip()):
+            return v
+        raise ValueError(f"expected 'client_ip', 'header:NAME' or 'cookie:NAME', got {v!r}")
+
+
+class ProxyConfig(_Section):
+    """How requests are forwarded."""
+
+    connect_timeout_ms: Annotated[int, Field(gt=0)] = 2_000
+    """Time allowed to open a connection to a backend; then the next backend is tried."""
+    read_timeout_ms: Annotated[int, Field(gt=0)] = 30_000
+    """Time allowed for the response head, and between two reads of the body (nginx's
+    ``proxy_read_timeout``); past it the client gets a 504."""
+    max_attempts: Annotated[int, Field(ge=1, le=16)] = 4
+    """Backends tried at most for one request when connections fail (nothing was sent)."""
+    keepalive_per_backend: Annotated[int, Field(ge=0)] = 64
+    """Idle keep-alive connections kept per backend (0 = no limit on open connections)."""
+    shutdown_grace_s: Annotated[float, Field(ge=0)] = 10.0
+    """On SIGTERM/Ctrl-C: stop accepting, let in-flight requests finish up to this long."""
+    response_flags_header: bool = False
+    """Add ``X-Lbtui-Flags`` to responses the balancer did not simply pass through."""
+
+
+class BackendConfig(_Section):
+    """One backend server."""
+
+    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+    url: str
+    """``http://HOST:PORT`` (a path prefix is allowed and is prepended to every request)."""
+    weight: Annotated[float, Field(ge=0, le=1000)] = 1
+    """Relative share of traffic; 0 takes no new requests."""
+    max_rps: Annotated[float, Field(gt=0)] | None = None
+    """Per-backend cap (R_max): at its cap the backend is skipped, like a full server."""
+    zone: str | None = None
+    """Free-form label shown by the console (rack, zone, pool)."""
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if parts.scheme != "http" or not parts.hostname or port is None:
+            raise ValueError(f"expected an http:// URL with a host and a port, got {v!r}")
+        if parts.query or parts.fragment:
+            raise ValueError(f"a backend URL takes no query or fragment, got {v!r}")
+        return v.rstrip("/")
+
+
+class RouteConfig(_Section):
+    """A routing rule: requests matching it go to its backends. First match wins."""
+
+    path_prefix: str = "/"
+    host: str | None = None
+    """Match the ``Host`` header (without port), case-insensitive; None matches any host."""
+    backends: Annotated[list[str], Field(min_length=1)]
+
+    @field_validator("path_prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError(f"expected a path starting with '/', got {v!r}")
+        return v
+
+
+class Config(_Section):
+    """Everything ``lbtui serve`` needs."""
+
+    listener: ListenerConfig = ListenerConfig()
+    balancer: BalancerConfig = BalancerConfig()
+    proxy: ProxyConfig = ProxyConfig()
+    backends: list[BackendConfig] = []
+    routes: list[RouteConfig] = []
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Config:
+        problems: list[str] = []
+        seen: set[str] = set()
+        for i, b in enumerate(self.backends):
+            if b.name in seen:
+                problems.append(f"backends[{i}].name: duplicate backend name {b.name!r}")
+            seen.add(b.name)
+        for i, r in enumerate(self.routes):
+            for j, name in enumerate(r.backends):
+                if name not in seen:
+                    problems.append(
+                        f"routes[{i}].backends[{j}]: no backend named {name!r} "
+                        f"(known: {', '.join(sorted(seen)) or 'none'})"
+                    )
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else part
+    return out or "(top level)"
+
+
+def _problems(exc: ValidationError) -> list[str]:
+    problems: list[str] = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(p for p in err["loc"] if p not in ("function-after",))
+        msg = err["msg"].removeprefix("Value error, ")
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            problems.append(f"{_loc(loc)}: unknown key")
+        elif kind == "missing":
+            problems.append(f"{_loc(loc)}: required key is missing")
+        elif "\n" in msg and not loc:
+            problems.extend(msg.splitlines())
+        else:
+            got = err.get("input")
+            shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
+            if kind == "literal_error":
+                msg = msg.replace("Input should be", "expected one of")
+            msg = msg.replace("Input should be", "expected")
+            problems.append(f"{_loc(loc)}: {msg}{shown if 'got' not in msg else ''}")
+    return problems
+
+
+def from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
+    """Validate ``data`` (parsed TOML plus overrides) into a ``Config``."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, _problems(exc)) from None
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Parse a TOML file; unreadable or invalid files raise ``ConfigError`` naming the file."""
+    p = Path(path)
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise ConfigError(str(p), [f"cannot read the file: {exc.strerror or exc}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError(str(p), ["expected UTF-8 text"]) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(p), [f"invalid TOML: {exc}"]) from None
+
+
+def parse_backend_flag(text: str, index: int) -> dict[str, Any]:
+    """``[NAME=]URL`` from ``--backend``; a missing name becomes ``HOST:PORT`` of the URL."""
+    name, sep, url = text.partition("=")
+    if not sep or "://" in name:
+        url, name = text, ""
+    if not name:
+        parts = urlsplit(url)
+        try:
+            name = f"{parts.hostname}:{parts.port}" if parts.hostname and parts.port else ""
+        except ValueError:
+            name = ""
+        name = name or f"backend-{index + 1}"
+    return {"name": name, "url": url}
+
+
+def load(
+    path: str | Path | None = None,
+    *,
+    listen: str | None = None,
+    backends: list[str] | None = None,
+    algorithm: str | None = None,
+) -> Config:
+    """The config from an optional TOML file, with command-line flags overriding it.
+
+    ``--backend`` flags replace the file's backends as a whole (a flag list is a complete list).
+    """
+    data: dict[str, Any] = read_toml(path) if path is not None else {}
+    source = str(path) if path is not None else "command line"
+    if listen is not None:
+        data.setdefault("listener", {})
+        if isinstance(data["listener"], dict):
+            data["listener"]["address"] = listen
+    if algorithm is not None:
+        data.setdefault("balancer", {})
+        if isinstance(data["balancer"], dict):
+            data["balancer"]["algorithm"] = algorithm
+    if backends:
+        data["backends"] = [parse_backend_flag(b, i) for i, b in enumerate(backends)]
+    return from_dict(data, source)

@@ -1,0 +1,1 @@
+"""The control plane: admin API, metrics, and the Control interface the consoles use."""

@@ -1,0 +1,241 @@
+"""Rolling figures over time: counters, rates, latency histograms, EWMA.
+
+Latency is kept in log-bucketed histograms (HDR-style: every bucket is 2**(1/16) ≈ 4.4 % wider
+than the previous, so any quantile is within ±2.2 % of the true value) from 1 µs to about 70
+minutes. Percentiles, never averages. Windows are rings of fixed slots: recording is O(1) and
+allocation-free on the hot path; reading (a snapshot, a few times a second) merges the slots.
+
+Nothing here reads a clock: every call takes ``now`` in monotonic seconds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+
+SUB_BUCKETS = 16
+"""Buckets per doubling of latency."""
+N_BUCKETS = 32 * SUB_BUCKETS + 1
+"""Bucket 0 holds everything under 1 µs; the last bucket everything from 2**32 µs up."""
+
+_log2 = math.log2
+
+
+def bucket_of(seconds: float) -> int:
+    """Index of the bucket that holds ``seconds``."""
+    us = seconds * 1e6
+    if us < 1.0:
+        return 0
+    i = int(_log2(us) * SUB_BUCKETS) + 1
+    return i if i < N_BUCKETS else N_BUCKETS - 1
+
+
+def bucket_lower(i: int) -> float:
+    """Lower edge of bucket ``i`` in seconds."""
+    if i <= 0:
+        return 0.0
+    return float(2.0 ** ((i - 1) / SUB_BUCKETS) / 1e6)
+
+
+def bucket_upper(i: int) -> float:
+    """Upper edge of bucket ``i`` in seconds (``inf`` for the last)."""
+    if i >= N_BUCKETS - 1:
+        return math.inf
+    return float(2.0 ** (i / SUB_BUCKETS) / 1e6)
+
+
+def bucket_value(i: int) -> float:
+    """The representative value of bucket ``i``: its geometric middle, in seconds."""
+    if i <= 0:
+        return 0.0
+    return float(2.0 ** ((i - 0.5) / SUB_BUCKETS) / 1e6)
+
+
+def quantile_of(counts: Sequence[int], total: int, q: float) -> float:
+    """The ``q`` quantile (0..1) of a bucket-count array holding ``total`` samples; 0 if empty."""
+    if total <= 0:
+        return 0.0
+    rank = max(1, math.ceil(q * total))
+    seen = 0
+    for i, c in enumerate(counts):
+        if c:
+            seen += c
+            if seen >= rank:
+                return bucket_value(i)
+    return bucket_value(len(counts) - 1)
+
+
+class LatencyHistogram:
+    """Cumulative latency histogram: every sample since start."""
+
+    __slots__ = ("count", "counts", "sum")
+
+    def __init__(self) -> None:
+        self.counts: list[int] = [0] * N_BUCKETS
+        self.count = 0
+        self.sum = 0.0
+
+    def record(self, seconds: float) -> None:
+        self.counts[bucket_of(seconds)] += 1
+        self.count += 1
+        self.sum += seconds
+
+    def quantile(self, q: float) -> float:
+        return quantile_of(self.counts, self.count, q)
+
+    def merge(self, other: LatencyHistogram) -> None:
+        for i, c in enumerate(other.counts):
+            if c:
+                self.counts[i] += c
+        self.count += other.count
+        self.sum += other.sum
+
+    def cumulative(self, bounds: Sequence[float]) -> list[int]:
+        """Counts of samples ≤ each bound (seconds), as a Prometheus histogram wants them.
+
+        A bucket is counted under a bound when its representative value is ≤ the bound.
+        """
+        out: list[int] = []
+        acc = 0
+        i = 0
+        for b in bounds:
+            while i < N_BUCKETS and bucket_value(i) <= b:
+                acc += self.counts[i]
+                i += 1
+            out.append(acc)
+        return out
+
+
+class _Ring:
+    """Slot bookkeeping shared by the rolling figures: which slot ``now`` falls in, and clearing
+    the slots that time has passed by."""
+
+    __slots__ = ("_epoch", "n_slots", "slot_s")
+
+    def __init__(self, window_s: float, slots: int) -> None:
+        if window_s <= 0 or slots < 2:
+            raise ValueError("a window needs a positive length and at least 2 slots")
+        self.slot_s = window_s / slots
+        self.n_slots = slots
+        self._epoch = -1  # index (in slot units since 0) of the newest slot written
+
+    def advance(self, now: float) -> tuple[int, list[int]]:
+        """Return the current slot's position and the positions that must be cleared first."""
+        epoch = int(now / self.slot_s)
+        stale: list[int] = []
+        if epoch != self._epoch:
+            if self._epoch < 0 or epoch - self._epoch >= self.n_slots:
+                stale = list(range(self.n_slots))
+            elif epoch > self._epoch:
+                stale = [e % self.n_slots for e in range(self._epoch + 1, epoch + 1)]
+            if epoch > self._epoch:
+                self._epoch = epoch
+        return epoch % self.n_slots, stale
+
+    def live(self, now: float) -> Iterator[int]:
+        """Positions of slots that are inside the window at ``now``."""
+        epoch = int(now / self.slot_s)
+        if self._epoch < 0:
+            return
+        for e in range(max(epoch - self.n_slots + 1, 0), epoch + 1):
+            if e <= self._epoch and self._epoch - e < self.n_slots:
+                yield e % self.n_slots
+
+    def covered(self, now: float) -> float:
+        """Seconds of the window that have passed: (slots - 1) whole slots plus the current part."""
+        return (self.n_slots - 1) * self.slot_s + (now % self.slot_s)
+
+
+class RollingCounter:
+    """A count over the last ``window_s`` seconds, in ``slots`` slots; ``rate`` is per second."""
+
+    __slots__ = ("_ring", "_slots")
+
+    def __init__(self, window_s: float = 10.0, slots: int = 10) -> None:
+        self._ring = _Ring(window_s, slots)
+        self._slots = [0.0] * slots
+
+    def add(self, n: float, now: float) -> None:
+        pos, stale = self._ring.advance(now)
+        for s in stale:
+            self._slots[s] = 0.0
+        self._slots[pos] += n
+
+    def total(self, now: float) -> float:
+        return sum(self._slots[p] for p in self._ring.live(now))
+
+    def rate(self, now: float) -> float:
+        return self.total(now) / self._ring.covered(now)
+
+    def series(self, now: float) -> list[float]:
+        """Per-slot rates, oldest first, for sparklines (the current slot is partial)."""
+        epoch = int(now / self._ring.slot_s)
+        live = set(self._ring.live(now))
+        out: list[float] = []
+        for e in range(epoch - self._ring.n_slots + 1, epoch + 1):
+            p = e % self._ring.n_slots
+            out.append(self._slots[p] / self._ring.slot_s if e >= 0 and p in live else 0.0)
+        return out
+
+
+class RollingHistogram:
+    """Latency histogram over the last ``window_s`` seconds."""
+
+    __slots__ = ("_counts", "_n", "_ring")
+
+    def __init__(self, window_s: float = 10.0, slots: int = 10) -> None:
+        self._ring = _Ring(window_s, slots)
+        self._counts = [[0] * N_BUCKETS for _ in range(slots)]
+        self._n = [0] * slots
+
+    def record(self, seconds: float, now: float) -> None:
+        pos, stale = self._ring.advance(now)
+        for s in stale:
+            if self._n[s]:
+                self._counts[s] = [0] * N_BUCKETS
+                self._n[s] = 0
+        self._counts[pos][bucket_of(seconds)] += 1
+        self._n[pos] += 1
+
+    def merged(self, now: float) -> tuple[list[int], int]:
+        """Bucket counts and sample count over the window."""
+        acc = [0] * N_BUCKETS
+        total = 0
+        for p in self._ring.live(now):
+            if self._n[p]:
+                total += self._n[p]
+                for i, c in enumerate(self._counts[p]):
+                    if c:
+                        acc[i] += c
+        return acc, total
+
+    def quantiles(self, qs: Sequence[float], now: float) -> list[float]:
+        counts, total = self.merged(now)
+        return [quantile_of(counts, total, q) for q in qs]
+
+    def count(self, now: float) -> int:
+        return sum(self._n[p] for p in self._ring.live(now))
+
+
+class Ewma:
+    """Exponentially weighted moving average with a time constant ``tau_s`` (irregular samples).
+
+    ``update`` with a sample ``x`` at ``now``: ``value += (x - value) * (1 - exp(-dt / tau))``.
+    """
+
+    __slots__ = ("_t", "tau_s", "value")
+
+    def __init__(self, tau_s: float, initial: float = 0.0) -> None:
+        self.tau_s = tau_s
+        self.value = initial
+        self._t: float | None = None
+
+    def update(self, x: float, now: float) -> float:
+        if self._t is None:
+            self.value = x
+        else:
+            dt = max(now - self._t, 0.0)
+            w = math.exp(-dt / self.tau_s)
+            self.value = self.value * w + x * (1.0 - w)
+        self._t = now
+        return self.value

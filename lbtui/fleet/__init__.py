@@ -1,0 +1,1 @@
+"""Demo backends as real OS processes, each with its own fault knobs."""
