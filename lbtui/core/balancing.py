@@ -19,14 +19,18 @@ Each algorithm copies the system the field trusts for it:
   hashed with blake2b (stable across processes, unlike ``hash()``). Removing or adding one of
   N targets moves only the keys on that target's arcs, about 1/N. A key whose target is not
   usable walks on round the ring to the next distinct usable target, so the fallback is as
-  stable as the first choice. Ring shares are read from ``weight`` at ``update()`` (slow start
-  does not reshape the ring, as in nginx and Envoy, where slow start does not apply to hash
-  balancing); a target whose weight is <= 0 at that moment keeps the share of weight 1 so
-  that its keys come back to it when it recovers. No key: round robin.
+  stable as the first choice. Ring shares are set at ``update()`` from ``configured_weight``
+  when the target has one (see ``Configured``), else from ``weight`` then: slow start and
+  draining do not reshape the ring (as in nginx and Envoy, where slow start does not apply to
+  hash balancing), they only exclude a target while its effective weight is <= 0. A share
+  that is <= 0 counts as weight 1, so that the target's keys come back to it when it recovers.
+  No key: round robin.
 - ``random``: weighted random; rejection sampling, O(1) expected, exact scan as fallback.
 - ``p2c_ewma``: Finagle's / Linkerd's peak EWMA with power of two choices:
   cost = latency estimate × (in_flight + 1) / weight, the lower of two random usable targets
-  wins. A sample slower than the estimate replaces it at once; faster samples pull it down
+  wins (dividing by weight lets configured weights and slow start count; as with
+  least_request, when latencies and in-flight are equal the heavier target of a pair wins).
+  A sample slower than the estimate replaces it at once; faster samples pull it down
   with weight ``1 - exp(-Δt / decay_s)``. A failure records ``max(latency, penalty_s)`` so a
   fast 503 does not look attractive. Targets without samples, and estimates that go stale
   (no sample for a while), are read as the pool's typical latency (a time-decayed EWMA of all
@@ -48,11 +52,12 @@ import random
 import struct
 from collections.abc import Callable, Sequence
 from hashlib import blake2b
-from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 
 __all__ = [
     "ALGORITHMS",
     "Balancer",
+    "Configured",
     "ConsistentHash",
     "IpHash",
     "LeastConnections",
@@ -83,6 +88,15 @@ class Target(Protocol):
     def in_flight(self) -> int:
         """Requests sent to this target and not yet finished."""
         ...
+
+
+@runtime_checkable
+class Configured(Protocol):
+    """Optional for a target: the weight it is configured with, which hash rings are shaped by
+    (``weight`` is the effective weight, which slow start ramps and draining zeroes)."""
+
+    @property
+    def configured_weight(self) -> float: ...
 
 
 T = TypeVar("T", bound=Target)
@@ -364,6 +378,11 @@ def _hash64(key: str) -> int:
     return int.from_bytes(digest, "little")
 
 
+def _ring_share(t: Target) -> float:
+    w = t.configured_weight if isinstance(t, Configured) else t.weight
+    return w if w > 0 else 1.0
+
+
 class ConsistentHash(Balancer[T]):
     """Weighted consistent-hash ring keyed by ``key``. Pick O(log n); update O(points)."""
 
@@ -378,7 +397,7 @@ class ConsistentHash(Balancer[T]):
 
     def _rebuild(self, old: list[T]) -> None:
         self._next = _carry_cursor(old, self._targets, self._next)
-        shape = tuple((t.name, t.weight if t.weight > 0 else 1.0) for t in self._targets)
+        shape = tuple((t.name, _ring_share(t)) for t in self._targets)
         if shape == self._shape:
             return
         self._shape = shape
