@@ -113,6 +113,20 @@ class ProxyConfig(_Section):
     """Add ``X-Lbtui-Flags`` to responses the balancer did not simply pass through."""
 
 
+class BreakerOverride(_Section):
+    """Per-backend changes to ``[breaker]``; keys left out keep the global value."""
+
+    enabled: bool | None = None
+    window: Literal["count", "time"] | None = None
+    window_size: Annotated[int, Field(ge=1)] | None = None
+    min_calls: Annotated[int, Field(ge=1)] | None = None
+    failure_rate: Annotated[float, Field(gt=0, le=100)] | None = None
+    slow_call_rate: Annotated[float, Field(gt=0, le=100)] | None = None
+    slow_call_ms: Annotated[int, Field(gt=0)] | None = None
+    open_s: Annotated[float, Field(ge=0)] | None = None
+    half_open_calls: Annotated[int, Field(ge=1)] | None = None
+
+
 class BackendConfig(_Section):
     """One backend server."""
 
@@ -125,6 +139,8 @@ class BackendConfig(_Section):
     """Per-backend cap (R_max): at its cap the backend is skipped, like a full server."""
     zone: str | None = None
     """Free-form label shown by the console (rack, zone, pool)."""
+    breaker: BreakerOverride | None = None
+    """This backend's changes to ``[breaker]``."""
 
     @field_validator("url")
     @classmethod
@@ -141,6 +157,172 @@ class BackendConfig(_Section):
         return v.rstrip("/")
 
 
+def _status_list(v: list[int]) -> list[int]:
+    bad = [x for x in v if not 100 <= x <= 599]
+    if bad:
+        raise ValueError(f"expected HTTP status codes from 100 to 599, got {bad}")
+    return v
+
+
+class LimitsConfig(_Section):
+    """Admission control, checked before any backend is chosen; rejections answer 429."""
+
+    rps: Annotated[float, Field(gt=0)] | None = None
+    """Global token bucket: requests per second admitted over time (None = no global limit)."""
+    burst: Annotated[float, Field(ge=1)] | None = None
+    """Global bucket size: requests admitted at once after a quiet spell (default: max(1, rps))."""
+    per_client_rps: Annotated[float, Field(gt=0)] | None = None
+    """One bucket per client key (None = no per-client limit)."""
+    per_client_burst: Annotated[float, Field(ge=1)] | None = None
+    client_key: str = "client_ip"
+    """What identifies a client: ``client_ip`` or ``header:NAME``."""
+    max_clients: Annotated[int, Field(ge=1)] = 100_000
+    """Per-client buckets kept at most; idle ones are dropped first."""
+    max_in_flight: Annotated[int, Field(ge=1)] | None = None
+    """Requests handled at once (None = no concurrency limit)."""
+    headers_on_success: bool = False
+    """Add ``RateLimit-Policy`` / ``RateLimit`` to admitted responses too."""
+
+    @field_validator("client_key")
+    @classmethod
+    def _client_key(cls, v: str) -> str:
+        kind, _, name = v.partition(":")
+        if v == "client_ip" or (kind == "header" and name.strip()):
+            return v
+        raise ValueError(f"expected 'client_ip' or 'header:NAME', got {v!r}")
+
+
+class BreakerSettings(_Section):
+    """Per-backend circuit breaker (resilience4j semantics)."""
+
+    enabled: bool = True
+    window: Literal["count", "time"] = "count"
+    """``count``: the last ``window_size`` calls; ``time``: the calls of the last
+    ``window_size`` seconds."""
+    window_size: Annotated[int, Field(ge=1)] = 20
+    min_calls: Annotated[int, Field(ge=1)] = 10
+    """No judgement before this many calls are in the window."""
+    failure_rate: Annotated[float, Field(gt=0, le=100)] = 50.0
+    """Percent of failed calls that opens the breaker."""
+    slow_call_rate: Annotated[float, Field(gt=0, le=100)] = 100.0
+    """Percent of slow calls that opens the breaker."""
+    slow_call_ms: Annotated[int, Field(gt=0)] = 2_000
+    open_s: Annotated[float, Field(ge=0)] = 10.0
+    """Time open before probing."""
+    half_open_calls: Annotated[int, Field(ge=1)] = 3
+    """Probe calls in half-open: all must succeed to close."""
+    failure_statuses: list[int] | None = None
+    """Statuses counted as failures (None = every 5xx). Connect errors, timeouts and resets
+    always count."""
+
+    _statuses = field_validator("failure_statuses")(
+        classmethod(lambda cls, v: None if v is None else _status_list(v))
+    )
+
+
+class EjectionConfig(_Section):
+    """Passive ejection (Envoy outlier detection)."""
+
+    consecutive_failures: Annotated[int, Field(ge=0)] = 5
+    """Failures in a row that eject a backend (0 = never eject)."""
+    base_s: Annotated[float, Field(gt=0)] = 30.0
+    """Ejection time is base_s × times ejected, capped at max_s."""
+    max_s: Annotated[float, Field(gt=0)] = 300.0
+    max_percent: Annotated[float, Field(ge=0, le=100)] = 50.0
+    """Never eject more than this share of a pool at once (one backend may always be)."""
+    panic_percent: Annotated[float, Field(ge=0, le=100)] = 50.0
+    """Below this share of available backends, balance over all of them (0 = never)."""
+
+
+class HealthConfig(_Section):
+    """Active health checks (HAProxy semantics)."""
+
+    enabled: bool = False
+    path: str = "/"
+    interval_ms: Annotated[int, Field(ge=10)] = 2_000
+    timeout_ms: Annotated[int, Field(ge=1)] = 1_000
+    rise: Annotated[int, Field(ge=1)] = 2
+    """Consecutive passed checks that bring a down backend back."""
+    fall: Annotated[int, Field(ge=1)] = 3
+    """Consecutive failed checks that take a backend down."""
+    expect_status: tuple[int, int] = (200, 399)
+    """Inclusive range of statuses that pass."""
+    slow_start_s: Annotated[float, Field(ge=0)] = 0.0
+    """A recovered backend's weight ramps up linearly over this time (0 = at once)."""
+
+    @field_validator("path")
+    @classmethod
+    def _hpath(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError(f"expected a path starting with '/', got {v!r}")
+        return v
+
+
+class RetriesConfig(_Section):
+    """Retries of failed requests on other backends (safe cases only)."""
+
+    attempts: Annotated[int, Field(ge=0, le=10)] = 1
+    """Extra tries, each on a different backend."""
+    per_try_timeout_ms: Annotated[int, Field(gt=0)] | None = None
+    """Read timeout of each try (None = the proxy's read timeout)."""
+    retry_on_status: list[int] = []
+    """Statuses retried for idempotent methods (e.g. [502, 503, 504])."""
+    budget_percent: Annotated[float, Field(ge=0, le=100)] = 20.0
+    """Retries in flight at most, as a share of requests in flight (Envoy retry budget)."""
+    budget_min: Annotated[int, Field(ge=0)] = 3
+    """Retries always allowed in flight, whatever the share."""
+    retry_buffer_bytes: Annotated[int, Field(ge=0)] = 64 * 1024
+    """Request bodies up to this size are buffered so they can be sent again."""
+
+    _retry_statuses = field_validator("retry_on_status")(
+        classmethod(lambda cls, v: _status_list(v))
+    )
+
+
+class FallbackConfig(_Section):
+    """What clients get when no backend can answer."""
+
+    status: Annotated[int, Field(ge=200, le=599)] = 503
+    content_type: str = "application/json"
+    body: str | None = None
+    """The body inline; or ``file``."""
+    file: str | None = None
+    """A file whose bytes are the body (read once, at start-up)."""
+    stale_for_s: Annotated[float, Field(ge=0)] = 0.0
+    """Serve the last good response for a GET path if younger than this (0 = never)."""
+
+    @model_validator(mode="after")
+    def _one_body(self) -> FallbackConfig:
+        if self.body is not None and self.file is not None:
+            raise ValueError("give either body or file, not both")
+        return self
+
+    def body_bytes(self, base: Path | None = None) -> bytes:
+        if self.file is None:
+            return (self.body or "").encode()
+        path = Path(self.file)
+        if base is not None and not path.is_absolute() and not path.exists():
+            path = base / path
+        return path.read_bytes()
+
+
+class AdminConfig(_Section):
+    """The admin API and metrics listener."""
+
+    enabled: bool = True
+    address: str = "127.0.0.1:9901"
+    token: str | None = None
+    """Bearer token for every endpoint (also from LBTUI_ADMIN_TOKEN); None = no auth, which is
+    refused on a non-loopback address."""
+    metrics_need_token: bool = False
+    """Ask the token for /metrics too."""
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        return _check_address(v)
+
+
 class RouteConfig(_Section):
     """A routing rule: requests matching it go to its backends. First match wins."""
 
@@ -148,6 +330,8 @@ class RouteConfig(_Section):
     host: str | None = None
     """Match the ``Host`` header (without port), case-insensitive; None matches any host."""
     backends: Annotated[list[str], Field(min_length=1)]
+    fallback: FallbackConfig | None = None
+    """This route's fallback (else the global one)."""
 
     @field_validator("path_prefix")
     @classmethod
@@ -163,8 +347,17 @@ class Config(_Section):
     listener: ListenerConfig = ListenerConfig()
     balancer: BalancerConfig = BalancerConfig()
     proxy: ProxyConfig = ProxyConfig()
+    limits: LimitsConfig = LimitsConfig()
+    breaker: BreakerSettings = BreakerSettings()
+    ejection: EjectionConfig = EjectionConfig()
+    health: HealthConfig = HealthConfig()
+    retries: RetriesConfig = RetriesConfig()
+    fallback: FallbackConfig | None = None
+    admin: AdminConfig = AdminConfig()
     backends: list[BackendConfig] = []
     routes: list[RouteConfig] = []
+    base_dir: str | None = None
+    """Where relative file names (fallback files) are looked up: the config file's folder."""
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
@@ -181,6 +374,18 @@ class Config(_Section):
                         f"routes[{i}].backends[{j}]: no backend named {name!r} "
                         f"(known: {', '.join(sorted(seen)) or 'none'})"
                     )
+        base = Path(self.base_dir) if self.base_dir else None
+        fallbacks = [("fallback", self.fallback)] + [
+            (f"routes[{i}].fallback", r.fallback) for i, r in enumerate(self.routes)
+        ]
+        for where, fb in fallbacks:
+            if fb is not None and fb.file is not None:
+                try:
+                    fb.body_bytes(base)
+                except OSError as exc:
+                    problems.append(f"{where}.file: cannot read {fb.file!r}: {exc.strerror or exc}")
+        if self.health.timeout_ms > self.health.interval_ms:
+            problems.append("health.timeout_ms: expected at most health.interval_ms")
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -269,6 +474,8 @@ def load(
     """
     data: dict[str, Any] = read_toml(path) if path is not None else {}
     source = str(path) if path is not None else "command line"
+    if path is not None and "base_dir" not in data:
+        data["base_dir"] = str(Path(path).resolve().parent)
     if listen is not None:
         data.setdefault("listener", {})
         if isinstance(data["listener"], dict):

@@ -12,9 +12,30 @@ from collections.abc import Callable, Sequence
 from enum import StrEnum
 from urllib.parse import urlsplit
 
-from lbtui.config import BackendConfig
+from lbtui.config import BackendConfig, BreakerSettings
 from lbtui.core.balancing import Balancer, make_balancer
+from lbtui.core.breaker import BreakerConfig, CircuitBreaker
+from lbtui.core.limiting import TokenBucket
+from lbtui.core.health import HealthState
 from lbtui.core.record import BackendRecord
+
+
+def breaker_config(
+    settings: BreakerSettings, override: BackendConfig | None = None
+) -> BreakerConfig:
+    """The core breaker config from ``[breaker]`` and a backend's own changes to it."""
+    values = settings.model_dump(exclude={"enabled", "failure_statuses"})
+    if override is not None and override.breaker is not None:
+        values.update(override.breaker.model_dump(exclude_none=True, exclude={"enabled"}))
+    slow_ms = values.pop("slow_call_ms")
+    return BreakerConfig(slow_call_s=slow_ms / 1e3, **values)
+
+
+def cap_bucket(max_rps: float | None, now: float) -> TokenBucket | None:
+    """The bucket that enforces a backend's ``max_rps`` (a small burst: a cap, not a quota)."""
+    if max_rps is None:
+        return None
+    return TokenBucket(max_rps, max(2.0, max_rps / 10), now)
 
 
 class AdminState(StrEnum):
@@ -32,9 +53,15 @@ class Backend:
     """One backend server and everything known about it."""
 
     __slots__ = (
+        "_weight",
         "admin",
+        "admin_since",
         "base_path",
+        "breaker",
+        "breaker_enabled",
+        "cap",
         "configured_weight",
+        "health",
         "host",
         "max_rps",
         "name",
@@ -63,7 +90,13 @@ class Backend:
         self.max_rps = max_rps
         self.zone = zone
         self.admin = AdminState.ACTIVE
+        self.admin_since = 0.0
         self.record = BackendRecord()
+        self.breaker: CircuitBreaker | None = None
+        self.breaker_enabled = False
+        self.cap: TokenBucket | None = None
+        self.health: HealthState | None = None
+        self._weight = self.configured_weight
 
     @classmethod
     def from_config(cls, c: BackendConfig) -> Backend:
@@ -71,10 +104,23 @@ class Backend:
 
     @property
     def weight(self) -> float:
-        """Effective weight now: 0 unless the backend takes new traffic."""
+        """Effective weight now: 0 unless the backend takes new traffic; ramped in slow start.
+
+        Cached: ``refresh(now)`` recomputes it (the proxy ticks it a few times a second and on
+        every change), so the algorithms read a plain attribute on the hot path."""
+        return self._weight
+
+    def refresh(self, now: float) -> None:
         if self.admin is not AdminState.ACTIVE:
-            return 0.0
-        return self.configured_weight
+            self._weight = 0.0
+        elif self.health is not None:
+            self._weight = self.configured_weight * self.health.weight_factor(now)
+        else:
+            self._weight = self.configured_weight
+
+    def healthy(self) -> bool:
+        """Not known to be down by active checks."""
+        return self.health is None or self.health.is_up
 
     @property
     def in_flight(self) -> int:
@@ -87,10 +133,12 @@ class Backend:
 class Pool:
     """The backends one route balances over, and the algorithm that picks among them."""
 
-    __slots__ = ("algorithm", "backends", "balancer")
+    __slots__ = ("algorithm", "backends", "balancer", "panic")
 
     def __init__(self, backends: Sequence[Backend], algorithm: str) -> None:
         self.backends: list[Backend] = list(backends)
+        self.panic = False
+        """Too few backends are available: health and ejection are ignored (Envoy)."""
         self.algorithm = algorithm
         self.balancer: Balancer[Backend] = make_balancer(algorithm, self.backends)
 

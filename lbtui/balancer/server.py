@@ -13,8 +13,12 @@ import socket
 
 from aiohttp import web
 
+from lbtui.balancer.health import HealthChecker
 from lbtui.balancer.proxy import Proxy
 from lbtui.config import Config
+
+TICK_S = 0.25
+"""Upkeep period: readmissions, slow-start weights, panic mode."""
 
 
 class BalancerServer:
@@ -25,6 +29,8 @@ class BalancerServer:
         self.proxy = proxy or Proxy(config)
         self._runner: web.ServerRunner | None = None
         self._site: web.SockSite | None = None
+        self.health: HealthChecker | None = None
+        self._ticker: asyncio.Task[None] | None = None
         self.host = config.listener.host
         self.port = config.listener.port
 
@@ -33,8 +39,23 @@ class BalancerServer:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 
+    async def _tick_forever(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            self.proxy.tick()
+
     async def start(self) -> None:
         await self.proxy.start()
+        if self.config.health.enabled:
+            self.health = HealthChecker(
+                self.config.health, self.proxy.health_result, clock=self.proxy.clock
+            )
+            await self.health.start(list(self.proxy.backends.values()))
+            checker = self.health
+            self.proxy.on_membership(
+                lambda b, added: checker.add(b) if added else checker.remove(b.name)
+            )
+        self._ticker = asyncio.create_task(self._tick_forever(), name="lbtui-tick")
         server = web.Server(
             self.proxy.handle,
             access_log=None,
@@ -55,6 +76,7 @@ class BalancerServer:
         except OSError as exc:
             sock.close()
             await self._runner.cleanup()
+            await self._stop_background()
             await self.proxy.close()
             msg = f"cannot listen on {self.host}:{self.port}: {exc.strerror}"
             raise OSError(exc.errno, msg) from exc
@@ -69,7 +91,18 @@ class BalancerServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        await self._stop_background()
         await self.proxy.close()
+
+    async def _stop_background(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+            self._ticker = None
+        if self.health is not None:
+            await self.health.stop()
+            self.health = None
 
     async def __aenter__(self) -> BalancerServer:
         await self.start()

@@ -150,24 +150,35 @@ class Upstream:
         raw_path: str,
         headers: CIMultiDict[str] | Iterable[tuple[str, str]],
         body: aiohttp.StreamReader | bytes | None,
+        *,
+        read_timeout_s: float | None = None,
     ) -> UpstreamResponse:
-        """Send one request; return once the response head has arrived."""
+        """Send one request; return once the response head has arrived.
+
+        ``read_timeout_s`` overrides the read timeout for this request (a per-try timeout)."""
         session = self._session
         if session is None:
             raise RuntimeError("Upstream.start() was not awaited")
         url = URL(
             f"http://{backend.host}:{backend.port}{backend.base_path}{raw_path}", encoded=True
         )
-        try:
-            resp = await session.request(
-                method,
-                url,
-                headers=headers,
-                data=body,
-                allow_redirects=False,
-                compress=None,
-                chunked=None,
+        read_s = self.read_timeout_s if read_timeout_s is None else read_timeout_s
+        timeout = (
+            None
+            if read_timeout_s is None
+            else aiohttp.ClientTimeout(
+                total=None, connect=None, sock_connect=self.connect_timeout_s, sock_read=read_s
             )
+        )
+        try:
+            if timeout is None:
+                resp = await session.request(
+                    method, url, headers=headers, data=body, allow_redirects=False
+                )
+            else:
+                resp = await session.request(
+                    method, url, headers=headers, data=body, allow_redirects=False, timeout=timeout
+                )
         except Exception as exc:
-            raise translate(backend.name, exc, read_timeout_s=self.read_timeout_s) from exc
-        return UpstreamResponse(resp, backend.name, self.read_timeout_s)
+            raise translate(backend.name, exc, read_timeout_s=read_s) from exc
+        return UpstreamResponse(resp, backend.name, read_s)

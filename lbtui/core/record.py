@@ -64,6 +64,7 @@ class BackendRecord:
         "latency",
         "requests_total",
         "responses_total",
+        "retries_total",
         "window_s",
     )
 
@@ -76,6 +77,8 @@ class BackendRecord:
         self.failures_total: dict[FailureKind, int] = dict.fromkeys(FailureKind, 0)
         self.bytes_in_total = 0
         self.bytes_out_total = 0
+        self.retries_total = 0
+        """Attempts sent to this backend as a retry of a failed attempt elsewhere."""
         self.latency = LatencyHistogram()
         self._recent = RollingHistogram(window_s, 10)
         self._rate = RollingCounter(series_s, int(series_s))  # 1 s slots: a minute of history
@@ -138,17 +141,59 @@ class BackendRecord:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class BalancerFigures:
+    """Balancer-wide figures at one instant (client-side view: one count per client request)."""
+
+    in_flight: int
+    requests_total: int
+    responses_total: dict[str, int]
+    rate_limited_total: dict[str, int]
+    fallback_total: dict[str, int]
+    retries_total: int
+    flags_total: dict[str, int]
+    rps: float
+    code_rps: dict[str, float]
+    rate_limited_rps: float
+    fallback_rps: float
+    retries_rps: float
+    success_ratio: float
+    rps_series: list[float]
+
+
 class BalancerRecord:
     """Balancer-wide outcomes, as the client saw them (one count per client request)."""
 
-    __slots__ = ("_rate", "flags_total", "in_flight", "requests_total", "responses_total")
+    __slots__ = (
+        "_classes",
+        "_fallbacks",
+        "_limited",
+        "_rate",
+        "_retries",
+        "_series",
+        "fallback_total",
+        "flags_total",
+        "in_flight",
+        "rate_limited_total",
+        "requests_total",
+        "responses_total",
+        "retries_total",
+    )
 
-    def __init__(self, window_s: float = 10.0) -> None:
+    def __init__(self, window_s: float = 10.0, series_s: float = 60.0) -> None:
         self.in_flight = 0
         self.requests_total = 0
         self.responses_total = [0, 0, 0, 0, 0, 0]
         self.flags_total: dict[str, int] = {}
+        self.rate_limited_total: dict[str, int] = {}
+        self.fallback_total: dict[str, int] = {}
+        self.retries_total = 0
         self._rate = RollingCounter(window_s, 10)
+        self._series = RollingCounter(series_s, int(series_s))
+        self._classes = [RollingCounter(window_s, 10) for _ in range(6)]
+        self._limited = RollingCounter(window_s, 10)
+        self._fallbacks = RollingCounter(window_s, 10)
+        self._retries = RollingCounter(window_s, 10)
 
     def started(self) -> None:
         self.in_flight += 1
@@ -160,9 +205,45 @@ class BalancerRecord:
         cls = status // 100
         if 1 <= cls <= 5:
             self.responses_total[cls] += 1
+            self._classes[cls].add(1, now)
         if flag is not None:
             self.flags_total[flag] = self.flags_total.get(flag, 0) + 1
         self._rate.add(1, now)
+        self._series.add(1, now)
+
+    def count_rejection(self, scope: str, now: float) -> None:
+        self.rate_limited_total[scope] = self.rate_limited_total.get(scope, 0) + 1
+        self._limited.add(1, now)
+
+    def count_fallback(self, reason: str, now: float) -> None:
+        self.fallback_total[reason] = self.fallback_total.get(reason, 0) + 1
+        self._fallbacks.add(1, now)
+
+    def count_retry(self, now: float) -> None:
+        self.retries_total += 1
+        self._retries.add(1, now)
 
     def rps(self, now: float) -> float:
         return self._rate.rate(now)
+
+    def figures(self, now: float) -> BalancerFigures:
+        answered = sum(self.responses_total[1:])
+        ok = self.responses_total[1] + self.responses_total[2] + self.responses_total[3]
+        recent = sum(c.total(now) for c in self._classes[1:])
+        recent_ok = sum(c.total(now) for c in self._classes[1:4])
+        return BalancerFigures(
+            in_flight=self.in_flight,
+            requests_total=self.requests_total,
+            responses_total={c: self.responses_total[i + 1] for i, c in enumerate(CODE_CLASSES)},
+            rate_limited_total=dict(self.rate_limited_total),
+            fallback_total=dict(self.fallback_total),
+            retries_total=self.retries_total,
+            flags_total=dict(self.flags_total),
+            rps=self._rate.rate(now),
+            code_rps={c: self._classes[i + 1].rate(now) for i, c in enumerate(CODE_CLASSES)},
+            rate_limited_rps=self._limited.rate(now),
+            fallback_rps=self._fallbacks.rate(now),
+            retries_rps=self._retries.rate(now),
+            success_ratio=(recent_ok / recent) if recent else (ok / answered if answered else 1.0),
+            rps_series=self._series.series(now),
+        )

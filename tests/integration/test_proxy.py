@@ -286,7 +286,11 @@ async def test_connect_failure_fails_over(backends, balancer, client):
             await r.read()
     assert sum(b.hits for b in bs) == 30
     fig = lb.proxy.backends["dead"].record.figures(lb.proxy.clock())
-    assert fig.failures_total["connect"] >= 10
+    # five connect failures in a row eject it (passive ejection); then it gets no more tries
+    assert fig.failures_total["connect"] == 5
+    ejections = [e for e in lb.proxy.events if e.kind == "ejection" and e.backend == "dead"]
+    assert ejections
+    assert "5 consecutive failures" in ejections[0].message
 
 
 async def test_post_fails_over_on_connect_failure(backends, balancer, client):
@@ -350,6 +354,7 @@ async def test_idempotent_request_retried_once_after_broken_connection(
     (b,) = await backends(1)
     lb = await balancer(
         [b],
+        ejection={"consecutive_failures": 0},
         backends=[
             {"name": "dropper", "url": f"http://127.0.0.1:{dropping.port}"},
             {"name": b.name, "url": b.url},

@@ -1,0 +1,146 @@
+"""Admission: the global token bucket, the per-client buckets and the concurrency limit, checked
+before a request is routed. A rejection is a 429 with ``Retry-After`` and the IETF
+``RateLimit-Policy`` / ``RateLimit`` headers and never reaches a backend.
+
+Limits can be changed at run time through ``reconfigure`` (the control plane's one entry point);
+the buckets keep their state across a change, capped to the new burst.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from lbtui.config import LimitsConfig
+from lbtui.core.limiting import (
+    ConcurrencyLimit,
+    KeyedLimiter,
+    QuotaPolicy,
+    RateLimitDecision,
+    TokenBucket,
+    ratelimit_headers,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    scope: str
+    """``global``, ``client`` or ``concurrency``."""
+    headers: list[tuple[str, str]]
+    retry_after_s: float
+
+    def response(self, flags_header: bool) -> web.Response:
+        body = {
+            "error": "rate limited",
+            "scope": self.scope,
+            "retry_after_s": round(self.retry_after_s, 3),
+        }
+        resp = web.Response(
+            status=429,
+            body=json.dumps(body).encode() + b"\n",
+            content_type="application/json",
+        )
+        for k, v in self.headers:
+            resp.headers.add(k, v)
+        if flags_header:
+            resp.headers["X-Lbtui-Flags"] = "rate_limited"
+        return resp
+
+
+class Admission:
+    """The admission limits of one balancer."""
+
+    def __init__(self, config: LimitsConfig, now: float) -> None:
+        self.config = config
+        self.bucket: TokenBucket | None = None
+        self.global_policy: QuotaPolicy | None = None
+        self.clients: KeyedLimiter | None = None
+        self.client_policy: QuotaPolicy | None = None
+        self.concurrency = ConcurrencyLimit(config.max_in_flight)
+        kind, _, name = config.client_key.partition(":")
+        self.client_header: str | None = name if kind == "header" else None
+        self._build(config, now)
+
+    def _build(self, c: LimitsConfig, now: float) -> None:
+        if c.rps is not None:
+            burst = c.burst if c.burst is not None else max(1.0, c.rps)
+            if self.bucket is None:
+                self.bucket = TokenBucket(c.rps, burst, now)
+            else:
+                self.bucket.reconfigure(c.rps, burst, now)
+            self.global_policy = QuotaPolicy.for_bucket("global", c.rps, burst)
+        else:
+            self.bucket = None
+            self.global_policy = None
+        if c.per_client_rps is not None:
+            pburst = (
+                c.per_client_burst if c.per_client_burst is not None else max(1.0, c.per_client_rps)
+            )
+            if self.clients is None:
+                self.clients = KeyedLimiter(c.per_client_rps, pburst, max_keys=c.max_clients)
+            else:
+                self.clients.reconfigure(c.per_client_rps, pburst, now)
+            self.client_policy = QuotaPolicy.for_bucket("per-client", c.per_client_rps, pburst)
+        else:
+            self.clients = None
+            self.client_policy = None
+        self.concurrency.reconfigure(c.max_in_flight)
+
+    def reconfigure(self, config: LimitsConfig, now: float) -> None:
+        kind, _, name = config.client_key.partition(":")
+        self.client_header = name if kind == "header" else None
+        if self.clients is not None and config.max_clients != self.config.max_clients:
+            self.clients = None
+        self.config = config
+        self._build(config, now)
+
+    @property
+    def active(self) -> bool:
+        return (
+            self.bucket is not None
+            or self.clients is not None
+            or self.concurrency.max_in_flight is not None
+        )
+
+    def admit(
+        self, client_ip: str, headers: dict[str, str] | None, now: float
+    ) -> tuple[Rejection | None, list[tuple[str, str]]]:
+        """Decide one request: ``(rejection or None, headers for a successful response)``.
+
+        On admission the concurrency slot is taken; the caller must ``release()`` it.
+        """
+        ok_headers: list[tuple[str, str]] = []
+        decision: RateLimitDecision
+        if self.bucket is not None:
+            decision = self.bucket.decide(now)
+            assert self.global_policy is not None
+            if not decision.allowed:
+                return Rejection(
+                    "global",
+                    ratelimit_headers(self.global_policy, decision),
+                    decision.retry_after_s,
+                ), ok_headers
+            if self.config.headers_on_success:
+                ok_headers = ratelimit_headers(self.global_policy, decision)
+        if self.clients is not None:
+            key: str = client_ip
+            if self.client_header is not None and headers is not None:
+                key = headers.get(self.client_header) or client_ip
+            decision = self.clients.decide(key, now)
+            assert self.client_policy is not None
+            if not decision.allowed:
+                return Rejection(
+                    "client",
+                    ratelimit_headers(self.client_policy, decision),
+                    decision.retry_after_s,
+                ), ok_headers
+            if self.config.headers_on_success:
+                ok_headers = ratelimit_headers(self.client_policy, decision)
+        if not self.concurrency.try_acquire():
+            return Rejection("concurrency", [("Retry-After", "1")], 1.0), ok_headers
+        return None, ok_headers
+
+    def release(self) -> None:
+        self.concurrency.release()
