@@ -9,6 +9,7 @@ the buckets keep their state across a change, capped to the new burst.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -105,7 +106,7 @@ class Admission:
         )
 
     def admit(
-        self, client_ip: str, headers: dict[str, str] | None, now: float
+        self, client_ip: str, headers: Mapping[str, str] | None, now: float
     ) -> tuple[Rejection | None, list[tuple[str, str]]]:
         """Decide one request: ``(rejection or None, headers for a successful response)``.
 

@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 from lbtui.config import BackendConfig, BreakerSettings
 from lbtui.core.balancing import Balancer, make_balancer
 from lbtui.core.breaker import BreakerConfig, CircuitBreaker
-from lbtui.core.limiting import TokenBucket
 from lbtui.core.health import HealthState
+from lbtui.core.limiting import TokenBucket
 from lbtui.core.record import BackendRecord
 
 

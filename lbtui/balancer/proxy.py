@@ -532,11 +532,7 @@ class Proxy:
         try:
             if admission.active:
                 now = self.clock()
-                rejection, ok_headers = admission.admit(
-                    request.remote or "",
-                    request.headers,
-                    now,  # type: ignore[arg-type]
-                )
+                rejection, ok_headers = admission.admit(request.remote or "", request.headers, now)
                 if rejection is not None:
                     flag = Flag.RATE_LIMITED
                     if self._episode(f"limit:{rejection.scope}", now):
