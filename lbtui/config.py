@@ -250,6 +250,14 @@ class HealthConfig(_Section):
     slow_start_s: Annotated[float, Field(ge=0)] = 0.0
     """A recovered backend's weight ramps up linearly over this time (0 = at once)."""
 
+    @field_validator("expect_status")
+    @classmethod
+    def _expect(cls, v: tuple[int, int]) -> tuple[int, int]:
+        lo, hi = v
+        if not 100 <= lo <= hi <= 599:
+            raise ValueError(f"expected [LOW, HIGH] with 100 <= LOW <= HIGH <= 599, got {list(v)}")
+        return v
+
     @field_validator("path")
     @classmethod
     def _hpath(cls, v: str) -> str:

@@ -153,3 +153,37 @@ async def balancer() -> AsyncIterator[Callable[..., Awaitable[BalancerServer]]]:
 async def client() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(auto_decompress=False) as session:
         yield session
+
+
+class DroppingBackend:
+    """Accepts a connection, reads the request head, and closes without answering."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.server: asyncio.AbstractServer | None = None
+        self.port = 0
+
+    async def _conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            self.requests += 1
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._conn, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self.server:
+            self.server.close()
+            await self.server.wait_closed()
+
+
+@pytest.fixture
+async def dropping() -> AsyncIterator[DroppingBackend]:
+    d = DroppingBackend()
+    await d.start()
+    yield d
+    await d.stop()

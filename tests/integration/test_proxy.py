@@ -314,40 +314,6 @@ async def test_all_backends_refusing_gives_502(balancer, client):
     assert "tried d" in body["detail"]
 
 
-class DroppingBackend:
-    """Accepts a connection, reads the request head, and closes without answering."""
-
-    def __init__(self) -> None:
-        self.requests = 0
-        self.server: asyncio.AbstractServer | None = None
-        self.port = 0
-
-    async def _conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            await reader.readuntil(b"\r\n\r\n")
-            self.requests += 1
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        writer.close()
-
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self._conn, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        if self.server:
-            self.server.close()
-            await self.server.wait_closed()
-
-
-@pytest.fixture
-async def dropping() -> AsyncIterator[DroppingBackend]:
-    d = DroppingBackend()
-    await d.start()
-    yield d
-    await d.stop()
-
-
 async def test_idempotent_request_retried_once_after_broken_connection(
     backends, balancer, client, dropping
 ):

@@ -15,7 +15,8 @@ def _modules_after_import(module: str) -> set[str]:
 def test_core_is_pure():
     mods = _modules_after_import(
         "lbtui.core.balancing, lbtui.core.window, lbtui.core.record, lbtui.core.breaker, "
-        "lbtui.core.limiting, lbtui.core.retry"
+        "lbtui.core.limiting, lbtui.core.retry, lbtui.core.health, lbtui.core.ejection, "
+        "lbtui.core.events"
     )
     for banned in (
         "asyncio",
