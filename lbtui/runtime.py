@@ -1,4 +1,4 @@
-"""Running a coroutine on the fastest event loop available (uvloop on Linux when installed)."""
+"""Event loops: the fastest one available (uvloop on Linux when installed)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,18 @@ T = TypeVar("T")
 
 
 def run_async(main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` to completion on a fresh loop, uvloop when it can be had."""
     try:
         import uvloop
     except ImportError:
         return asyncio.run(main)
     return uvloop.run(main)
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """A new loop for a thread of its own, uvloop when it can be had."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()

@@ -181,13 +181,22 @@ def health_core_config(h: HealthConfig) -> core_health.HealthConfig:
 class _Attempt:
     """What one request has been through so far."""
 
-    __slots__ = ("budget_held", "connect_failures", "flag", "last", "retries", "tried")
+    __slots__ = (
+        "budget_held",
+        "connect_failures",
+        "flag",
+        "last",
+        "reset_retried",
+        "retries",
+        "tried",
+    )
 
     def __init__(self) -> None:
         self.tried: list[Backend] = []
         self.retries = 0
         self.connect_failures = 0
         self.budget_held = 0
+        self.reset_retried = False
         self.last: UpstreamError | None = None
         self.flag: str | None = None
 
@@ -645,6 +654,19 @@ class Proxy:
         kind = RetryFailure.TIMEOUT if isinstance(last, UpstreamTimeout) else RetryFailure.RESET
         if isinstance(last, _StatusFailure):
             kind = RetryFailure.STATUS
+        if (
+            kind is RetryFailure.RESET
+            and not att.reset_retried
+            and method in IDEMPOTENT
+            and replayable
+        ):
+            # A connection that broke before any response byte (a killed backend, a stale
+            # keep-alive connection): the request goes once more elsewhere, whatever the retry
+            # settings and budget — nginx's ``proxy_next_upstream error`` default. Bounded to
+            # one per request, so a crashing fleet sees at most twice its load.
+            att.reset_retried = True
+            att.flag = Flag.RETRIED
+            return True
         if not self.retry_policy.may_retry(
             method,
             kind,

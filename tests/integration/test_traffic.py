@@ -194,7 +194,23 @@ async def test_timeout_retried_on_another_backend_for_get_only(backends, balance
     assert slow.hits + fast.hits >= 6
 
 
-async def test_retry_budget_exhausted(backends, balancer, client, dropping):
+async def test_retry_budget_exhausted(backends, balancer, client):
+    slow, fast = await backends(2)
+    slow.delay_s = 1.0
+    lb = await balancer(
+        [slow, fast],
+        retries={"attempts": 1, "per_try_timeout_ms": 100, "budget_percent": 0, "budget_min": 0},
+        ejection={"consecutive_failures": 0},
+        proxy={"response_flags_header": True},
+    )
+    async with client.get(lb.url + "/") as r:  # round robin: the slow one first
+        assert r.status == 504
+        assert r.headers["X-Lbtui-Flags"] == "upstream_timeout"
+    assert fast.hits == 0
+    assert any(e.kind == "retry_budget" for e in lb.proxy.events)
+
+
+async def test_broken_connection_retry_needs_no_budget(backends, balancer, client, dropping):
     (b,) = await backends(1)
     lb = await balancer(
         [b],
@@ -202,15 +218,15 @@ async def test_retry_budget_exhausted(backends, balancer, client, dropping):
             {"name": "dropper", "url": f"http://127.0.0.1:{dropping.port}"},
             {"name": b.name, "url": b.url},
         ],
-        retries={"attempts": 1, "budget_percent": 0, "budget_min": 0},
+        retries={"attempts": 0, "budget_percent": 0, "budget_min": 0},
         ejection={"consecutive_failures": 0},
-        proxy={"response_flags_header": True},
     )
     async with client.get(lb.url + "/") as r:
+        assert r.status == 200
+    async with client.post(lb.url + "/", data=b"x") as r:  # round robin: dropper again
         assert r.status == 502
-        assert r.headers["X-Lbtui-Flags"] == "upstream_reset"
-    assert b.hits == 0
-    assert any(e.kind == "retry_budget" for e in lb.proxy.events)
+    assert dropping.requests == 2
+    assert b.hits == 1
 
 
 async def test_consecutive_failures_eject_and_readmit(backends, balancer, client):
