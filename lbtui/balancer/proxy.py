@@ -40,6 +40,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from lbtui.balancer.admission import Admission
 from lbtui.balancer.fallback import Fallback
+from lbtui.balancer.faults import before_send, body_fault
 from lbtui.balancer.pool import AdminState, Backend, Pool, breaker_config, cap_bucket
 from lbtui.balancer.upstream import Upstream, UpstreamResponse
 from lbtui.config import ALGORITHM_NAMES, BackendConfig, Config, HealthConfig, LimitsConfig
@@ -48,6 +49,7 @@ from lbtui.core.breaker import CircuitBreaker, Transition
 from lbtui.core.ejection import EjectionConfig as CoreEjectionConfig
 from lbtui.core.ejection import EjectionEvent, OutlierDetector
 from lbtui.core.events import EventKind, EventRing
+from lbtui.core.faults import FaultDecision, FaultKind, Faults, FaultSpec
 from lbtui.core.record import BalancerRecord, FailureKind
 from lbtui.core.retry import FailureKind as RetryFailure
 from lbtui.core.retry import RetryBudget, RetryPolicy
@@ -184,6 +186,9 @@ class _Attempt:
     __slots__ = (
         "budget_held",
         "connect_failures",
+        "cut",
+        "fault",
+        "faulted",
         "flag",
         "last",
         "reset_retried",
@@ -199,6 +204,12 @@ class _Attempt:
         self.reset_retried = False
         self.last: UpstreamError | None = None
         self.flag: str | None = None
+        self.fault: FaultDecision | None = None
+        """The fault applied to the current attempt, if any."""
+        self.faulted: list[tuple[str, FaultKind]] = []
+        """Every fault applied to this request, as (backend, kind)."""
+        self.cut = False
+        """The client's response was cut mid-body."""
 
 
 class Proxy:
@@ -216,6 +227,7 @@ class Proxy:
         now = clock()
         self.events = EventRing(clock=clock, wall_clock=wall_clock)
         self.record = BalancerRecord()
+        self.faults = Faults()
         self.backends: dict[str, Backend] = {}
         e = config.ejection
         self.outliers = OutlierDetector(
@@ -354,6 +366,8 @@ class Proxy:
         now = self.clock()
         for ev in self.outliers.tick(now):
             self._emit_ejection(ev)
+        for name, spec in self.faults.expire(now):
+            self._emit_fault_end(name, spec)
         self._refresh_pools(now)
 
     def _refresh_pools(self, now: float) -> None:
@@ -434,6 +448,7 @@ class Proxy:
             if backend in pool.backends:
                 pool.set_backends([b for b in pool.backends if b is not backend])
         del self.backends[name]
+        self.clear_fault(name)
         self.outliers.set_members(list(self.backends))
         self._refresh_pools(self.clock())
         self.events.emit(EventKind.ACTION, "backend removed", backend=name, action="remove")
@@ -491,6 +506,57 @@ class Proxy:
         assert backend.breaker is not None
         backend.breaker.force(mode, self.clock())  # type: ignore[arg-type]
 
+    def set_fault(self, name: str, spec: FaultSpec, *, owner: str | None = None) -> None:
+        """Inject ``spec`` on backend ``name`` (replacing its fault, if any)."""
+        self.backend(name)
+        old = self.faults.get(name)
+        self.faults.set(name, spec, self.clock(), owner=owner)
+        if old is not None:
+            self._emit_fault_end(name, old, replaced=True)
+        self.events.emit(
+            EventKind.FAULT,
+            f"fault injected: {spec.describe()}",
+            backend=name,
+            action="fault",
+            change="set",
+            fault=spec.kind.value,
+            percent=spec.percent,
+            duration_s=spec.duration_s,
+            owner=owner,
+        )
+
+    def clear_fault(self, name: str) -> FaultSpec | None:
+        """Remove the fault on backend ``name``; the spec it had, or None."""
+        spec = self.faults.clear(name, self.clock())
+        if spec is not None:
+            self._emit_fault_end(name, spec)
+        return spec
+
+    def clear_faults(self, owner: str | None = None) -> list[str]:
+        """Remove every fault (or every fault ``owner`` set): the guaranteed undo."""
+        names = self.faults.clear_all(self.clock(), owner=owner)
+        for name in names:
+            st = self.faults.stats(name)
+            if st is not None:
+                self._emit_fault_end(name, st.spec)
+        return names
+
+    def _emit_fault_end(self, name: str, spec: FaultSpec, *, replaced: bool = False) -> None:
+        """An event for a fault that ended, with the proof of what it did."""
+        st = self.faults.stats(name)
+        if replaced or st is None or st.spec is not spec:
+            why, proof, at = "replaced", "", None
+        else:
+            why, proof, at = st.ended or "ended", f"; {st.summary()}", st.ended_at
+        self.events.emit(
+            EventKind.FAULT,
+            f"fault {why}: {spec.describe()}{proof}",
+            backend=name,
+            at=at,
+            change="end",
+            fault=spec.kind.value,
+        )
+
     def change_algorithm(self, algorithm: str) -> None:
         old = self.default_pool.algorithm
         self.set_algorithm(algorithm)
@@ -508,6 +574,7 @@ class Proxy:
         await self.upstream.start()
 
     async def close(self) -> None:
+        self.clear_faults()  # the guaranteed undo; BalancerServer.stop may call it earlier
         await self.upstream.close()
 
     # -- pipeline ----------------------------------------------------------------------------
@@ -632,13 +699,25 @@ class Proxy:
                     extra_headers,
                 )
                 if resp is not None:
+                    if att.faulted:
+                        self._observe_faults(att, resp.status)
+                        return resp, att.flag or Flag.FAULT
                     return resp, att.flag
                 if not self._may_go_on(method, replayable, att):
                     break
         finally:
             for _ in range(att.budget_held):
                 self.retry_budget.release()
-        return self._failure(request, att, fallback, pool)
+        failed, flag = self._failure(request, att, fallback, pool)
+        if att.faulted:
+            self._observe_faults(att, failed.status)
+        return failed, flag
+
+    def _observe_faults(self, att: _Attempt, status: int) -> None:
+        """Proof: what the client finally got for a request faults were applied to."""
+        outcome: int | str = "reset" if att.cut else status
+        for name, kind in att.faulted:
+            self.faults.observe(name, kind, outcome)
 
     def _may_go_on(self, method: str, replayable: bool, att: _Attempt) -> bool:
         """After a failed attempt: is another backend tried?"""
@@ -730,10 +809,20 @@ class Proxy:
         if len(att.tried) > 1:
             brec.retries_total += 1
             self.record.count_retry(t0)
+        fault = att.fault = self.faults.decide(backend.name, t0)
         try:
-            up = await self.upstream.send(
-                backend, method, raw_path, headers, body, read_timeout_s=self.per_try_timeout_s
-            )
+            up: UpstreamResponse | None = None
+            if fault is not None:
+                # Injected faults take the same paths as real ones: down raises a connect error,
+                # hang a timeout, abort is an answer the backend "gave", delay just waits.
+                att.faulted.append((backend.name, fault.kind))
+                up = await before_send(
+                    fault, backend.name, self.per_try_timeout_s or self.upstream.read_timeout_s
+                )
+            if up is None:
+                up = await self.upstream.send(
+                    backend, method, raw_path, headers, body, read_timeout_s=self.per_try_timeout_s
+                )
         except UpstreamError as exc:
             now = clock()
             kind = (
@@ -765,7 +854,7 @@ class Proxy:
             att.last = _StatusFailure(backend.name, status)
             return None
         return await self._respond(
-            request, up, backend, t0, pool, is_failure, fallback, extra_headers
+            request, up, backend, t0, pool, is_failure, fallback, extra_headers, att
         )
 
     def _is_failure(self, status: int) -> bool:
@@ -830,6 +919,7 @@ class Proxy:
         is_failure: bool,
         fallback: Fallback | None,
         extra_headers: list[tuple[str, str]] | None,
+        att: _Attempt,
     ) -> web.StreamResponse:
         clock = self.clock
         brec = backend.record
@@ -842,8 +932,11 @@ class Proxy:
         bytes_in = request.content_length or 0
         method = request.method
         no_body = method == "HEAD" or status in (204, 304) or status < 200
+        shaped = att.fault  # reset and bandwidth act on the body: always the streamed path
+        if shaped is not None and shaped.kind not in (FaultKind.RESET, FaultKind.BANDWIDTH):
+            shaped = None
 
-        if not no_body and length is not None and length <= SMALL_RESPONSE_BYTES:
+        if shaped is None and not no_body and length is not None and length <= SMALL_RESPONSE_BYTES:
             try:
                 data = await up.read()
             except UpstreamError as exc:
@@ -878,15 +971,20 @@ class Proxy:
         if length is not None:
             stream.content_length = length
         sent = 0
+        chunks = up.chunks()
+        if shaped is not None:
+            chunks = body_fault(shaped, chunks, backend.name)
         try:
             await stream.prepare(request)
-            if not no_body:
-                async for chunk in up.chunks():
+            # An injected reset cuts even a body-less answer: an applied fault never escapes.
+            if not no_body or shaped is not None:
+                async for chunk in chunks:
                     await stream.write(chunk)
                     sent += len(chunk)
             await stream.write_eof()
         except UpstreamError:
             # The head is out: the only honest signal left is to cut the client connection.
+            att.cut = True
             now = clock()
             brec.failed(FailureKind.RESET, now - t0, bytes_in, now)
             self._outcome(backend, pool, True, now - t0, now)

@@ -87,7 +87,10 @@ class BalancerServer:
         await self._site.start()
 
     async def stop(self) -> None:
-        """Stop accepting, drain in-flight requests up to the grace period, close upstreams."""
+        """Stop accepting, drain in-flight requests up to the grace period, close upstreams.
+
+        Faults are rolled back first, so that no injected hang holds up the drain."""
+        self.proxy.clear_faults()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
