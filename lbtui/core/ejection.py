@@ -314,7 +314,7 @@ class OutlierDetector:
             ejected=ejected,
             ejected_at=host.ejected_at if ejected else None,
             ejected_until=host.until if bounded else None,
-            remaining_s=host.until - now if bounded else None,
+            remaining_s=round(host.until - now, 9) if bounded else None,
             times_ejected=times,
             consecutive_failures=host.failures,
             reason=reason,
