@@ -39,10 +39,11 @@ from aiohttp import StreamReader, web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from lbtui.balancer.admission import Admission
+from lbtui.balancer.connections import LeanUpstream
 from lbtui.balancer.fallback import Fallback
 from lbtui.balancer.faults import before_send, body_fault
 from lbtui.balancer.pool import AdminState, Backend, Pool, breaker_config, cap_bucket
-from lbtui.balancer.upstream import Upstream, UpstreamResponse
+from lbtui.balancer.upstream import BackendResponse, Upstream
 from lbtui.config import ALGORITHM_NAMES, BackendConfig, Config, HealthConfig, LimitsConfig
 from lbtui.core import health as core_health
 from lbtui.core.breaker import CircuitBreaker, Transition
@@ -265,10 +266,18 @@ class Proxy:
         )
         self.retry_budget = RetryBudget(r.budget_percent, r.budget_min)
         p = config.proxy
-        self.upstream = Upstream(
-            connect_timeout_s=p.connect_timeout_ms / 1e3,
-            read_timeout_s=p.read_timeout_ms / 1e3,
-        )
+        self.upstream: LeanUpstream | Upstream
+        if p.upstream == "lean":
+            self.upstream = LeanUpstream(
+                connect_timeout_s=p.connect_timeout_ms / 1e3,
+                read_timeout_s=p.read_timeout_ms / 1e3,
+                max_idle_per_backend=p.keepalive_per_backend,
+            )
+        else:
+            self.upstream = Upstream(
+                connect_timeout_s=p.connect_timeout_ms / 1e3,
+                read_timeout_s=p.read_timeout_ms / 1e3,
+            )
         self.per_try_timeout_s = self.retry_policy.per_try_timeout_s
         self.max_attempts = p.max_attempts
         self.flags_header = p.response_flags_header
@@ -811,7 +820,7 @@ class Proxy:
             self.record.count_retry(t0)
         fault = att.fault = self.faults.decide(backend.name, t0)
         try:
-            up: UpstreamResponse | None = None
+            up: BackendResponse | None = None
             if fault is not None:
                 # Injected faults take the same paths as real ones: down raises a connect error,
                 # hang a timeout, abort is an answer the backend "gave", delay just waits.
@@ -912,7 +921,7 @@ class Proxy:
     async def _respond(
         self,
         request: web.BaseRequest,
-        up: UpstreamResponse,
+        up: BackendResponse,
         backend: Backend,
         t0: float,
         pool: Pool,

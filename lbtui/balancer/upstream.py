@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterable
+from typing import Protocol
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -42,6 +43,30 @@ def translate(backend: str, exc: BaseException, *, read_timeout_s: float) -> Ups
             backend, f"connection broken: {getattr(exc, 'strerror', None) or exc}"
         )
     return UpstreamBroken(backend, f"{type(exc).__name__}: {exc}")
+
+
+class BackendResponse(Protocol):
+    """What the pipeline reads of a backend's response, whichever client produced it."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def reason(self) -> str | None: ...
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str]: ...
+
+    @property
+    def content_length(self) -> int | None: ...
+
+    async def read(self) -> bytes: ...
+
+    def chunks(self) -> AsyncIterator[bytes]: ...
+
+    def release(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class UpstreamResponse:

@@ -396,3 +396,30 @@ async def test_routes_send_paths_and_hosts_to_their_pools(backends, balancer, cl
             assert r.headers["X-Backend"] == api.name
     assert static1.hits == 2
     assert static2.hits == 2
+
+
+@pytest.mark.parametrize("upstream", ["lean", "aiohttp"])
+async def test_both_upstream_clients_forward_the_same_bytes(backends, balancer, client, upstream):
+    bs = await backends(2)
+    lb = await balancer(bs, proxy={"upstream": upstream})
+    n = 3 * 1024 * 1024 + 1
+    async with client.get(lb.url + f"/big?size={n}") as r:
+        assert await r.read() == pattern_bytes(n)
+    async with client.put(lb.url + "/up", data=_chunks(n)) as r:
+        assert (await r.json())["body_sha256"] == hashlib.sha256(pattern_bytes(n)).hexdigest()
+    raw = await raw_request(
+        lb.port, b"HEAD /big?size=10&sized=1 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )
+    assert raw.split(b"\r\n", 1)[0] == b"HTTP/1.1 200 OK"
+    assert raw.endswith(b"\r\n\r\n")
+    async with client.get(lb.url + "/x?status=204") as r:
+        assert r.status == 204
+    # keep-alive connections are reused: many requests, few connections
+    for _ in range(20):
+        async with client.get(lb.url + "/") as r:
+            await r.read()
+    if upstream == "lean":
+        opened = sum(
+            lb.proxy.upstream.open_connections(b.host, b.port) for b in lb.proxy.backends.values()
+        )
+        assert 1 <= opened <= 4
