@@ -243,7 +243,8 @@ class HealthConfig(_Section):
     enabled: bool = False
     path: str = "/"
     interval_ms: Annotated[int, Field(ge=10)] = 2_000
-    timeout_ms: Annotated[int, Field(ge=1)] = 1_000
+    timeout_ms: Annotated[int, Field(ge=1)] | None = None
+    """Time a check may take (default: 1000 ms, or the interval if that is shorter)."""
     rise: Annotated[int, Field(ge=1)] = 2
     """Consecutive passed checks that bring a down backend back."""
     fall: Annotated[int, Field(ge=1)] = 3
@@ -252,6 +253,10 @@ class HealthConfig(_Section):
     """Inclusive range of statuses that pass."""
     slow_start_s: Annotated[float, Field(ge=0)] = 0.0
     """A recovered backend's weight ramps up linearly over this time (0 = at once)."""
+
+    @property
+    def effective_timeout_ms(self) -> int:
+        return self.timeout_ms if self.timeout_ms is not None else min(1_000, self.interval_ms)
 
     @field_validator("expect_status")
     @classmethod
@@ -395,8 +400,12 @@ class Config(_Section):
                     fb.body_bytes(base)
                 except OSError as exc:
                     problems.append(f"{where}.file: cannot read {fb.file!r}: {exc.strerror or exc}")
-        if self.health.timeout_ms > self.health.interval_ms:
-            problems.append("health.timeout_ms: expected at most health.interval_ms")
+        h = self.health
+        if h.timeout_ms is not None and h.timeout_ms > h.interval_ms:
+            problems.append(
+                f"health.timeout_ms: expected at most health.interval_ms ({h.interval_ms}), "
+                f"got {h.timeout_ms}"
+            )
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -422,7 +431,7 @@ def _problems(exc: ValidationError) -> list[str]:
             problems.append(f"{_loc(loc)}: unknown key")
         elif kind == "missing":
             problems.append(f"{_loc(loc)}: required key is missing")
-        elif "\n" in msg and not loc:
+        elif not loc:
             problems.extend(msg.splitlines())
         else:
             got = err.get("input")

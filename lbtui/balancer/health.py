@@ -36,7 +36,7 @@ class HealthChecker:
     async def start(self, backends: list[Backend]) -> None:
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(force_close=True, limit=0),
-            timeout=aiohttp.ClientTimeout(total=self.config.timeout_ms / 1e3),
+            timeout=aiohttp.ClientTimeout(total=self.config.effective_timeout_ms / 1e3),
             cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=False,
         )
@@ -81,7 +81,7 @@ class HealthChecker:
                     return True, f"HTTP {resp.status}"
                 return False, f"HTTP {resp.status} (expected {lo}-{hi})"
         except TimeoutError:
-            return False, f"no answer within {self.config.timeout_ms} ms"
+            return False, f"no answer within {self.config.effective_timeout_ms} ms"
         except aiohttp.ClientConnectorError as exc:
             return False, f"connect failed: {exc.os_error.strerror or exc}"
         except (aiohttp.ClientError, OSError) as exc:

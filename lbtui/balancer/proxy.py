@@ -29,7 +29,9 @@ algorithm; every client answer once to the balancer's record, with its response 
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,6 +58,8 @@ from lbtui.core.retry import FailureKind as RetryFailure
 from lbtui.core.retry import RetryBudget, RetryPolicy
 from lbtui.errors import UpstreamBroken, UpstreamConnectError, UpstreamError, UpstreamTimeout
 
+log = logging.getLogger("lbtui.proxy")
+
 HOP_BY_HOP = frozenset(
     {
         "connection",
@@ -70,6 +74,8 @@ HOP_BY_HOP = frozenset(
         "proxy-authorization",
     }
 )
+WEIGHT_BLIND = frozenset({"round_robin", "ip_hash", "consistent_hash"})
+"""Algorithms that do not follow effective weights, so slow start cannot ramp them."""
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 SMALL_RESPONSE_BYTES = 256 * 1024
 """Responses up to this size (with a Content-Length) are read whole and sent in one write."""
@@ -93,6 +99,7 @@ class Flag:
     RETRIED = "retried"
     FAULT = "fault_injected"
     FALLBACK = "fallback"
+    INTERNAL_ERROR = "internal_error"
     DOWNSTREAM_DISCONNECT = "downstream_disconnect"
 
 
@@ -173,7 +180,7 @@ def health_core_config(h: HealthConfig) -> core_health.HealthConfig:
     return core_health.HealthConfig(
         path=h.path,
         interval_s=h.interval_ms / 1e3,
-        timeout_s=h.timeout_ms / 1e3,
+        timeout_s=h.effective_timeout_ms / 1e3,
         rise=h.rise,
         fall=h.fall,
         expect_status=h.expect_status,
@@ -291,6 +298,12 @@ class Proxy:
             for fb in [self.fallback, *(rt.fallback for rt in self.routes)]
         )
         self._refresh_pools(now)
+        if config.health.enabled and config.health.slow_start_s > 0 and algorithm in WEIGHT_BLIND:
+            self.events.emit(
+                EventKind.CONFIG,
+                f"slow start has no effect with {algorithm}, which ignores weights; "
+                "use weighted_round_robin, least_request or p2c_ewma to ramp recovered backends",
+            )
 
     # -- membership and state ------------------------------------------------------------------
 
@@ -636,6 +649,16 @@ class Proxy:
                 resp, flag = await self._forward(request, None)
             status = resp.status
             return resp
+        except (ConnectionError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            # A defect of lbtui's own: the client still gets a JSON answer, and it is logged.
+            log.exception("internal error while proxying %s %s", request.method, request.path)
+            flag = Flag.INTERNAL_ERROR
+            status = 500
+            return error_response(
+                500, "internal proxy error", flag, None, type(exc).__name__, self.flags_header
+            )
         finally:
             if admitted:
                 admission.release()
@@ -767,22 +790,30 @@ class Proxy:
             if att.retries >= self.retry_policy.attempts and method in IDEMPOTENT:
                 att.flag = Flag.RETRY_LIMIT
             return False
-        if not self.retry_budget.try_acquire(self.record.in_flight):
-            att.flag = Flag.RETRY_BUDGET
-            now = self.clock()
-            if self._episode("retry_budget", now):
-                st = self.retry_budget.stats()
-                self.events.emit(
-                    EventKind.RETRY_BUDGET,
-                    f"retry budget exhausted: {st.active_retries} retries in flight "
-                    f"(budget {st.budget_percent:g}% of {self.record.in_flight} requests, "
-                    f"min {st.min_concurrency})",
-                )
+        if not self._budget_allows(att) or not self.retry_budget.try_acquire(self.record.in_flight):
             return False
         att.budget_held += 1
         att.retries += 1
         att.flag = Flag.RETRIED
         return True
+
+    def _budget_allows(self, att: _Attempt) -> bool:
+        """Whether the retry budget has room for one more retry (taken if so); an exhausted
+        budget sets the request's flag and is reported as an event when it starts."""
+        if self.retry_budget.peek(self.record.in_flight):
+            return True
+        self.retry_budget.try_acquire(self.record.in_flight)  # counts the exhaustion
+        att.flag = Flag.RETRY_BUDGET
+        now = self.clock()
+        if self._episode("retry_budget", now):
+            st = self.retry_budget.stats()
+            self.events.emit(
+                EventKind.RETRY_BUDGET,
+                f"retry budget exhausted: {st.active_retries} retries in flight "
+                f"(budget {st.budget_percent:g}% of {self.record.in_flight} requests, "
+                f"min {st.min_concurrency})",
+            )
+        return False
 
     def _outcome(
         self, backend: Backend, pool: Pool, failure: bool, duration: float, now: float
@@ -853,7 +884,7 @@ class Proxy:
             status in self.retry_policy.retry_on_status
             and method in IDEMPOTENT
             and att.retries < self.retry_policy.attempts
-            and self.retry_budget.peek(self.record.in_flight)
+            and self._budget_allows(att)
         ):
             # Worth another backend: drop this answer (its connection is not reused).
             up.close()
