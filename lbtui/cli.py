@@ -17,6 +17,8 @@ from lbtui.errors import LbtuiError
 
 # name → (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("lbtui.demo", "start a local fleet, the balancer, load and the console"),
+    "attach": ("lbtui.tui.command", "open the console on a running balancer"),
     "serve": ("lbtui.balancer.command", "run the balancer headless until Ctrl-C or SIGTERM"),
     "fleet": ("lbtui.fleet.command", "start demo backends as real processes"),
     "load": ("lbtui.loadgen_command", "drive open-loop load at a fixed rate"),

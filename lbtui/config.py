@@ -487,6 +487,8 @@ def load(
     listen: str | None = None,
     backends: list[str] | None = None,
     algorithm: str | None = None,
+    admin: str | None = None,
+    no_admin: bool = False,
 ) -> Config:
     """The config from an optional TOML file, with command-line flags overriding it.
 
@@ -506,4 +508,11 @@ def load(
             data["balancer"]["algorithm"] = algorithm
     if backends:
         data["backends"] = [parse_backend_flag(b, i) for i, b in enumerate(backends)]
+    if admin is not None or no_admin:
+        data.setdefault("admin", {})
+        if isinstance(data["admin"], dict):
+            if admin is not None:
+                data["admin"]["address"] = admin
+            if no_admin:
+                data["admin"]["enabled"] = False
     return from_dict(data, source)

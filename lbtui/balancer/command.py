@@ -21,32 +21,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a backend; repeat for more (replaces the file's backends)",
     )
     parser.add_argument("--algorithm", "-a", choices=ALGORITHM_NAMES, help="balancing algorithm")
+    parser.add_argument(
+        "--admin",
+        metavar="HOST:PORT",
+        help="admin API and /metrics listener (default 127.0.0.1:9901)",
+    )
+    parser.add_argument("--no-admin", action="store_true", help="do not start the admin API")
 
 
 def run(args: argparse.Namespace) -> int:
     from lbtui import config as config_mod
-    from lbtui.balancer.server import BalancerServer, serve_until_signalled
+    from lbtui.control.runtime import BalancerRuntime, run_balancer, serve_until_signalled
     from lbtui.errors import UsageError
     from lbtui.runtime import run_async
 
     cfg = config_mod.load(
-        args.config, listen=args.listen, backends=args.backend, algorithm=args.algorithm
+        args.config,
+        listen=args.listen,
+        backends=args.backend,
+        algorithm=args.algorithm,
+        admin=args.admin,
+        no_admin=args.no_admin,
     )
     if not cfg.backends:
         raise UsageError("no backends: give --backend URL (repeatable) or [[backends]] in --config")
 
-    def ready(server: object) -> None:
-        assert isinstance(server, BalancerServer)
-        names = ", ".join(cfg_b.name for cfg_b in cfg.backends)
+    def ready(rt: BalancerRuntime) -> None:
+        names = ", ".join(b.name for b in cfg.backends)
+        admin = f"; admin API {rt.admin.url}" if rt.admin is not None else ""
         print(
-            f"lbtui: balancing {server.url} → {len(cfg.backends)} backends ({names}) "
-            f"with {cfg.balancer.algorithm}",
+            f"lbtui: balancing {rt.server.url} → {len(cfg.backends)} backends ({names}) "
+            f"with {cfg.balancer.algorithm}{admin}",
             file=sys.stderr,
             flush=True,
         )
 
     try:
-        run_async(serve_until_signalled(BalancerServer(cfg), ready))
+        run_async(serve_until_signalled(run_balancer(cfg), ready))
     except OSError as exc:
         raise UsageError(str(exc.strerror or exc)) from None
     return 0

@@ -361,7 +361,9 @@ class Proxy:
             )
             if t.new is core_health.HealthStatus.UP:
                 # Envoy: a passing active check un-ejects the host.
-                ev = self.outliers.readmit(name, t.at)
+                ev = self.outliers.readmit(
+                    name, t.at, "readmitted early: active health checks pass again"
+                )
                 if ev is not None:
                     self._emit_ejection(ev)
             self._refresh_pools(t.at)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import socket
 
 from aiohttp import web
@@ -113,23 +112,3 @@ class BalancerServer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
-
-
-async def serve_until_signalled(server: BalancerServer, on_ready: object = None) -> None:
-    """Start ``server``, wait for SIGINT or SIGTERM, then stop it gracefully."""
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    installed: list[signal.Signals] = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-            installed.append(sig)
-    try:
-        await server.start()
-        if callable(on_ready):
-            on_ready(server)
-        await stop.wait()
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
-        await server.stop()

@@ -284,14 +284,17 @@ class OutlierDetector:
         until = _FOREVER if duration_s is None else now + duration_s
         return self._eject(name, host, now, until, reason)
 
-    def readmit(self, name: str, now: float) -> EjectionEvent | None:
-        """An operator readmits ``name`` now; ``None`` when it is not ejected (or its ejection
-        has already expired: :meth:`tick` reports that readmission)."""
+    def readmit(
+        self, name: str, now: float, reason: str = OPERATOR_READMIT_REASON
+    ) -> EjectionEvent | None:
+        """Readmit ``name`` now (an operator, or a passing active health check: say which in
+        ``reason``); ``None`` when it is not ejected (or its ejection has already expired:
+        :meth:`tick` reports that readmission)."""
         host = self._host(name)
         self._expire(now)
         if not host.ejected:
             return None
-        return self._readmit(name, host, now, OPERATOR_READMIT_REASON)
+        return self._readmit(name, host, now, reason)
 
     # -- show -----------------------------------------------------------------------------
 

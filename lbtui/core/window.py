@@ -11,7 +11,10 @@ Nothing here reads a clock: every call takes ``now`` in monotonic seconds.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections.abc import Iterator, Sequence
+from itertools import accumulate
+from operator import sub
 
 SUB_BUCKETS = 16
 """Buckets per doubling of latency."""
@@ -65,6 +68,17 @@ def quantile_of(counts: Sequence[int], total: int, q: float) -> float:
     return bucket_value(len(counts) - 1)
 
 
+def quantiles_of(counts: Sequence[int], total: int, qs: Sequence[float]) -> list[float]:
+    """``quantile_of`` for several ``qs`` at once: one running sum, one bisection each."""
+    if total <= 0:
+        return [0.0] * len(qs)
+    cum = list(accumulate(counts))
+    last = len(counts) - 1
+    return [
+        _VALUES[min(bisect_left(cum, max(1, math.ceil(q * total))), last)] for q in qs
+    ]
+
+
 class LatencyHistogram:
     """Cumulative latency histogram: every sample since start."""
 
@@ -104,6 +118,9 @@ class LatencyHistogram:
                 i += 1
             out.append(acc)
         return out
+
+
+_VALUES = [bucket_value(i) for i in range(N_BUCKETS)]
 
 
 class _Ring:
@@ -162,6 +179,8 @@ class RollingCounter:
         self._slots[pos] += n
 
     def total(self, now: float) -> float:
+        if int(now / self._ring.slot_s) == self._ring._epoch:
+            return sum(self._slots)  # every slot is in the window: the common case
         return sum(self._slots[p] for p in self._ring.live(now))
 
     def rate(self, now: float) -> float:
@@ -169,7 +188,12 @@ class RollingCounter:
 
     def series(self, now: float) -> list[float]:
         """Per-slot rates, oldest first, for sparklines (the current slot is partial)."""
-        epoch = int(now / self._ring.slot_s)
+        ring = self._ring
+        epoch = int(now / ring.slot_s)
+        if epoch == ring._epoch and epoch >= ring.n_slots:
+            k = (epoch + 1) % ring.n_slots
+            scale = 1.0 / ring.slot_s
+            return [v * scale for v in self._slots[k:] + self._slots[:k]]
         live = set(self._ring.live(now))
         out: list[float] = []
         for e in range(epoch - self._ring.n_slots + 1, epoch + 1):
@@ -181,37 +205,42 @@ class RollingCounter:
 class RollingHistogram:
     """Latency histogram over the last ``window_s`` seconds."""
 
-    __slots__ = ("_counts", "_n", "_ring")
+    __slots__ = ("_acc", "_counts", "_n", "_ring")
 
     def __init__(self, window_s: float = 10.0, slots: int = 10) -> None:
         self._ring = _Ring(window_s, slots)
         self._counts = [[0] * N_BUCKETS for _ in range(slots)]
         self._n = [0] * slots
+        self._acc = [0] * N_BUCKETS
+        """The sum of every slot held (kept as slots fill and clear): a read in the slot of
+        the latest write is one copy instead of a merge."""
 
     def record(self, seconds: float, now: float) -> None:
         pos, stale = self._ring.advance(now)
         for s in stale:
             if self._n[s]:
+                self._acc = list(map(sub, self._acc, self._counts[s]))
                 self._counts[s] = [0] * N_BUCKETS
                 self._n[s] = 0
-        self._counts[pos][bucket_of(seconds)] += 1
+        i = bucket_of(seconds)
+        self._counts[pos][i] += 1
+        self._acc[i] += 1
         self._n[pos] += 1
 
     def merged(self, now: float) -> tuple[list[int], int]:
         """Bucket counts and sample count over the window."""
-        acc = [0] * N_BUCKETS
-        total = 0
-        for p in self._ring.live(now):
-            if self._n[p]:
-                total += self._n[p]
-                for i, c in enumerate(self._counts[p]):
-                    if c:
-                        acc[i] += c
-        return acc, total
+        live = set(self._ring.live(now))
+        acc = self._acc
+        total = sum(self._n)
+        for p in range(self._ring.n_slots):
+            if self._n[p] and p not in live:  # held, but older than the window at ``now``
+                acc = list(map(sub, acc, self._counts[p]))
+                total -= self._n[p]
+        return list(acc) if acc is self._acc else acc, total
 
     def quantiles(self, qs: Sequence[float], now: float) -> list[float]:
         counts, total = self.merged(now)
-        return [quantile_of(counts, total, q) for q in qs]
+        return quantiles_of(counts, total, qs)
 
     def count(self, now: float) -> int:
         return sum(self._n[p] for p in self._ring.live(now))

@@ -168,6 +168,8 @@ def test_serve_flags_override_file_and_drain_on_sigterm(tmp_path: Path):
             f"127.0.0.1:{port}",
             "--backend",
             f"real=http://127.0.0.1:{backend_port}",
+            "--admin",
+            "127.0.0.1:0",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -192,7 +194,7 @@ def test_serve_flags_override_file_and_drain_on_sigterm(tmp_path: Path):
         assert proc.wait(10) == 0
         _, err = proc.communicate()
         assert "Traceback" not in err
-        assert "with round_robin" in err
+        assert "with round_robin; admin API http://127.0.0.1:" in err
     finally:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
@@ -201,3 +203,36 @@ def test_serve_flags_override_file_and_drain_on_sigterm(tmp_path: Path):
         loop.call_soon_threadsafe(loop.stop)
         thread.join(5)
         loop.close()
+
+
+def test_serve_exposes_the_admin_api_and_metrics(tmp_path: Path):
+    port = free_port()
+    admin_port = free_port()
+    proc = subprocess.Popen(
+        [
+            *LBTUI,
+            "serve",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--admin",
+            f"127.0.0.1:{admin_port}",
+            "--backend",
+            f"dead=http://127.0.0.1:{free_port()}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_listening(port, proc)
+        state = httpx.get(f"http://127.0.0.1:{admin_port}/api/v1/state", timeout=5).json()
+        assert [b["name"] for b in state["backends"]] == ["dead"]
+        metrics = httpx.get(f"http://127.0.0.1:{admin_port}/metrics", timeout=5).text
+        assert "lbtui_requests_total" in metrics
+        # the proxy listener never serves admin paths
+        r = httpx.get(f"http://127.0.0.1:{port}/api/v1/state", timeout=5)
+        assert r.status_code == 502
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err

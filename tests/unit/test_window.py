@@ -109,3 +109,33 @@ def test_backend_record_counts_each_outcome_once():
     assert f.bytes_out_total == 2050
     assert abs(f.error_ratio - 2 / 3) < 1e-9
     assert 19.0 <= f.p99_ms <= 21.0
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(min_value=0.0, max_value=40.0), st.floats(min_value=1e-5, max_value=5.0)
+        ),
+        min_size=1,
+        max_size=200,
+    ),
+    st.floats(min_value=0.0, max_value=50.0),
+)
+def test_rolling_histogram_matches_a_naive_merge(samples, read_at):
+    """The running sums give the same counts and quantiles as merging the live slots by hand."""
+    h = RollingHistogram(10.0, 10)
+    kept: list[tuple[float, float]] = []
+    for at, value in sorted(samples):
+        h.record(value, at)
+        kept.append((at, value))
+    now = max(read_at, kept[-1][0])
+    slot = 1.0
+    live = [v for at, v in kept if int(now / slot) - int(at / slot) < 10]
+    assert h.count(now) == len(live)
+    ordered = sorted(live)
+    for q, got in zip((0.5, 0.99), h.quantiles([0.5, 0.99], now), strict=True):
+        if not ordered:
+            assert got == 0.0
+            continue
+        exact = ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+        assert abs(got - exact) <= exact * 0.025

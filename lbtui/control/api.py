@@ -1,0 +1,417 @@
+"""The admin API: versioned JSON under ``/api/v1``, Server-Sent Events, and ``/metrics``, on a
+listener of its own (``[admin] address``, default ``127.0.0.1:9901``).
+
+    GET    /api/v1/state                          the Snapshot
+    GET    /api/v1/events?since=ID&limit=N        a JSON page of events
+    GET    /api/v1/events  (Accept: text/event-stream)
+                                                  SSE: events after Last-Event-ID (or ?since),
+                                                  then live; a keep-alive comment every 15 s
+    POST   /api/v1/backends                       {"name", "url", "weight"?}        → 201
+    DELETE /api/v1/backends/{name}
+    POST   /api/v1/backends/{name}/weight         {"weight"}
+    POST   /api/v1/backends/{name}/drain|disable|enable
+    POST   /api/v1/backends/{name}/breaker        {"mode": open|closed|disabled|auto}
+    PUT    /api/v1/backends/{name}/fault          a FaultSpec
+    DELETE /api/v1/backends/{name}/fault
+    POST   /api/v1/backends/{name}/fleet/kill|restart
+    POST   /api/v1/backends/{name}/fleet/knobs    {"latency_ms"?, "error_rate"?, ...}
+    PUT    /api/v1/algorithm                      {"algorithm"}
+    PUT    /api/v1/limits                         any [limits] keys
+    GET    /metrics                               Prometheus text format
+
+Every action goes through ``LocalControl`` (validated in full, then applied in one step on the
+event loop, and put on the event timeline); errors answer
+``{"error": {"status", "type", "message", "field"}}`` with 404 for an unknown backend, 422 for a
+bad value (naming the field), 409 for a clash, 503 when the balancer cannot (no fleet).
+
+``/state`` and ``/metrics`` say what they cost the event loop in a ``Server-Timing`` header
+(``snapshot;dur=8.1, json;dur=0.9``, milliseconds), apart from the time a request waited.
+
+Security: a bearer token (``[admin] token`` or ``LBTUI_ADMIN_TOKEN``) is asked on every
+endpoint — ``/metrics`` only with ``metrics_need_token`` — and compared in constant time
+(``hmac.compare_digest``). Listening on a non-loopback address without a token is refused at
+construction, before anything starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hmac
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from aiohttp import web
+from pydantic import TypeAdapter, ValidationError
+
+from lbtui.config import AdminConfig
+from lbtui.control.errors import ControlError, Invalid, NotFound, Unauthorized, invalid_from
+from lbtui.control.interface import apply
+from lbtui.control.local import LocalControl
+from lbtui.control.metrics import CONTENT_TYPE, make_registry, render
+from lbtui.control.model import (
+    Action,
+    AddBackend,
+    ClearFault,
+    FaultSpec,
+    FleetKill,
+    FleetKnobs,
+    FleetRestart,
+    ForceBreaker,
+    RemoveBackend,
+    SetAdmin,
+    SetAlgorithm,
+    SetFault,
+    SetLimits,
+    SetWeight,
+    event_to_json_bytes,
+    events_to_json_bytes,
+)
+from lbtui.errors import ConfigError
+from lbtui.fleet.spec import is_loopback_host
+from lbtui.units import parse_hostport
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+API = "/api/v1"
+TOKEN_ENV = "LBTUI_ADMIN_TOKEN"
+KEEPALIVE_S = 15.0
+"""An SSE comment line this often keeps proxies and idle timeouts from closing the stream."""
+EVENT_PAGE_MAX = 1000
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+A = TypeVar("A", bound="DataclassInstance")
+
+
+def admin_token(config: AdminConfig, environ: Mapping[str, str] | None = None) -> str | None:
+    """The token from ``[admin] token``, else ``LBTUI_ADMIN_TOKEN``; ``None`` when neither."""
+    env = os.environ if environ is None else environ
+    return config.token or env.get(TOKEN_ENV) or None
+
+
+def check_exposure(config: AdminConfig, token: str | None) -> None:
+    """Refuse an admin API reachable from other hosts without a token."""
+    host, _port = parse_hostport(config.address)
+    if token is None and not is_loopback_host(host):
+        raise ConfigError(
+            "[admin]",
+            [
+                f"address: refusing to serve the admin API on {host} (not loopback) without a "
+                f"token: set [admin] token or {TOKEN_ENV}, or listen on 127.0.0.1"
+            ],
+        )
+
+
+def _json(data: object, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status)
+
+
+def _error(exc: ControlError) -> web.Response:
+    resp = _json(exc.to_json(), status=exc.status)
+    if isinstance(exc, Unauthorized):
+        resp.headers["WWW-Authenticate"] = 'Bearer realm="lbtui"'
+    return resp
+
+
+def _parse(
+    cls: type[A], values: dict[str, Any], body: Mapping[str, Any], *, tagged: bool = True
+) -> A:
+    """``cls`` from the path's ``values`` and the request ``body``; unknown keys refused (and
+    an action's ``kind`` tag, which the endpoint gives)."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    allowed = set(names) - set(values) - ({"kind"} if tagged else set())
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise Invalid(
+            f"{unknown[0]}: unknown field (expected {', '.join(sorted(allowed)) or 'none'})",
+            field=unknown[0],
+        )
+    try:
+        return TypeAdapter(cls).validate_python({**body, **values})
+    except ValidationError as exc:
+        raise invalid_from(exc, fields=names) from None
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    if not request.body_exists:
+        return {}
+    try:
+        data = await request.json()
+    except ValueError:
+        raise Invalid("body: expected a JSON object", field="body") from None
+    if not isinstance(data, dict):
+        raise Invalid("body: expected a JSON object", field="body")
+    return data
+
+
+class AdminServer:
+    """The admin API of one balancer, served through ``control``. ``port`` is bound after
+    ``start()`` (``[admin] address`` may give port 0)."""
+
+    def __init__(
+        self,
+        config: AdminConfig,
+        control: LocalControl,
+        *,
+        keepalive_s: float = KEEPALIVE_S,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.config = config
+        self.control = control
+        self._token = admin_token(config, environ)
+        check_exposure(config, self._token)
+        self._token_bytes = self._token.encode() if self._token is not None else None
+        self.host, self.port = parse_hostport(config.address)
+        self.keepalive_s = keepalive_s
+        self.registry = make_registry(control.proxy, control.faults)
+        self._runner: web.AppRunner | None = None
+        self._closing = False
+        self._streams: set[asyncio.Event] = set()
+        self.app = self._build_app()
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def needs_token(self) -> bool:
+        return self._token is not None
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._closing = False
+        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await runner.setup()
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.host, self.port))
+        except OSError as exc:
+            sock.close()
+            await runner.cleanup()
+            msg = f"admin API cannot listen on {self.host}:{self.port}: {exc.strerror}"
+            raise OSError(exc.errno, msg) from exc
+        sock.listen(128)
+        sock.setblocking(False)
+        self.port = sock.getsockname()[1]
+        await web.SockSite(runner, sock).start()
+        self._runner = runner
+
+    async def stop(self) -> None:
+        """End the event streams, then stop the listener."""
+        self._closing = True
+        for wake in list(self._streams):
+            wake.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> AdminServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # --- the application ---------------------------------------------------------------------
+
+    def _build_app(self) -> web.Application:
+        app = web.Application(middlewares=[self._guard])
+        r = app.router
+        r.add_get(f"{API}/state", self._get_state)
+        r.add_get(f"{API}/events", self._events)
+        r.add_post(f"{API}/backends", self._add_backend)
+        b = f"{API}/backends/{{name}}"
+        r.add_delete(b, self._action(RemoveBackend))
+        r.add_post(f"{b}/weight", self._action(SetWeight))
+        r.add_post(f"{b}/drain", self._action(SetAdmin, state="draining"))
+        r.add_post(f"{b}/disable", self._action(SetAdmin, state="disabled"))
+        r.add_post(f"{b}/enable", self._action(SetAdmin, state="active"))
+        r.add_post(f"{b}/breaker", self._action(ForceBreaker))
+        r.add_put(f"{b}/fault", self._set_fault)
+        r.add_delete(f"{b}/fault", self._action(ClearFault))
+        r.add_post(f"{b}/fleet/kill", self._action(FleetKill))
+        r.add_post(f"{b}/fleet/restart", self._action(FleetRestart))
+        r.add_post(f"{b}/fleet/knobs", self._fleet_knobs)
+        r.add_put(f"{API}/algorithm", self._action(SetAlgorithm, backend=None))
+        r.add_put(f"{API}/limits", self._set_limits)
+        r.add_get("/metrics", self._metrics)
+        return app
+
+    def _authorized(self, request: web.Request) -> bool:
+        expected = self._token_bytes
+        if expected is None:
+            return True
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer":
+            return False
+        return hmac.compare_digest(given.strip().encode(), expected)
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        open_metrics = request.path == "/metrics" and not self.config.metrics_need_token
+        if not open_metrics and not self._authorized(request):
+            return _error(
+                Unauthorized("a valid bearer token is required (Authorization: Bearer …)")
+            )
+        try:
+            return await handler(request)
+        except ControlError as exc:
+            return _error(exc)
+        except web.HTTPNotFound:
+            return _error(NotFound(f"no endpoint {request.method} {request.path}"))
+
+    # --- seeing ------------------------------------------------------------------------------
+
+    async def _get_state(self, request: web.Request) -> web.Response:
+        t0 = time.perf_counter()
+        snapshot = self.control.snapshot_now()
+        t1 = time.perf_counter()
+        body = snapshot.to_json_bytes()
+        t2 = time.perf_counter()
+        resp = web.Response(body=body, content_type="application/json")
+        resp.headers["Server-Timing"] = (
+            f"snapshot;dur={(t1 - t0) * 1e3:.2f}, json;dur={(t2 - t1) * 1e3:.2f}"
+        )
+        return resp
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        t0 = time.perf_counter()
+        resp = web.Response(body=render(self.control.proxy, self.control.faults))
+        resp.headers["Content-Type"] = CONTENT_TYPE
+        resp.headers["Server-Timing"] = f"metrics;dur={(time.perf_counter() - t0) * 1e3:.2f}"
+        return resp
+
+    @staticmethod
+    def _int_param(request: web.Request, name: str, default: int) -> int:
+        raw = request.query.get(name)
+        if raw is None or raw == "":
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise Invalid(f"{name}: expected a whole number, got {raw!r}", field=name) from None
+        if value < 0:
+            raise Invalid(f"{name}: expected 0 or more, got {value}", field=name)
+        return value
+
+    async def _events(self, request: web.Request) -> web.StreamResponse:
+        since = self._int_param(request, "since", 0)
+        if "text/event-stream" in request.headers.get("Accept", ""):
+            last_id = request.headers.get("Last-Event-ID", "").strip()
+            if last_id:
+                try:
+                    since = int(last_id)
+                except ValueError:
+                    raise Invalid(
+                        f"Last-Event-ID: expected an event id, got {last_id!r}",
+                        field="Last-Event-ID",
+                    ) from None
+            return await self._stream(request, since)
+        limit = min(self._int_param(request, "limit", EVENT_PAGE_MAX), EVENT_PAGE_MAX)
+        ring = self.control.proxy.events
+        events = ring.since(since)
+        more = len(events) > limit
+        page = events[:limit]
+        body = (
+            b'{"events":'
+            + events_to_json_bytes(page)
+            + b',"last_id":'
+            + str(ring.last_id).encode()
+            + b',"more":'
+            + (b"true" if more else b"false")
+            + b"}"
+        )
+        return web.Response(body=body, content_type="application/json")
+
+    async def _stream(self, request: web.Request, since: int) -> web.StreamResponse:
+        resp = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+            }
+        )
+        await resp.prepare(request)
+        ring = self.control.proxy.events
+        wake = asyncio.Event()
+        self._streams.add(wake)
+        unsubscribe = ring.subscribe(lambda _e: wake.set())
+        last = since
+        try:
+            await resp.write(b"retry: 1000\n\n")
+            while not self._closing:
+                wake.clear()
+                events = ring.since(last)
+                if events:
+                    chunk = bytearray()
+                    for e in events:
+                        chunk += b"id: %d\ndata: %b\n\n" % (e.id, event_to_json_bytes(e))
+                        last = e.id
+                    await resp.write(bytes(chunk))
+                    continue
+                try:
+                    await asyncio.wait_for(wake.wait(), self.keepalive_s)
+                except TimeoutError:
+                    await resp.write(b": keep-alive\n\n")
+        except ConnectionError:  # the client went away: nothing more to send
+            return resp
+        finally:
+            unsubscribe()
+            self._streams.discard(wake)
+        with contextlib.suppress(ConnectionError):
+            await resp.write_eof()
+        return resp
+
+    # --- acting ------------------------------------------------------------------------------
+
+    def _action(self, cls: type[Any], **fixed: Any) -> Handler:
+        """A handler that builds ``cls`` from the path, ``fixed`` values and the body."""
+        takes_backend = fixed.pop("backend", True) is not None
+
+        async def handle(request: web.Request) -> web.Response:
+            body = await _body(request)
+            values = dict(fixed)
+            if takes_backend:
+                values["backend"] = request.match_info["name"]
+            action: Action = _parse(cls, values, body)
+            await apply(self.control, action)
+            return self._done()
+
+        return handle
+
+    def _done(self, status: int = 200, **extra: Any) -> web.Response:
+        return _json(
+            {"ok": True, "last_event_id": self.control.proxy.events.last_id, **extra}, status=status
+        )
+
+    async def _add_backend(self, request: web.Request) -> web.Response:
+        action = _parse(AddBackend, {}, await _body(request))
+        await apply(self.control, action)
+        return self._done(201)
+
+    async def _set_fault(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        fault = _parse(FaultSpec, {}, await _body(request), tagged=False)
+        await apply(self.control, SetFault(backend=name, fault=fault))
+        return self._done()
+
+    async def _set_limits(self, request: web.Request) -> web.Response:
+        body = await _body(request)
+        await apply(self.control, SetLimits(limits=body))
+        return self._done(limits=self.control.proxy.admission.config.model_dump())
+
+    async def _fleet_knobs(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        body = await _body(request)
+        action = FleetKnobs(backend=name, knobs=body)
+        knobs = await self.control.fleet_knobs(action.backend, **action.knobs)
+        return self._done(knobs=knobs)

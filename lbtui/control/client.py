@@ -1,0 +1,257 @@
+"""``HttpControl``: the ``Control`` of a balancer reached through its admin API (``lbtui attach``,
+the chaos runner).
+
+httpx with short timeouts: a console must show "unreachable" quickly rather than hang. The
+event stream is Server-Sent Events, parsed here line by line (the WHATWG rules: ``id``,
+``data`` (joined across lines), comments ignored, an event dispatched at a blank line); when
+the connection drops it reconnects with ``Last-Event-ID`` set to the last id seen, so no event
+is lost or repeated across a reconnect, and gives up with ``Unavailable`` after
+``reconnect_for_s`` of failed attempts in a row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from lbtui.control.errors import ControlError, NotFound, ReadOnly, Unavailable
+from lbtui.control.model import (
+    BreakerMode,
+    Event,
+    FaultSpec,
+    Figure,
+    Snapshot,
+    event_from_json,
+    events_from_json,
+)
+from lbtui.fleet.spec import is_loopback_host
+
+API = "/api/v1"
+
+
+async def parse_sse(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str | None, str]]:
+    """``(id, data)`` of each event in an SSE stream given line by line."""
+    event_id: str | None = None
+    data: list[str] = []
+    async for line in lines:
+        if not line:
+            if data:
+                yield event_id, "\n".join(data)
+            data = []
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "data":
+            data.append(value)
+        elif name == "id":
+            event_id = value
+
+
+class HttpControl:
+    """The admin API at ``base_url`` (``http://127.0.0.1:9901``), with a bearer ``token``."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        *,
+        read_only: bool = False,
+        timeout_s: float = 3.0,
+        stream_read_timeout_s: float = 40.0,
+        reconnect_for_s: float = 10.0,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.read_only = read_only
+        self.timeout_s = timeout_s
+        self.stream_read_timeout_s = stream_read_timeout_s
+        """Longer than the server's keep-alive period: silence past it means a dead link."""
+        self.reconnect_for_s = reconnect_for_s
+        self._faults_set: set[str] = set()
+        """Backends this client set a fault on: what :meth:`rollback` clears."""
+        headers = {"Accept": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self._client = httpx.AsyncClient(
+            base_url=self.base_url,
+            headers=headers,
+            timeout=httpx.Timeout(timeout_s),
+            trust_env=False,
+        )
+
+    def describe_target(self) -> str:
+        return self.base_url
+
+    @property
+    def remote(self) -> bool:
+        """The target is not on this host (a console shows that plainly)."""
+        return not is_loopback_host(httpx.URL(self.base_url).host)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def __aenter__(self) -> HttpControl:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # --- transport ---------------------------------------------------------------------------
+
+    def _unreachable(self, exc: httpx.HTTPError) -> Unavailable:
+        if isinstance(exc, httpx.TimeoutException):
+            return Unavailable(f"{self.base_url}: no answer within {self.timeout_s:g} s")
+        return Unavailable(f"{self.base_url}: unreachable ({type(exc).__name__}: {exc})")
+
+    async def _call(self, method: str, path: str, body: object | None = None) -> Any:
+        try:
+            resp = await self._client.request(method, path, json=body)
+        except httpx.HTTPError as exc:
+            raise self._unreachable(exc) from exc
+        return self._result(resp)
+
+    @staticmethod
+    def _result(resp: httpx.Response) -> Any:
+        try:
+            data = resp.json()
+        except ValueError:
+            data = None
+        if resp.status_code >= 400:
+            raise ControlError.from_json(resp.status_code, data)
+        return data
+
+    async def _act(self, method: str, path: str, body: object | None = None) -> Any:
+        if self.read_only:
+            raise ReadOnly("this control is read-only: actions are refused")
+        return await self._call(method, path, body)
+
+    # --- seeing ------------------------------------------------------------------------------
+
+    async def snapshot(self) -> Snapshot:
+        try:
+            resp = await self._client.get(f"{API}/state")
+        except httpx.HTTPError as exc:
+            raise self._unreachable(exc) from exc
+        if resp.status_code >= 400:
+            self._result(resp)
+        return Snapshot.from_json(resp.content)
+
+    async def events(self, since_id: int = 0) -> list[Event]:
+        out: list[Event] = []
+        while True:
+            page = await self._call("GET", f"{API}/events?since={since_id}")
+            events = events_from_json(page["events"])
+            out.extend(events)
+            if not page.get("more") or not events:
+                return out
+            since_id = events[-1].id
+
+    async def stream_events(self, since_id: int = 0) -> AsyncIterator[Event]:
+        last = since_id
+        failing_since: float | None = None
+        delay = 0.05
+        timeout = httpx.Timeout(self.timeout_s, read=self.stream_read_timeout_s)
+        while True:
+            headers = {"Accept": "text/event-stream"}
+            if last:
+                headers["Last-Event-ID"] = str(last)
+            try:
+                async with self._client.stream(
+                    "GET", f"{API}/events", headers=headers, timeout=timeout
+                ) as resp:
+                    if resp.status_code >= 400:
+                        await resp.aread()
+                        self._result(resp)
+                    failing_since, delay = None, 0.05
+                    async for _id, data in parse_sse(resp.aiter_lines()):
+                        event = event_from_json(data)
+                        if event.id <= last:
+                            continue
+                        last = event.id
+                        yield event
+            except httpx.HTTPError as exc:
+                now = time.monotonic()
+                if failing_since is None:
+                    failing_since = now
+                elif now - failing_since > self.reconnect_for_s:
+                    raise self._unreachable(exc) from exc
+            # the stream ended or broke: reconnect after a short, growing pause
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    # --- acting ------------------------------------------------------------------------------
+
+    async def add_backend(self, name: str, url: str, weight: float = 1) -> None:
+        await self._act("POST", f"{API}/backends", {"name": name, "url": url, "weight": weight})
+
+    async def remove_backend(self, name: str) -> None:
+        await self._act("DELETE", _backend(name))
+
+    async def set_weight(self, name: str, weight: float) -> None:
+        await self._act("POST", _backend(name, "weight"), {"weight": weight})
+
+    async def drain(self, name: str) -> None:
+        await self._act("POST", _backend(name, "drain"))
+
+    async def disable(self, name: str) -> None:
+        await self._act("POST", _backend(name, "disable"))
+
+    async def enable(self, name: str) -> None:
+        await self._act("POST", _backend(name, "enable"))
+
+    async def set_algorithm(self, name: str) -> None:
+        await self._act("PUT", f"{API}/algorithm", {"algorithm": name})
+
+    async def set_limits(self, **limits: Figure) -> None:
+        await self._act("PUT", f"{API}/limits", limits)
+
+    async def force_breaker(self, name: str, mode: BreakerMode) -> None:
+        await self._act("POST", _backend(name, "breaker"), {"mode": mode})
+
+    async def set_fault(self, name: str, fault: FaultSpec) -> None:
+        body = {k: v for k, v in dataclasses.asdict(fault).items() if v is not None}
+        await self._act("PUT", _backend(name, "fault"), body)
+        self._faults_set.add(name)
+
+    async def clear_fault(self, name: str) -> None:
+        await self._act("DELETE", _backend(name, "fault"))
+        self._faults_set.discard(name)
+
+    async def rollback(self) -> list[str]:
+        """Clear the faults this client set (the guaranteed undo at the end of a session or
+        a run); the backends it cleared. A backend removed meanwhile is skipped."""
+        cleared: list[str] = []
+        for name in sorted(self._faults_set):
+            try:
+                await self._call("DELETE", _backend(name, "fault"))
+            except NotFound:
+                pass
+            else:
+                cleared.append(name)
+        self._faults_set.clear()
+        return cleared
+
+    async def fleet_kill(self, name: str) -> None:
+        await self._act("POST", _backend(name, "fleet/kill"))
+
+    async def fleet_restart(self, name: str) -> None:
+        await self._act("POST", _backend(name, "fleet/restart"))
+
+    async def fleet_knobs(
+        self, name: str, **knobs: float | int | bool
+    ) -> dict[str, float | int | bool]:
+        data = await self._act("POST", _backend(name, "fleet/knobs"), knobs)
+        got = data.get("knobs", {}) if isinstance(data, dict) else {}
+        return {str(k): v for k, v in got.items() if isinstance(v, int | float | bool)}
+
+
+def _backend(name: str, tail: str = "") -> str:
+    path = f"{API}/backends/{quote(name, safe='')}"
+    return f"{path}/{tail}" if tail else path

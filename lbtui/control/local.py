@@ -1,0 +1,306 @@
+"""``LocalControl``: the ``Control`` of a balancer in this process (``lbtui demo``, the admin API).
+
+Each action is validated in full first (``Invalid`` names the field, ``NotFound`` the backend),
+then carried out with one call to the proxy's operator methods, which emit its event; the
+actions the proxy has no method for (faults, fleet processes) emit theirs on the same event
+ring here. Nothing awaits between validation and change on the event loop, so an action on
+the balancer is atomic to every request and every other action (fleet actions wait for the
+process, and say what happened once it has).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import os
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from pydantic import ValidationError
+
+from lbtui.balancer.pool import AdminState as PoolAdminState
+from lbtui.balancer.proxy import Proxy
+from lbtui.config import ALGORITHM_NAMES, BackendConfig, LimitsConfig
+from lbtui.control.errors import (
+    Conflict,
+    Invalid,
+    NotFound,
+    ReadOnly,
+    Unavailable,
+    invalid_from,
+)
+from lbtui.control.faults import FaultLink
+from lbtui.control.model import BreakerMode, Event, FaultSpec, Figure, Snapshot
+from lbtui.control.snapshot import build_snapshot
+from lbtui.core.events import EventKind
+from lbtui.core.faults import Faults
+from lbtui.fleet.spec import KnobsUpdate
+from lbtui.fleet.supervisor import Fleet, FleetError
+
+_SESSIONS = itertools.count(1)
+BREAKER_MODES: tuple[BreakerMode, ...] = ("open", "closed", "disabled", "auto")
+
+
+def _number(value: object, field: str, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise Invalid(f"{field}: expected a number, got {value!r}", field=field)
+    if not low <= value <= high:
+        raise Invalid(f"{field}: expected from {low:g} to {high:g}, got {value!r}", field=field)
+    return float(value)
+
+
+class LocalControl:
+    """Direct calls on ``proxy`` and ``fleet``.
+
+    ``faults`` is the registry faults are set in: the proxy's own (the default, the one its
+    pipeline consults), or another one for tests of the control plane alone. ``owner`` tags
+    every fault set through this control (a fresh tag per control by default), so that
+    :meth:`rollback` undoes this session's faults and no one else's."""
+
+    def __init__(
+        self,
+        proxy: Proxy,
+        fleet: Fleet | None = None,
+        faults: Faults | None = None,
+        *,
+        read_only: bool = False,
+        owner: str | None = None,
+    ) -> None:
+        self.proxy = proxy
+        self.fleet = fleet
+        self.owner = owner or f"control-{os.getpid()}-{next(_SESSIONS)}"
+        self.faults = FaultLink(
+            faults if faults is not None else proxy.faults, proxy.clock, owner=self.owner
+        )
+        self.read_only = read_only
+
+    def describe_target(self) -> str:
+        return "in-process"
+
+    # --- seeing ------------------------------------------------------------------------------
+
+    def snapshot_now(self) -> Snapshot:
+        """The snapshot, synchronously (the admin API and metrics call this on the loop)."""
+        return build_snapshot(self.proxy, None, self.fleet, faults=self.faults)
+
+    async def snapshot(self) -> Snapshot:
+        return self.snapshot_now()
+
+    async def events(self, since_id: int = 0) -> list[Event]:
+        return self.proxy.events.since(since_id)
+
+    async def stream_events(self, since_id: int = 0) -> AsyncIterator[Event]:
+        ring = self.proxy.events
+        wake = asyncio.Event()
+        unsubscribe = ring.subscribe(lambda _e: wake.set())
+        last = since_id
+        try:
+            while True:
+                wake.clear()  # before reading: an event emitted from here on wakes the wait
+                for event in ring.since(last):
+                    last = event.id
+                    yield event
+                await wake.wait()
+        finally:
+            unsubscribe()
+
+    async def aclose(self) -> None:
+        return None
+
+    async def rollback(self) -> list[str]:
+        """Clear every fault set through this control that is still on (the guaranteed undo
+        at the end of a console session or a run); the backends it cleared. Allowed when
+        read-only: it only ever removes faults."""
+        if self.faults.registry is self.proxy.faults:
+            return self.proxy.clear_faults(owner=self.owner)
+        return self.faults.registry.clear_all(self.proxy.clock(), owner=self.owner)
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise ReadOnly("this control is read-only: actions are refused")
+
+    def _known(self, name: str) -> None:
+        if name not in self.proxy.backends:
+            known = ", ".join(sorted(self.proxy.backends)) or "none"
+            raise NotFound(f"no backend named {name!r} (known: {known})")
+
+    def _emits(self, fn: Callable[[], object]) -> bool:
+        """Run ``fn``; whether it emitted an event itself."""
+        before = self.proxy.events.last_id
+        fn()
+        return self.proxy.events.last_id != before
+
+    # --- actions -----------------------------------------------------------------------------
+
+    async def add_backend(self, name: str, url: str, weight: float = 1) -> None:
+        self._writable()
+        try:
+            config = BackendConfig.model_validate({"name": name, "url": url, "weight": weight})
+        except ValidationError as exc:
+            raise invalid_from(exc) from None
+        if config.name in self.proxy.backends:
+            raise Conflict(f"a backend named {config.name!r} exists already", field="name")
+        self.proxy.add_backend(config)
+
+    async def remove_backend(self, name: str) -> None:
+        self._writable()
+        self._known(name)
+        self.proxy.remove_backend(name)  # clears its fault too
+
+    async def set_weight(self, name: str, weight: float) -> None:
+        self._writable()
+        w = _number(weight, "weight", 0, 1000)
+        self._known(name)
+        self.proxy.set_weight(name, w)
+
+    async def _admin(self, name: str, state: PoolAdminState) -> None:
+        self._writable()
+        self._known(name)
+        self.proxy.set_admin(name, state)
+
+    async def drain(self, name: str) -> None:
+        await self._admin(name, PoolAdminState.DRAINING)
+
+    async def disable(self, name: str) -> None:
+        await self._admin(name, PoolAdminState.DISABLED)
+
+    async def enable(self, name: str) -> None:
+        await self._admin(name, PoolAdminState.ACTIVE)
+
+    async def set_algorithm(self, name: str) -> None:
+        self._writable()
+        if name not in ALGORITHM_NAMES:
+            raise Invalid(
+                f"algorithm: expected one of {', '.join(ALGORITHM_NAMES)}, got {name!r}",
+                field="algorithm",
+            )
+        self.proxy.change_algorithm(name)
+
+    async def set_limits(self, **limits: Figure) -> None:
+        self._writable()
+        values: dict[str, Any] = self.proxy.admission.config.model_dump()
+        values.update(limits)
+        try:
+            config = LimitsConfig.model_validate(values)
+        except ValidationError as exc:
+            raise invalid_from(exc) from None
+        self.proxy.set_limits(config)
+
+    async def force_breaker(self, name: str, mode: BreakerMode) -> None:
+        self._writable()
+        if mode not in BREAKER_MODES:
+            raise Invalid(
+                f"mode: expected one of {', '.join(BREAKER_MODES)}, got {mode!r}", field="mode"
+            )
+        self._known(name)
+        if self.proxy.backends[name].breaker is None:
+            raise Unavailable(f"backend {name!r} has no circuit breaker")
+        if not self._emits(lambda: self.proxy.force_breaker(name, mode)):
+            # no transition (already in that state): the action still goes on the timeline
+            self.proxy.events.emit(
+                EventKind.ACTION,
+                f"breaker force {mode}: no change",
+                backend=name,
+                action="breaker",
+                mode=mode,
+            )
+
+    async def set_fault(self, name: str, fault: FaultSpec) -> None:
+        self._writable()
+        if not isinstance(fault, FaultSpec):
+            raise Invalid(f"fault: expected a FaultSpec, got {type(fault).__name__}", field="fault")
+        self._known(name)
+        if self.faults.registry is self.proxy.faults:
+            self.proxy.set_fault(name, fault, owner=self.owner)  # its event says what and why
+            return
+        self.faults.set(name, fault)
+        self.proxy.events.emit(
+            EventKind.FAULT,
+            f"fault injected: {fault.describe()}",
+            backend=name,
+            action="fault",
+            change="set",
+            fault=fault.kind.value,
+            percent=fault.percent,
+        )
+
+    async def clear_fault(self, name: str) -> None:
+        self._writable()
+        self._known(name)
+        if self.faults.registry is self.proxy.faults:
+            old = self.proxy.clear_fault(name)  # emits the fault's end, with its proof
+        else:
+            old = self.faults.clear(name)
+            if old is not None:
+                self.proxy.events.emit(
+                    EventKind.FAULT,
+                    f"fault cleared: {old.describe()}",
+                    backend=name,
+                    change="end",
+                    fault=old.kind.value,
+                )
+        if old is None:
+            self.proxy.events.emit(
+                EventKind.FAULT, "no fault to clear", backend=name, action="fault", change="none"
+            )
+
+    def _fleet_member(self, name: str) -> Fleet:
+        if self.fleet is None:
+            raise Unavailable("no local fleet: fleet actions need lbtui demo")
+        if name not in {m.name for m in self.fleet.backends}:
+            known = ", ".join(m.name for m in self.fleet.backends)
+            raise NotFound(f"no fleet backend named {name!r} (known: {known})")
+        return self.fleet
+
+    async def fleet_kill(self, name: str) -> None:
+        self._writable()
+        fleet = self._fleet_member(name)
+        pid = fleet.member(name).pid
+        try:
+            await fleet.kill(name)
+        except FleetError as exc:
+            raise Unavailable(str(exc)) from None
+        self.proxy.events.emit(
+            EventKind.FLEET, f"process killed (SIGKILL, pid {pid})", backend=name, action="kill"
+        )
+
+    async def fleet_restart(self, name: str) -> None:
+        self._writable()
+        fleet = self._fleet_member(name)
+        try:
+            member = await fleet.restart(name)
+        except FleetError as exc:
+            raise Unavailable(str(exc)) from None
+        self.proxy.events.emit(
+            EventKind.FLEET,
+            f"process restarted (pid {member.pid}, restart {member.restarts})",
+            backend=name,
+            action="restart",
+            pid=member.pid,
+        )
+
+    async def fleet_knobs(
+        self, name: str, **knobs: float | int | bool
+    ) -> dict[str, float | int | bool]:
+        self._writable()
+        try:
+            update = KnobsUpdate.model_validate(knobs)
+        except ValidationError as exc:
+            raise invalid_from(exc) from None
+        fleet = self._fleet_member(name)
+        try:
+            now = await fleet.set_knobs(name, **update.model_dump(exclude_none=True))
+        except FleetError as exc:
+            raise Unavailable(str(exc)) from None
+        changed = update.model_dump(exclude_none=True)
+        self.proxy.events.emit(
+            EventKind.FLEET,
+            "knobs " + ", ".join(f"{k}={v}" for k, v in changed.items()),
+            backend=name,
+            action="knobs",
+            **changed,
+        )
+        return {k: v for k, v in now.items() if isinstance(v, int | float | bool)}

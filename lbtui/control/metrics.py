@@ -1,0 +1,368 @@
+"""``/metrics``: Prometheus metrics read from the balancer's records at scrape time.
+
+No second set of counters: every value is read from ``BackendRecord``, ``BalancerRecord``, the
+breakers', outlier detector's and faults registry's stats, as they are at the scrape. One
+function, :func:`families`, does that reading; two writers use it:
+
+- :class:`BalancerCollector`, a prometheus-client custom collector (the pattern of its own
+  process collector) yielding ``CounterMetricFamily`` / ``GaugeMetricFamily`` /
+  ``HistogramMetricFamily``, registered in a private ``CollectorRegistry`` per balancer (two
+  balancers in one process never share a metric) — for anyone who wants the registry;
+- :func:`render`, which writes the text exposition format straight from the same families.
+  prometheus-client builds a ``Sample`` per value and escapes every label of every sample
+  (≈ 8 µs a sample, 30 ms for 100 backends' 4,000 samples, on the balancer's event loop);
+  this writes the same bytes (the tests compare it with ``generate_latest``) in a fraction.
+
+Naming follows Prometheus and the Traefik / HAProxy exporters: ``_total`` counters, base units
+(``_seconds``, ``_bytes``), a ``backend`` label, states as one-hot gauges
+(``lbtui_breaker_state{state="open"} 1``, like ``haproxy_server_status{state}``).
+
+Latency buckets come from the record's log-bucketed histogram with the semantics of
+``LatencyHistogram.cumulative`` (computed with one running sum of its counts): a sample counts
+under a bound when its bucket's middle is at or below it, exact to the histogram's ±2.2 %.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from itertools import accumulate
+from typing import Literal
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from lbtui.balancer.pool import AdminState
+from lbtui.balancer.proxy import Proxy
+from lbtui.control.faults import FaultLink
+from lbtui.core.breaker import BreakerState
+from lbtui.core.record import CODE_CLASSES, FailureKind
+from lbtui.core.window import N_BUCKETS, bucket_value
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+LATENCY_BOUNDS_S = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+"""Histogram bounds: from half a millisecond (a proxy on loopback) to 30 s (a hung backend)."""
+LIMIT_SCOPES = ("global", "client", "concurrency")
+_BOUND_LABELS = tuple(f"{b:g}" for b in LATENCY_BOUNDS_S)
+_BOUND_CUTS = tuple(
+    sum(1 for i in range(N_BUCKETS) if bucket_value(i) <= b) for b in LATENCY_BOUNDS_S
+)
+"""For each bound, how many of the histogram's buckets lie under it: the cumulative count at a
+bound is then one index into the running sum of ``LatencyHistogram.counts``."""
+_DOWN_STATES = (BreakerState.OPEN, BreakerState.FORCED_OPEN)
+_BREAKER_STATES = tuple(BreakerState)
+_FAILURE_KINDS = tuple(FailureKind)
+
+
+@dataclass(slots=True)
+class Family:
+    """One metric family as read from the records: ``values`` holds ``(label values, value)``
+    for counters and gauges, and ``(label values, cumulative bucket counts, sum, count)`` in
+    ``histograms`` for a histogram."""
+
+    name: str
+    """Without ``_total``: prometheus-client adds it to counters."""
+    kind: Literal["counter", "gauge", "histogram"]
+    help: str
+    labels: tuple[str, ...] = ()
+    values: list[tuple[tuple[str, ...], float]] = field(default_factory=list)
+    histograms: list[tuple[tuple[str, ...], list[int], float, int]] = field(default_factory=list)
+
+
+def families(proxy: Proxy, faults: FaultLink | None) -> list[Family]:
+    """Every lbtui metric of ``proxy``, read now."""
+    now = proxy.clock()
+    backends = list(proxy.backends.values())
+    requests = Family(
+        "lbtui_requests",
+        "counter",
+        "Responses from each backend, by status class (one per attempt that got an answer).",
+        ("backend", "code_class"),
+    )
+    failures = Family(
+        "lbtui_upstream_failures",
+        "counter",
+        "Attempts that got no usable response from the backend, by kind.",
+        ("backend", "kind"),
+    )
+    duration = Family(
+        "lbtui_request_duration_seconds",
+        "histogram",
+        "Time from sending an attempt to its last response byte (or its failure).",
+        ("backend",),
+    )
+    in_flight = Family(
+        "lbtui_backend_in_flight", "gauge", "Attempts in flight on the backend.", ("backend",)
+    )
+    up = Family(
+        "lbtui_backend_up",
+        "gauge",
+        "1 when the backend takes new requests: active, healthy, not ejected, breaker not open.",
+        ("backend",),
+    )
+    weight = Family(
+        "lbtui_backend_weight",
+        "gauge",
+        "Effective weight (0 unless active; ramped during slow start).",
+        ("backend",),
+    )
+    ejected = Family("lbtui_backend_ejected", "gauge", "1 while passively ejected.", ("backend",))
+    breaker = Family(
+        "lbtui_breaker_state", "gauge", "Circuit breaker state, one-hot.", ("backend", "state")
+    )
+    opened = Family(
+        "lbtui_breaker_opened",
+        "counter",
+        "Times the breaker tripped open by itself (operator forcing not counted).",
+        ("backend",),
+    )
+    retries = Family(
+        "lbtui_retries",
+        "counter",
+        "Attempts sent to the backend as a retry of a failed attempt elsewhere.",
+        ("backend",),
+    )
+    bytes_in = Family(
+        "lbtui_backend_request_bytes",
+        "counter",
+        "Request body bytes sent to the backend.",
+        ("backend",),
+    )
+    bytes_out = Family(
+        "lbtui_backend_response_bytes",
+        "counter",
+        "Response body bytes received from the backend.",
+        ("backend",),
+    )
+    injected = Family(
+        "lbtui_faults_injected",
+        "counter",
+        "Requests a proxy-side fault was applied to, by backend and fault kind.",
+        ("backend", "kind"),
+    )
+    outliers = proxy.outliers
+    for b in backends:
+        name = b.name
+        rec = b.record
+        label = (name,)
+        responses = rec.responses_total
+        for i, cls in enumerate(CODE_CLASSES):
+            requests.values.append(((name, cls), responses[i + 1]))
+        for kind in _FAILURE_KINDS:
+            failures.values.append(((name, kind.value), rec.failures_total[kind]))
+        lat = rec.latency
+        cum = list(accumulate(lat.counts))
+        buckets = [cum[cut - 1] if cut else 0 for cut in _BOUND_CUTS]
+        duration.histograms.append((label, buckets, lat.sum, lat.count))
+        in_flight.values.append((label, rec.in_flight))
+        weight.values.append((label, b.weight))
+        is_ejected = outliers.is_ejected(name, now)
+        ejected.values.append((label, 1.0 if is_ejected else 0.0))
+        state = b.breaker.state if b.breaker is not None else BreakerState.DISABLED
+        for s in _BREAKER_STATES:
+            breaker.values.append(((name, s.value), 1.0 if s is state else 0.0))
+        if b.breaker is not None:
+            opened.values.append((label, b.breaker.stats(now).times_opened))
+        takes = (
+            b.admin is AdminState.ACTIVE
+            and b.healthy()
+            and not is_ejected
+            and state not in _DOWN_STATES
+        )
+        up.values.append((label, 1.0 if takes else 0.0))
+        retries.values.append((label, rec.retries_total))
+        bytes_in.values.append((label, rec.bytes_in_total))
+        bytes_out.values.append((label, rec.bytes_out_total))
+    if faults is not None:
+        for (backend, fault_kind), n in sorted(faults.applied_totals().items()):
+            injected.values.append(((backend, fault_kind), n))
+
+    totals = proxy.record
+    client = Family(
+        "lbtui_client_responses",
+        "counter",
+        "Answers to clients, by status class (one per client request; 429s and fallbacks "
+        "included).",
+        ("code_class",),
+        [((cls,), totals.responses_total[i + 1]) for i, cls in enumerate(CODE_CLASSES)],
+    )
+    client_in_flight = Family(
+        "lbtui_client_in_flight",
+        "gauge",
+        "Client requests being handled.",
+        (),
+        [((), totals.in_flight)],
+    )
+    scopes = dict.fromkeys(LIMIT_SCOPES, 0) | totals.rate_limited_total
+    limited = Family(
+        "lbtui_rate_limited",
+        "counter",
+        "Requests refused with 429 by admission, by limit scope.",
+        ("scope",),
+        [((scope,), n) for scope, n in sorted(scopes.items())],
+    )
+    fallback = Family(
+        "lbtui_fallback",
+        "counter",
+        "Fallback responses served, by reason.",
+        ("reason",),
+        [((reason,), n) for reason, n in sorted(totals.fallback_total.items())],
+    )
+    flags = Family(
+        "lbtui_response_flags",
+        "counter",
+        "Client requests the balancer did not simply pass through, by response flag "
+        "(retry_budget_exhausted, breaker_open, no_healthy_backend, ...).",
+        ("flag",),
+        [((flag,), n) for flag, n in sorted(totals.flags_total.items())],
+    )
+    client_retries = Family(
+        "lbtui_client_retries",
+        "counter",
+        "Retries of client requests on another backend.",
+        (),
+        [((), totals.retries_total)],
+    )
+    events = Family(
+        "lbtui_events",
+        "counter",
+        "Events emitted (breaker transitions, ejections, health flips, actions, ...).",
+        (),
+        [((), proxy.events.last_id)],
+    )
+    return [
+        requests,
+        failures,
+        duration,
+        in_flight,
+        up,
+        weight,
+        ejected,
+        breaker,
+        opened,
+        retries,
+        bytes_in,
+        bytes_out,
+        injected,
+        client,
+        client_in_flight,
+        limited,
+        fallback,
+        flags,
+        client_retries,
+        events,
+    ]
+
+
+class BalancerCollector(Collector):
+    """Every lbtui metric of one balancer, as prometheus-client families, at each scrape."""
+
+    def __init__(self, proxy: Proxy, faults: FaultLink | None = None) -> None:
+        self.proxy = proxy
+        self.faults = faults
+
+    def collect(self) -> Iterator[Metric]:
+        for fam in families(self.proxy, self.faults):
+            metric: CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily
+            if fam.kind == "histogram":
+                metric = HistogramMetricFamily(fam.name, fam.help, labels=fam.labels)
+                for values, buckets, total, count in fam.histograms:
+                    pairs: list[tuple[str, float]] = list(zip(_BOUND_LABELS, buckets, strict=True))
+                    pairs.append(("+Inf", count))
+                    metric.add_metric(values, pairs, total)
+                yield metric
+                continue
+            if fam.kind == "counter":
+                metric = CounterMetricFamily(fam.name, fam.help, labels=fam.labels)
+            else:
+                metric = GaugeMetricFamily(fam.name, fam.help, labels=fam.labels)
+            for values, value in fam.values:
+                metric.add_metric(values, value)
+            yield metric
+
+
+def make_registry(proxy: Proxy, faults: FaultLink | None = None) -> CollectorRegistry:
+    """A private registry holding only this balancer's collector."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(BalancerCollector(proxy, faults))
+    return registry
+
+
+def _go_float(value: float) -> str:
+    """A sample value as Prometheus (and ``prometheus_client.utils.floatToGoString``) write it."""
+    d = float(value)
+    if math.isinf(d):
+        return "+Inf" if d > 0 else "-Inf"
+    if math.isnan(d):
+        return "NaN"
+    s = repr(d)
+    dot = s.find(".")
+    if d > 0 and dot > 6:  # Go switches to exponents sooner than Python
+        mantissa = f"{s[0]}.{s[1:dot]}{s[dot + 1 :]}".rstrip("0.")
+        return f"{mantissa}e+{dot - 1:02d}"
+    return s
+
+
+def _escape(v: str) -> str:
+    return v.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+def _label_text(names: Sequence[str], values: Sequence[str]) -> str:
+    """``{a="x",b="y"}`` with the labels sorted by name, as ``generate_latest`` writes them."""
+    if not names:
+        return ""
+    pairs = sorted(zip(names, values, strict=True))
+    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in pairs) + "}"
+
+
+def render_families(fams: Sequence[Family]) -> bytes:
+    """The text exposition format (``CONTENT_TYPE``) of ``fams``: the bytes prometheus-client's
+    ``generate_latest`` writes for :class:`BalancerCollector`."""
+    out: list[str] = []
+    add = out.append
+    for fam in fams:
+        name = fam.name + "_total" if fam.kind == "counter" else fam.name
+        doc = fam.help.replace("\\", r"\\").replace("\n", r"\n")
+        add(f"# HELP {name} {doc}\n# TYPE {name} {fam.kind}\n")
+        if fam.kind == "histogram":
+            for values, buckets, total, count in fam.histograms:
+                inner = _label_text(fam.labels, values)[1:-1]
+                sep = "," if inner else ""
+                for le, n in zip(_BOUND_LABELS, buckets, strict=True):
+                    add(f'{name}_bucket{{{inner}{sep}le="{le}"}} {_go_float(n)}\n')
+                add(f'{name}_bucket{{{inner}{sep}le="+Inf"}} {_go_float(count)}\n')
+                labels = "{" + inner + "}" if inner else ""
+                add(f"{name}_count{labels} {_go_float(count)}\n")
+                add(f"{name}_sum{labels} {_go_float(total)}\n")
+            continue
+        for values, value in fam.values:
+            add(f"{name}{_label_text(fam.labels, values)} {_go_float(value)}\n")
+    return "".join(out).encode()
+
+
+def render(proxy: Proxy, faults: FaultLink | None = None) -> bytes:
+    """``/metrics`` of ``proxy`` now, in the text exposition format (``CONTENT_TYPE``)."""
+    return render_families(families(proxy, faults))

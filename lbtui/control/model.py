@@ -1,0 +1,451 @@
+"""The control plane's model: what a console sees (``Snapshot``, ``Event``) and what it can ask
+for (``Action``), as frozen dataclasses that survive a JSON round trip unchanged.
+
+One model for both sides of the wire: the admin API serialises with ``to_json()`` and
+``HttpControl`` rebuilds the very same classes with ``from_json()``, so a console cannot tell an
+in-process balancer from a remote one. Serialisation and validation go through pydantic
+``TypeAdapter``s over plain dataclasses (pydantic at the edges, DESIGN.md): the dataclasses stay
+cheap to build on the snapshot path, and a value coming in over HTTP is checked field by field,
+each problem named by its path.
+
+Times: every ``at`` / ``since`` / ``until`` is monotonic seconds on the balancer's clock, the
+clock ``Snapshot.at`` is read on. For people, convert with the snapshot's pair:
+``wall_time = snapshot.wall - (snapshot.at - since)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, TypeAdapter
+
+from lbtui.config import Algorithm
+from lbtui.core.events import Event, EventKind
+from lbtui.core.faults import FaultKind, FaultSpec
+
+__all__ = [
+    "Action",
+    "AddBackend",
+    "AdminState",
+    "BackendView",
+    "BalancerTotals",
+    "BreakerMode",
+    "BreakerView",
+    "ClearFault",
+    "Event",
+    "EventKind",
+    "FaultKind",
+    "FaultSpec",
+    "FaultView",
+    "Figure",
+    "FleetKill",
+    "FleetKnobs",
+    "FleetRestart",
+    "ForceBreaker",
+    "HealthView",
+    "LimitsView",
+    "ProcessView",
+    "RemoveBackend",
+    "SetAdmin",
+    "SetAlgorithm",
+    "SetFault",
+    "SetLimits",
+    "SetWeight",
+    "Snapshot",
+    "action_from_json",
+    "action_to_json",
+    "event_from_json",
+    "event_to_json",
+    "events_from_json",
+]
+
+AdminState = Literal["active", "draining", "disabled"]
+BreakerMode = Literal["open", "closed", "disabled", "auto"]
+Figure = float | int | str | bool | None
+"""A flat value: what limits, knobs and event payloads hold."""
+
+
+# --- faults ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FaultView:
+    """The fault on a backend, with the proof that it happens (PRODUCT.md, gap 3): requested
+    vs applied share, with the sample size, and what clients finally saw. A fault that ended
+    (cleared, expired, first N done) stays visible with its final figures and ``active`` False.
+    """
+
+    spec: FaultSpec
+    description: str
+    """One line for people: ``delay 200±50 ms on 100% for 30 s``."""
+    active: bool
+    ended: str | None
+    """Why it ended (``cleared``, ``expired after 30 s``); ``None`` while active."""
+    set_at: float
+    remaining_s: float | None
+    """Seconds until it ends by itself; ``None`` when it has no duration, or has ended."""
+    requests: int
+    """Requests to the backend checked while it was set."""
+    eligible: int
+    """Of those, the ones in the fault's scope: the sample size."""
+    applied: int
+    applied_percent: float | None
+    """``applied / eligible`` in percent, to compare with ``spec.percent``; ``None`` before the
+    first eligible request."""
+    client_observed: dict[str, int]
+    """For affected requests, what the client finally got: ``"503"``, ``"200"`` (a retry
+    elsewhere succeeded), ``"reset"``."""
+
+
+# --- the snapshot ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerView:
+    """A backend's circuit breaker (``lbtui.core.breaker.BreakerStats``, as sent)."""
+
+    state: str
+    """``closed``, ``open``, ``half_open``, ``forced_open`` or ``disabled``."""
+    since: float
+    reason: str
+    window: str
+    """``count`` or ``time``."""
+    window_size: int
+    calls: int
+    """Calls in the window (frozen as it tripped while not closed)."""
+    failures: int
+    slow_calls: int
+    failure_rate: float | None
+    """Percent; ``None`` while the window holds fewer than ``min_calls`` calls."""
+    slow_call_rate: float | None
+    failure_rate_threshold: float
+    slow_call_rate_threshold: float
+    slow_call_s: float
+    min_calls: int
+    retry_in_s: float | None
+    """When open: seconds until the next call probes (0 once due); otherwise ``None``."""
+    half_open_permits: int | None
+    times_opened: int
+    """Times it tripped open by itself since start (never decreases)."""
+
+
+@dataclass(frozen=True, slots=True)
+class HealthView:
+    """A backend's active health (``lbtui.core.health.HealthStats``, the parts a console shows)."""
+
+    state: str
+    """``up`` or ``down``."""
+    since: float
+    reason: str
+    consecutive_successes: int
+    consecutive_failures: int
+    last_check_ok: bool | None
+    last_check_detail: str
+    slow_start_remaining_s: float | None
+    slow_start_factor: float | None
+    """Weight factor while ramping after a recovery; ``None`` when not ramping."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessView:
+    """OS figures of a backend that is a local fleet process (psutil)."""
+
+    pid: int | None
+    alive: bool
+    cpu_percent: float
+    """Since the previous snapshot; 100 = one core."""
+    rss_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class BackendView:
+    """One backend, everything a console shows about it, every state with its reason."""
+
+    name: str
+    url: str
+    zone: str | None
+    admin: AdminState
+    admin_since: float
+    """When the operator last changed ``admin`` (0 = never since start)."""
+    health: HealthView | None
+    """``None`` when active health checks are off."""
+    ejected: bool
+    ejected_until: float | None
+    """``None`` when not ejected, or ejected until further notice."""
+    ejection_reason: str
+    """The reason of the latest ejection event, or ``never ejected``."""
+    times_ejected: int
+    breaker: BreakerView | None
+    weight_configured: float
+    weight_effective: float
+    """What the algorithms use now: 0 unless active, ramped during slow start."""
+    max_rps: float | None
+    """The backend's cap R_max; ``None`` = uncapped."""
+    in_flight: int
+    open_connections: int
+    connections_source: Literal["connector", "in_flight"]
+    """``connector``: counted by the upstream pool (idle keep-alive plus in use); ``in_flight``:
+    the pool could not be read, and in-flight stands in."""
+    rps: float
+    rps_series: list[float]
+    """Attempts per second, one value a second over the last minute, oldest first."""
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    p999_ms: float
+    error_ratio: float
+    bytes_per_s: float
+    requests_total: int
+    responses_total: dict[str, int]
+    """By class: ``1xx`` … ``5xx``."""
+    failures_total: dict[str, int]
+    """No usable response, by kind: ``connect``, ``timeout``, ``reset``."""
+    retries_total: int
+    bytes_in_total: int
+    bytes_out_total: int
+    fault: FaultView | None
+    """The proxy-side fault set on the backend, or the last one that ended; ``None`` if it never
+    had one (or the balancer has no faults registry)."""
+    process: ProcessView | None
+    """``None`` unless the backend is a process of the local fleet."""
+    score: dict[str, float | None] | None
+    """The algorithm's score parts (p2c_ewma: ``ewma_ms``, ``penalty``, ``in_flight``,
+    ``cost``); ``None`` for algorithms without a score. An infinite cost is ``None``."""
+
+
+@dataclass(frozen=True, slots=True)
+class BalancerTotals:
+    """Balancer-wide figures, one count per client request, rates over the last ~10 s."""
+
+    rps: float
+    in_flight: int
+    code_rps: dict[str, float]
+    """Answers per second by class: ``1xx`` … ``5xx``."""
+    rate_limited_rps: float
+    fallback_rps: float
+    retries_rps: float
+    success_ratio: float
+    """Non-5xx share of recent answers (1.0 before the first)."""
+    requests_total: int
+    responses_total: dict[str, int]
+    rate_limited_total: dict[str, int]
+    fallback_total: dict[str, int]
+    retries_total: int
+    flags_total: dict[str, int]
+    rps_series: list[float]
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsView:
+    """Admission limits as configured now, and the limiters' counters."""
+
+    config: dict[str, Figure]
+    """The current ``[limits]`` values (``lbtui.config.LimitsConfig``)."""
+    global_tokens: float | None
+    """Tokens in the global bucket now; ``None`` without a global limit."""
+    global_allowed_total: int
+    global_rejected_total: int
+    clients: int
+    """Per-client buckets held now."""
+    client_rejected_total: int
+    client_evicted_total: int
+    in_flight: int
+    concurrency_rejected_total: int
+    peak_in_flight: int
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The balancer at one instant, read from its records (no view keeps counters)."""
+
+    at: float
+    """Monotonic seconds on the balancer's clock."""
+    wall: float
+    """Unix time at ``at``."""
+    algorithm: str
+    totals: BalancerTotals
+    limits: LimitsView
+    imbalance: float
+    """L = Σᵢ |rᵢ − r̄ᵢ| in requests per second, r̄ᵢ = backend i's weighted share of the total
+    rate (effective weights; equal shares when every weight is 0). 0 = perfectly balanced."""
+    overload: int
+    """M = number of backends whose rate exceeds their ``max_rps``."""
+    panic: bool
+    """The default pool balances over all backends because too few are available."""
+    backends: list[BackendView]
+    last_event_id: int
+    """The newest event's id: stream from here to see only what comes next."""
+
+    def backend(self, name: str) -> BackendView:
+        for b in self.backends:
+            if b.name == name:
+                return b
+        raise KeyError(name)
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = _SNAPSHOT.dump_python(self, mode="json")
+        return data
+
+    def to_json_bytes(self) -> bytes:
+        return _SNAPSHOT.dump_json(self)
+
+    @staticmethod
+    def from_json(data: Mapping[str, Any] | bytes | str) -> Snapshot:
+        if isinstance(data, bytes | str):
+            return _SNAPSHOT.validate_json(data)
+        return _SNAPSHOT.validate_python(data)
+
+
+def finite(value: float) -> float | None:
+    """``value``, or ``None`` for inf/nan (which JSON cannot carry)."""
+    return value if math.isfinite(value) else None
+
+
+# --- actions -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AddBackend:
+    kind: Literal["add_backend"] = "add_backend"
+    name: str
+    url: str
+    weight: Annotated[float, Field(ge=0, le=1000)] = 1.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RemoveBackend:
+    kind: Literal["remove_backend"] = "remove_backend"
+    backend: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetWeight:
+    kind: Literal["set_weight"] = "set_weight"
+    backend: str
+    weight: Annotated[float, Field(ge=0, le=1000)]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetAdmin:
+    """Drain (``draining``), disable (``disabled``) or enable (``active``) a backend."""
+
+    kind: Literal["set_admin"] = "set_admin"
+    backend: str
+    state: AdminState
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetAlgorithm:
+    kind: Literal["set_algorithm"] = "set_algorithm"
+    algorithm: Algorithm
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetLimits:
+    """Change some ``[limits]`` keys; keys left out keep their value, ``None`` clears one."""
+
+    kind: Literal["set_limits"] = "set_limits"
+    limits: dict[str, Figure]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ForceBreaker:
+    kind: Literal["force_breaker"] = "force_breaker"
+    backend: str
+    mode: BreakerMode
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetFault:
+    kind: Literal["set_fault"] = "set_fault"
+    backend: str
+    fault: FaultSpec
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClearFault:
+    kind: Literal["clear_fault"] = "clear_fault"
+    backend: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FleetKill:
+    kind: Literal["fleet_kill"] = "fleet_kill"
+    backend: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FleetRestart:
+    kind: Literal["fleet_restart"] = "fleet_restart"
+    backend: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FleetKnobs:
+    kind: Literal["fleet_knobs"] = "fleet_knobs"
+    backend: str
+    knobs: dict[str, float | int | bool] = field(default_factory=dict)
+
+
+Action = Annotated[
+    AddBackend
+    | RemoveBackend
+    | SetWeight
+    | SetAdmin
+    | SetAlgorithm
+    | SetLimits
+    | ForceBreaker
+    | SetFault
+    | ClearFault
+    | FleetKill
+    | FleetRestart
+    | FleetKnobs,
+    Field(discriminator="kind"),
+]
+"""Everything an operator (a console, the chaos runner) can ask of a balancer, tagged by
+``kind``. ``lbtui.control.interface.apply`` carries one out on any ``Control``."""
+
+
+# --- JSON --------------------------------------------------------------------------------------
+
+_SNAPSHOT: TypeAdapter[Snapshot] = TypeAdapter(Snapshot)
+_EVENT: TypeAdapter[Event] = TypeAdapter(Event)
+_EVENTS: TypeAdapter[list[Event]] = TypeAdapter(list[Event])
+_ACTION: TypeAdapter[Action] = TypeAdapter(Action)
+FAULT_SPEC: TypeAdapter[FaultSpec] = TypeAdapter(FaultSpec)
+
+
+def event_to_json(event: Event) -> dict[str, Any]:
+    data: dict[str, Any] = _EVENT.dump_python(event, mode="json")
+    return data
+
+
+def event_to_json_bytes(event: Event) -> bytes:
+    return _EVENT.dump_json(event)
+
+
+def events_to_json_bytes(events: list[Event]) -> bytes:
+    return _EVENTS.dump_json(events)
+
+
+def event_from_json(data: Mapping[str, Any] | bytes | str) -> Event:
+    if isinstance(data, bytes | str):
+        return _EVENT.validate_json(data)
+    return _EVENT.validate_python(data)
+
+
+def events_from_json(data: list[Any]) -> list[Event]:
+    return _EVENTS.validate_python(data)
+
+
+def action_to_json(action: Action) -> dict[str, Any]:
+    data: dict[str, Any] = _ACTION.dump_python(action, mode="json")
+    return data
+
+
+def action_from_json(data: Mapping[str, Any]) -> Action:
+    """Validate an action (pydantic ``ValidationError`` names the wrong field)."""
+    return _ACTION.validate_python(data)

@@ -1,0 +1,94 @@
+"""The balancer and its control plane, started and stopped as one (``lbtui serve``, ``demo``).
+
+Order (uvicorn's, and what a scraper or a console expects): the data plane starts first, then
+the admin API, so the API never answers for a balancer that is not there; on the way out the
+admin API stops first (its event streams end), then the balancer drains. A refused admin
+configuration (non-loopback without a token) is raised by the constructor, before anything
+listens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Callable
+
+from lbtui.balancer.proxy import Proxy
+from lbtui.balancer.server import BalancerServer
+from lbtui.config import Config
+from lbtui.control.api import AdminServer
+from lbtui.control.local import LocalControl
+from lbtui.core.faults import Faults
+from lbtui.fleet.supervisor import Fleet
+
+
+class BalancerRuntime:
+    """``async with run_balancer(config) as rt:`` — ``rt.server``, ``rt.control``, ``rt.admin``
+    (``None`` when ``[admin] enabled = false``)."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        fleet: Fleet | None = None,
+        faults: Faults | None = None,
+        proxy: Proxy | None = None,
+    ) -> None:
+        self.config = config
+        self.server = BalancerServer(config, proxy)
+        self.control = LocalControl(self.server.proxy, fleet, faults)
+        self.admin: AdminServer | None = (
+            AdminServer(config.admin, self.control) if config.admin.enabled else None
+        )
+
+    async def start(self) -> None:
+        await self.server.start()
+        if self.admin is not None:
+            try:
+                await self.admin.start()
+            except BaseException:
+                await self.server.stop()
+                raise
+
+    async def stop(self) -> None:
+        try:
+            if self.admin is not None:
+                await self.admin.stop()
+        finally:
+            await self.server.stop()
+
+    async def __aenter__(self) -> BalancerRuntime:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+def run_balancer(
+    config: Config, *, fleet: Fleet | None = None, faults: Faults | None = None
+) -> BalancerRuntime:
+    """The runtime for ``config``, not yet started: use it as ``async with``."""
+    return BalancerRuntime(config, fleet=fleet, faults=faults)
+
+
+async def serve_until_signalled(
+    runtime: BalancerRuntime, on_ready: Callable[[BalancerRuntime], None] | None = None
+) -> None:
+    """Start ``runtime``, wait for SIGINT or SIGTERM, then stop it gracefully."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+    try:
+        async with runtime:
+            if on_ready is not None:
+                on_ready(runtime)
+            await stop.wait()
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)

@@ -1,0 +1,272 @@
+"""``build_snapshot``: the balancer at one instant, read from its records and policy stats.
+
+Nothing here counts: every figure is read from ``BackendRecord`` / ``BalancerRecord`` and the
+``stats(now)`` of the breakers, health states, outlier detector and limiters (DESIGN.md: every
+outcome is recorded once, and every view reads that record). Building a snapshot changes
+nothing in the data plane except what reading does anyway (rolling windows drop old slots).
+
+The balance figures are the problem statement's: imbalance L = Σᵢ |rᵢ − r̄ᵢ| with r̄ᵢ the
+weighted share of the total rate (effective weights), and overload M = #{i : rᵢ > max_rpsᵢ}.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Literal
+
+from lbtui.balancer.pool import Backend
+from lbtui.balancer.proxy import Proxy
+from lbtui.control.faults import FaultLink
+from lbtui.control.model import (
+    BackendView,
+    BalancerTotals,
+    BreakerView,
+    HealthView,
+    LimitsView,
+    ProcessView,
+    Snapshot,
+    finite,
+)
+from lbtui.core.balancing import Balancer
+from lbtui.fleet.supervisor import Fleet
+
+
+def imbalance(rates: Sequence[float], weights: Sequence[float]) -> float:
+    """L = Σᵢ |rᵢ − r̄ᵢ| where r̄ᵢ = (Σ r) · wᵢ / Σ w (equal shares when Σ w = 0)."""
+    total = sum(rates)
+    wsum = sum(weights)
+    n = len(rates)
+    if not n:
+        return 0.0
+    if wsum > 0:
+        return sum(abs(r - total * w / wsum) for r, w in zip(rates, weights, strict=True))
+    return sum(abs(r - total / n) for r in rates)
+
+
+ConnectionCount = Callable[[Backend, int], int]
+"""``count(backend, in_flight)``: connections open to ``backend`` now."""
+
+
+def connection_counter(proxy: Proxy) -> ConnectionCount | None:
+    """How to count the connections open to each backend, or ``None`` when the upstream pool
+    cannot be read (then in-flight stands in).
+
+    The lean upstream answers ``open_connections(host, port)`` (idle plus in use) itself. For
+    aiohttp's pool the idle connections are read from its connector and the ones in use are
+    the requests in flight (each holds one; aiohttp counts in-use connections per host only
+    with ``limit_per_host``)."""
+    upstream = proxy.upstream
+    public = getattr(upstream, "open_connections", None)
+    if callable(public):
+
+        def ask(b: Backend, in_flight: int) -> int:
+            return int(public(b.host, b.port))
+
+        return ask
+    session = getattr(upstream, "_session", None)
+    pool = getattr(getattr(session, "connector", None), "_conns", None)
+    if not isinstance(pool, Mapping):
+        return None
+    idle: dict[tuple[str, int], int] = {}
+    for key, conns in list(pool.items()):
+        host, port = getattr(key, "host", None), getattr(key, "port", None)
+        if isinstance(host, str) and isinstance(port, int):
+            idle[(host, port)] = idle.get((host, port), 0) + len(conns)
+
+    def add(b: Backend, in_flight: int) -> int:
+        return idle.get((b.host, b.port), 0) + in_flight
+
+    return add
+
+
+def _scorer(proxy: Proxy) -> Balancer[Backend] | None:
+    pool = proxy.default_pool
+    return pool.balancer if pool.algorithm == "p2c_ewma" else None
+
+
+def backend_view(
+    proxy: Proxy,
+    b: Backend,
+    now: float,
+    *,
+    connections: ConnectionCount | None,
+    scorer: Balancer[Backend] | None,
+    process: ProcessView | None,
+    faults: FaultLink | None,
+) -> BackendView:
+    fig = b.record.figures(now)
+    breaker = None
+    if b.breaker is not None:
+        s = b.breaker.stats(now)
+        breaker = BreakerView(
+            state=s.state.value,
+            since=s.since,
+            reason=s.reason,
+            window=s.window,
+            window_size=s.window_size,
+            calls=s.calls,
+            failures=s.failures,
+            slow_calls=s.slow_calls,
+            failure_rate=s.failure_rate,
+            slow_call_rate=s.slow_call_rate,
+            failure_rate_threshold=s.failure_rate_threshold,
+            slow_call_rate_threshold=s.slow_call_rate_threshold,
+            slow_call_s=s.slow_call_s,
+            min_calls=s.min_calls,
+            retry_in_s=s.retry_in_s,
+            half_open_permits=s.half_open_permits,
+            times_opened=s.times_opened,
+        )
+    health = None
+    if b.health is not None:
+        h = b.health.stats(now)
+        health = HealthView(
+            state=h.state.value,
+            since=h.since,
+            reason=h.reason,
+            consecutive_successes=h.consecutive_successes,
+            consecutive_failures=h.consecutive_failures,
+            last_check_ok=h.last_check_ok,
+            last_check_detail=h.last_check_detail,
+            slow_start_remaining_s=h.slow_start_remaining_s,
+            slow_start_factor=h.slow_start_factor,
+        )
+    try:
+        ej = proxy.outliers.stats(b.name, now)
+        ejected, until, reason, times = ej.ejected, ej.ejected_until, ej.reason, ej.times_ejected
+    except KeyError:  # removed between the listing and now
+        ejected, until, reason, times = False, None, "never ejected", 0
+    source: Literal["connector", "in_flight"] = "in_flight"
+    conns = fig.in_flight
+    if connections is not None:
+        conns, source = connections(b, fig.in_flight), "connector"
+    score = None
+    if scorer is not None:
+        score = {k: finite(v) for k, v in scorer.describe(b, now).items()}
+    return BackendView(
+        name=b.name,
+        url=b.url,
+        zone=b.zone,
+        admin=b.admin.value,
+        admin_since=b.admin_since,
+        health=health,
+        ejected=ejected,
+        ejected_until=until,
+        ejection_reason=reason,
+        times_ejected=times,
+        breaker=breaker,
+        weight_configured=b.configured_weight,
+        weight_effective=b.weight,
+        max_rps=b.max_rps,
+        in_flight=fig.in_flight,
+        open_connections=conns,
+        connections_source=source,
+        rps=fig.rps,
+        rps_series=fig.rps_series,
+        p50_ms=fig.p50_ms,
+        p90_ms=fig.p90_ms,
+        p99_ms=fig.p99_ms,
+        p999_ms=fig.p999_ms,
+        error_ratio=fig.error_ratio,
+        bytes_per_s=fig.bytes_per_s,
+        requests_total=fig.requests_total,
+        responses_total=fig.responses_total,
+        failures_total=fig.failures_total,
+        retries_total=b.record.retries_total,
+        bytes_in_total=fig.bytes_in_total,
+        bytes_out_total=fig.bytes_out_total,
+        fault=faults.view(b.name, now) if faults is not None else None,
+        process=process,
+        score=score,
+    )
+
+
+def limits_view(proxy: Proxy, now: float) -> LimitsView:
+    adm = proxy.admission
+    bucket = adm.bucket.stats(now) if adm.bucket is not None else None
+    clients = adm.clients.stats(now) if adm.clients is not None else None
+    conc = adm.concurrency.stats()
+    return LimitsView(
+        config=adm.config.model_dump(),
+        global_tokens=bucket.tokens if bucket is not None else None,
+        global_allowed_total=bucket.allowed_total if bucket is not None else 0,
+        global_rejected_total=bucket.rejected_total if bucket is not None else 0,
+        clients=clients.keys if clients is not None else 0,
+        client_rejected_total=clients.rejected_total if clients is not None else 0,
+        client_evicted_total=clients.evicted_total if clients is not None else 0,
+        in_flight=conc.in_flight,
+        concurrency_rejected_total=conc.rejected_total,
+        peak_in_flight=conc.peak_in_flight,
+    )
+
+
+def process_views(fleet: Fleet | None) -> dict[str, ProcessView]:
+    if fleet is None:
+        return {}
+    return {
+        p.name: ProcessView(
+            pid=p.pid, alive=p.alive, cpu_percent=p.cpu_percent, rss_bytes=p.rss_bytes
+        )
+        for p in fleet.process_stats()
+    }
+
+
+def build_snapshot(
+    proxy: Proxy,
+    now: float | None = None,
+    fleet: Fleet | None = None,
+    *,
+    faults: FaultLink | None = None,
+    wall: float | None = None,
+) -> Snapshot:
+    """The balancer at ``now`` (its clock; read when ``None``); ``wall`` is Unix time then."""
+    if now is None:
+        now = proxy.clock()
+    if wall is None:
+        wall = time.time()
+    connections = connection_counter(proxy)
+    scorer = _scorer(proxy)
+    processes = process_views(fleet)
+    views = [
+        backend_view(
+            proxy,
+            b,
+            now,
+            connections=connections,
+            scorer=scorer,
+            process=processes.get(b.name),
+            faults=faults,
+        )
+        for b in list(proxy.backends.values())
+    ]
+    t = proxy.record.figures(now)
+    totals = BalancerTotals(
+        rps=t.rps,
+        in_flight=t.in_flight,
+        code_rps=t.code_rps,
+        rate_limited_rps=t.rate_limited_rps,
+        fallback_rps=t.fallback_rps,
+        retries_rps=t.retries_rps,
+        success_ratio=t.success_ratio,
+        requests_total=t.requests_total,
+        responses_total=t.responses_total,
+        rate_limited_total=t.rate_limited_total,
+        fallback_total=t.fallback_total,
+        retries_total=t.retries_total,
+        flags_total=t.flags_total,
+        rps_series=t.rps_series,
+    )
+    rates = [v.rps for v in views]
+    return Snapshot(
+        at=now,
+        wall=wall,
+        algorithm=proxy.default_pool.algorithm,
+        totals=totals,
+        limits=limits_view(proxy, now),
+        imbalance=imbalance(rates, [v.weight_effective for v in views]),
+        overload=sum(1 for v in views if v.max_rps is not None and v.rps > v.max_rps),
+        panic=proxy.default_pool.panic,
+        backends=views,
+        last_event_id=proxy.events.last_id,
+    )

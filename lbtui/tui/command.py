@@ -1,0 +1,94 @@
+"""``lbtui attach URL``: open the console on a running balancer through its admin API.
+
+Heavy imports (Textual, httpx) happen inside ``run`` so that ``lbtui --help`` stays quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from lbtui.errors import UsageError
+from lbtui.units import parse_duration
+
+DEFAULT_REFRESH = "250ms"
+MIN_REFRESH_S = 0.05
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("url", metavar="URL", help="the admin API, e.g. http://127.0.0.1:9901")
+    parser.add_argument(
+        "--token",
+        metavar="T",
+        help="bearer token of the admin API (default: $LBTUI_ADMIN_TOKEN)",
+    )
+    parser.add_argument(
+        "--read-only",
+        action="store_true",
+        help="hide and refuse every action: watch only",
+    )
+    parser.add_argument(
+        "--refresh",
+        metavar="DURATION",
+        default=DEFAULT_REFRESH,
+        help=f"how often to ask for a snapshot (default {DEFAULT_REFRESH})",
+    )
+    parser.add_argument(
+        "--filter",
+        metavar="TEXT",
+        default="",
+        help="start with this filter (like / in the console)",
+    )
+    parser.add_argument(
+        "--sort",
+        metavar="COLUMN",
+        help="sort backends by COLUMN (name, state, weight, in_flight, conns, rps, p50, p99, "
+        "errors, fault, cpu, rss); a leading - reverses: --sort=-rps",
+    )
+
+
+def options(args: argparse.Namespace) -> tuple[float, str | None]:
+    """``(refresh_s, sort)`` from the flags, checked (``UsageError`` names the flag)."""
+    from lbtui.tui.view import parse_sort
+
+    try:
+        refresh_s = parse_duration(args.refresh)
+    except ValueError as exc:
+        raise UsageError(f"--refresh: {exc}") from None
+    if refresh_s < MIN_REFRESH_S:
+        raise UsageError(f"--refresh: at least {MIN_REFRESH_S * 1000:.0f}ms, got {args.refresh}")
+    if args.sort:
+        try:
+            parse_sort(args.sort)
+        except ValueError as exc:
+            raise UsageError(f"--sort: {exc}") from None
+    if not args.url.startswith(("http://", "https://")):
+        raise UsageError(f"expected an http:// or https:// URL, got {args.url!r}")
+    return refresh_s, args.sort
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+
+    from lbtui.control.client import HttpControl
+    from lbtui.tui.app import LbtuiApp
+
+    refresh_s, sort = options(args)
+    token = args.token or os.environ.get("LBTUI_ADMIN_TOKEN") or None
+    control = HttpControl(args.url, token, read_only=args.read_only)
+    app = LbtuiApp(
+        control,
+        refresh_s=refresh_s,
+        filter=args.filter,
+        sort=sort,
+        read_only=args.read_only,
+    )
+
+    async def main() -> None:
+        try:
+            await app.run_async()
+        finally:
+            await control.aclose()
+
+    asyncio.run(main())
+    return 0

@@ -1,0 +1,1 @@
+"""Modal screens: confirmation, forms, choices, help."""

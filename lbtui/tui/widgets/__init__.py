@@ -1,0 +1,1 @@
+"""The console's widgets, one a module; each renders what it is given and never polls."""

@@ -1,0 +1,44 @@
+"""The load panel: what the demo's load generator offers and what comes back, client-side."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rich.text import Text
+from textual.widgets import Static
+
+from lbtui.tui.view import ms_text, rate_text
+
+if TYPE_CHECKING:
+    from lbtui.loadgen import LiveFigures
+
+STATUS_STYLE = {"2xx": "green", "3xx": "cyan", "4xx": "yellow", "5xx": "bold red", "error": "red"}
+
+
+def build_load(live: LiveFigures) -> Text:
+    text = Text(no_wrap=True)
+    text.append("load  ", "bold")
+    text.append("offered ", "bright_black")
+    text.append(f"{rate_text(live.target_rate)}/s", "bold")
+    text.append("  achieved ", "bright_black")
+    short = live.target_rate > 0 and live.achieved_rate < 0.9 * live.target_rate
+    text.append(f"{rate_text(live.achieved_rate)}/s", "bold yellow" if short else "bold green")
+    text.append("   +/- change\n", "bright_black")
+    text.append("mix   ", "bright_black")
+    rates = {cls: rate for cls, rate in live.status_rates.items() if rate > 0}
+    if not rates:
+        text.append("no answers yet", "bright_black")
+    for cls, rate in sorted(rates.items()):
+        text.append(f"{cls} ", STATUS_STYLE.get(cls, ""))
+        text.append(f"{rate_text(rate)}/s  ")
+    text.append("\nlat   ", "bright_black")
+    text.append(f"p50 {ms_text(live.p50_s * 1000)} ms  p99 {ms_text(live.p99_s * 1000)} ms")
+    text.append(f"   in-flight {live.in_flight}  backlog {live.backlog}", "bright_black")
+    return text
+
+
+class LoadPanel(Static):
+    """Updated on a timer from ``LoadHandle.live()`` (in-process, no network)."""
+
+    def show(self, live: LiveFigures) -> None:
+        self.update(build_load(live))

@@ -1,0 +1,80 @@
+"""The header band: which balancer, how it is doing, and whether what you see is live."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rich.text import Text
+from textual.widgets import Static
+
+from lbtui.control.model import Snapshot
+from lbtui.tui.feed import Link
+from lbtui.tui.view import human_duration, limits_text, totals_figures
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderState:
+    target: str
+    remote: bool
+    """The target is not on this machine: said plainly (PRODUCT.md, read-only attach)."""
+    read_only: bool
+    paused: bool
+    link: Link
+    stale_s: float | None
+    """Age of the snapshot shown when the link is down; ``None`` when live."""
+    title: str = "lbtui"
+
+
+class TotalsBar(Static):
+    """Two lines: target, algorithm, flags and link state; then the balancer-wide figures."""
+
+    def show(self, snapshot: Snapshot | None, state: HeaderState) -> None:
+        self.update(self.build(snapshot, state))
+
+    @staticmethod
+    def build(snapshot: Snapshot | None, state: HeaderState) -> Text:
+        line1 = Text()
+        line1.append(f" {state.title} ", "bold reverse")
+        line1.append("  ")
+        if state.remote:
+            line1.append(f" ⚠ REMOTE {state.target} ", "bold white on red")
+        else:
+            line1.append(state.target, "bold")
+        if snapshot is not None:
+            line1.append("  algorithm ", "bright_black")
+            line1.append(snapshot.algorithm, "bold cyan")
+            line1.append("  limits ", "bright_black")
+            line1.append(limits_text(snapshot.limits.config))
+        line1.append("  ")
+        link = state.link
+        if link.ok and snapshot is not None:
+            line1.append("● live", "green")
+        elif link.ok:
+            line1.append("◌ connecting…", "yellow")
+        else:
+            retry = (
+                "retrying now" if not link.retry_in_s else f"retrying in {link.retry_in_s:.0f} s"
+            )
+            line1.append(f" ✖ connection lost: {link.problem} — {retry} ", "bold white on red")
+            if state.stale_s is not None:
+                line1.append(f"  showing state from {human_duration(state.stale_s)} ago", "yellow")
+        if snapshot is not None and snapshot.panic:
+            line1.append("  ")
+            line1.append(" PANIC: balancing over all backends ", "bold white on dark_red")
+        if state.paused:
+            line1.append("  ")
+            line1.append(" PAUSED (p) ", "bold black on yellow")
+        if state.read_only:
+            line1.append("  ")
+            line1.append(" READ-ONLY ", "bold black on cyan")
+        line2 = Text(" ")
+        if snapshot is None:
+            line2.append("waiting for the first snapshot…", "bright_black")
+        else:
+            for fig in totals_figures(snapshot):
+                line2.append(f"{fig.label} ", "bright_black")
+                line2.append(fig.value, fig.style)
+                line2.append("   ")
+        line1.no_wrap = True
+        line2.no_wrap = True
+        return Text("\n").join([line1, line2])
