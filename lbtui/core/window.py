@@ -74,9 +74,7 @@ def quantiles_of(counts: Sequence[int], total: int, qs: Sequence[float]) -> list
         return [0.0] * len(qs)
     cum = list(accumulate(counts))
     last = len(counts) - 1
-    return [
-        _VALUES[min(bisect_left(cum, max(1, math.ceil(q * total))), last)] for q in qs
-    ]
+    return [_VALUES[min(bisect_left(cum, max(1, math.ceil(q * total))), last)] for q in qs]
 
 
 class LatencyHistogram:
