@@ -52,9 +52,11 @@ def row(screen: str, backend: str) -> str:
 
 def test_demo_in_a_real_terminal(session: str) -> None:
     started = time.monotonic()
+    # COLUMNS/LINES from the test runner's environment would override the terminal's size
+    command = f"env -u COLUMNS -u LINES {LBTUI} demo --backends 2 --rate 60"
     tmux(
         "new-session", "-d", "-s", session, "-x", "180", "-y", "50",
-        f"env -u COLUMNS -u LINES {LBTUI} demo --backends 2 --rate 60; echo LBTUI-EXITED $?; sleep 60",
+        f"{command}; echo LBTUI-EXITED $?; sleep 60",
     )  # fmt: skip
     # a tmux server started earlier may impose its own default size: set it for this window
     subprocess.run(["tmux", "resize-window", "-t", session, "-x", "180", "-y", "50"], timeout=10)
