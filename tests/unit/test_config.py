@@ -50,3 +50,13 @@ def test_flags_override_the_file(tmp_path):
     assert c.balancer.algorithm == "p2c_ewma"
     assert [b.name for b in c.backends] == ["b"]
     assert c.listener.port == 0
+
+
+def test_the_example_config_is_valid():
+    root = __import__("pathlib").Path(__file__).resolve().parents[2]
+    c = config.load(root / "fixtures" / "configs" / "example.toml")
+    assert c.routes[0].backends == ["static-1", "static-2"]
+    assert c.fallback is not None
+    assert c.fallback.body_bytes(root / "fixtures" / "configs").startswith(b'{"status"')
+    d = config.load(root / "demo" / "lbtui.toml", backends=["http://127.0.0.1:1"])
+    assert d.health.enabled
