@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from itertools import accumulate
 from operator import sub
 
@@ -147,14 +147,20 @@ class _Ring:
                 self._epoch = epoch
         return epoch % self.n_slots, stale
 
-    def live(self, now: float) -> Iterator[int]:
-        """Positions of slots that are inside the window at ``now``."""
-        epoch = int(now / self.slot_s)
+    def live_epochs(self, now: float) -> range:
+        """Epochs of the slots inside the window at ``now`` that hold data (empty before the
+        first write): those not older than the window and not newer than the latest write."""
         if self._epoch < 0:
-            return
-        for e in range(max(epoch - self.n_slots + 1, 0), epoch + 1):
-            if e <= self._epoch and self._epoch - e < self.n_slots:
-                yield e % self.n_slots
+            return range(0)
+        epoch = int(now / self.slot_s)
+        n = self.n_slots
+        lo = max(epoch - n + 1, self._epoch - n + 1, 0)
+        return range(lo, min(epoch, self._epoch) + 1)
+
+    def live(self, now: float) -> list[int]:
+        """Positions of slots that are inside the window at ``now``."""
+        n = self.n_slots
+        return [e % n for e in self.live_epochs(now)]
 
     def covered(self, now: float) -> float:
         """Seconds of the window that have passed: (slots - 1) whole slots plus the current part."""
@@ -192,12 +198,11 @@ class RollingCounter:
             k = (epoch + 1) % ring.n_slots
             scale = 1.0 / ring.slot_s
             return [v * scale for v in self._slots[k:] + self._slots[:k]]
-        live = set(self._ring.live(now))
-        out: list[float] = []
-        for e in range(epoch - self._ring.n_slots + 1, epoch + 1):
-            p = e % self._ring.n_slots
-            out.append(self._slots[p] / self._ring.slot_s if e >= 0 and p in live else 0.0)
-        return out
+        live = ring.live_epochs(now)
+        n = ring.n_slots
+        scale = 1.0 / ring.slot_s
+        slots = self._slots
+        return [slots[e % n] * scale if e in live else 0.0 for e in range(epoch - n + 1, epoch + 1)]
 
 
 class RollingHistogram:
