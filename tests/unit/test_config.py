@@ -60,3 +60,12 @@ def test_the_example_config_is_valid():
     assert c.fallback.body_bytes(root / "fixtures" / "configs").startswith(b'{"status"')
     d = config.load(root / "demo" / "lbtui.toml", backends=["http://127.0.0.1:1"])
     assert d.health.enabled
+
+
+def test_config_names_every_algorithm_the_core_has():
+    from typing import get_args
+
+    from lbtui.core.balancing import ALGORITHMS
+
+    assert set(config.ALGORITHM_NAMES) == set(ALGORITHMS)
+    assert set(get_args(config.Algorithm)) == set(ALGORITHMS)
