@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("lbtui.balancer.command", "run the balancer headless until Ctrl-C or SIGTERM"),
     "fleet": ("lbtui.fleet.command", "start demo backends as real processes"),
     "load": ("lbtui.loadgen_command", "drive open-loop load at a fixed rate"),
+    "chaos": ("lbtui.chaos.command", "run chaos experiments with steady-state checks"),
 }
 
 EXIT_USAGE = 2

@@ -35,6 +35,7 @@ import bisect
 import itertools
 import os
 import random
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -226,6 +227,7 @@ class LoadGenerator:
         self._accepting = True
         self._started = False
         self._send_end: float | None = None
+        self._perf_offset = 0.0
         self._last_done = 0.0
         self._queue: asyncio.Queue[tuple[int, float, int] | None] = asyncio.Queue()
 
@@ -298,6 +300,10 @@ class LoadGenerator:
             auto_decompress=False,
         )
         self._t0 = self._seg_t0 = loop.time()
+        # Latencies are timed with perf_counter: uvloop's loop.time() moves in whole
+        # milliseconds, which would round every latency of a fast backend. Intended send
+        # times live on the loop's clock; this offset carries them over.
+        self._perf_offset = time.perf_counter() - loop.time()
         self._end = self._t0 + self.duration_s
         workers = [asyncio.create_task(self._worker(session)) for _ in range(self.connections)]
         try:
@@ -386,7 +392,8 @@ class LoadGenerator:
     async def _send(self, session: aiohttp.ClientSession, i: int, intended: float, k: int) -> None:
         loop = self._loop
         assert loop is not None
-        start = loop.time()
+        intended += self._perf_offset
+        start = time.perf_counter()
         delay = start - intended
         if delay > LATE_START_S:
             self._late += 1
@@ -420,9 +427,9 @@ class LoadGenerator:
             raise
         finally:
             self._busy -= 1
-        done = loop.time()
-        self._last_done = done
-        rel = done - self._t0
+        done = time.perf_counter()
+        self._last_done = loop.time()
+        rel = self._last_done - self._t0
         self._live_done.add(1, rel)
         if kind:
             self._live_classes["error"].add(1, rel)
@@ -449,6 +456,11 @@ class LoadGenerator:
         return kind
 
     # --- figures
+
+    def latency_counts(self) -> list[int]:
+        """Bucket counts of the corrected-latency histogram since the start (the buckets of
+        ``lbtui.core.window``): what a quantile over any span of the run is computed from."""
+        return list(self._corrected.counts)
 
     def live(self) -> LiveFigures:
         """Current figures over the last few seconds, for a console; cheap enough for 10 Hz."""

@@ -1,0 +1,177 @@
+"""Undo: what a run changed, remembered before each change, and put back at the end.
+
+Every timeline action is noted (:meth:`Changes.note`) before it is carried out, with the value
+the thing had before the run first touched it — the admin state, the weight, the algorithm,
+the limits, a removed backend's address, a fleet backend's knobs. :func:`roll_back` then undoes
+all of it, each step bounded by a timeout and logged, whatever ended the run: faults cleared
+(the control's own session-scoped ``rollback``), forced breakers back to ``auto``, backends the
+run added removed and those it removed added back, killed backends restarted and knobs
+restored (when attached: a fleet the run started is stopped instead), admin states, weights,
+algorithm and limits restored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from lbtui.chaos.recording import RollbackStep
+from lbtui.chaos.steps import (
+    AddBackendStep,
+    AlgorithmStep,
+    Breaker,
+    ClearFaultStep,
+    Disable,
+    Drain,
+    Enable,
+    Fault,
+    Kill,
+    Knobs,
+    Limits,
+    LoadRate,
+    RemoveBackendStep,
+    Restart,
+    Step,
+    Weight,
+    step_backend,
+)
+from lbtui.control.client import HttpControl
+from lbtui.control.errors import ControlError
+from lbtui.control.interface import Control
+from lbtui.control.local import LocalControl
+from lbtui.control.model import Snapshot
+from lbtui.fleet.supervisor import FleetError
+
+UNDO_TIMEOUT_S = 10.0
+
+
+@dataclass
+class Changes:
+    """What the run changed, with the value each thing had before it first changed it."""
+
+    baseline: Snapshot
+    faults: set[str] = field(default_factory=set)
+    killed: set[str] = field(default_factory=set)
+    admin: dict[str, str] = field(default_factory=dict)
+    weight: dict[str, float] = field(default_factory=dict)
+    algorithm: str | None = None
+    limits: dict[str, Any] | None = None
+    added: set[str] = field(default_factory=set)
+    removed: dict[str, tuple[str, float]] = field(default_factory=dict)
+    breakers: set[str] = field(default_factory=set)
+    knobs: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def _base(self, name: str) -> Any:
+        return next((b for b in self.baseline.backends if b.name == name), None)
+
+    def note(self, step: Step, knobs_before: dict[str, Any] | None) -> None:
+        """Remember what ``step`` is about to change (call before carrying it out)."""
+        name = step_backend(step)
+        base = self._base(name) if name else None
+        match step:
+            case Fault():
+                self.faults.add(step.backend)
+            case ClearFaultStep():
+                self.faults.discard(step.backend)
+            case Kill():
+                self.killed.add(step.backend)
+            case Restart():
+                self.killed.discard(step.backend)
+            case Drain() | Disable() | Enable():
+                if base is not None:
+                    self.admin.setdefault(step.backend, base.admin)
+            case Weight():
+                if base is not None:
+                    self.weight.setdefault(step.backend, base.weight_configured)
+            case AlgorithmStep():
+                if self.algorithm is None:
+                    self.algorithm = self.baseline.algorithm
+            case Limits():
+                if self.limits is None:
+                    self.limits = dict(self.baseline.limits.config)
+            case AddBackendStep():
+                if step.backend in self.removed:
+                    self.removed.pop(step.backend)
+                elif base is None:
+                    self.added.add(step.backend)
+            case RemoveBackendStep():
+                if step.backend in self.added:
+                    self.added.discard(step.backend)
+                elif base is not None:
+                    self.removed.setdefault(step.backend, (base.url, base.weight_configured))
+                self.faults.discard(step.backend)
+            case Breaker():
+                self.breakers.add(step.backend)
+            case Knobs():
+                if knobs_before is not None:
+                    self.knobs.setdefault(step.backend, knobs_before)
+            case LoadRate():
+                pass
+
+
+async def _step(
+    steps: list[RollbackStep], what: str, coro: Any, log: Callable[[str], None]
+) -> None:
+    try:
+        await asyncio.wait_for(coro, UNDO_TIMEOUT_S)
+    except (ControlError, FleetError, TimeoutError, OSError) as exc:
+        steps.append(RollbackStep(what, False, str(exc) or type(exc).__name__))
+        log(f"chaos: rollback: {what}: FAILED: {exc}")
+    else:
+        steps.append(RollbackStep(what, True))
+
+
+async def roll_back(
+    undo: Changes, control: Control, *, fleet_owned: bool, log: Callable[[str], None]
+) -> list[RollbackStep]:
+    """Undo everything the run changed, each step bounded by ``UNDO_TIMEOUT_S``; what was
+    done, step by step. ``fleet_owned``: the run started the fleet and stops it next, so
+    killed backends and changed knobs go with it."""
+    steps: list[RollbackStep] = []
+
+    async def step(what: str, coro: Any) -> None:
+        await _step(steps, what, coro, log)
+
+    if isinstance(control, LocalControl | HttpControl):
+        try:
+            cleared = await asyncio.wait_for(control.rollback(), UNDO_TIMEOUT_S)
+        except (ControlError, TimeoutError) as exc:
+            steps.append(RollbackStep("clear faults", False, str(exc)))
+        else:
+            steps.append(
+                RollbackStep(
+                    "clear faults",
+                    True,
+                    ("cleared on " + ", ".join(cleared)) if cleared else "none left on",
+                )
+            )
+    for name in sorted(undo.breakers):
+        await step(f"breaker {name} auto", control.force_breaker(name, "auto"))
+    for name in sorted(undo.added):
+        await step(f"remove added backend {name}", control.remove_backend(name))
+    for name, (url, weight) in sorted(undo.removed.items()):
+        await step(f"add removed backend {name}", control.add_backend(name, url, weight))
+    if not fleet_owned:  # attached: bring back what the run killed, restore knobs
+        for name in sorted(undo.killed):
+            await step(f"restart killed {name}", control.fleet_restart(name))
+        for name, knobs in sorted(undo.knobs.items()):
+            values = {k: v for k, v in knobs.items() if isinstance(v, int | float | bool)}
+            await step(f"knobs {name} restored", control.fleet_knobs(name, **values))
+    elif undo.killed:
+        steps.append(
+            RollbackStep(
+                "killed backends", True, ", ".join(sorted(undo.killed)) + ": the fleet stops"
+            )
+        )
+    for name, state in sorted(undo.admin.items()):
+        setter = {"active": control.enable, "draining": control.drain}.get(state, control.disable)
+        await step(f"admin {name} {state}", setter(name))
+    for name, weight in sorted(undo.weight.items()):
+        await step(f"weight {name} {weight:g}", control.set_weight(name, weight))
+    if undo.algorithm is not None:
+        await step(f"algorithm {undo.algorithm}", control.set_algorithm(undo.algorithm))
+    if undo.limits is not None:
+        await step("limits restored", control.set_limits(**undo.limits))
+    return steps
