@@ -276,13 +276,14 @@ class DataPlaneProcess:
         self.admin_url = ""
         self.control: Control | None = None
         self.load: HttpLoadHandle | None = None
+        self.token = ""
 
     def start(self) -> None:
         import secrets
 
         from lbtui.control.client import HttpControl
 
-        token = secrets.token_urlsafe(24)
+        token = self.token = secrets.token_urlsafe(24)
         o = self.options
         cmd = [sys.executable, "-m", "lbtui.demo", "--parent-pid", str(os.getpid())]
         cmd += ["--rate", str(o.rate)]
@@ -486,8 +487,15 @@ def run(args: argparse.Namespace) -> int:
     dataplane.start()
     try:
         assert dataplane.control is not None
+        from lbtui.tui.screens.chaos import ChaosTarget
+
         title = f"lbtui demo · balancer {dataplane.balancer_url} · admin {dataplane.admin_url}"
-        LbtuiApp(dataplane.control, load=dataplane.load, refresh_s=refresh, title=title).run()
+        chaos = ChaosTarget(
+            dataplane.admin_url, dataplane.balancer_url, dataplane.token, DEMO_DIR / "scenarios"
+        )
+        LbtuiApp(
+            dataplane.control, load=dataplane.load, refresh_s=refresh, title=title, chaos=chaos
+        ).run()
     finally:
         dataplane.stop()
     return 0

@@ -48,6 +48,7 @@ from lbtui.tui.feed import (
 )
 from lbtui.tui.history import LatencyHistory
 from lbtui.tui.load import LoadHandle, stepped_rate
+from lbtui.tui.screens.chaos import ChaosScreen, ChaosTarget, scenario_files
 from lbtui.tui.screens.choice import ChoiceScreen
 from lbtui.tui.screens.confirm import ConfirmScreen
 from lbtui.tui.screens.form import FormScreen
@@ -152,6 +153,7 @@ class LbtuiApp(App[None]):
         Binding("b", "breaker", "breaker", id="backend.breaker"),
         Binding("a", "algorithm", "algorithm", id="balancer.algorithm"),
         Binding("l", "limits", "limits", id="balancer.limits"),
+        Binding("c", "chaos", "chaos", id="chaos.run"),
         Binding("plus", "rate(True)", "rate+", id="load.up"),
         Binding("minus", "rate(False)", "rate-", id="load.down"),
     ]
@@ -166,9 +168,11 @@ class LbtuiApp(App[None]):
         sort: str | None = None,
         read_only: bool = False,
         title: str | None = None,
+        chaos: ChaosTarget | None = None,
     ) -> None:
         super().__init__()
         self.control = control
+        self.chaos = chaos
         self.load = load
         self.refresh_s = max(0.05, refresh_s)
         self.read_only = read_only or bool(getattr(control, "read_only", False))
@@ -647,6 +651,29 @@ class LbtuiApp(App[None]):
                 self._act(f"algorithm → {algo}", lambda: self.control.set_algorithm(algo))
 
         self.push_screen(ChoiceScreen("Balancing algorithm", choices, current), chosen)
+
+    def action_chaos(self) -> None:
+        """Run a scenario file against this balancer and watch its progress and verdict."""
+        if self._refused():
+            return
+        if self.chaos is None:
+            self.notify(
+                "chaos runs need the balancer's listener: lbtui attach URL --target LISTENER_URL",
+                severity="warning",
+            )
+            return
+        target = self.chaos
+        files = scenario_files(target.scenario_dir)
+        if not files:
+            self.notify(f"no scenario files in {target.scenario_dir}", severity="warning")
+            return
+        choices = [(str(f), f.stem) for f in files]
+
+        def chosen(path: str | None) -> None:
+            if path is not None:
+                self.push_screen(ChaosScreen(target, Path(path)))
+
+        self.push_screen(ChoiceScreen("Run a chaos experiment", choices), chosen)
 
     def action_limits(self) -> None:
         if self._refused():

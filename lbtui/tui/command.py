@@ -45,6 +45,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="sort backends by COLUMN (name, state, weight, in_flight, conns, rps, p50, p99, "
         "errors, fault, cpu, rss); a leading - reverses: --sort=-rps",
     )
+    parser.add_argument(
+        "--target",
+        metavar="URL",
+        help="the balancer's client listener (http://HOST:PORT): lets c run chaos experiments",
+    )
+    parser.add_argument(
+        "--scenarios",
+        metavar="DIR",
+        default=None,
+        help="folder of chaos scenario files for c (default: the demo's scenarios)",
+    )
 
 
 def options(args: argparse.Namespace) -> tuple[float, str | None]:
@@ -76,12 +87,22 @@ def run(args: argparse.Namespace) -> int:
     refresh_s, sort = options(args)
     token = args.token or os.environ.get("LBTUI_ADMIN_TOKEN") or None
     control = HttpControl(args.url, token, read_only=args.read_only)
+    chaos = None
+    if args.target:
+        from pathlib import Path
+
+        from lbtui.demo import DEMO_DIR
+        from lbtui.tui.screens.chaos import ChaosTarget
+
+        folder = Path(args.scenarios) if args.scenarios else DEMO_DIR / "scenarios"
+        chaos = ChaosTarget(args.url, args.target, token, folder)
     app = LbtuiApp(
         control,
         refresh_s=refresh_s,
         filter=args.filter,
         sort=sort,
         read_only=args.read_only,
+        chaos=chaos,
     )
 
     async def main() -> None:
