@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -28,8 +29,9 @@ import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
-PYTHON = str(ROOT / ".venv" / "bin" / "python")
-LBTUI = str(ROOT / ".venv" / "bin" / "lbtui")
+_VENV = ROOT / ".venv" / "bin"
+PYTHON = str(_VENV / "python") if (_VENV / "python").exists() else sys.executable
+LBTUI = str(_VENV / "lbtui") if (_VENV / "lbtui").exists() else shutil.which("lbtui") or "lbtui"
 HOST = "127.0.0.1"
 STATIC_BODY = "x" * 63 + "\n"
 """What the static nginx backends answer: 64 bytes, like the demo backends' ``--size 64``."""
@@ -37,6 +39,11 @@ STATIC_BODY = "x" * 63 + "\n"
 
 class BenchError(RuntimeError):
     """A benchmark could not run (a tool is missing, a process did not start in time)."""
+
+
+def have(name: str) -> bool:
+    """Whether the tool ``name`` (nginx, haproxy, wrk) is on the PATH."""
+    return shutil.which(name) is not None
 
 
 def require_tools(*names: str) -> None:
@@ -210,39 +217,87 @@ class Procs:
         proc = self.nginx("static-backends", server, ports[0])
         return proc, ports
 
-    def nginx(self, name: str, servers: str, port: int, upstreams: str = "") -> Proc:
+    def nginx(
+        self, name: str, servers: str, port: int, upstreams: str = "", connections: int = 4096
+    ) -> Proc:
         require_tools("nginx")
         prefix = self.tmp / name
         for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
             (prefix / "tmp" / sub).mkdir(parents=True, exist_ok=True)
         conf = prefix / "nginx.conf"
-        conf.write_text(nginx_conf(prefix, servers, upstreams))
+        conf.write_text(nginx_conf(prefix, servers, upstreams, connections))
         argv = ["nginx", "-c", str(conf), "-p", str(prefix), "-e", str(prefix / "error.log")]
         proc = self.start(name, [*argv, "-g", "daemon off;"], port)
         self._wait_ready(proc, lambda: port_answers(port), 10.0, f"{name} on :{port}")
         return proc
 
-    def nginx_proxy(self, backend_ports: Sequence[int]) -> Proc:
+    def nginx_proxy(
+        self,
+        backend_ports: Sequence[int],
+        method: str = "",
+        next_upstream: str | None = None,
+        connections: int = 4096,
+    ) -> Proc:
+        """nginx in front of ``backend_ports``: round robin, or ``method`` (``least_conn``);
+        ``next_upstream`` replaces ``proxy_next_upstream``'s default (``error timeout``)."""
         port = free_port()
-        upstream, server = nginx_proxy_blocks(backend_ports, port)
-        return self.nginx("nginx", server, port, upstream)
+        upstream, server = nginx_proxy_blocks(backend_ports, port, method, next_upstream)
+        return self.nginx("nginx", server, port, upstream, connections)
 
-    def haproxy(self, backend_ports: Sequence[int], hardened: bool, health_path: str = "/") -> Proc:
+    def haproxy(
+        self,
+        backend_ports: Sequence[int],
+        hardened: bool,
+        health_path: str = "/",
+        balance: str = "roundrobin",
+        extra: str = "",
+        maxconn: int = 4096,
+    ) -> Proc:
         require_tools("haproxy")
         port = free_port()
         name = "haproxy-hardened" if hardened else "haproxy-defaults"
         cfg = self.tmp / f"{name}.cfg"
-        cfg.write_text(haproxy_cfg(backend_ports, port, hardened=hardened, health_path=health_path))
+        cfg.write_text(
+            haproxy_cfg(
+                backend_ports,
+                port,
+                hardened=hardened,
+                health_path=health_path,
+                balance=balance,
+                extra=extra,
+                maxconn=maxconn,
+            )
+        )
         proc = self.start(name, ["haproxy", "-f", str(cfg), "-db"], port)
         self._wait_ready(proc, lambda: port_answers(port), 10.0, f"{name} on :{port}")
         return proc
 
-    def lbtui(self, backend_ports: Sequence[int], algorithm: str = "round_robin") -> Proc:
+    def lbtui(
+        self,
+        backend_ports: Sequence[int],
+        algorithm: str = "round_robin",
+        config: str = "",
+        name: str = "lbtui",
+    ) -> Proc:
+        """``lbtui serve`` in front of ``backend_ports``; ``config`` is TOML added to the
+        generated file (its admin API listens on a free port unless ``config`` says
+        otherwise, so that a console or demo already on 9901 does not get in the way)."""
         port = free_port()
-        argv = [LBTUI, "serve", "--listen", f"{HOST}:{port}", "--algorithm", algorithm]
+        text = f'[listener]\naddress = "{HOST}:{port}"\n'
+        text = (
+            (config.replace("[listener]", text.strip(), 1) + "\n")
+            if "[listener]" in config
+            else (text + "\n" + config + "\n")
+        )
+        if "[admin]" not in text:
+            text += f'\n[admin]\naddress = "{HOST}:{free_port()}"\n'
+        if "[balancer]" not in text:
+            text += f'\n[balancer]\nalgorithm = "{algorithm}"\n'
         for i, p in enumerate(backend_ports):
-            argv += ["--backend", f"b{i + 1}=http://{HOST}:{p}"]
-        proc = self.start("lbtui", argv, port)
+            text += f'\n[[backends]]\nname = "b{i + 1}"\nurl = "http://{HOST}:{p}"\n'
+        conf = self.tmp / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}.toml"
+        conf.write_text(text)
+        proc = self.start(name, [LBTUI, "serve", "--config", str(conf)], port)
         self._wait_ready(
             proc, lambda: "lbtui: balancing" in proc.output(), 15.0, "lbtui serve to listen"
         )
@@ -261,12 +316,13 @@ class Procs:
 # --- generated configs -------------------------------------------------------------------------
 
 
-def nginx_conf(prefix: Path, servers: str, upstreams: str = "") -> str:
+def nginx_conf(prefix: Path, servers: str, upstreams: str = "", connections: int = 4096) -> str:
     """A self-contained nginx.conf: 1 worker, pid and logs in ``prefix``, access log off."""
     return f"""worker_processes 1;
+worker_rlimit_nofile {connections + 1024};
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;
-events {{ worker_connections 4096; }}
+events {{ worker_connections {connections}; }}
 http {{
   access_log off;
   keepalive_requests 1000000;
@@ -281,11 +337,16 @@ http {{
 """
 
 
-def nginx_proxy_blocks(backend_ports: Sequence[int], port: int) -> tuple[str, str]:
-    """The ``upstream`` (round robin, keepalive 64) and ``server`` blocks of the nginx proxy."""
+def nginx_proxy_blocks(
+    backend_ports: Sequence[int], port: int, method: str = "", next_upstream: str | None = None
+) -> tuple[str, str]:
+    """The ``upstream`` (round robin unless ``method``, keepalive 64) and ``server`` blocks of
+    the nginx proxy."""
     servers = "\n".join(f"    server {HOST}:{p};" for p in backend_ports)
+    balance = f"    {method};\n" if method else ""
+    nxt = f"      proxy_next_upstream {next_upstream};\n" if next_upstream else ""
     upstream = f"""  upstream backends {{
-{servers}
+{balance}{servers}
     keepalive 64;
     keepalive_requests 1000000;
   }}"""
@@ -295,22 +356,34 @@ def nginx_proxy_blocks(backend_ports: Sequence[int], port: int) -> tuple[str, st
       proxy_pass http://backends;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
-    }}
+{nxt}    }}
   }}"""
     return upstream, server
 
 
 def haproxy_cfg(
-    backend_ports: Sequence[int], port: int, *, hardened: bool, health_path: str = "/"
+    backend_ports: Sequence[int],
+    port: int,
+    *,
+    hardened: bool,
+    health_path: str = "/",
+    balance: str = "roundrobin",
+    extra: str = "",
+    maxconn: int = 4096,
 ) -> str:
     """haproxy.cfg with one thread. ``hardened`` adds ``option redispatch`` and active checks
-    (``inter 500 fall 1 rise 2``); the defaults variant has neither, all else equal."""
+    (``inter 500 fall 1 rise 2``); the defaults variant has neither, all else equal. ``extra``
+    lines go into the backend section (e.g. ``retry-on 500 502 503 504``)."""
     check = " check inter 500 fall 1 rise 2" if hardened else ""
     servers = "\n".join(f"  server s{i + 1} {HOST}:{p}{check}" for i, p in enumerate(backend_ports))
     extra = "  option redispatch\n" if hardened else ""
     httpchk = f"  option httpchk GET {health_path}\n" if hardened else ""
+    ulimit = ""
+    if maxconn > 4096:
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        ulimit = f"\n  ulimit-n {min(soft, 2 * maxconn + 1024)}"
     return f"""global
-  maxconn 4096
+  maxconn {maxconn}{ulimit}
   nbthread 1
 
 defaults
@@ -326,8 +399,8 @@ frontend fe
   default_backend be
 
 backend be
-  balance roundrobin
-{httpchk}{servers}
+  balance {balance}
+{httpchk}{extra}{servers}
 """
 
 

@@ -64,6 +64,9 @@ class ListenerConfig(_Section):
 
     address: str = "127.0.0.1:8080"
     """``HOST:PORT``; port 0 picks a free port (tests)."""
+    engine: Literal["fast", "aiohttp"] = "fast"
+    """``fast``: HTTP/1.1 on ``asyncio.Protocol`` + llhttp (several times cheaper a request);
+    ``aiohttp``: aiohttp's low-level web server. Both run the same pipeline."""
 
     @field_validator("address")
     @classmethod

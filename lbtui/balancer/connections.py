@@ -8,6 +8,12 @@ back-pressure (reading pauses while the consumer is behind), idle connections ke
 (newest first) and dropped after ``keepalive_timeout_s``. It sits behind the same seam as the
 aiohttp client (``Upstream.send`` → ``UpstreamResponse``), so policy and views do not change.
 
+Per exchange it allocates little: header names and values stay the bytes llhttp produced (the
+``headers`` multidict is built only when something asks for it), timeouts are one timer handle
+(``loop.call_later``) rather than ``asyncio.wait_for``'s task machinery, and a caller that wants
+no coroutine at all can send with :meth:`LeanUpstream.send_nowait` and be called back once the
+whole response (or the head of a big one, or an error) is in.
+
 Errors become ``UpstreamConnectError`` (nothing was sent), ``UpstreamTimeout`` and
 ``UpstreamBroken`` here, once.
 """
@@ -18,11 +24,10 @@ import asyncio
 import collections
 import contextlib
 import socket
-from collections.abc import AsyncIterator, Iterable
-from typing import cast
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any, cast
 
 import httptools
-from aiohttp import StreamReader
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from lbtui.errors import UpstreamBroken, UpstreamConnectError, UpstreamError, UpstreamTimeout
@@ -33,23 +38,151 @@ LOW_WATER = 64 * 1024
 UPLOAD_CHUNK = 64 * 1024
 _NO_BODY_STATUS = frozenset({204, 304})
 
+RawHeaders = list[tuple[bytes, bytes]]
+
+HOP_BY_HOP_RAW = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"te",
+        b"trailer",
+        b"trailers",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+    }
+)
+"""Hop-by-hop header names (lower case): never forwarded, either way."""
+RESPONSE_DROP_RAW = HOP_BY_HOP_RAW | {b"content-length"}
+"""Response headers never passed to the client as they are (the length is set anew)."""
+_DROP, _LENGTH, _TE, _CONNECTION, _CTYPE, _DATE, _SERVER = range(7)
+_RESPONSE_ACTIONS: dict[bytes, int] = dict.fromkeys(HOP_BY_HOP_RAW, _DROP) | {
+    b"content-length": _LENGTH,
+    b"transfer-encoding": _TE,
+    b"connection": _CONNECTION,
+    b"content-type": _CTYPE,
+    b"date": _DATE,
+    b"server": _SERVER,
+}
+HAS_CTYPE, HAS_DATE, HAS_SERVER = 1, 2, 4
+"""Bits of ``LeanResponse.kept_flags``: which headers a listener adds when missing are there."""
+
+
+_ONE_TOKEN = {b"keep-alive": frozenset({b"keep-alive"}), b"close": frozenset({b"close"})}
+
+
+def connection_tokens(value: bytes) -> frozenset[bytes]:
+    """The header names a ``Connection`` header value lists (lower case)."""
+    lvalue = value.lower()
+    one = _ONE_TOKEN.get(lvalue)
+    if one is not None:
+        return one
+    return frozenset(t for t in (x.strip() for x in lvalue.split(b",")) if t)
+
+
+Done = Callable[["_Conn", "UpstreamError | None"], None]
+"""Called once by a connection in callback mode: with ``None`` when the response head is in
+(and, for a response that came in one piece, its whole body: ``conn.complete``), or with the
+error that ended the exchange."""
+
+
+class HeadBlock:
+    """Request header lines already rendered to bytes (``Name: value\\r\\n`` each), as the fast
+    listener produces them, with what the upstream needs to know about them."""
+
+    __slots__ = ("block", "has_host", "has_length", "pairs")
+
+    def __init__(
+        self, block: bytes, has_host: bool, has_length: bool, pairs: RawHeaders | None = None
+    ) -> None:
+        self.block = block
+        self.has_host = has_host
+        self.has_length = has_length
+        self.pairs = pairs
+
+    def items(self) -> list[tuple[str, str]]:
+        """The lines as text pairs (for the aiohttp client)."""
+        if self.pairs is not None:
+            return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in self.pairs]
+        out: list[tuple[str, str]] = []
+        for line in self.block.decode("latin-1").split("\r\n"):
+            if line:
+                k, _, v = line.partition(":")
+                out.append((k, v.strip()))
+        return out
+
 
 class _Conn(asyncio.Protocol):
     """One connection to a backend, one exchange at a time."""
 
-    def __init__(self, backend: str, pool: _HostPool) -> None:
+    __slots__ = (
+        "_body_waiter",
+        "_buffered",
+        "_chunked",
+        "_chunks",
+        "_cl",
+        "_deadline",
+        "_done",
+        "_error",
+        "_head_in",
+        "_head_waiter",
+        "_headers",
+        "_keep_alive",
+        "_kept",
+        "_kept_flags",
+        "_length",
+        "_length_known",
+        "_named",
+        "_on_done",
+        "_parser",
+        "_paused_reading",
+        "_skip_body",
+        "_status",
+        "_te",
+        "_timeout_s",
+        "_timer",
+        "_timer_at",
+        "_waiting",
+        "_write_ok",
+        "backend",
+        "closed",
+        "idle_since",
+        "loop",
+        "pool",
+        "reused",
+        "transport",
+    )
+
+    def __init__(self, backend: str, pool: _HostPool, loop: asyncio.AbstractEventLoop) -> None:
         self.backend = backend
         self.pool = pool
+        self.loop = loop
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.idle_since = 0.0
         self.reused = False
         self._parser = httptools.HttpResponseParser(self)
         self._head_waiter: asyncio.Future[None] | None = None
-        self._headers: list[tuple[str, str]] = []
+        self._head_in = False
+        self._on_done: Done | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._deadline = 0.0
+        self._waiting = False
+        self._timeout_s = 0.0
+        self._headers: RawHeaders = []
+        self._kept: list[bytes] = []
+        self._kept_flags = 0
+        self._named: frozenset[bytes] | None = None
+        self._cl: bytes | None = None
+        self._te: bytes | None = None
         self._status = 0
         self._keep_alive = False
         self._length_known = False
+        self._length: int | None = None
+        self._chunked = False
         self._skip_body = False
         self._chunks: collections.deque[bytes] = collections.deque()
         self._buffered = 0
@@ -79,26 +212,33 @@ class _Conn(asyncio.Protocol):
             self._fail(UpstreamBroken(self.backend, "unexpected protocol upgrade"))
         except httptools.HttpParserError as exc:
             self._fail(UpstreamBroken(self.backend, f"invalid response: {str(exc)[:120]}"))
+        else:
+            if self._on_done is not None and self._head_in:
+                # Callback mode: the head is in, and with it the whole body when the response
+                # came in one piece (the usual small answer): hand it over now.
+                self._call_done(None)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self.pool.open -= 1
         self.pool.forget(self)
-        if self._head_waiter is not None and not self._done:
-            if (
-                not self._length_known
-                and self._head_waiter.done()
-                and self._error is None
-                and exc is None
-            ):
+        if self._head_in or self._head_waiter is not None or self._on_done is not None:
+            if self._done:
+                return
+            if not self._length_known and self._head_in and self._error is None and exc is None:
                 # A body delimited by the end of the connection ends here.
                 self._finish()
+                if self._on_done is not None:
+                    self._call_done(None)
                 return
             self._fail(UpstreamBroken(self.backend, "connection closed by the backend"))
 
     def pause_writing(self) -> None:
         if self._write_ok is None or self._write_ok.done():
-            self._write_ok = asyncio.get_running_loop().create_future()
+            self._write_ok = self.loop.create_future()
 
     def resume_writing(self) -> None:
         if self._write_ok is not None and not self._write_ok.done():
@@ -107,26 +247,55 @@ class _Conn(asyncio.Protocol):
     # -- httptools callbacks -------------------------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        # Sorted once, here: the lines a client gets (``kept``, rendered) and what the proxy
+        # needs to know (length, chunked, Connection-named headers, Date/Server/Content-Type).
+        self._headers.append((name, value))
+        lname = name.lower()
+        act = _RESPONSE_ACTIONS.get(lname)
+        if act is None:
+            if not lname.startswith(b"proxy-"):
+                self._kept += (name, b": ", value, b"\r\n")
+        elif act >= _CTYPE:
+            self._kept += (name, b": ", value, b"\r\n")
+            self._kept_flags |= (
+                HAS_CTYPE if act == _CTYPE else HAS_DATE if act == _DATE else HAS_SERVER
+            )
+        elif act == _LENGTH:
+            if self._cl is None:
+                self._cl = value
+        elif act == _TE:
+            if self._te is None:
+                self._te = value
+        elif act == _CONNECTION:
+            named = connection_tokens(value)
+            if not named <= RESPONSE_DROP_RAW:
+                self._named = named if self._named is None else self._named | named
 
     def on_headers_complete(self) -> None:
-        self._status = self._parser.get_status_code()
-        if 100 <= self._status < 200 and self._status != 101:
+        status = self._status = self._parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
             # An interim response (100 Continue, 103 Early Hints): the final one follows.
-            self._headers = []
+            self._clear_head()
             return
         self._keep_alive = self._parser.should_keep_alive()
-        lowered = [k.lower() for k, _ in self._headers]
-        self._length_known = (
-            "content-length" in lowered
-            or "transfer-encoding" in lowered
-            or self._status in _NO_BODY_STATUS
-            or self._status < 200
-        )
+        length = self._cl
+        te = self._te
+        chunked = te is not None and b"chunked" in te.lower()
+        known = length is not None or te is not None
+        self._chunked = chunked
+        self._length = None
+        if length is not None and not chunked:
+            try:
+                self._length = int(length)
+            except ValueError:
+                self._length = None
+        self._length_known = known or status in _NO_BODY_STATUS or status < 200
+        self._head_in = True
+        self._waiting = False
         waiter = self._head_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-        if self._skip_body or self._status in _NO_BODY_STATUS:
+        if self._skip_body or status in _NO_BODY_STATUS:
             # llhttp cannot be told a HEAD response has no body: end the message here and
             # start a fresh parser for the next exchange on this connection.
             self._parser = httptools.HttpResponseParser(self)
@@ -137,25 +306,24 @@ class _Conn(asyncio.Protocol):
             return
         self._chunks.append(body)
         self._buffered += len(body)
-        self._wake_body()
+        w = self._body_waiter
+        if w is not None and not w.done():
+            w.set_result(None)
         if self._buffered > HIGH_WATER and not self._paused_reading and self.transport:
             self._paused_reading = True
             self.transport.pause_reading()
 
     def on_message_complete(self) -> None:
-        if not self._done and self._head_waiter is not None and self._head_waiter.done():
+        if not self._done and self._head_in:
             self._finish()
 
     # -- the exchange ----------------------------------------------------------------------------
 
-    def _wake_body(self) -> None:
+    def _finish(self) -> None:
+        self._done = True
         w = self._body_waiter
         if w is not None and not w.done():
             w.set_result(None)
-
-    def _finish(self) -> None:
-        self._done = True
-        self._wake_body()
 
     def _fail(self, error: UpstreamError) -> None:
         if self._error is None:
@@ -164,42 +332,112 @@ class _Conn(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_exception(error)
             waiter.exception()  # retrieved: the caller re-raises it
-        self._wake_body()
+        w = self._body_waiter
+        if w is not None and not w.done():
+            w.set_result(None)
         self.abort()
+        if self._on_done is not None:
+            self._call_done(self._error)
+
+    def _call_done(self, error: UpstreamError | None) -> None:
+        fn = self._on_done
+        self._on_done = None
+        self._waiting = False
+        if fn is not None:
+            fn(self, error)
 
     def abort(self) -> None:
         self.closed = True
         if self.transport is not None:
             self.transport.abort()
 
-    def _reset_exchange(self, skip_body: bool) -> asyncio.Future[None]:
+    def _clear_head(self) -> None:
         self._headers = []
+        self._kept = []
+        self._kept_flags = 0
+        self._named = None
+        self._cl = None
+        self._te = None
+
+    def _reset_exchange(self, skip_body: bool) -> None:
+        self._clear_head()
         self._status = 0
+        self._head_in = False
         self._chunks.clear()
         self._buffered = 0
         self._done = False
         self._error = None
         self._skip_body = skip_body
-        self._head_waiter = asyncio.get_running_loop().create_future()
-        return self._head_waiter
+        self._head_waiter = None
 
     async def _drain(self) -> None:
         w = self._write_ok
         if w is not None and not w.done():
             await w
 
+    def _arm(self, timeout_s: float) -> None:
+        """The response head is due within ``timeout_s``. One timer a connection, left armed
+        across exchanges and moved on when it fires early: no timer handle per request."""
+        deadline = self.loop.time() + timeout_s
+        self._timeout_s = timeout_s
+        self._deadline = deadline
+        self._waiting = True
+        timer = self._timer
+        if timer is None or self._timer_at > deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timer = self.loop.call_at(deadline, self._check_deadline)
+            self._timer_at = deadline
+
+    def _check_deadline(self) -> None:
+        self._timer = None
+        if not self._waiting or self.closed:
+            return
+        if self.loop.time() < self._deadline:
+            self._timer = self.loop.call_at(self._deadline, self._check_deadline)
+            self._timer_at = self._deadline
+            return
+        self._head_timed_out()
+
+    def _head_timed_out(self) -> None:
+        self._waiting = False
+        if self._head_in or self._error is not None:
+            return
+        error = UpstreamTimeout(self.backend, f"no response within {self._timeout_s * 1e3:.0f} ms")
+        self._error = error
+        waiter = self._head_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(error)
+            waiter.exception()
+        self.abort()
+        if self._on_done is not None:
+            self._call_done(error)
+
+    def send_nowait(self, head: bytes, skip_body: bool, read_timeout_s: float, done: Done) -> None:
+        """Send a request without a body; ``done`` is called once (see ``Done``)."""
+        transport = self.transport
+        assert transport is not None
+        self._reset_exchange(skip_body)
+        self._on_done = done
+        self._arm(read_timeout_s)
+        transport.write(head)
+
     async def exchange(
         self,
         head: bytes,
-        body: StreamReader | bytes | None,
+        body: Any,
         chunked: bool,
         skip_body: bool,
         read_timeout_s: float,
     ) -> None:
-        """Send the request; return when the response head has arrived."""
+        """Send the request; return when the response head has arrived.
+
+        ``body`` is None, bytes, or a stream with ``async readany()`` (aiohttp's
+        ``StreamReader`` or the fast listener's request body)."""
         transport = self.transport
         assert transport is not None
-        waiter = self._reset_exchange(skip_body)
+        self._reset_exchange(skip_body)
+        waiter = self._head_waiter = self.loop.create_future()
         if body is None or isinstance(body, bytes):
             transport.write(head + body if body else head)
         else:
@@ -214,13 +452,21 @@ class _Conn(asyncio.Protocol):
                 await self._drain()
             if chunked:
                 transport.write(b"0\r\n\r\n")
+        if waiter.done():
+            waiter.result()
+            return
+        self._arm(read_timeout_s)
         try:
-            await asyncio.wait_for(waiter, read_timeout_s)
-        except TimeoutError:
+            await waiter
+        finally:
+            self._waiting = False
+
+    def _body_timed_out(self, waiter: asyncio.Future[None], timeout_s: float) -> None:
+        if not waiter.done():
+            error = UpstreamTimeout(self.backend, f"no body data within {timeout_s * 1e3:.0f} ms")
+            waiter.set_exception(error)
+            waiter.exception()
             self.abort()
-            raise UpstreamTimeout(
-                self.backend, f"no response within {read_timeout_s * 1e3:.0f} ms"
-            ) from None
 
     async def next_chunk(self, read_timeout_s: float) -> bytes:
         """The next body chunk, ``b""`` at the end."""
@@ -236,24 +482,50 @@ class _Conn(asyncio.Protocol):
                 raise self._error
             if self._done:
                 return b""
-            self._body_waiter = asyncio.get_running_loop().create_future()
+            waiter = self._body_waiter = self.loop.create_future()
+            timer = self.loop.call_later(
+                read_timeout_s, self._body_timed_out, waiter, read_timeout_s
+            )
             try:
-                await asyncio.wait_for(self._body_waiter, read_timeout_s)
-            except TimeoutError:
-                self.abort()
-                raise UpstreamTimeout(
-                    self.backend, f"no body data within {read_timeout_s * 1e3:.0f} ms"
-                ) from None
+                await waiter
             finally:
+                timer.cancel()
                 self._body_waiter = None
+
+    def take_body(self) -> bytes:
+        """The whole body of a complete response (callback mode)."""
+        chunks = self._chunks
+        if not chunks:
+            return b""
+        if len(chunks) == 1:
+            body = chunks.popleft()
+        else:
+            body = b"".join(chunks)
+            chunks.clear()
+        self._buffered = 0
+        if self._paused_reading and self.transport:
+            self._paused_reading = False
+            self.transport.resume_reading()
+        return body
+
+    @property
+    def complete(self) -> bool:
+        """The whole response is in (callback mode: the body is ready for ``take_body``)."""
+        return self._done and self._error is None
 
     @property
     def reusable(self) -> bool:
         return self._done and self._keep_alive and not self.closed and self._error is None
 
 
+BackendConnection = _Conn
+"""One keep-alive connection to a backend (the type callback-mode callers see)."""
+
+
 class _HostPool:
     """Idle connections to one backend address, newest first."""
+
+    __slots__ = ("host", "idle", "open", "port")
 
     def __init__(self, host: str, port: int) -> None:
         self.host = host
@@ -266,10 +538,32 @@ class _HostPool:
             self.idle.remove(conn)
 
 
-class LeanResponse:
-    """A backend's response on a lean connection: head now, body as chunks."""
+def _decoded(raw: RawHeaders) -> CIMultiDictProxy[str]:
+    return CIMultiDictProxy(
+        CIMultiDict([(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw])
+    )
 
-    __slots__ = ("_conn", "_released", "_timeout_s", "_upstream", "headers", "reason", "status")
+
+class LeanResponse:
+    """A backend's response on a lean connection: head now, body as chunks.
+
+    ``raw_headers`` are the header lines as llhttp gave them (bytes); ``headers`` decodes them
+    into a multidict on first use."""
+
+    __slots__ = (
+        "_conn",
+        "_headers",
+        "_released",
+        "_timeout_s",
+        "_upstream",
+        "content_length",
+        "kept",
+        "kept_flags",
+        "named",
+        "raw_headers",
+        "reason",
+        "status",
+    )
 
     def __init__(self, conn: _Conn, upstream: LeanUpstream, timeout_s: float) -> None:
         self._conn = conn
@@ -278,22 +572,30 @@ class LeanResponse:
         self._released = False
         self.status = conn._status
         self.reason: str | None = None
-        self.headers: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict(conn._headers))
+        self.raw_headers = conn._headers
+        self.kept = conn._kept
+        """The lines for the client, rendered in pieces (hop-by-hop and length dropped; the
+        headers ``named`` by Connection not yet)."""
+        self.kept_flags = conn._kept_flags
+        self.named = conn._named
+        """Header names listed by Connection beyond the hop-by-hop ones (usually None)."""
+        self.content_length: int | None = conn._length
+        self._headers: CIMultiDictProxy[str] | None = None
 
     @property
-    def content_length(self) -> int | None:
-        v = self.headers.get("Content-Length")
-        if v is None or "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            return None
-        try:
-            return int(v)
-        except ValueError:
-            return None
+    def headers(self) -> CIMultiDictProxy[str]:
+        h = self._headers
+        if h is None:
+            h = self._headers = _decoded(self.raw_headers)
+        return h
 
     async def read(self) -> bytes:
+        conn = self._conn
+        if conn._done and conn._error is None:
+            return conn.take_body()
         parts: list[bytes] = []
         while True:
-            chunk = await self._conn.next_chunk(self._timeout_s)
+            chunk = await conn.next_chunk(self._timeout_s)
             if not chunk:
                 return b"".join(parts)
             parts.append(chunk)
@@ -351,21 +653,32 @@ class LeanUpstream:
     def _checkin(self, conn: _Conn) -> None:
         pool = conn.pool
         if conn.reusable and len(pool.idle) < self.max_idle_per_backend:
-            assert self._loop is not None
-            conn.idle_since = self._loop.time()
+            conn.idle_since = conn.loop.time()
             pool.idle.append(conn)
         else:
             conn.abort()
 
-    async def _checkout(self, backend_name: str, host: str, port: int) -> _Conn:
+    def release(self, conn: _Conn) -> None:
+        """A callback-mode exchange is over and its body taken: keep or drop the connection."""
+        self._checkin(conn)
+
+    def _pool(self, host: str, port: int) -> _HostPool:
         key = (host, port)
         pool = self._pools.get(key)
         if pool is None:
             pool = self._pools[key] = _HostPool(host, port)
+        return pool
+
+    def idle_connection(self, host: str, port: int) -> _Conn | None:
+        """A pooled connection ready for a request, or None (then ``send`` connects)."""
+        pool = self._pools.get((host, port))
+        if pool is None or not pool.idle:
+            return None
+        idle = pool.idle
         loop = self._loop or asyncio.get_running_loop()
         now = loop.time()
-        while pool.idle:
-            conn = pool.idle.pop()
+        while idle:
+            conn = idle.pop()
             if conn.closed:
                 continue
             if now - conn.idle_since > self.keepalive_timeout_s:
@@ -373,9 +686,17 @@ class LeanUpstream:
                 continue
             conn.reused = True
             return conn
+        return None
+
+    async def _checkout(self, backend_name: str, host: str, port: int) -> _Conn:
+        conn = self.idle_connection(host, port)
+        if conn is not None:
+            return conn
+        pool = self._pool(host, port)
+        loop = self._loop or asyncio.get_running_loop()
         try:
             _, proto = await asyncio.wait_for(
-                loop.create_connection(lambda: _Conn(backend_name, pool), host, port),
+                loop.create_connection(lambda: _Conn(backend_name, pool, loop), host, port),
                 self.connect_timeout_s,
             )
         except TimeoutError:
@@ -386,24 +707,32 @@ class LeanUpstream:
             ) from exc
         return proto
 
-    async def send(
-        self,
-        backend: object,
+    @staticmethod
+    def head(
         method: str,
-        raw_path: str,
-        headers: CIMultiDict[str] | Iterable[tuple[str, str]],
-        body: StreamReader | bytes | None,
-        *,
-        read_timeout_s: float | None = None,
-    ) -> LeanResponse:
-        """Send one request; return once the response head has arrived."""
-        name: str = backend.name  # type: ignore[attr-defined]
-        host: str = backend.host  # type: ignore[attr-defined]
-        port: int = backend.port  # type: ignore[attr-defined]
-        base: str = backend.base_path  # type: ignore[attr-defined]
-        timeout = self.read_timeout_s if read_timeout_s is None else read_timeout_s
+        target: str,
+        headers: HeadBlock | CIMultiDict[str] | Iterable[tuple[str, str]],
+        host: str,
+        port: int,
+        body: object,
+    ) -> tuple[bytes, bool]:
+        """The request head as bytes, and whether the body goes chunked."""
+        chunked = False
+        if type(headers) is HeadBlock:
+            parts = [f"{method} {target} HTTP/1.1\r\n".encode("latin-1"), headers.block]
+            if not headers.has_host:
+                parts.append(f"Host: {host}:{port}\r\n".encode("latin-1"))
+            if body is not None and not headers.has_length:
+                if isinstance(body, bytes):
+                    parts.append(b"Content-Length: %d\r\n" % len(body))
+                else:
+                    chunked = True
+                    parts.append(b"Transfer-Encoding: chunked\r\n")
+            parts.append(b"\r\n")
+            return b"".join(parts), chunked
         items = headers.items() if isinstance(headers, CIMultiDict) else headers
-        lines = [f"{method} {base}{raw_path} HTTP/1.1\r\n"]
+        assert not isinstance(items, HeadBlock)
+        lines = [f"{method} {target} HTTP/1.1\r\n"]
         has_host = False
         has_length = False
         for k, v in items:
@@ -415,7 +744,6 @@ class LeanUpstream:
             lines.append(f"{k}: {v}\r\n")
         if not has_host:
             lines.append(f"Host: {host}:{port}\r\n")
-        chunked = False
         if isinstance(body, bytes):
             if not has_length:
                 lines.append(f"Content-Length: {len(body)}\r\n")
@@ -423,7 +751,25 @@ class LeanUpstream:
             chunked = True
             lines.append("Transfer-Encoding: chunked\r\n")
         lines.append("\r\n")
-        head = "".join(lines).encode("latin-1")
+        return "".join(lines).encode("latin-1"), chunked
+
+    async def send(
+        self,
+        backend: object,
+        method: str,
+        raw_path: str,
+        headers: HeadBlock | CIMultiDict[str] | Iterable[tuple[str, str]],
+        body: Any,
+        *,
+        read_timeout_s: float | None = None,
+    ) -> LeanResponse:
+        """Send one request; return once the response head has arrived."""
+        name: str = backend.name  # type: ignore[attr-defined]
+        host: str = backend.host  # type: ignore[attr-defined]
+        port: int = backend.port  # type: ignore[attr-defined]
+        base: str = backend.base_path  # type: ignore[attr-defined]
+        timeout = self.read_timeout_s if read_timeout_s is None else read_timeout_s
+        head, chunked = self.head(method, base + raw_path, headers, host, port, body)
         skip_body = method == "HEAD"
 
         conn = await self._checkout(name, host, port)
@@ -435,4 +781,11 @@ class LeanUpstream:
         except (OSError, RuntimeError) as exc:
             conn.abort()
             raise UpstreamBroken(name, f"connection broken: {exc}") from exc
+        except BaseException:
+            conn.abort()  # cancelled mid-exchange: the connection is in an unknown state
+            raise
         return LeanResponse(conn, self, timeout)
+
+    def response(self, conn: _Conn, timeout_s: float) -> LeanResponse:
+        """The response of a callback-mode exchange whose head is in."""
+        return LeanResponse(conn, self, timeout_s)

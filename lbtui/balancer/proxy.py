@@ -33,22 +33,36 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol, cast
 
-from aiohttp import StreamReader, web
-from multidict import CIMultiDict, CIMultiDictProxy
+from aiohttp import web
+from multidict import CIMultiDict
 
 from lbtui.balancer.admission import Admission
-from lbtui.balancer.connections import LeanUpstream
+from lbtui.balancer.connections import BackendConnection, HeadBlock, LeanResponse, LeanUpstream
+from lbtui.balancer.exchange import (
+    HOP_BY_HOP,
+    VIA,
+    AiohttpClient,
+    Answer,
+    ClientRequest,
+    Result,
+    request_headers,
+    response_headers,
+    response_pairs,
+    to_web,
+)
 from lbtui.balancer.fallback import Fallback
 from lbtui.balancer.faults import before_send, body_fault
 from lbtui.balancer.pool import AdminState, Backend, Pool, breaker_config, cap_bucket
 from lbtui.balancer.upstream import BackendResponse, Upstream
 from lbtui.config import ALGORITHM_NAMES, BackendConfig, Config, HealthConfig, LimitsConfig
 from lbtui.core import health as core_health
-from lbtui.core.breaker import CircuitBreaker, Transition
+from lbtui.core.balancing import Balancer
+from lbtui.core.breaker import BreakerState, CircuitBreaker, Transition
 from lbtui.core.ejection import EjectionConfig as CoreEjectionConfig
 from lbtui.core.ejection import EjectionEvent, OutlierDetector
 from lbtui.core.events import EventKind, EventRing
@@ -60,29 +74,31 @@ from lbtui.errors import UpstreamBroken, UpstreamConnectError, UpstreamError, Up
 
 log = logging.getLogger("lbtui.proxy")
 
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "te",
-        "trailer",
-        "trailers",
-        "transfer-encoding",
-        "upgrade",
-        "proxy-connection",
-        "proxy-authenticate",
-        "proxy-authorization",
-    }
-)
+__all__ = [
+    "HOP_BY_HOP",
+    "VIA",
+    "Flag",
+    "Proxy",
+    "Route",
+    "error_response",
+    "request_headers",
+    "response_headers",
+]
+
 WEIGHT_BLIND = frozenset({"round_robin", "ip_hash", "consistent_hash"})
 """Algorithms that do not follow effective weights, so slow start cannot ramp them."""
+HASHING = frozenset({"ip_hash", "consistent_hash"})
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 SMALL_RESPONSE_BYTES = 256 * 1024
 """Responses up to this size (with a Content-Length) are read whole and sent in one write."""
-VIA = "1.1 lbtui"
 EPISODE_QUIET_S = 5.0
 """A rate-limit or fallback episode is reported as an event when it starts after this long
 without one: events tell when something began, counters tell how much."""
+_SHAPING = (FaultKind.RESET, FaultKind.BANDWIDTH)
+_ADMITTING = (BreakerState.CLOSED, BreakerState.DISABLED)
+_IGNORES_FEEDBACK = Balancer.observe
+"""The base ``observe``: an algorithm that keeps it needs no feedback."""
+"""Breaker states that admit every call, whatever the time."""
 
 
 class Flag:
@@ -116,56 +132,6 @@ class Route:
         return path.startswith(self.path_prefix) and (self.host is None or self.host == host)
 
 
-def _connection_tokens(headers: CIMultiDictProxy[str]) -> frozenset[str]:
-    values = headers.getall("Connection", ())
-    if not values:
-        return frozenset()
-    return frozenset(t.strip().lower() for v in values for t in v.split(",") if t.strip())
-
-
-def _is_hop(name: str, named: frozenset[str]) -> bool:
-    lname = name.lower()
-    return lname in HOP_BY_HOP or lname.startswith("proxy-") or lname in named
-
-
-def request_headers(headers: CIMultiDictProxy[str], client_ip: str, proto: str) -> CIMultiDict[str]:
-    """The headers sent to the backend for a client request with ``headers``."""
-    named = _connection_tokens(headers)
-    out: CIMultiDict[str] = CIMultiDict()
-    xff: list[str] = []
-    via: list[str] = []
-    for name, value in headers.items():
-        if _is_hop(name, named):
-            continue
-        lname = name.lower()
-        if lname == "x-forwarded-for":
-            xff.append(value)
-        elif lname == "via":
-            via.append(value)
-        elif lname not in ("x-forwarded-proto", "x-forwarded-host"):
-            out.add(name, value)
-    xff.append(client_ip)
-    via.append(VIA)
-    out["X-Forwarded-For"] = ", ".join(xff)
-    out["X-Forwarded-Proto"] = proto
-    host = headers.get("Host")
-    if host is not None:
-        out["X-Forwarded-Host"] = host
-    out["Via"] = ", ".join(via)
-    return out
-
-
-def response_headers(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
-    """The headers sent to the client for a backend response with ``headers``."""
-    named = _connection_tokens(headers)
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in headers.items():
-        if _is_hop(name, named) or name.lower() == "content-length":
-            continue
-        out.add(name, value)
-    return out
-
-
 def error_response(
     status: int, error: str, flag: str, backend: str | None, detail: str, flags_header: bool
 ) -> web.Response:
@@ -188,23 +154,56 @@ def health_core_config(h: HealthConfig) -> core_health.HealthConfig:
     )
 
 
-class _Attempt:
-    """What one request has been through so far."""
+class Job:
+    """One client request on its way through the pipeline: what it is, where it may go, and
+    what it has been through so far."""
 
     __slots__ = (
+        "admitted",
+        "backend",
+        "body",
         "budget_held",
+        "client",
         "connect_failures",
         "cut",
+        "extra_headers",
+        "fallback",
         "fault",
         "faulted",
         "flag",
+        "headers",
+        "key",
         "last",
+        "method",
+        "pool",
+        "proxy",
+        "raw_path",
+        "replayable",
         "reset_retried",
         "retries",
+        "t0",
         "tried",
     )
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        client: ClientRequest,
+        pool: Pool,
+        fallback: Fallback | None,
+        key: str | None,
+        extra_headers: list[tuple[str, str]] | None,
+    ) -> None:
+        self.client = client
+        self.method = client.method
+        self.raw_path = client.raw_path
+        self.pool = pool
+        self.fallback = fallback
+        self.key = key
+        self.extra_headers = extra_headers
+        self.headers: HeadBlock | list[tuple[str, str]] = []
+        self.body: Any = None
+        """None, the whole body (bytes, replayable) or the client's body stream."""
+        self.replayable = True
         self.tried: list[Backend] = []
         self.retries = 0
         self.connect_failures = 0
@@ -218,6 +217,15 @@ class _Attempt:
         """Every fault applied to this request, as (backend, kind)."""
         self.cut = False
         """The client's response was cut mid-body."""
+        # Set by ``Proxy.serve_nowait`` only, for the backend connection's callback:
+        self.proxy: Proxy
+        self.backend: Backend
+        self.t0: float
+        self.admitted: bool
+
+    def __call__(self, conn: BackendConnection, error: UpstreamError | None) -> None:
+        """The backend connection's callback for the attempt ``serve_nowait`` sent."""
+        self.proxy._answered_nowait(self, conn, error)
 
 
 class Proxy:
@@ -237,6 +245,9 @@ class Proxy:
         self.record = BalancerRecord()
         self.faults = Faults()
         self.backends: dict[str, Backend] = {}
+        self._clear_pools: set[Pool] = set()
+        """Pools whose every backend can take a request now, plainly (healthy, not ejected,
+        breaker closed or disabled, no rate cap): a pick there needs no eligibility check."""
         e = config.ejection
         self.outliers = OutlierDetector(
             CoreEjectionConfig(
@@ -286,6 +297,12 @@ class Proxy:
                 read_timeout_s=p.read_timeout_ms / 1e3,
             )
         self.per_try_timeout_s = self.retry_policy.per_try_timeout_s
+        self._lean = isinstance(self.upstream, LeanUpstream)
+        self._read_timeout_s = self.per_try_timeout_s or self.upstream.read_timeout_s
+        """The timeout of one attempt (per try, else the read timeout)."""
+        self._retry_statuses = self.retry_policy.retry_on_status
+        fs = config.breaker.failure_statuses
+        self._failure_status_set = frozenset(fs) if fs is not None else None
         self.max_attempts = p.max_attempts
         self.flags_header = p.response_flags_header
         hash_on = config.balancer.hash_on
@@ -338,6 +355,8 @@ class Proxy:
 
     def _on_breaker(self, name: str) -> Callable[[Transition], None]:
         def emit(t: Transition) -> None:
+            if hasattr(self, "default_pool"):  # not while the proxy is being built
+                self._update_clear(t.at)
             self.events.emit(
                 EventKind.BREAKER,
                 f"breaker {t.old.value} → {t.new.value}: {t.reason}",
@@ -394,6 +413,20 @@ class Proxy:
             self._emit_fault_end(name, spec)
         self._refresh_pools(now)
 
+    def _update_clear(self, now: float) -> None:
+        outliers = self.outliers
+        self._clear_pools = {
+            pool
+            for pool in self.pools
+            if all(
+                b.cap is None
+                and b.healthy()
+                and (b.breaker is None or b.breaker.state in _ADMITTING)
+                and not outliers.is_ejected(b.name, now)
+                for b in pool.backends
+            )
+        }
+
     def _refresh_pools(self, now: float) -> None:
         for b in self.backends.values():
             b.refresh(now)
@@ -417,6 +450,7 @@ class Proxy:
                     available=available,
                     total=active,
                 )
+        self._update_clear(now)
 
     @property
     def pools(self) -> list[Pool]:
@@ -611,12 +645,12 @@ class Proxy:
                     return r
         return None
 
-    def _key(self, request: web.BaseRequest) -> str | None:
+    def _key(self, client: ClientRequest) -> str | None:
         if self._key_from_ip:
-            return request.remote
+            return client.remote
         if self._hash_kind == "header":
-            return request.headers.get(self._hash_name)
-        return request.cookies.get(self._hash_name)
+            return client.headers.get(self._hash_name)
+        return client.cookie(self._hash_name)
 
     def _episode(self, key: str, now: float) -> bool:
         last = self._episodes.get(key)
@@ -624,55 +658,200 @@ class Proxy:
         return last is None or now - last > EPISODE_QUIET_S
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        rec = self.record
-        rec.started()
-        status, flag = 0, None
+        """The aiohttp listener's handler."""
+        return to_web(await self.serve(AiohttpClient(request)))
+
+    def admit(self, client: ClientRequest) -> tuple[web.Response | None, list[tuple[str, str]]]:
+        """Admission for one client request (the concurrency slot is taken when admitted):
+        ``(the 429 to send, or None; headers for a successful response)``."""
         admission = self.admission
+        now = self.clock()
+        rejection, ok_headers = admission.admit(
+            client.remote, client.headers if admission.client_header else None, now
+        )
+        if rejection is None:
+            return None, ok_headers
+        if self._episode(f"limit:{rejection.scope}", now):
+            self.events.emit(
+                EventKind.LIMITS,
+                f"rate limiting started ({rejection.scope} limit)",
+                scope=rejection.scope,
+            )
+        self.record.count_rejection(rejection.scope, now)
+        return rejection.response(self.flags_header), ok_headers
+
+    def internal_error(self, client: ClientRequest, exc: BaseException) -> web.Response:
+        """A defect of lbtui's own: the client still gets a JSON answer, and it is logged."""
+        log.error(
+            "internal error while proxying %s %s",
+            client.method,
+            client.path,
+            exc_info=(type(exc), exc, exc.__traceback__),
+        )
+        return error_response(
+            500, "internal proxy error", Flag.INTERNAL_ERROR, None, type(exc).__name__,
+            self.flags_header,
+        )  # fmt: skip
+
+    async def serve(self, client: ClientRequest) -> Result:
+        """The whole pipeline for one client request: its answer (or the streamed response)."""
+        self.record.started()
         admitted = False
         try:
-            if admission.active:
-                now = self.clock()
-                rejection, ok_headers = admission.admit(request.remote or "", request.headers, now)
+            extra: list[tuple[str, str]] | None = None
+            if self.admission.active:
+                rejection, extra = self.admit(client)
                 if rejection is not None:
-                    flag = Flag.RATE_LIMITED
-                    if self._episode(f"limit:{rejection.scope}", now):
-                        self.events.emit(
-                            EventKind.LIMITS,
-                            f"rate limiting started ({rejection.scope} limit)",
-                            scope=rejection.scope,
-                        )
-                    resp: web.StreamResponse = rejection.response(self.flags_header)
-                    status = 429
-                    rec.count_rejection(rejection.scope, now)
-                    return resp
+                    self.record.answered(429, Flag.RATE_LIMITED, self.clock())
+                    return rejection
                 admitted = True
-                resp, flag = await self._forward(request, ok_headers)
-            else:
-                resp, flag = await self._forward(request, None)
-            status = resp.status
-            return resp
+            job = self.job(client, extra)
+        except Exception as exc:
+            return self._crashed(client, exc, admitted)
+        return await self._rest(job, admitted, read_body=client.body_exists)
+
+    def serve_nowait(self, client: NowaitClient) -> None:
+        """``serve`` without a coroutine for as long as it can go (the fast listener's way).
+
+        The usual request (no body, no fault, an idle keep-alive connection to the picked
+        backend, a small whole answer) is sent with :meth:`LeanUpstream` callbacks and answered
+        from the backend connection's ``data_received``: no task, no future, no coroutine. At
+        the first thing that needs waiting (a body to read, a connect, an injected fault, a
+        failure to retry, a streamed answer) the rest of the request continues as
+        :meth:`_rest` through ``client.spawn`` — the same steps ``serve`` takes. The answer
+        goes to ``client.finish`` once."""
+        self.record.started()
+        admitted = False
+        try:
+            extra: list[tuple[str, str]] | None = None
+            if self.admission.active:
+                rejection, extra = self.admit(client)
+                if rejection is not None:
+                    self.record.answered(429, Flag.RATE_LIMITED, self.clock())
+                    client.finish(rejection)
+                    return
+                admitted = True
+            job = self.job(client, extra)
+            upstream = self.upstream
+            if client.body_exists or type(upstream) is not LeanUpstream:
+                client.spawn(self._rest(job, admitted, read_body=client.body_exists))
+                return
+            backend = self.next_backend(job)
+            if backend is None:
+                result, flag = self.failed(job)
+                self._end(admitted, result.status, flag)
+                client.finish(result)
+                return
+            t0 = self.attempt_start(job, backend)
+            conn = (
+                upstream.idle_connection(backend.host, backend.port) if job.fault is None else None
+            )
+            if conn is None:
+                client.spawn(self._rest(job, admitted, start=(backend, t0)))
+                return
+            head, _ = upstream.head(
+                job.method, backend.base_path + job.raw_path, job.headers,
+                backend.host, backend.port, None,
+            )  # fmt: skip
+            job.proxy = self
+            job.backend = backend
+            job.t0 = t0
+            job.admitted = admitted
+            conn.send_nowait(head, job.method == "HEAD", self._read_timeout_s, job)
+        except Exception as exc:
+            client.finish(self._crashed(client, exc, admitted))
+
+    def _answered_nowait(
+        self, job: Job, conn: BackendConnection, error: UpstreamError | None
+    ) -> None:
+        """The backend connection's callback for a request sent by ``serve_nowait``: the whole
+        small answer is recorded and handed to the client here; anything else goes on as
+        :meth:`_rest`."""
+        backend, t0, admitted = job.backend, job.t0, job.admitted
+        client = cast("NowaitClient", job.client)
+        try:
+            if error is not None:
+                self.attempt_failed(job, backend, error, t0)
+                client.spawn(self._rest(job, admitted, pending=(backend, t0, None)))
+                return
+            up = LeanResponse(conn, cast(LeanUpstream, self.upstream), self._read_timeout_s)
+            status = up.status
+            length = up.content_length
+            if (
+                conn.complete
+                and length is not None
+                and length <= SMALL_RESPONSE_BYTES
+                and status >= 200
+                and status != 204
+                and status != 304
+                and job.method != "HEAD"
+                and status not in self._retry_statuses
+            ):
+                fs = self._failure_status_set
+                failure = status >= 500 if fs is None else status in fs
+                whole = self.respond_whole(job, backend, up, t0, failure, conn.take_body())
+                flag = job.flag
+                if job.faulted:
+                    self._observe_faults(job, status)
+                    flag = flag or Flag.FAULT
+                if admitted:
+                    self.admission.release()
+                self.record.answered(status, flag, self.clock())
+                client.finish(whole)
+                return
+            client.spawn(self._rest(job, admitted, pending=(backend, t0, up)))
+        except Exception as exc:
+            client.finish(self._crashed(client, exc, admitted))
+
+    def _end(self, admitted: bool, status: int, flag: str | None) -> None:
+        if admitted:
+            self.admission.release()
+        self.record.answered(status, flag, self.clock())
+
+    def _crashed(self, client: ClientRequest, exc: Exception, admitted: bool) -> web.Response:
+        self._end(admitted, 500, Flag.INTERNAL_ERROR)
+        return self.internal_error(client, exc)
+
+    async def _rest(
+        self,
+        job: Job,
+        admitted: bool,
+        *,
+        read_body: bool = False,
+        start: tuple[Backend, float] | None = None,
+        pending: tuple[Backend, float, BackendResponse | None] | None = None,
+    ) -> Result:
+        """The pipeline from a routed job on: read a small body, attempts, the answer; the
+        request is recorded as answered (and its admission released) once, here."""
+        status, flag = 0, None
+        try:
+            if read_body:
+                client = job.client
+                length = client.content_length
+                if length is not None and length <= self.retry_policy.retry_buffer_bytes:
+                    job.body = await client.read()
+                else:
+                    job.body = client.content
+                    job.replayable = False
+            result, flag = await self.attempts(job, start, pending)
+            status = result.status
+            return result
         except (ConnectionError, asyncio.CancelledError):
             raise
         except Exception as exc:
-            # A defect of lbtui's own: the client still gets a JSON answer, and it is logged.
-            log.exception("internal error while proxying %s %s", request.method, request.path)
             flag = Flag.INTERNAL_ERROR
             status = 500
-            return error_response(
-                500, "internal proxy error", flag, None, type(exc).__name__, self.flags_header
-            )
+            return self.internal_error(job.client, exc)
         finally:
-            if admitted:
-                admission.release()
-            rec.answered(status, flag, self.clock())
+            self._end(admitted, status, flag)
 
-    def _eligible(self, pool: Pool, att: _Attempt, now: float) -> Callable[[Backend], bool]:
-        tried = att.tried
+    def _eligible(self, pool: Pool, job: Job, now: float) -> Callable[[Backend], bool]:
+        tried = job.tried
         outliers = self.outliers
         panic = pool.panic
 
         def eligible(b: Backend) -> bool:
-            if b in tried:
+            if tried and b in tried:
                 return False
             if not panic and (not b.healthy() or outliers.is_ejected(b.name, now)):
                 return False
@@ -684,128 +863,230 @@ class Proxy:
 
         return eligible
 
-    async def _forward(
-        self, request: web.BaseRequest, extra_headers: list[tuple[str, str]] | None
-    ) -> tuple[web.StreamResponse, str | None]:
-        clock = self.clock
-        method = request.method
-        raw_path = request.raw_path
-        route = self.route(request.host, request.path)
-        pool = route.pool if route is not None else self.default_pool
-        fallback = route.fallback if route is not None else self.fallback
-        key = self._key(request) if pool.balancer.name in ("ip_hash", "consistent_hash") else None
-        headers = request_headers(request.headers, request.remote or "", "http")
+    def job(self, client: ClientRequest, extra_headers: list[tuple[str, str]] | None) -> Job:
+        """Route a request (pool, fallback, hash key) and rewrite its headers for the backend."""
+        route = self.route(client.host, client.path) if self.routes else None
+        if route is not None:
+            pool, fallback = route.pool, route.fallback
+        else:
+            pool, fallback = self.default_pool, self.fallback
+        key = self._key(client) if pool.balancer.name in HASHING else None
+        job = Job(client, pool, fallback, key, extra_headers or None)
+        headers = client.forward_headers("http")
+        if type(headers) is HeadBlock and not self._lean:
+            headers = headers.items()  # the aiohttp client wants text pairs
+        job.headers = headers
+        return job
 
-        body: StreamReader | bytes | None = None
-        replayable = True
-        if request.body_exists:
-            length = request.content_length
-            if length is not None and length <= self.retry_policy.retry_buffer_bytes:
-                body = await request.read()
-            else:
-                body = request.content
-                replayable = False
-
-        att = _Attempt()
+    async def attempts(
+        self,
+        job: Job,
+        start: tuple[Backend, float] | None = None,
+        pending: tuple[Backend, float, BackendResponse | None] | None = None,
+    ) -> tuple[Result, str | None]:
+        """Attempts on backends until one answers or no other may be tried. ``start`` is an
+        attempt the caller began (picked and counted, not sent); ``pending`` one it sent (its
+        response head, or None when it failed and the failure is recorded)."""
         try:
             while True:
-                now = clock()
-                backend = pool.pick(now, key, self._eligible(pool, att, now))
-                if backend is None:
-                    break
-                att.tried.append(backend)
-                breaker = backend.breaker
-                if breaker is not None and not breaker.allow(now):
-                    continue  # lost a half-open permit race: pick again
-                if backend.cap is not None:
-                    backend.cap.allow(now)
-                resp = await self._try(
-                    request,
-                    method,
-                    raw_path,
-                    headers,
-                    body,
-                    replayable,
-                    backend,
-                    pool,
-                    att,
-                    fallback,
-                    extra_headers,
-                )
-                if resp is not None:
-                    if att.faulted:
-                        self._observe_faults(att, resp.status)
-                        return resp, att.flag or Flag.FAULT
-                    return resp, att.flag
-                if not self._may_go_on(method, replayable, att):
+                if pending is not None:
+                    backend, t0, up = pending
+                    pending = None
+                else:
+                    if start is not None:
+                        backend, t0 = start
+                        start = None
+                    else:
+                        next_backend = self.next_backend(job)
+                        if next_backend is None:
+                            break
+                        backend = next_backend
+                        t0 = self.attempt_start(job, backend)
+                    up = await self._send(job, backend, t0)
+                if up is not None:
+                    result = await self._on_head(job, backend, up, t0)
+                    if result is not None:
+                        return self.succeeded(job, result)
+                if not self._may_go_on(job):
                     break
         finally:
-            for _ in range(att.budget_held):
+            for _ in range(job.budget_held):
                 self.retry_budget.release()
-        failed, flag = self._failure(request, att, fallback, pool)
-        if att.faulted:
-            self._observe_faults(att, failed.status)
+            job.budget_held = 0
+        return self.failed(job)
+
+    def succeeded(self, job: Job, result: Result) -> tuple[Result, str | None]:
+        if job.faulted:
+            self._observe_faults(job, result.status)
+            return result, job.flag or Flag.FAULT
+        return result, job.flag
+
+    def failed(self, job: Job) -> tuple[Result, str | None]:
+        """No backend answered (or none may be tried): the failure answer."""
+        failed, flag = self._failure(job, job.last, job.tried, job.flag)
+        if job.faulted:
+            self._observe_faults(job, failed.status)
         return failed, flag
 
-    def _observe_faults(self, att: _Attempt, status: int) -> None:
+    def next_backend(self, job: Job) -> Backend | None:
+        """Pick the backend for the next attempt (its breaker admitting it), or None."""
+        clock = self.clock
+        pool = job.pool
+        while True:
+            now = clock()
+            if pool in self._clear_pools and not job.tried:
+                backend = pool.pick(now, job.key, None)  # every backend may take it
+            else:
+                backend = pool.pick(now, job.key, self._eligible(pool, job, now))
+            if backend is None:
+                return None
+            job.tried.append(backend)
+            breaker = backend.breaker
+            if breaker is not None and not breaker.allow(now):
+                continue  # lost a half-open permit race: pick again
+            if backend.cap is not None:
+                backend.cap.allow(now)
+            return backend
+
+    def attempt_start(self, job: Job, backend: Backend) -> float:
+        """An attempt on ``backend`` begins: counted, and its fault (if any) decided."""
+        t0 = self.clock()
+        brec = backend.record
+        brec.started(t0)
+        if len(job.tried) > 1:
+            brec.retries_total += 1
+            self.record.count_retry(t0)
+        fault = job.fault = self.faults.decide(backend.name, t0)
+        if fault is not None:
+            job.faulted.append((backend.name, fault.kind))
+        return t0
+
+    async def _send(self, job: Job, backend: Backend, t0: float) -> BackendResponse | None:
+        """One attempt's request: the response head, or None if it failed (recorded)."""
+        fault = job.fault
+        try:
+            up: BackendResponse | None = None
+            if fault is not None:
+                # Injected faults take the same paths as real ones: down raises a connect error,
+                # hang a timeout, abort is an answer the backend "gave", delay just waits.
+                up = await before_send(
+                    fault, backend.name, self.per_try_timeout_s or self.upstream.read_timeout_s
+                )
+            if up is None:
+                up = await self.upstream.send(
+                    backend,
+                    job.method,
+                    job.raw_path,
+                    job.headers,  # type: ignore[arg-type]  # a HeadBlock only for the lean one
+                    job.body,
+                    read_timeout_s=self.per_try_timeout_s,
+                )
+        except UpstreamError as exc:
+            self.attempt_failed(job, backend, exc, t0)
+            return None
+        return up
+
+    def attempt_failed(self, job: Job, backend: Backend, exc: UpstreamError, t0: float) -> None:
+        """An attempt got no response head: recorded, and remembered for the retry decision."""
+        now = self.clock()
+        kind = (
+            FailureKind.CONNECT
+            if isinstance(exc, UpstreamConnectError)
+            else FailureKind.TIMEOUT
+            if isinstance(exc, UpstreamTimeout)
+            else FailureKind.RESET
+        )
+        backend.record.failed(kind, now - t0, 0, now)
+        self._outcome(backend, job.pool, True, now - t0, now)
+        if kind is FailureKind.CONNECT:
+            job.connect_failures += 1
+        job.last = exc
+
+    async def _on_head(
+        self, job: Job, backend: Backend, up: BackendResponse, t0: float
+    ) -> Result | None:
+        if self.retry_on_status(job, backend, up, t0):
+            return None
+        return await self._respond(job, backend, up, t0, self._is_failure(up.status))
+
+    def retry_on_status(self, job: Job, backend: Backend, up: BackendResponse, t0: float) -> bool:
+        """True when the answer's status is worth another backend: then it is dropped (its
+        connection is not reused) and recorded."""
+        status = up.status
+        if (
+            status in self.retry_policy.retry_on_status
+            and job.method in IDEMPOTENT
+            and job.retries < self.retry_policy.attempts
+            and self._budget_allows(job)
+        ):
+            up.close()
+            now = self.clock()
+            backend.record.finished(status, now - t0, 0, 0, now)
+            self._outcome(backend, job.pool, self._is_failure(status), now - t0, now)
+            job.last = _StatusFailure(backend.name, status)
+            return True
+        return False
+
+    def _observe_faults(self, job: Job, status: int) -> None:
         """Proof: what the client finally got for a request faults were applied to."""
-        outcome: int | str = "reset" if att.cut else status
-        for name, kind in att.faulted:
+        outcome: int | str = "reset" if job.cut else status
+        for name, kind in job.faulted:
             self.faults.observe(name, kind, outcome)
 
-    def _may_go_on(self, method: str, replayable: bool, att: _Attempt) -> bool:
+    def _may_go_on(self, job: Job) -> bool:
         """After a failed attempt: is another backend tried?"""
-        last = att.last
+        last = job.last
         if last is None:
             return True
+        method = job.method
         if isinstance(last, UpstreamConnectError):
             # Nothing was sent (aiohttp connects before it reads a streamed body): always safe.
-            if att.connect_failures >= self.max_attempts:
+            if job.connect_failures >= self.max_attempts:
                 return False
-            att.flag = att.flag or Flag.RETRIED
+            job.flag = job.flag or Flag.RETRIED
             return True
         kind = RetryFailure.TIMEOUT if isinstance(last, UpstreamTimeout) else RetryFailure.RESET
         if isinstance(last, _StatusFailure):
             kind = RetryFailure.STATUS
         if (
             kind is RetryFailure.RESET
-            and not att.reset_retried
+            and not job.reset_retried
             and method in IDEMPOTENT
-            and replayable
+            and job.replayable
         ):
             # A connection that broke before any response byte (a killed backend, a stale
             # keep-alive connection): the request goes once more elsewhere, whatever the retry
             # settings and budget — nginx's ``proxy_next_upstream error`` default. Bounded to
             # one per request, so a crashing fleet sees at most twice its load.
-            att.reset_retried = True
-            att.flag = Flag.RETRIED
+            job.reset_retried = True
+            job.flag = Flag.RETRIED
             return True
         if not self.retry_policy.may_retry(
             method,
             kind,
-            attempt=att.retries + 1,
+            attempt=job.retries + 1,
             request_sent=True,
             response_started=False,
-            body_replayable=replayable,
+            body_replayable=job.replayable,
             status=last.status if isinstance(last, _StatusFailure) else None,
         ):
-            if att.retries >= self.retry_policy.attempts and method in IDEMPOTENT:
-                att.flag = Flag.RETRY_LIMIT
+            if job.retries >= self.retry_policy.attempts and method in IDEMPOTENT:
+                job.flag = Flag.RETRY_LIMIT
             return False
-        if not self._budget_allows(att) or not self.retry_budget.try_acquire(self.record.in_flight):
+        if not self._budget_allows(job) or not self.retry_budget.try_acquire(self.record.in_flight):
             return False
-        att.budget_held += 1
-        att.retries += 1
-        att.flag = Flag.RETRIED
+        job.budget_held += 1
+        job.retries += 1
+        job.flag = Flag.RETRIED
         return True
 
-    def _budget_allows(self, att: _Attempt) -> bool:
+    def _budget_allows(self, job: Job) -> bool:
         """Whether the retry budget has room for one more retry (taken if so); an exhausted
         budget sets the request's flag and is reported as an event when it starts."""
         if self.retry_budget.peek(self.record.in_flight):
             return True
         self.retry_budget.try_acquire(self.record.in_flight)  # counts the exhaustion
-        att.flag = Flag.RETRY_BUDGET
+        job.flag = Flag.RETRY_BUDGET
         now = self.clock()
         if self._episode("retry_budget", now):
             st = self.retry_budget.stats()
@@ -827,100 +1108,33 @@ class Proxy:
         if ev is not None:
             self._emit_ejection(ev)
             self._refresh_pools(now)
-        pool.balancer.observe(backend, duration, not failure, now)
-
-    async def _try(
-        self,
-        request: web.BaseRequest,
-        method: str,
-        raw_path: str,
-        headers: CIMultiDict[str],
-        body: StreamReader | bytes | None,
-        replayable: bool,
-        backend: Backend,
-        pool: Pool,
-        att: _Attempt,
-        fallback: Fallback | None,
-        extra_headers: list[tuple[str, str]] | None,
-    ) -> web.StreamResponse | None:
-        """One attempt on ``backend``: the response for the client, or None if it failed."""
-        clock = self.clock
-        brec = backend.record
-        t0 = clock()
-        brec.started(t0)
-        if len(att.tried) > 1:
-            brec.retries_total += 1
-            self.record.count_retry(t0)
-        fault = att.fault = self.faults.decide(backend.name, t0)
-        try:
-            up: BackendResponse | None = None
-            if fault is not None:
-                # Injected faults take the same paths as real ones: down raises a connect error,
-                # hang a timeout, abort is an answer the backend "gave", delay just waits.
-                att.faulted.append((backend.name, fault.kind))
-                up = await before_send(
-                    fault, backend.name, self.per_try_timeout_s or self.upstream.read_timeout_s
-                )
-            if up is None:
-                up = await self.upstream.send(
-                    backend, method, raw_path, headers, body, read_timeout_s=self.per_try_timeout_s
-                )
-        except UpstreamError as exc:
-            now = clock()
-            kind = (
-                FailureKind.CONNECT
-                if isinstance(exc, UpstreamConnectError)
-                else FailureKind.TIMEOUT
-                if isinstance(exc, UpstreamTimeout)
-                else FailureKind.RESET
-            )
-            brec.failed(kind, now - t0, 0, now)
-            self._outcome(backend, pool, True, now - t0, now)
-            if kind is FailureKind.CONNECT:
-                att.connect_failures += 1
-            att.last = exc
-            return None
-        status = up.status
-        is_failure = self._is_failure(status)
-        if (
-            status in self.retry_policy.retry_on_status
-            and method in IDEMPOTENT
-            and att.retries < self.retry_policy.attempts
-            and self._budget_allows(att)
-        ):
-            # Worth another backend: drop this answer (its connection is not reused).
-            up.close()
-            now = clock()
-            brec.finished(status, now - t0, 0, 0, now)
-            self._outcome(backend, pool, is_failure, now - t0, now)
-            att.last = _StatusFailure(backend.name, status)
-            return None
-        return await self._respond(
-            request, up, backend, t0, pool, is_failure, fallback, extra_headers, att
-        )
+        balancer = pool.balancer
+        if type(balancer).observe is not _IGNORES_FEEDBACK:
+            balancer.observe(backend, duration, not failure, now)
 
     def _is_failure(self, status: int) -> bool:
-        fs = self.config.breaker.failure_statuses
+        fs = self._failure_status_set
         return status >= 500 if fs is None else status in fs
 
     def _failure(
-        self, request: web.BaseRequest, att: _Attempt, fallback: Fallback | None, pool: Pool
+        self, job: Job, last: UpstreamError | None, tried: list[Backend], flag: str | None
     ) -> tuple[web.Response, str]:
-        last = att.last
+        client = job.client
+        fallback = job.fallback
         now = self.clock()
         if isinstance(last, _StatusFailure):
             # Retries of a listed status ran out: the client gets a plain gateway error.
             last = UpstreamBroken(last.backend, f"answered {last.status} on every try")
         if last is None:
             reason = Flag.NO_HEALTHY_BACKEND
-            if not att.tried and any(
-                b.breaker is not None and not b.breaker.peek(now) for b in pool.backends
+            if not tried and any(
+                b.breaker is not None and not b.breaker.peek(now) for b in job.pool.backends
             ):
                 reason = Flag.BREAKER_OPEN
         else:
             reason = last.reason
         if fallback is not None:
-            stale_key = (request.host + request.raw_path) if request.method == "GET" else None
+            stale_key = (client.host + client.raw_path) if client.method == "GET" else None
             resp, why = fallback.respond(reason, stale_key, now)
             if self._episode(f"fallback:{why}", now):
                 self.events.emit(
@@ -940,10 +1154,10 @@ class Proxy:
             return error_response(503, "no backend available", reason, None, detail, fh), reason
         if isinstance(last, UpstreamTimeout):
             resp = error_response(504, "upstream timeout", reason, last.backend, last.detail, fh)
-            return resp, att.flag if att.flag == Flag.RETRY_BUDGET else reason
+            return resp, flag if flag == Flag.RETRY_BUDGET else reason
         detail = last.detail
-        if len(att.tried) > 1:
-            detail += f" (tried {', '.join(b.name for b in att.tried)})"
+        if len(tried) > 1:
+            detail += f" (tried {', '.join(b.name for b in tried)})"
         error = (
             "upstream connect failure"
             if isinstance(last, UpstreamConnectError)
@@ -952,101 +1166,117 @@ class Proxy:
         return error_response(502, error, reason, last.backend, detail, fh), reason
 
     async def _respond(
-        self,
-        request: web.BaseRequest,
-        up: BackendResponse,
-        backend: Backend,
-        t0: float,
-        pool: Pool,
-        is_failure: bool,
-        fallback: Fallback | None,
-        extra_headers: list[tuple[str, str]] | None,
-        att: _Attempt,
-    ) -> web.StreamResponse:
-        clock = self.clock
-        brec = backend.record
+        self, job: Job, backend: Backend, up: BackendResponse, t0: float, is_failure: bool
+    ) -> Result:
+        client = job.client
         status = up.status
-        headers = response_headers(up.headers)
-        if extra_headers:
-            for k, v in extra_headers:
-                headers.add(k, v)
         length = up.content_length
-        bytes_in = request.content_length or 0
-        method = request.method
-        no_body = method == "HEAD" or status in (204, 304) or status < 200
-        shaped = att.fault  # reset and bandwidth act on the body: always the streamed path
-        if shaped is not None and shaped.kind not in (FaultKind.RESET, FaultKind.BANDWIDTH):
+        no_body = job.method == "HEAD" or status in (204, 304) or status < 200
+        shaped = job.fault  # reset and bandwidth act on the body: always the streamed path
+        if shaped is not None and shaped.kind not in _SHAPING:
             shaped = None
 
         if shaped is None and not no_body and length is not None and length <= SMALL_RESPONSE_BYTES:
             try:
                 data = await up.read()
             except UpstreamError as exc:
-                now = clock()
-                kind = (
-                    FailureKind.TIMEOUT if isinstance(exc, UpstreamTimeout) else FailureKind.RESET
-                )
-                brec.failed(kind, now - t0, bytes_in, now)
-                self._outcome(backend, pool, True, now - t0, now)
-                up.close()
-                att = _Attempt()
-                att.last = exc
-                att.tried.append(backend)
-                resp, _ = self._failure(request, att, fallback, pool)
-                return resp
-            up.release()
-            whole = web.Response(status=status, reason=up.reason, headers=headers, body=data)
-            now = clock()
-            brec.finished(status, now - t0, bytes_in, len(data), now)
-            self._outcome(backend, pool, is_failure, now - t0, now)
-            if (
-                self._stale_wanted
-                and status == 200
-                and method == "GET"
-                and fallback is not None
-                and fallback.keeps_stale
-            ):
-                fallback.remember(request.host + request.raw_path, status, headers, data, now)
-            return whole
+                self.body_failed(job, backend, up, t0, exc)
+                failed, _ = self._failure(job, exc, [backend], None)
+                return failed
+            return self.respond_whole(job, backend, up, t0, is_failure, data)
 
-        stream = web.StreamResponse(status=status, reason=up.reason, headers=headers)
-        if length is not None:
-            stream.content_length = length
+        brec = backend.record
+        headers = client.response_headers(up, job.extra_headers)
+        bytes_in = client.content_length or 0
         sent = 0
         chunks = up.chunks()
         if shaped is not None:
             chunks = body_fault(shaped, chunks, backend.name)
+        stream = client.open_stream(status, up.reason, headers, length)
         try:
-            await stream.prepare(request)
+            await client.start_stream()
             # An injected reset cuts even a body-less answer: an applied fault never escapes.
             if not no_body or shaped is not None:
                 async for chunk in chunks:
-                    await stream.write(chunk)
+                    await client.write(chunk)
                     sent += len(chunk)
-            await stream.write_eof()
+            await client.finish_stream()
         except UpstreamError:
             # The head is out: the only honest signal left is to cut the client connection.
-            att.cut = True
-            now = clock()
+            job.cut = True
+            now = self.clock()
             brec.failed(FailureKind.RESET, now - t0, bytes_in, now)
-            self._outcome(backend, pool, True, now - t0, now)
+            self._outcome(backend, job.pool, True, now - t0, now)
             up.close()
-            if request.transport is not None:
-                request.transport.close()
+            client.cut()
             return stream
         except ConnectionError:
             # The client went away mid-response: not the backend's fault.
             up.close()
-            now = clock()
+            now = self.clock()
             brec.finished(status, now - t0, bytes_in, sent, now)
             if backend.breaker is not None:
                 backend.breaker.release(now)
             return stream
         up.release()
-        now = clock()
+        now = self.clock()
         brec.finished(status, now - t0, bytes_in, sent, now)
-        self._outcome(backend, pool, is_failure, now - t0, now)
+        self._outcome(backend, job.pool, is_failure, now - t0, now)
         return stream
+
+    def body_failed(
+        self, job: Job, backend: Backend, up: BackendResponse, t0: float, exc: UpstreamError
+    ) -> None:
+        """A small body broke off or timed out before the head went out: recorded."""
+        now = self.clock()
+        kind = FailureKind.TIMEOUT if isinstance(exc, UpstreamTimeout) else FailureKind.RESET
+        backend.record.failed(kind, now - t0, job.client.content_length or 0, now)
+        self._outcome(backend, job.pool, True, now - t0, now)
+        up.close()
+
+    def respond_whole(
+        self,
+        job: Job,
+        backend: Backend,
+        up: BackendResponse,
+        t0: float,
+        is_failure: bool,
+        data: bytes,
+    ) -> Answer:
+        """A small response read whole: recorded, and the answer to send in one write."""
+        client = job.client
+        status = up.status
+        headers = client.response_headers(up, job.extra_headers)
+        fallback = job.fallback
+        stale = (
+            self._stale_wanted
+            and status == 200
+            and job.method == "GET"
+            and fallback is not None
+            and fallback.keeps_stale
+        )
+        stale_headers = None
+        if stale:
+            stale_headers = CIMultiDict(response_pairs(up))
+            for k, v in job.extra_headers or ():
+                stale_headers.add(k, v)
+        up.release()
+        answer = Answer(status, up.reason, headers, data)
+        now = self.clock()
+        backend.record.finished(status, now - t0, client.content_length or 0, len(data), now)
+        self._outcome(backend, job.pool, is_failure, now - t0, now)
+        if stale_headers is not None and fallback is not None:
+            fallback.remember(client.host + job.raw_path, status, stale_headers, data, now)
+        return answer
+
+
+class NowaitClient(ClientRequest, Protocol):
+    """A client whose listener can take an answer later (``finish``) or run the rest of its
+    request as a task (``spawn``): what ``Proxy.serve_nowait`` needs."""
+
+    def finish(self, result: Result) -> None: ...
+
+    def spawn(self, rest: Coroutine[Any, Any, Result]) -> None: ...
 
 
 class _StatusFailure(UpstreamError):

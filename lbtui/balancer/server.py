@@ -1,7 +1,9 @@
 """Running the balancer: the listener, start-up and graceful shutdown.
 
-Shutdown copies uvicorn's order: stop accepting, let in-flight requests finish up to a grace
-deadline, then cancel what is left, then close the upstream connections.
+The listener is the fast one (``listener.py``: ``asyncio.Protocol`` + llhttp) unless
+``[listener] engine = "aiohttp"`` asks for aiohttp's low-level server; both feed the same
+pipeline. Shutdown copies uvicorn's order: stop accepting, let in-flight requests finish up to a
+grace deadline, then cancel what is left, then close the upstream connections.
 """
 
 from __future__ import annotations
@@ -13,11 +15,14 @@ import socket
 from aiohttp import web
 
 from lbtui.balancer.health import HealthChecker
+from lbtui.balancer.listener import FastListener
 from lbtui.balancer.proxy import Proxy
 from lbtui.config import Config
 
 TICK_S = 0.25
 """Upkeep period: readmissions, slow-start weights, panic mode."""
+KEEPALIVE_S = 75.0
+"""An idle client connection is closed after this long."""
 
 
 class BalancerServer:
@@ -28,6 +33,7 @@ class BalancerServer:
         self.proxy = proxy or Proxy(config)
         self._runner: web.ServerRunner | None = None
         self._site: web.SockSite | None = None
+        self._fast: FastListener | None = None
         self.health: HealthChecker | None = None
         self._ticker: asyncio.Task[None] | None = None
         self.host = config.listener.host
@@ -55,17 +61,6 @@ class BalancerServer:
                 lambda b, added: checker.add(b) if added else checker.remove(b.name)
             )
         self._ticker = asyncio.create_task(self._tick_forever(), name="lbtui-tick")
-        server = web.Server(
-            self.proxy.handle,
-            access_log=None,
-            auto_decompress=False,
-            keepalive_timeout=75.0,
-            max_field_size=16_384,
-        )
-        self._runner = web.ServerRunner(
-            server, handle_signals=False, shutdown_timeout=self.config.proxy.shutdown_grace_s
-        )
-        await self._runner.setup()
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -74,7 +69,6 @@ class BalancerServer:
             sock.bind((self.host, self.port))
         except OSError as exc:
             sock.close()
-            await self._runner.cleanup()
             await self._stop_background()
             await self.proxy.close()
             msg = f"cannot listen on {self.host}:{self.port}: {exc.strerror}"
@@ -82,6 +76,21 @@ class BalancerServer:
         sock.listen(4096)
         sock.setblocking(False)
         self.port = sock.getsockname()[1]
+        if self.config.listener.engine == "fast":
+            self._fast = FastListener(self.proxy, keepalive_timeout_s=KEEPALIVE_S)
+            await self._fast.start(sock)
+            return
+        server = web.Server(
+            self.proxy.handle,
+            access_log=None,
+            auto_decompress=False,
+            keepalive_timeout=KEEPALIVE_S,
+            max_field_size=16_384,
+        )
+        self._runner = web.ServerRunner(
+            server, handle_signals=False, shutdown_timeout=self.config.proxy.shutdown_grace_s
+        )
+        await self._runner.setup()
         self._site = web.SockSite(self._runner, sock)
         await self._site.start()
 
@@ -90,6 +99,9 @@ class BalancerServer:
 
         Faults are rolled back first, so that no injected hang holds up the drain."""
         self.proxy.clear_faults()
+        if self._fast is not None:
+            await self._fast.shutdown(self.config.proxy.shutdown_grace_s)
+            self._fast = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

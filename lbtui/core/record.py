@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from lbtui.core.window import LatencyHistogram, RollingCounter, RollingHistogram
+from lbtui.core.window import LatencyHistogram, RollingCounter, RollingHistogram, bucket_of
 
 
 class FailureKind(StrEnum):
@@ -53,7 +53,6 @@ class BackendRecord:
 
     __slots__ = (
         "_errors",
-        "_finished",
         "_rate",
         "_recent",
         "_traffic",
@@ -81,8 +80,8 @@ class BackendRecord:
         """Attempts sent to this backend as a retry of a failed attempt elsewhere."""
         self.latency = LatencyHistogram()
         self._recent = RollingHistogram(window_s, 10)
+        """Recent latencies; its sample count is also the count of finished attempts."""
         self._rate = RollingCounter(series_s, int(series_s))  # 1 s slots: a minute of history
-        self._finished = RollingCounter(window_s, 10)
         self._errors = RollingCounter(window_s, 10)
         self._traffic = RollingCounter(window_s, 10)
 
@@ -101,9 +100,12 @@ class BackendRecord:
             self.responses_total[cls] += 1
         self.bytes_in_total += bytes_in
         self.bytes_out_total += bytes_out
-        self.latency.record(latency_s)
-        self._recent.record(latency_s, now)
-        self._finished.add(1, now)
+        i = bucket_of(latency_s)
+        lat = self.latency
+        lat.counts[i] += 1
+        lat.count += 1
+        lat.sum += latency_s
+        self._recent.record_bucket(i, now)
         if cls == 5:
             self._errors.add(1, now)
         self._traffic.add(bytes_in + bytes_out, now)
@@ -115,12 +117,11 @@ class BackendRecord:
         self.bytes_in_total += bytes_in
         self.latency.record(latency_s)
         self._recent.record(latency_s, now)
-        self._finished.add(1, now)
         self._errors.add(1, now)
         self._traffic.add(bytes_in, now)
 
     def figures(self, now: float) -> BackendFigures:
-        finished = self._finished.total(now)
+        finished = self._recent.count(now)
         errors = self._errors.total(now)
         p50, p90, p99, p999 = self._recent.quantiles((0.5, 0.9, 0.99, 0.999), now)
         return BackendFigures(
@@ -130,7 +131,7 @@ class BackendRecord:
             failures_total={k.value: v for k, v in self.failures_total.items()},
             bytes_in_total=self.bytes_in_total,
             bytes_out_total=self.bytes_out_total,
-            rps=self._finished.rate(now),
+            rps=self._recent.rate(now),
             error_ratio=errors / finished if finished else 0.0,
             bytes_per_s=self._traffic.rate(now),
             p50_ms=p50 * 1e3,
@@ -168,7 +169,6 @@ class BalancerRecord:
         "_classes",
         "_fallbacks",
         "_limited",
-        "_rate",
         "_retries",
         "_series",
         "fallback_total",
@@ -188,9 +188,10 @@ class BalancerRecord:
         self.rate_limited_total: dict[str, int] = {}
         self.fallback_total: dict[str, int] = {}
         self.retries_total = 0
-        self._rate = RollingCounter(window_s, 10)
         self._series = RollingCounter(series_s, int(series_s))
         self._classes = [RollingCounter(window_s, 10) for _ in range(6)]
+        """Recent answers by status class (index ``status // 100``; 0: the connection was cut
+        before an answer). Their sum is the recent answer rate."""
         self._limited = RollingCounter(window_s, 10)
         self._fallbacks = RollingCounter(window_s, 10)
         self._retries = RollingCounter(window_s, 10)
@@ -206,9 +207,10 @@ class BalancerRecord:
         if 1 <= cls <= 5:
             self.responses_total[cls] += 1
             self._classes[cls].add(1, now)
+        else:
+            self._classes[0].add(1, now)
         if flag is not None:
             self.flags_total[flag] = self.flags_total.get(flag, 0) + 1
-        self._rate.add(1, now)
         self._series.add(1, now)
 
     def count_rejection(self, scope: str, now: float) -> None:
@@ -224,7 +226,8 @@ class BalancerRecord:
         self._retries.add(1, now)
 
     def rps(self, now: float) -> float:
-        return self._rate.rate(now)
+        classes = self._classes
+        return sum(c.total(now) for c in classes) / classes[0].covered(now)
 
     def figures(self, now: float) -> BalancerFigures:
         answered = sum(self.responses_total[1:])
@@ -239,7 +242,7 @@ class BalancerRecord:
             fallback_total=dict(self.fallback_total),
             retries_total=self.retries_total,
             flags_total=dict(self.flags_total),
-            rps=self._rate.rate(now),
+            rps=self.rps(now),
             code_rps={c: self._classes[i + 1].rate(now) for i, c in enumerate(CODE_CLASSES)},
             rate_limited_rps=self._limited.rate(now),
             fallback_rps=self._fallbacks.rate(now),

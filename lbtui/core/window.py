@@ -123,9 +123,12 @@ _VALUES = [bucket_value(i) for i in range(N_BUCKETS)]
 
 class _Ring:
     """Slot bookkeeping shared by the rolling figures: which slot ``now`` falls in, and clearing
-    the slots that time has passed by."""
+    the slots that time has passed by.
 
-    __slots__ = ("_epoch", "n_slots", "slot_s")
+    Writers check ``int(now / slot_s) == _epoch`` themselves first (the newest slot again:
+    nearly every write) and write to ``pos``; only a write in another slot calls ``advance``."""
+
+    __slots__ = ("_epoch", "n_slots", "pos", "slot_s")
 
     def __init__(self, window_s: float, slots: int) -> None:
         if window_s <= 0 or slots < 2:
@@ -133,6 +136,8 @@ class _Ring:
         self.slot_s = window_s / slots
         self.n_slots = slots
         self._epoch = -1  # index (in slot units since 0) of the newest slot written
+        self.pos = 0
+        """Position of the newest slot written (``_epoch % n_slots``)."""
 
     def advance(self, now: float) -> tuple[int, list[int]]:
         """Return the current slot's position and the positions that must be cleared first."""
@@ -145,6 +150,7 @@ class _Ring:
                 stale = [e % self.n_slots for e in range(self._epoch + 1, epoch + 1)]
             if epoch > self._epoch:
                 self._epoch = epoch
+                self.pos = epoch % self.n_slots
         return epoch % self.n_slots, stale
 
     def live_epochs(self, now: float) -> range:
@@ -177,7 +183,11 @@ class RollingCounter:
         self._slots = [0.0] * slots
 
     def add(self, n: float, now: float) -> None:
-        pos, stale = self._ring.advance(now)
+        ring = self._ring
+        if int(now / ring.slot_s) == ring._epoch:
+            self._slots[ring.pos] += n
+            return
+        pos, stale = ring.advance(now)
         for s in stale:
             self._slots[s] = 0.0
         self._slots[pos] += n
@@ -189,6 +199,10 @@ class RollingCounter:
 
     def rate(self, now: float) -> float:
         return self.total(now) / self._ring.covered(now)
+
+    def covered(self, now: float) -> float:
+        """Seconds of the window that have passed (what ``rate`` divides by)."""
+        return self._ring.covered(now)
 
     def series(self, now: float) -> list[float]:
         """Per-slot rates, oldest first, for sparklines (the current slot is partial)."""
@@ -219,13 +233,20 @@ class RollingHistogram:
         the latest write is one copy instead of a merge."""
 
     def record(self, seconds: float, now: float) -> None:
-        pos, stale = self._ring.advance(now)
-        for s in stale:
-            if self._n[s]:
-                self._acc = list(map(sub, self._acc, self._counts[s]))
-                self._counts[s] = [0] * N_BUCKETS
-                self._n[s] = 0
-        i = bucket_of(seconds)
+        self.record_bucket(bucket_of(seconds), now)
+
+    def record_bucket(self, i: int, now: float) -> None:
+        """``record`` of a sample whose bucket (``bucket_of``) is known already."""
+        ring = self._ring
+        if int(now / ring.slot_s) == ring._epoch:
+            pos = ring.pos
+        else:
+            pos, stale = ring.advance(now)
+            for s in stale:
+                if self._n[s]:
+                    self._acc = list(map(sub, self._acc, self._counts[s]))
+                    self._counts[s] = [0] * N_BUCKETS
+                    self._n[s] = 0
         self._counts[pos][i] += 1
         self._acc[i] += 1
         self._n[pos] += 1
@@ -247,6 +268,10 @@ class RollingHistogram:
 
     def count(self, now: float) -> int:
         return sum(self._n[p] for p in self._ring.live(now))
+
+    def rate(self, now: float) -> float:
+        """Samples per second over the window (as ``RollingCounter.rate`` would count them)."""
+        return self.count(now) / self._ring.covered(now)
 
 
 class Ewma:

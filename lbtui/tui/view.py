@@ -18,6 +18,7 @@ import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -146,6 +147,12 @@ def sparkline(values: Sequence[float], width: int | None = None, top: float | No
 
     Zero is a blank, any positive value at least ``▁``, so an idle stretch reads as idle.
     """
+    # memoised: fifty backends' series change once a second, the console asks four times
+    return _sparkline(tuple(values), width, top)
+
+
+@lru_cache(maxsize=1024)
+def _sparkline(values: tuple[float, ...], width: int | None, top: float | None) -> str:
     vals = resample(values, width) if width is not None else list(values)
     hi = top if top is not None else max(vals, default=0.0)
     if hi <= 0:

@@ -126,12 +126,19 @@ async def backends() -> AsyncIterator[Callable[[int], Awaitable[list[TestBackend
         await b.stop()
 
 
-@pytest.fixture
-async def balancer() -> AsyncIterator[Callable[..., Awaitable[BalancerServer]]]:
+ENGINES = ("fast", "aiohttp")
+"""The two listeners (``[listener] engine``): every test that takes ``balancer`` runs on both."""
+
+
+@pytest.fixture(params=ENGINES)
+async def balancer(
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[Callable[..., Awaitable[BalancerServer]]]:
     started: list[BalancerServer] = []
+    engine = request.param
 
     async def make(servers: list[TestBackend], /, **sections: Any) -> BalancerServer:
-        data: dict[str, Any] = {"listener": {"address": "127.0.0.1:0"}}
+        data: dict[str, Any] = {"listener": {"address": "127.0.0.1:0", "engine": engine}}
         data["backends"] = [{"name": b.name, "url": b.url} for b in servers]
         for key, value in sections.items():
             if key == "backends":

@@ -40,5 +40,12 @@ def build_load(live: LiveFigures) -> Text:
 class LoadPanel(Static):
     """Updated on a timer from ``LoadHandle.live()`` (in-process, no network)."""
 
+    _shown: Text | None = None
+
     def show(self, live: LiveFigures) -> None:
-        self.update(build_load(live))
+        text = build_load(live)
+        if text == self._shown:
+            return
+        self._shown = text
+        # a fixed height (``height: 5`` in lbtui.tcss): no layout pass needed
+        self.update(text, layout=False)

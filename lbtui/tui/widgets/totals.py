@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
 from textual.widgets import Static
 
 from lbtui.control.model import Snapshot
@@ -25,11 +27,38 @@ class HeaderState:
     title: str = "lbtui"
 
 
-class TotalsBar(Static):
-    """Two lines: target, algorithm, flags and link state; then the balancer-wide figures."""
+class TotalsBar(Vertical):
+    """Two lines: target, algorithm, flags and link state; then the balancer-wide figures.
+
+    Each line is its own ``Static``, updated only when its text changed: the first changes
+    rarely, the second with every snapshot (and is all that is painted again then). Both
+    wrap as the two lines of one text would, and the bar (``height: 2``) clips what wraps
+    past its second row: a long first line (connection lost) pushes the figures out."""
+
+    DEFAULT_CSS = """
+    TotalsBar > Static {
+        height: auto;
+    }
+    """
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self._lines = (Static(id="totals-1"), Static(id="totals-2"))
+        self._shown: list[Text | None] = [None, None]
+
+    def compose(self) -> ComposeResult:
+        yield from self._lines
 
     def show(self, snapshot: Snapshot | None, state: HeaderState) -> None:
-        self.update(self.build(snapshot, state))
+        for i, line in enumerate(self.build(snapshot, state).split("\n")[:2]):
+            shown = self._shown[i]
+            if line == shown:
+                continue
+            width = self._lines[i].size.width
+            # a line that fits on one row before and after keeps its height: no layout pass
+            fits = bool(width) and shown is not None and max(line.cell_len, shown.cell_len) <= width
+            self._shown[i] = line
+            self._lines[i].update(line, layout=not fits)
 
     @staticmethod
     def build(snapshot: Snapshot | None, state: HeaderState) -> Text:

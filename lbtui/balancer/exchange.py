@@ -1,0 +1,417 @@
+"""One client exchange as the pipeline sees it, whichever listener accepted it.
+
+The pipeline (``proxy.py``) reads a request and answers it through :class:`ClientRequest`, so
+that the same policy runs behind both listeners: aiohttp's low-level server
+(:class:`AiohttpClient` adapts its request) and the Protocol-level fast listener
+(``listener.py``). A pipeline run ends with a :data:`Result`:
+
+- an :class:`Answer`: a whole response the listener has yet to send (the usual small answer
+  from a backend), its headers in the listener's own form (text pairs for aiohttp, byte pairs
+  for the fast listener, so that nothing is decoded and encoded again on the way through);
+- a ``web.Response`` made by a helper (429, fallback, error bodies), sent the same way;
+- or a streamed response the pipeline has already written through the client
+  (``start_stream`` / ``write`` / ``finish_stream``).
+
+Header rewriting (hop-by-hop headers dropped both ways; ``X-Forwarded-*`` and ``Via``) is
+defined here twice, over text and over bytes; ``tests/unit/test_exchange.py`` holds the two to
+the same output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from lbtui.balancer.connections import (
+    HAS_CTYPE,
+    HAS_DATE,
+    HAS_SERVER,
+    RESPONSE_DROP_RAW,
+    HeadBlock,
+    LeanResponse,
+    RawHeaders,
+    connection_tokens,
+)
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+    }
+)
+VIA = "1.1 lbtui"
+
+_FORWARD_SET = frozenset({"x-forwarded-proto", "x-forwarded-host"})
+
+
+class BackendHead(Protocol):
+    """What header rewriting reads of a backend's response."""
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str]: ...
+
+
+class Answer:
+    """A whole response, not yet sent. ``headers`` are in the listener's form."""
+
+    __slots__ = ("body", "headers", "reason", "status")
+
+    def __init__(self, status: int, reason: str | None, headers: Any, body: bytes) -> None:
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.body = body
+
+
+class Streamed:
+    """A response the fast listener has streamed already (the pipeline's result for it)."""
+
+    __slots__ = ("status",)
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+
+Result = Answer | Streamed | web.StreamResponse
+
+
+class ClientRequest(Protocol):
+    """A client request, and the way back to its client."""
+
+    method: str
+    raw_path: str
+    remote: str
+
+    @property
+    def host(self) -> str: ...
+
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    @property
+    def body_exists(self) -> bool: ...
+
+    @property
+    def content_length(self) -> int | None: ...
+
+    @property
+    def content(self) -> Any:
+        """The body as a stream with ``async readany()`` (and ``async for``)."""
+
+    def cookie(self, name: str) -> str | None: ...
+
+    async def read(self) -> bytes: ...
+
+    def forward_headers(self, proto: str) -> HeadBlock | list[tuple[str, str]]:
+        """The request headers rewritten for the backend."""
+
+    def response_headers(self, up: BackendHead, extra: list[tuple[str, str]] | None) -> Any:
+        """A backend response's headers rewritten for the client, plus ``extra``."""
+
+    def open_stream(
+        self, status: int, reason: str | None, headers: Any, length: int | None
+    ) -> Result:
+        """The result standing for a streamed response (nothing is sent yet)."""
+
+    async def start_stream(self) -> None:
+        """Send the streamed response's head."""
+
+    async def write(self, chunk: bytes) -> None: ...
+
+    async def finish_stream(self) -> None: ...
+
+    def cut(self) -> None:
+        """Close the client connection at once (a response cut mid-body)."""
+
+
+# -- header rewriting over text (aiohttp) ---------------------------------------------------------
+
+
+def _connection_tokens(values: list[str]) -> frozenset[str]:
+    return frozenset(t.strip().lower() for v in values for t in v.split(",") if t.strip())
+
+
+def request_headers(
+    headers: CIMultiDictProxy[str] | CIMultiDict[str], client_ip: str, proto: str
+) -> list[tuple[str, str]]:
+    """The headers sent to the backend for a client request with ``headers``."""
+    conn = headers.getall("Connection", None)
+    named = _connection_tokens(conn) if conn else None
+    out: list[tuple[str, str]] = []
+    xff: list[str] = []
+    via: list[str] = []
+    for name, value in headers.items():
+        lname = name.lower()
+        if lname in HOP_BY_HOP or lname.startswith("proxy-") or (named and lname in named):
+            continue
+        if lname == "x-forwarded-for":
+            xff.append(value)
+        elif lname == "via":
+            via.append(value)
+        elif lname not in _FORWARD_SET:
+            out.append((name, value))
+    xff.append(client_ip)
+    via.append(VIA)
+    out.append(("X-Forwarded-For", ", ".join(xff)))
+    out.append(("X-Forwarded-Proto", proto))
+    host = headers.get("Host")
+    if host is not None:
+        out.append(("X-Forwarded-Host", host))
+    out.append(("Via", ", ".join(via)))
+    return out
+
+
+def response_headers(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> list[tuple[str, str]]:
+    """The headers sent to the client for a backend response with ``headers``."""
+    conn = headers.getall("Connection", None)
+    named = _connection_tokens(conn) if conn else None
+    out: list[tuple[str, str]] = []
+    for name, value in headers.items():
+        lname = name.lower()
+        if (
+            lname in HOP_BY_HOP
+            or lname == "content-length"
+            or lname.startswith("proxy-")
+            or (named and lname in named)
+        ):
+            continue
+        out.append((name, value))
+    return out
+
+
+def response_pairs(up: BackendHead) -> list[tuple[str, str]]:
+    """``response_headers`` of a backend response, from its raw lines when it has them."""
+    if type(up) is LeanResponse:
+        return [
+            (k.decode("latin-1"), v.decode("latin-1"))
+            for k, v in response_headers_raw(up.raw_headers)
+        ]
+    return response_headers(up.headers)
+
+
+# -- header rewriting over bytes (the fast listener with the lean upstream) ---------------------
+
+_HOP_RAW = frozenset(h.encode() for h in HOP_BY_HOP)
+_FORWARD_RAW = frozenset({b"x-forwarded-proto", b"x-forwarded-host"})
+_VIA_RAW = VIA.encode()
+
+
+def _connection_tokens_raw(raw: RawHeaders) -> frozenset[bytes] | None:
+    named: set[bytes] | None = None
+    for k, v in raw:
+        if len(k) == 10 and k.lower() == b"connection":
+            for t in v.split(b","):
+                t = t.strip()
+                if t:
+                    if named is None:
+                        named = set()
+                    named.add(t.lower())
+    return frozenset(named) if named else None
+
+
+def request_block(raw: RawHeaders, client_ip: bytes, proto: bytes) -> HeadBlock:
+    """``request_headers`` over bytes: the header lines for the backend, rendered."""
+    named = _connection_tokens_raw(raw)
+    parts: list[bytes] = []
+    xff: list[bytes] = []
+    via: list[bytes] = []
+    host: bytes | None = None
+    has_host = has_length = False
+    for k, v in raw:
+        lk = k.lower()
+        if lk in _HOP_RAW or lk.startswith(b"proxy-") or (named and lk in named):
+            if lk == b"host" and host is None:
+                host = v
+            continue
+        if lk == b"x-forwarded-for":
+            xff.append(v)
+            continue
+        if lk == b"via":
+            via.append(v)
+            continue
+        if lk == b"host":
+            has_host = True
+            if host is None:
+                host = v
+        elif lk == b"content-length":
+            has_length = True
+        elif lk in _FORWARD_RAW:
+            continue
+        parts += (k, b": ", v, b"\r\n")
+    xff.append(client_ip)
+    via.append(_VIA_RAW)
+    parts += (b"X-Forwarded-For: ", b", ".join(xff), b"\r\nX-Forwarded-Proto: ", proto, b"\r\n")
+    if host is not None:
+        parts += (b"X-Forwarded-Host: ", host, b"\r\n")
+    parts += (b"Via: ", b", ".join(via), b"\r\n")
+    return HeadBlock(b"".join(parts), has_host, has_length)
+
+
+class RenderedHead:
+    """Response header lines for the client, rendered (``Name: value\r\n`` each), and which of
+    the headers a listener adds when they are missing are there already."""
+
+    __slots__ = ("block", "has_ctype", "has_date", "has_server")
+
+    def __init__(self, block: bytes, has_ctype: bool, has_date: bool, has_server: bool) -> None:
+        self.block = block
+        self.has_ctype = has_ctype
+        self.has_date = has_date
+        self.has_server = has_server
+
+
+def render_response_headers(up: BackendHead, extra: list[tuple[str, str]] | None) -> RenderedHead:
+    """``response_headers`` over bytes, rendered, with ``extra`` lines appended."""
+    if type(up) is LeanResponse and up.named is None:
+        # The lean connection sorted the lines as they came in: the usual case is one join.
+        flags = up.kept_flags
+        if not extra:
+            return RenderedHead(
+                b"".join(up.kept),
+                bool(flags & HAS_CTYPE),
+                bool(flags & HAS_DATE),
+                bool(flags & HAS_SERVER),
+            )
+        raw: RawHeaders = response_headers_raw(up.raw_headers)
+    elif type(up) is LeanResponse:
+        raw = response_headers_raw(up.raw_headers)
+    else:
+        raw = response_headers_raw(
+            [(k.encode("utf-8"), v.encode("utf-8")) for k, v in up.headers.items()]
+        )
+    if extra:
+        raw += [(k.encode("utf-8"), v.encode("utf-8")) for k, v in extra]
+    parts: list[bytes] = []
+    has_ctype = has_date = has_server = False
+    for k, v in raw:
+        lk = k.lower()
+        if lk == b"content-type":
+            has_ctype = True
+        elif lk == b"date":
+            has_date = True
+        elif lk == b"server":
+            has_server = True
+        parts += (k, b": ", v, b"\r\n")
+    return RenderedHead(b"".join(parts), has_ctype, has_date, has_server)
+
+
+def response_headers_raw(raw: RawHeaders) -> RawHeaders:
+    """``response_headers`` over bytes."""
+    named: frozenset[bytes] | None = None
+    out: RawHeaders = []
+    for k, v in raw:
+        lk = k.lower()
+        if lk in RESPONSE_DROP_RAW or lk.startswith(b"proxy-"):
+            if lk == b"connection":
+                tokens = connection_tokens(v)
+                named = tokens if named is None else named | tokens
+            continue
+        out.append((k, v))
+    if named:
+        out = [(k, v) for k, v in out if k.lower() not in named]
+    return out
+
+
+# -- the aiohttp listener's side ------------------------------------------------------------------
+
+
+class AiohttpClient:
+    """:class:`ClientRequest` over an aiohttp ``BaseRequest``."""
+
+    __slots__ = ("_stream", "method", "raw_path", "remote", "request")
+
+    def __init__(self, request: web.BaseRequest) -> None:
+        self.request = request
+        self.method = request.method
+        self.raw_path = request.raw_path
+        self.remote = request.remote or ""
+        self._stream: web.StreamResponse | None = None
+
+    @property
+    def host(self) -> str:
+        return self.request.host
+
+    @property
+    def path(self) -> str:
+        return self.request.path
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str]:
+        return self.request.headers
+
+    @property
+    def body_exists(self) -> bool:
+        return self.request.body_exists
+
+    @property
+    def content_length(self) -> int | None:
+        return self.request.content_length
+
+    @property
+    def content(self) -> Any:
+        return self.request.content
+
+    def cookie(self, name: str) -> str | None:
+        return self.request.cookies.get(name)
+
+    async def read(self) -> bytes:
+        return await self.request.read()
+
+    def forward_headers(self, proto: str) -> list[tuple[str, str]]:
+        return request_headers(self.request.headers, self.remote, proto)
+
+    def response_headers(
+        self, up: BackendHead, extra: list[tuple[str, str]] | None
+    ) -> list[tuple[str, str]]:
+        headers = response_pairs(up)
+        if extra:
+            headers += extra
+        return headers
+
+    def open_stream(
+        self, status: int, reason: str | None, headers: Any, length: int | None
+    ) -> web.StreamResponse:
+        stream = self._stream = web.StreamResponse(status=status, reason=reason, headers=headers)
+        if length is not None:
+            stream.content_length = length
+        return stream
+
+    async def start_stream(self) -> None:
+        assert self._stream is not None
+        await self._stream.prepare(self.request)
+
+    async def write(self, chunk: bytes) -> None:
+        assert self._stream is not None
+        await self._stream.write(chunk)
+
+    async def finish_stream(self) -> None:
+        assert self._stream is not None
+        await self._stream.write_eof()
+
+    def cut(self) -> None:
+        if self.request.transport is not None:
+            self.request.transport.close()
+
+
+def to_web(result: Result) -> web.StreamResponse:
+    """The aiohttp response for a pipeline result."""
+    if type(result) is Answer:
+        return web.Response(
+            status=result.status, reason=result.reason, headers=result.headers, body=result.body
+        )
+    assert isinstance(result, web.StreamResponse)
+    return result

@@ -1,0 +1,962 @@
+"""The fast listener: HTTP/1.1 on ``asyncio.Protocol`` + llhttp (httptools), feeding the pipeline.
+
+DESIGN.md's performance notes put aiohttp's per-request server machinery (request object,
+handler task plumbing, response preparation) at about 30 µs; this listener does the same job in
+a few: the request head is parsed by llhttp callbacks into bytes, the headers for the backend
+are rendered straight from those bytes, and a whole answer goes out as one ``write`` (head and
+body together). Policy does not live here: every request goes through the same
+:meth:`Proxy.serve <lbtui.balancer.proxy.Proxy.serve>` as behind aiohttp, so admission, routes,
+picks, breakers, retries, fallbacks, faults, records and events are one code.
+
+What it does, as aiohttp's low-level server does for the proxy:
+
+- keep-alive, HTTP/1.0 and 1.1, ``Connection: close``; an idle connection is closed after
+  ``keepalive_timeout_s``;
+- pipelining: requests on one connection are answered in order, one at a time; reading pauses
+  while too many wait;
+- limits: a request line over ``max_line`` bytes is answered 414, a header field over
+  ``max_field`` bytes, more than ``max_headers`` headers or a head over ``max_head`` bytes 431,
+  anything llhttp rejects 400 — then the connection is closed;
+- request bodies stream to the backend with flow control (reading pauses above a high-water
+  mark); a body nobody read is discarded so the connection can go on;
+- responses: the same headers aiohttp would add (``Date``, ``Server``, ``Content-Type`` for a
+  body without one, ``Connection``), ``Content-Length`` or chunked framing for streamed bodies,
+  write flow control, and a cut (close) when a backend breaks off mid-body;
+- graceful shutdown: stop accepting, close idle connections, let in-flight requests finish up
+  to the grace period, then abort the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import AsyncIterator, Coroutine
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any, cast
+
+import httptools
+from aiohttp import web
+from aiohttp._cookie_helpers import parse_cookie_header
+from aiohttp.http import SERVER_SOFTWARE
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from lbtui.balancer.connections import HOP_BY_HOP_RAW, HeadBlock, RawHeaders, connection_tokens
+from lbtui.balancer.exchange import (
+    VIA,
+    Answer,
+    BackendHead,
+    Result,
+    Streamed,
+    render_response_headers,
+    request_block,
+)
+
+if TYPE_CHECKING:
+    from lbtui.balancer.proxy import Proxy
+
+log = logging.getLogger("lbtui.listener")
+
+BODY_HIGH_WATER = 256 * 1024
+"""Request body bytes buffered before the client connection stops being read."""
+BODY_LOW_WATER = 64 * 1024
+MAX_QUEUED = 16
+"""Pipelined requests waiting on one connection before reading pauses."""
+
+_SERVER = SERVER_SOFTWARE.encode()
+_SERVER_LINE_END = b"Server: " + _SERVER + b"\r\n\r\n"
+_VIA_RAW = VIA.encode()
+_DROP, _HOST, _LENGTH, _XFF, _VIA, _TE, _CONNECTION = range(7)
+_REQUEST_ACTIONS: dict[bytes, int] = dict.fromkeys(HOP_BY_HOP_RAW, _DROP) | {
+    b"host": _HOST,
+    b"content-length": _LENGTH,
+    b"x-forwarded-for": _XFF,
+    b"via": _VIA,
+    b"x-forwarded-proto": _DROP,
+    b"x-forwarded-host": _DROP,
+    b"transfer-encoding": _TE,
+    b"connection": _CONNECTION,
+}
+"""How the fast listener sorts a request header (by lower-case name); others pass through."""
+_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")}
+_EMPTY_BODY_STATUS = frozenset({204, 304, *range(100, 200)})
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
+
+
+_STATUS_11 = {s: f"HTTP/1.1 {s} {_phrase(s)}\r\n".encode() for s in range(100, 600)}
+
+
+def _status_line(version: bytes, status: int, reason: str | None) -> bytes:
+    if reason is None and version == b"1.1":
+        line = _STATUS_11.get(status)
+        if line is not None:
+            return line
+    if reason is None:
+        reason = _phrase(status)
+    return b"HTTP/%b %d %b\r\n" % (version, status, reason.encode("utf-8"))
+
+
+def _framing(method: str, status: int, length: int, has_ctype: bool) -> list[bytes]:
+    """``Content-Length`` and a default ``Content-Type`` for a whole body, as aiohttp sets
+    them: no length for 1xx/204/304, nor for an empty answer to HEAD."""
+    if status in _EMPTY_BODY_STATUS:
+        return []
+    if method == "HEAD":
+        return [b"Content-Length: %d\r\n" % length] if length else []
+    out = [b"Content-Length: %d\r\n" % length]
+    if length and not has_ctype:
+        out.append(b"Content-Type: application/octet-stream\r\n")
+    return out
+
+
+class _Date:
+    """The ``Date`` header line, formatted once a second."""
+
+    __slots__ = ("_line", "_second")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._line = b""
+
+    def line(self) -> bytes:
+        now = int(time.time())
+        if now != self._second:
+            self._second = now
+            stamp = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(now))
+            self._line = b"Date: " + stamp.encode() + b"\r\n"
+        return self._line
+
+
+_DATE = _Date()
+
+
+class BadRequest(Exception):
+    """A request the listener refuses before it reaches the pipeline."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+
+
+class BodyStream:
+    """A request body as it arrives: ``readany``, ``read`` and ``async for``, with flow control
+    (the connection stops being read while more than the high-water mark is buffered)."""
+
+    __slots__ = ("_chunks", "_conn", "_discard", "_error", "_size", "_waiter", "eof", "received")
+
+    def __init__(self, conn: ClientConnection) -> None:
+        self._conn = conn
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._size = 0
+        self._waiter: asyncio.Future[None] | None = None
+        self._error: BaseException | None = None
+        self._discard = False
+        self.eof = False
+        self.received = 0
+
+    def feed(self, data: bytes) -> None:
+        self.received += len(data)
+        if self._discard:
+            return
+        self._chunks.append(data)
+        self._size += len(data)
+        self._wake()
+        if self._size > BODY_HIGH_WATER:
+            self._conn.pause("body")
+
+    def feed_eof(self) -> None:
+        self.eof = True
+        self._wake()
+
+    def fail(self, error: BaseException) -> None:
+        if not self.eof:
+            self._error = error
+            self._wake()
+
+    def discard(self) -> None:
+        """Nobody will read the rest: drop what is buffered and what still comes."""
+        self._discard = True
+        self._chunks.clear()
+        self._size = 0
+        self._conn.resume("body")
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    async def readany(self) -> bytes:
+        while True:
+            if self._chunks:
+                chunk = self._chunks.popleft()
+                self._size -= len(chunk)
+                if self._size < BODY_LOW_WATER:
+                    self._conn.resume("body")
+                return chunk
+            if self._error is not None:
+                raise self._error
+            if self.eof:
+                return b""
+            self._conn.resume("body")
+            self._waiter = self._conn.loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    async def read(self) -> bytes:
+        parts: list[bytes] = []
+        while chunk := await self.readany():
+            parts.append(chunk)
+        return b"".join(parts)
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._iter()
+
+    async def _iter(self) -> AsyncIterator[bytes]:
+        while chunk := await self.readany():
+            yield chunk
+
+
+class FastRequest:
+    """One request on a :class:`ClientConnection`: the pipeline's ``ClientRequest``.
+
+    Made when llhttp begins a message and filled by its header callbacks, which sort each
+    header once: the lines the backend gets are rendered as they come (``fwd``), and what the
+    pipeline needs (Host, length, chunked, ``X-Forwarded-For``, ``Via``) is kept aside."""
+
+    __slots__ = (
+        "_headers",
+        "_host",
+        "_stream_chunked",
+        "_stream_head",
+        "body",
+        "chunked",
+        "cl",
+        "conn",
+        "content_length",
+        "fwd",
+        "host_raw",
+        "keep_alive",
+        "method",
+        "named",
+        "raw",
+        "raw_path",
+        "remote",
+        "status",
+        "upgrade",
+        "url",
+        "version",
+        "via",
+        "xff",
+    )
+
+    def __init__(self, conn: ClientConnection) -> None:
+        self.conn = conn
+        self.method = ""
+        self.url: list[bytes] = []
+        self.raw_path = ""
+        self.raw: RawHeaders = []
+        self.fwd: list[bytes] = []
+        """The request's header lines for the backend, rendered in pieces."""
+        self.xff: list[bytes] | None = None
+        self.via: list[bytes] | None = None
+        self.host_raw: bytes | None = None
+        self.cl: bytes | None = None
+        self.named = False
+        """Connection lists a header that is not hop-by-hop (then ``fwd`` is not used)."""
+        self.version = b"1.1"
+        self.keep_alive = True
+        self.remote = conn.remote
+        self.content_length: int | None = None
+        self.chunked = False
+        self.upgrade = False
+        self.body: BodyStream | None = None
+        self.status = 0
+        self._headers: CIMultiDictProxy[str] | None = None
+        self._host: str | None = None
+        self._stream_head: bytes | None = None
+        self._stream_chunked = False
+
+    def add_header(self, name: bytes, value: bytes) -> None:
+        """One header line, sorted (llhttp's ``on_header``, via the connection)."""
+        self.raw.append((name, value))
+        lname = name.lower()
+        act = _REQUEST_ACTIONS.get(lname)
+        if act is None:
+            if not lname.startswith(b"proxy-"):
+                self.fwd += (name, b": ", value, b"\r\n")
+        elif act == _HOST:
+            self.fwd += (name, b": ", value, b"\r\n")
+            if self.host_raw is None:
+                self.host_raw = value
+        elif act == _LENGTH:
+            self.fwd += (name, b": ", value, b"\r\n")
+            if self.cl is None:
+                self.cl = value
+        elif act == _XFF:
+            if self.xff is None:
+                self.xff = [value]
+            else:
+                self.xff.append(value)
+        elif act == _VIA:
+            if self.via is None:
+                self.via = [value]
+            else:
+                self.via.append(value)
+        elif act == _TE:
+            if b"chunked" in value.lower():
+                self.chunked = True
+        elif act == _CONNECTION and not connection_tokens(value) <= HOP_BY_HOP_RAW:
+            self.named = True
+
+    # -- the request, as the pipeline reads it -------------------------------------------------
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str]:
+        h = self._headers
+        if h is None:
+            h = self._headers = CIMultiDictProxy(
+                CIMultiDict(
+                    [(k.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
+                     for k, v in self.raw]
+                )
+            )  # fmt: skip
+        return h
+
+    @property
+    def host(self) -> str:
+        host = self._host
+        if host is None:
+            raw = self.host_raw
+            host = self._host = (
+                raw.decode("utf-8", "surrogateescape") if raw is not None else self.conn.local_host
+            )
+        return host
+
+    @property
+    def path(self) -> str:
+        raw = self.raw_path
+        if "%" not in raw and "?" not in raw and "#" not in raw:
+            return raw
+        path, _, query = raw.partition("?")
+        path = path.partition("#")[0]
+        with contextlib.suppress(ValueError):
+            return URL.build(path=path, query_string=query, encoded=True).path
+        return path
+
+    @property
+    def body_exists(self) -> bool:
+        return self.body is not None
+
+    @property
+    def content(self) -> BodyStream:
+        assert self.body is not None
+        return self.body
+
+    def cookie(self, name: str) -> str | None:
+        for cname, morsel in parse_cookie_header(self.headers.get("Cookie", "")):
+            if cname == name:
+                return str(morsel.value)
+        return None
+
+    async def read(self) -> bytes:
+        return await self.body.read() if self.body is not None else b""
+
+    def forward_headers(self, proto: str) -> HeadBlock:
+        proto_b = b"http" if proto == "http" else proto.encode()
+        if self.named:
+            return request_block(self.raw, self.conn.remote_raw, proto_b)
+        ip = self.conn.remote_raw
+        xff = self.xff
+        via = self.via
+        host = self.host_raw
+        parts = [
+            *self.fwd,
+            b"X-Forwarded-For: ",
+            b", ".join((*xff, ip)) if xff else ip,
+            b"\r\nX-Forwarded-Proto: ",
+            proto_b,
+            b"\r\n",
+        ]
+        if host is not None:
+            parts += (b"X-Forwarded-Host: ", host, b"\r\n")
+        parts += (b"Via: ", b", ".join((*via, _VIA_RAW)) if via else _VIA_RAW, b"\r\n")
+        return HeadBlock(b"".join(parts), host is not None, self.cl is not None)
+
+    def response_headers(self, up: BackendHead, extra: list[tuple[str, str]] | None) -> Any:
+        return render_response_headers(up, extra)
+
+    # -- the response ---------------------------------------------------------------------------
+
+    def open_stream(
+        self, status: int, reason: str | None, headers: Any, length: int | None
+    ) -> Result:
+        self.status = status
+        head = [_status_line(self.version, status, reason), headers.block]
+        empty = status in _EMPTY_BODY_STATUS or self.method == "HEAD"
+        if empty:
+            if length is not None and status not in _EMPTY_BODY_STATUS:
+                head.append(b"Content-Length: %d\r\n" % length)
+        elif length is not None:
+            head.append(b"Content-Length: %d\r\n" % length)
+            if length and not headers.has_ctype:
+                head.append(b"Content-Type: application/octet-stream\r\n")
+        else:
+            if not headers.has_ctype:
+                head.append(b"Content-Type: application/octet-stream\r\n")
+            if self.version == b"1.1":
+                self._stream_chunked = True
+                head.append(b"Transfer-Encoding: chunked\r\n")
+            else:
+                self.keep_alive = False
+        head += self.conn.tail(self, headers.has_date, headers.has_server)
+        self._stream_head = b"".join(head)
+        return Streamed(status)
+
+    async def start_stream(self) -> None:
+        head = self._stream_head
+        assert head is not None
+        self._stream_head = None
+        await self.conn.send(head)
+
+    async def write(self, chunk: bytes) -> None:
+        if not chunk:
+            return
+        if self._stream_chunked:
+            await self.conn.send_parts((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
+        else:
+            await self.conn.send(chunk)
+
+    async def finish_stream(self) -> None:
+        if self._stream_chunked:
+            await self.conn.send(b"0\r\n\r\n")
+
+    def cut(self) -> None:
+        self.keep_alive = False
+        self.conn.close()
+
+    # -- the listener's side of ``Proxy.serve_nowait`` --------------------------------------------
+
+    def finish(self, result: Result) -> None:
+        self.conn.complete(self, result)
+
+    def spawn(self, rest: Coroutine[Any, Any, Result]) -> None:
+        conn = self.conn
+        conn.task = conn.loop.create_task(conn.run(self, rest))
+
+
+class ClientConnection(asyncio.Protocol):
+    """One client connection: parse, queue, serve in order, answer."""
+
+    __slots__ = (
+        "_after_body",
+        "_after_drain",
+        "_close_after",
+        "_closing",
+        "_drain",
+        "_head_bytes",
+        "_idle_since",
+        "_idle_timer",
+        "_in_head",
+        "_parsing",
+        "_paused",
+        "_queue",
+        "active",
+        "listener",
+        "local_host",
+        "loop",
+        "parser",
+        "remote",
+        "remote_raw",
+        "task",
+        "transport",
+    )
+
+    def __init__(self, listener: FastListener) -> None:
+        self.listener = listener
+        self.loop = listener.loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.remote = ""
+        self.remote_raw = b""
+        self.local_host = ""
+        self._head_bytes = 0
+        self._in_head = False
+        self._parsing: FastRequest | None = None
+        self._queue: collections.deque[FastRequest] = collections.deque()
+        self.active: FastRequest | None = None
+        self.task: asyncio.Task[None] | None = None
+        self._paused: set[str] = set()
+        self._drain: asyncio.Future[None] | None = None
+        self._closing = False
+        self._close_after = False
+        self._after_drain = False
+        self._after_body: FastRequest | None = None
+        self._idle_since = 0.0
+        self._idle_timer: asyncio.TimerHandle | None = None
+
+    # -- asyncio.Protocol ----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple | list) and peer:
+            self.remote = str(peer[0])
+        self.remote_raw = self.remote.encode()
+        sock = transport.get_extra_info("sockname")
+        if isinstance(sock, tuple | list):
+            self.local_host = f"[{sock[0]}]" if len(sock) == 4 else str(sock[0])
+        raw_sock = transport.get_extra_info("socket")
+        if raw_sock is not None:
+            with contextlib.suppress(OSError):
+                raw_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.listener.connections.add(self)
+        self._arm_idle()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        self.transport = None
+        self.listener.forget(self)
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        gone = ConnectionResetError("the client closed the connection")
+        for req in (self._parsing, self.active, *self._queue):
+            if req is not None and req.body is not None:
+                req.body.fail(gone)
+        self._queue.clear()
+        d = self._drain
+        if d is not None and not d.done():
+            d.set_exception(gone)
+            d.exception()
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
+        self._idle_since = -1.0
+        if self._in_head:
+            self._head_bytes += len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # Upgrade and CONNECT are not tunnelled: the request is served as a plain one
+            # (its Upgrade header dropped as hop-by-hop) and the connection then closes.
+            req = self._parsing or (self._queue[-1] if self._queue else self.active)
+            if req is not None:
+                req.keep_alive = False
+                req.upgrade = True
+            self.pause("upgrade")
+        except BadRequest as exc:
+            self._refuse(exc.status, str(exc))
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, BadRequest):
+                self._refuse(cause.status, str(cause))
+            else:
+                self._refuse(400, "Bad Request")
+        except httptools.HttpParserError as exc:
+            self._refuse(400, str(exc) or "Bad Request")
+        else:
+            if self._in_head and self._head_bytes > self.listener.max_head:
+                self._refuse(431, "request head too large")
+
+    def pause_writing(self) -> None:
+        if self._drain is None or self._drain.done():
+            self._drain = self.loop.create_future()
+
+    def resume_writing(self) -> None:
+        d = self._drain
+        if d is not None and not d.done():
+            d.set_result(None)
+        if self._after_drain:
+            self._after_drain = False
+            if self.active is None:
+                self._next()
+
+    # -- llhttp callbacks ----------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._in_head = True
+        self._parsing = FastRequest(self)
+
+    def on_url(self, url: bytes) -> None:
+        req = self._parsing
+        assert req is not None
+        req.url.append(url)
+        if sum(map(len, req.url)) > self.listener.max_line:
+            raise BadRequest(414, "request line too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        req = self._parsing
+        assert req is not None
+        req.add_header(name, value)
+        if len(name) + len(value) > self.listener.max_field:
+            raise BadRequest(431, "header field too large")
+        if len(req.raw) > self.listener.max_headers:
+            raise BadRequest(431, "too many headers")
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._head_bytes = 0
+        req = self._parsing
+        assert req is not None
+        parser = self.parser
+        method_b = parser.get_method()
+        req.method = _METHODS.get(method_b) or method_b.decode("latin-1")
+        url = req.url
+        req.raw_path = (url[0] if len(url) == 1 else b"".join(url)).decode("latin-1")
+        version = parser.get_http_version()
+        req.version = b"1.1" if version == "1.1" else version.encode()
+        req.keep_alive = parser.should_keep_alive()
+        cl = req.cl
+        if cl is not None:
+            try:
+                length = req.content_length = int(cl)
+            except ValueError:
+                raise BadRequest(400, "invalid Content-Length") from None
+            if length > 0:
+                req.body = BodyStream(self)
+        if req.chunked and req.body is None:
+            req.body = BodyStream(self)
+        if self.active is None and not self._closing:
+            self._start(req)
+        else:
+            self._queue.append(req)
+            if len(self._queue) >= MAX_QUEUED:
+                self.pause("queue")
+
+    def on_body(self, body: bytes) -> None:
+        req = self._parsing
+        if req is not None and req.body is not None:
+            req.body.feed(body)
+
+    def on_message_complete(self) -> None:
+        req = self._parsing
+        self._parsing = None
+        if req is None:
+            return
+        if req.body is not None:
+            req.body.feed_eof()
+        if req is self._after_body:
+            # Its answer went out before its body was all in (discarded): now go on.
+            self._after_body = None
+            self._next()
+
+    # -- serving ----------------------------------------------------------------------------------
+
+    def _start(self, req: FastRequest) -> None:
+        self.active = req
+        self.listener.proxy.serve_nowait(req)
+
+    async def run(self, req: FastRequest, rest: Coroutine[Any, Any, Result]) -> None:
+        """The rest of a request the pipeline could not finish without waiting."""
+        try:
+            result = await rest
+        except (ConnectionError, asyncio.CancelledError):
+            self.task = None
+            self.close()
+            return
+        except Exception as exc:  # a defect in the listener's own code
+            log.error("internal error in the fast listener", exc_info=exc)
+            self.task = None
+            self.close()
+            return
+        self.task = None
+        self.complete(req, result)
+
+    def complete(self, req: FastRequest, result: Result) -> None:
+        """``req``'s answer is ready: send it (unless streamed already) and go on."""
+        self._send_result(req, result)
+        self._done(req)
+
+    def _send_result(self, req: FastRequest, result: Result) -> None:
+        if type(result) is Answer:
+            self.write_answer(req, result.status, result.reason, result.headers, result.body)
+        elif type(result) is Streamed:
+            pass
+        elif isinstance(result, web.Response):
+            self.write_response(req, result)
+
+    def _done(self, req: FastRequest) -> None:
+        self.active = None
+        if not req.keep_alive or self._closing or self.transport is None:
+            self.close()
+            return
+        if self._close_after:
+            self.close()
+            return
+        body = req.body
+        if body is not None and not body.eof:
+            body.discard()  # the answer is out; the rest of the body goes nowhere
+            if req is self._parsing:
+                self._after_body = req
+                return  # on_message_complete goes on
+        self._next()
+
+    def _next(self) -> None:
+        d = self._drain
+        if d is not None and not d.done():
+            self._after_drain = True  # the client is not reading its answers: wait
+            return
+        if self._queue:
+            nxt = self._queue.popleft()
+            if len(self._queue) < MAX_QUEUED:
+                self.resume("queue")
+            if not self._closing:
+                self._start(nxt)
+                return
+        if self._closing or self.listener.stopping:
+            self.close()
+            return
+        self._arm_idle()
+
+    # -- idle connections ---------------------------------------------------------------------
+
+    def _arm_idle(self) -> None:
+        self._idle_since = self.loop.time()
+        if self._idle_timer is None:
+            self._idle_timer = self.loop.call_later(
+                self.listener.keepalive_timeout_s, self._idle_check
+            )
+
+    def _idle_check(self) -> None:
+        self._idle_timer = None
+        if self._closing:
+            return
+        since = self._idle_since
+        timeout = self.listener.keepalive_timeout_s
+        if since < 0 or self.active is not None:
+            # Busy (or was since): look again a full timeout from now.
+            self._idle_timer = self.loop.call_later(timeout, self._idle_check)
+            return
+        left = since + timeout - self.loop.time()
+        if left > 0:
+            self._idle_timer = self.loop.call_later(left, self._idle_check)
+        else:
+            self.close()
+
+    @property
+    def idle(self) -> bool:
+        return self.active is None and not self._queue and self._parsing is None
+
+    # -- flow control -------------------------------------------------------------------------
+
+    def pause(self, why: str) -> None:
+        if why not in self._paused:
+            self._paused.add(why)
+            if len(self._paused) == 1 and self.transport is not None:
+                with contextlib.suppress(RuntimeError):
+                    self.transport.pause_reading()
+
+    def resume(self, why: str) -> None:
+        if why in self._paused:
+            self._paused.discard(why)
+            if not self._paused and self.transport is not None:
+                with contextlib.suppress(RuntimeError):
+                    self.transport.resume_reading()
+
+    async def send(self, data: bytes) -> None:
+        t = self.transport
+        if t is None or self._closing:
+            raise ConnectionResetError("the client connection is closed")
+        t.write(data)
+        d = self._drain
+        if d is not None and not d.done():
+            await d
+
+    async def send_parts(self, parts: tuple[bytes, ...]) -> None:
+        t = self.transport
+        if t is None or self._closing:
+            raise ConnectionResetError("the client connection is closed")
+        t.writelines(parts)
+        d = self._drain
+        if d is not None and not d.done():
+            await d
+
+    # -- writing answers ------------------------------------------------------------------------
+
+    def tail(self, req: FastRequest, has_date: bool, has_server: bool) -> list[bytes]:
+        """The header lines aiohttp adds to every response, and the blank line."""
+        out: list[bytes] = []
+        if not has_date:
+            out.append(_DATE.line())
+        if not has_server:
+            out.append(b"Server: " + _SERVER + b"\r\n")
+        if req.keep_alive and not self.listener.stopping:
+            if req.version == b"1.0":
+                out.append(b"Connection: keep-alive\r\n")
+        else:
+            req.keep_alive = False
+            if req.version == b"1.1":
+                out.append(b"Connection: close\r\n")
+        out.append(b"\r\n")
+        return out
+
+    def write_answer(
+        self, req: FastRequest, status: int, reason: str | None, headers: Any, body: bytes
+    ) -> None:
+        """A whole answer (headers rendered by ``render_response_headers``) in one write."""
+        req.status = status
+        t = self.transport
+        if t is None or self._closing:
+            return
+        if (
+            reason is None
+            and req.version == b"1.1"
+            and req.keep_alive
+            and req.method != "HEAD"
+            and body
+            and headers.has_ctype
+            and headers.has_date
+            and status >= 200
+            and status != 204
+            and status != 304
+            and not self.listener.stopping
+        ):
+            # The usual answer, in one piece: no header to add but the length (and Server).
+            line = _STATUS_11.get(status)
+            if line is not None:
+                t.write(
+                    b"".join(
+                        (
+                            line,
+                            headers.block,
+                            b"Content-Length: %d\r\n" % len(body),
+                            b"\r\n" if headers.has_server else _SERVER_LINE_END,
+                            body,
+                        )
+                    )
+                )
+                return
+        parts = [_status_line(req.version, status, reason), headers.block]
+        parts += _framing(req.method, status, len(body), headers.has_ctype)
+        parts += self.tail(req, headers.has_date, headers.has_server)
+        if status not in _EMPTY_BODY_STATUS and req.method != "HEAD":
+            parts.append(body)
+        t.write(b"".join(parts))
+
+    def write_response(self, req: FastRequest, resp: web.Response) -> None:
+        """A response a helper built (429, fallback, error): written the way aiohttp would."""
+        status = resp.status
+        req.status = status
+        t = self.transport
+        if t is None or self._closing:
+            return
+        body = resp.body
+        data = body if isinstance(body, bytes) else bytes(body or b"")  # type: ignore[arg-type]
+        hdrs = resp.headers
+        parts = [_status_line(req.version, status, resp.reason)]
+        for k, v in hdrs.items():
+            if k.lower() != "content-length":
+                parts.append(f"{k}: {v}\r\n".encode())
+        parts += _framing(req.method, status, len(data), "Content-Type" in hdrs)
+        parts += self.tail(req, "Date" in hdrs, "Server" in hdrs)
+        if status not in _EMPTY_BODY_STATUS and req.method != "HEAD":
+            parts.append(data)
+        t.write(b"".join(parts))
+
+    def _refuse(self, status: int, detail: str) -> None:
+        """A request refused before the pipeline: the status, then the connection closes."""
+        t = self.transport
+        if t is not None and not self._closing and self.active is None:
+            text = f"{status}: {_phrase(status) or 'Bad Request'}"
+            body = text.encode()
+            head = (
+                _STATUS_11.get(status, b"HTTP/1.1 400 Bad Request\r\n")
+                + b"Content-Type: text/plain; charset=utf-8\r\n"
+                + b"Content-Length: %d\r\n" % len(body)
+                + _DATE.line()
+                + b"Server: " + _SERVER + b"\r\n"
+                + b"Connection: close\r\n\r\n"
+            )  # fmt: skip
+            t.write(head + body)
+        log.debug("refused a request from %s: %s", self.remote, detail)
+        self._queue.clear()
+        if self.active is None:
+            self.close()
+        else:
+            self._close_after = True  # answer what is in flight, then close
+            self.pause("refused")
+
+    def close(self) -> None:
+        self._closing = True
+        t = self.transport
+        if t is not None:
+            t.close()
+
+    def abort(self) -> None:
+        self._closing = True
+        t = self.transport
+        if t is not None:
+            t.abort()
+        task = self.task
+        if task is not None and not task.done():
+            task.cancel()
+
+
+class FastListener:
+    """The client listener on ``asyncio.Protocol``: one :class:`ClientConnection` a client."""
+
+    def __init__(
+        self,
+        proxy: Proxy,
+        *,
+        keepalive_timeout_s: float = 75.0,
+        max_line: int = 8190,
+        max_field: int = 16_384,
+        max_headers: int = 128,
+        max_head: int = 64 * 1024,
+    ) -> None:
+        self.proxy = proxy
+        self.keepalive_timeout_s = keepalive_timeout_s
+        self.max_line = max_line
+        self.max_field = max_field
+        self.max_headers = max_headers
+        self.max_head = max_head
+        self.loop = asyncio.get_running_loop()
+        self.connections: set[ClientConnection] = set()
+        self.stopping = False
+        self._server: asyncio.AbstractServer | None = None
+        self._all_closed: asyncio.Future[None] | None = None
+
+    async def start(self, sock: socket.socket) -> None:
+        self._server = await self.loop.create_server(
+            lambda: ClientConnection(self), sock=sock, backlog=4096
+        )
+
+    def forget(self, conn: ClientConnection) -> None:
+        self.connections.discard(conn)
+        if not self.connections and self._all_closed is not None and not self._all_closed.done():
+            self._all_closed.set_result(None)
+
+    async def shutdown(self, grace_s: float) -> None:
+        """Stop accepting; close idle connections; let in-flight requests finish within
+        ``grace_s``; then abort what is left."""
+        self.stopping = True
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.connections):
+            if conn.idle:
+                conn.close()
+        if self.connections:
+            self._all_closed = self.loop.create_future()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._all_closed), grace_s)
+        for conn in list(self.connections):
+            conn.abort()
+        tasks = [c.task for c in list(self.connections) if c.task is not None]
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._server = None
