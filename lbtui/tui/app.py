@@ -76,6 +76,7 @@ MUTATING = frozenset(
         "breaker",
         "algorithm",
         "limits",
+        "chaos",
     }
 )
 """Actions that change the balancer: hidden and refused on a read-only console."""
@@ -98,6 +99,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("slow", "Backend: slow down", "inject a delay with jitter on the selected backend"),
     ("errors", "Backend: inject errors", "answer a status instead of forwarding, on a share"),
     ("hang", "Backend: hang", "requests to the selected backend never get an answer"),
+    ("chaos", "Chaos: run an experiment", "run a scenario file and watch its checks and verdict"),
     ("restore", "Backend: restore", "clear its fault; restart its process if dead"),
     ("drain", "Backend: drain / undrain", "no new requests; those in flight finish"),
     ("toggle_disable", "Backend: disable / enable", "take it out of rotation — confirmed"),
