@@ -381,7 +381,9 @@ def haproxy_cfg(
     ulimit = ""
     if maxconn > 4096:
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        ulimit = f"\n  ulimit-n {min(soft, 2 * maxconn + 1024)}"
+        # Idle clients need one descriptor each, not the two HAProxy reckons per connection:
+        # run with what the system allows rather than refuse to start.
+        ulimit = f"\n  ulimit-n {min(soft, 2 * maxconn + 1024)}\n  no strict-limits"
     return f"""global
   maxconn {maxconn}{ulimit}
   nbthread 1
