@@ -25,6 +25,13 @@ Semantics copied from nginx and Envoy:
 
 Every attempt's outcome goes once to the backend's record, breaker, outlier detector and the
 algorithm; every client answer once to the balancer's record, with its response flag.
+
+Shape: the steps are plain methods on a per-request :class:`Job` (route and rewrite, pick,
+start an attempt, record a failed one, decide on a status, answer a whole response), and two
+drivers run them. :meth:`Proxy.serve` is a coroutine (the aiohttp listener's handler awaits it);
+:meth:`Proxy.serve_nowait` runs the usual request with callbacks only — no task, no future —
+and hands the rest of any other request to :meth:`Proxy._rest`, the same coroutine ``serve``
+ends in. The listeners reach the client through ``exchange.ClientRequest``.
 """
 
 from __future__ import annotations
@@ -229,7 +236,8 @@ class Job:
 
 
 class Proxy:
-    """The data plane: backends, routes, policies, and the aiohttp handler for each request."""
+    """The data plane: backends, routes, policies, and the pipeline each request goes through
+    (:meth:`serve` behind the aiohttp listener, :meth:`serve_nowait` behind the fast one)."""
 
     def __init__(
         self,
@@ -1040,7 +1048,8 @@ class Proxy:
             return True
         method = job.method
         if isinstance(last, UpstreamConnectError):
-            # Nothing was sent (aiohttp connects before it reads a streamed body): always safe.
+            # Nothing was sent (both upstreams connect before they read a streamed body): always
+            # safe.
             if job.connect_failures >= self.max_attempts:
                 return False
             job.flag = job.flag or Flag.RETRIED
