@@ -476,12 +476,9 @@ class Proxy:
     def set_limits(self, limits: LimitsConfig) -> None:
         """The one run-time entry point for changing admission limits."""
         self.admission.reconfigure(limits, self.clock())
-        self.events.emit(
-            EventKind.LIMITS,
-            "limits changed: "
-            + ", ".join(f"{k}={v}" for k, v in limits.model_dump(exclude_defaults=True).items())
-            or "limits changed: none",
-        )
+        changed = limits.model_dump(exclude_defaults=True)
+        text = ", ".join(f"{k}={v}" for k, v in changed.items()) or "none (no limits)"
+        self.events.emit(EventKind.LIMITS, f"limits changed: {text}")
 
     # -- operator actions (the control plane calls these; each one is an event) ---------------
 
