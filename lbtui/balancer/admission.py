@@ -4,6 +4,10 @@ before a request is routed. A rejection is a 429 with ``Retry-After`` and the IE
 
 Limits can be changed at run time through ``reconfigure`` (the control plane's one entry point);
 the buckets keep their state across a change, capped to the new burst.
+
+With several processes serving (``workers``), the limiters are views of one shared-memory zone
+(:mod:`lbtui.balancer.shared`) so that the limits hold over all processes together; each
+process gets the same ``reconfigure`` calls, and the second and later ones change nothing.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -23,6 +28,9 @@ from lbtui.core.limiting import (
     TokenBucket,
     ratelimit_headers,
 )
+
+if TYPE_CHECKING:
+    from lbtui.balancer.shared import SharedLimits
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,15 +59,22 @@ class Rejection:
 
 
 class Admission:
-    """The admission limits of one balancer."""
+    """The admission limits of one balancer; with ``shared``, limits over all its processes."""
 
-    def __init__(self, config: LimitsConfig, now: float) -> None:
+    def __init__(
+        self, config: LimitsConfig, now: float, shared: SharedLimits | None = None
+    ) -> None:
         self.config = config
+        self.shared = shared
         self.bucket: TokenBucket | None = None
         self.global_policy: QuotaPolicy | None = None
         self.clients: KeyedLimiter | None = None
         self.client_policy: QuotaPolicy | None = None
-        self.concurrency = ConcurrencyLimit(config.max_in_flight)
+        self.concurrency: ConcurrencyLimit = (
+            ConcurrencyLimit(config.max_in_flight)
+            if shared is None
+            else shared.concurrency_limit(config.max_in_flight)
+        )
         kind, _, name = config.client_key.partition(":")
         self.client_header: str | None = name if kind == "header" else None
         self._build(config, now)
@@ -67,10 +82,12 @@ class Admission:
     def _build(self, c: LimitsConfig, now: float) -> None:
         if c.rps is not None:
             burst = c.burst if c.burst is not None else max(1.0, c.rps)
-            if self.bucket is None:
-                self.bucket = TokenBucket(c.rps, burst, now)
-            else:
+            if self.bucket is not None:
                 self.bucket.reconfigure(c.rps, burst, now)
+            elif self.shared is not None:
+                self.bucket = self.shared.token_bucket("global", c.rps, burst, now)
+            else:
+                self.bucket = TokenBucket(c.rps, burst, now)
             self.global_policy = QuotaPolicy.for_bucket("global", c.rps, burst)
         else:
             self.bucket = None
@@ -79,10 +96,14 @@ class Admission:
             pburst = (
                 c.per_client_burst if c.per_client_burst is not None else max(1.0, c.per_client_rps)
             )
-            if self.clients is None:
-                self.clients = KeyedLimiter(c.per_client_rps, pburst, max_keys=c.max_clients)
-            else:
+            if self.clients is not None:
                 self.clients.reconfigure(c.per_client_rps, pburst, now)
+            elif self.shared is not None:
+                self.clients = self.shared.keyed_limiter(
+                    c.per_client_rps, pburst, max_keys=c.max_clients
+                )
+            else:
+                self.clients = KeyedLimiter(c.per_client_rps, pburst, max_keys=c.max_clients)
             self.client_policy = QuotaPolicy.for_bucket("per-client", c.per_client_rps, pburst)
         else:
             self.clients = None
@@ -93,7 +114,12 @@ class Admission:
         kind, _, name = config.client_key.partition(":")
         self.client_header = name if kind == "header" else None
         if self.clients is not None and config.max_clients != self.config.max_clients:
-            self.clients = None
+            if self.shared is None:
+                self.clients = None  # a new table of the new size
+            else:  # the shared table's size is fixed: keep its buckets, record the new cap
+                self.clients = self.shared.keyed_limiter(
+                    self.clients.rate, self.clients.burst, max_keys=config.max_clients
+                )
         self.config = config
         self._build(config, now)
 

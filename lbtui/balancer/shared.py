@@ -1,0 +1,852 @@
+"""Limiter state in shared memory, for several processes serving one listener.
+
+With ``workers = N`` the kernel spreads *connections* over the processes (``SO_REUSEPORT``), not
+clients: one client's connections land on any of them, and so do the requests that make up the
+global rate. Per-process quotas (each process enforcing ``rps / N``) would therefore be wrong
+both ways: a client on a busy process is refused early, one spread over all of them gets up to N
+times its share. So, as nginx keeps ``limit_req_zone`` and ``limit_conn_zone`` in shared memory
+zones, the limiters' state lives in one shared segment that every process reads and writes:
+the limits stay exact across processes, whatever the kernel's spread.
+
+The segment is one ``multiprocessing.shared_memory`` block of 8-byte words (read as ``int64``
+or ``float64`` through two casts of the same buffer), created by the primary (worker 0), with
+one lock from the ``spawn`` context; the workers attach through a picklable
+:class:`SharedLimitsHandle`. Layout, in words::
+
+    header   32                    magic, layout, sizes; concurrency cap and peak; the client
+                                   table's rate, burst, max_keys, keys, counters, sweep cursor
+    rows     8 × workers           per process: in_flight, peak, acquired, rejected
+                                   (a 64-byte line each: a row has one writer)
+    named    8 × named_slots       token buckets by name ("global", "cap:<backend>"):
+                                   fingerprint, rate, burst, tat, allowed, rejected
+    clients  2 × (capacity + 15)   per-client buckets: fingerprint, tat
+
+A bucket is its GCRA ``tat`` (see :mod:`lbtui.core.limiting`): one float per bucket is the whole
+shared state. A named bucket runs the core's own ``TokenBucket`` code on it; the client table
+repeats the few lines of GCRA of ``KeyedLimiter``. Names and client keys are found by a 64-bit
+BLAKE2b fingerprint (not ``hash()``, which is salted per process); two keys share a bucket only
+if their fingerprints collide, with odds of about ``n² / 2⁶⁵`` for ``n`` keys.
+
+Every change is made under the one lock, held for a microsecond or two of arithmetic, never
+across I/O. Reads that only report (a token bucket's ``peek``, ``tokens``, ``retry_after``,
+``reset_after``) take no lock: aligned 8-byte words are never torn, and a read racing a
+reconfiguration may see the new burst with the old rate once. The unlimited concurrency count
+takes no lock either: each process writes only its own row. A view is for one thread, as the
+plain limiters are. A process killed while it holds the lock (a ``SIGKILL`` in that
+microsecond) leaves it held and the others waiting: nginx frees a dead worker's zone mutex by
+the pid it records; here the primary calls :meth:`SharedLimits.unstick`.
+
+The limiters here are drop-ins for :class:`~lbtui.core.limiting.TokenBucket`,
+:class:`~lbtui.core.limiting.KeyedLimiter` and :class:`~lbtui.core.limiting.ConcurrencyLimit`
+(subclasses, the same results for the same calls; the client table evicts differently at
+capacity), with the counters of their ``stats`` summed over all processes. As in the core,
+nothing reads a clock: every call takes ``now``.
+
+Workers must be started with ``multiprocessing`` (they then share the primary's resource
+tracker, which forgets the segment when the primary unlinks it and removes it if the primary
+dies first).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import secrets
+import struct
+from collections.abc import Hashable
+from dataclasses import dataclass
+from hashlib import blake2b
+from multiprocessing import get_context
+from multiprocessing.shared_memory import SharedMemory
+from multiprocessing.synchronize import Lock
+from types import TracebackType
+
+from lbtui.core.limiting import (
+    _EPS,
+    BucketStats,
+    ConcurrencyLimit,
+    ConcurrencyStats,
+    KeyedLimiter,
+    KeyedStats,
+    RateLimitDecision,
+    TokenBucket,
+    _check_rate_burst,
+)
+
+__all__ = [
+    "SharedConcurrencyLimit",
+    "SharedKeyedLimiter",
+    "SharedLimits",
+    "SharedLimitsHandle",
+    "SharedTokenBucket",
+]
+
+_MAGIC = 0x6C62747569534C31  # "lbtuiSL1"
+_LAYOUT = 1
+
+# Header words.
+_H_MAGIC = 0
+_H_LAYOUT = 1
+_H_WORKERS = 2
+_H_NAMED = 3
+_H_CLIENTS = 4
+_C_MAX = 8  # concurrency cap, 0 = unlimited
+_C_PEAK = 9  # in flight at most, over all processes, while limited
+_K_CONFIGURED = 16
+_K_RATE = 17
+_K_BURST = 18
+_K_MAX_KEYS = 19
+_K_KEYS = 20
+_K_ALLOWED = 21
+_K_REJECTED = 22
+_K_EXPIRED = 23
+_K_EVICTED = 24
+_K_CURSOR = 25
+_HEADER_WORDS = 32
+
+# A worker's row.
+_ROW_WORDS = 8
+_R_IN_FLIGHT = 0
+_R_PEAK = 1
+_R_ACQUIRED = 2
+_R_REJECTED = 3
+
+# A named token bucket.
+_NAMED_WORDS = 8
+_N_FP = 0
+_N_RATE = 1
+_N_BURST = 2
+_N_TAT = 3
+_N_ALLOWED = 4
+_N_REJECTED = 5
+
+_WINDOW = 16
+"""Slots a client key may sit in: its home slot and the next 15. The table has 15 spare slots
+at the end, so a window never wraps. At ``max_keys`` live keys (a table at most half full) a
+window is full, and a live bucket evicted, about once in 3,000 new keys at worst."""
+_SWEEP_SLOTS = 512
+"""Client slots one :meth:`SharedKeyedLimiter.sweep` looks at (tens of microseconds)."""
+_MIN_CLIENT_SLOTS = 16
+_MAX_CLIENT_SLOTS = 1 << 21
+"""32 MiB of client table; ``max_clients`` above a million gets a table more than half full."""
+_EMPTY_SLOT = struct.pack("=qd", 0, -math.inf)
+"""An empty client slot: no fingerprint, and a ``tat`` below any ``now``."""
+_FP_CACHE = 8192
+"""Client keys whose fingerprint a view remembers (cleared when full)."""
+
+
+def _fingerprint(key: Hashable) -> int:
+    """A stable, non-zero signed 64-bit fingerprint: BLAKE2b of the string, or of ``repr()``
+    for other keys (an int, a tuple of strings)."""
+    if isinstance(key, str):
+        data = key.encode("utf-8", "surrogatepass")
+    else:
+        data = b"\x00" + repr(key).encode("utf-8", "backslashreplace")
+    fp = int.from_bytes(blake2b(data, digest_size=8).digest(), "little", signed=True)
+    return fp or 1
+
+
+def _pow2_at_least(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
+
+
+def _positive_int(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
+    return value
+
+
+LOCK_PATIENCE_S = 2.0
+"""A lock held this long was left held by a process killed inside it (holders keep it for
+microseconds; a reconfiguration of the largest client table for a fraction of a second)."""
+
+
+class _Guard:
+    """The zone's lock, taken over when a process killed inside it (``SIGKILL`` in that
+    microsecond) left it held: without that, every other process would wait for good."""
+
+    __slots__ = ("_lock", "_try", "release")
+
+    def __init__(self, lock: Lock) -> None:
+        self._lock = lock
+        self._try = lock.acquire
+        self.release = lock.release
+
+    def acquire(self) -> None:
+        if not self._try(True, LOCK_PATIENCE_S):
+            self.release()
+            self._try()
+
+    def __enter__(self) -> None:
+        self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+@dataclass(frozen=True)
+class SharedLimitsHandle:
+    """What a worker needs to attach: pass it as an argument of a ``multiprocessing`` process
+    (the lock can be pickled only while a process is being started)."""
+
+    shm_name: str
+    lock: Lock
+    workers: int
+    client_slots: int
+    """Capacity of the client table (a power of two, not counting the 15 spare slots)."""
+    named_slots: int
+
+
+class SharedLimits:
+    """One shared segment and its lock, seen from one process (``worker`` 0 is the primary).
+
+    Made by :meth:`create` (the primary) or :meth:`attach` (a worker); a context manager that
+    closes it."""
+
+    def __init__(
+        self, shm: SharedMemory, handle: SharedLimitsHandle, worker: int, owner: bool
+    ) -> None:
+        self._shm = shm
+        self._handle = handle
+        self._worker = worker
+        self._owner = owner
+        self._closed = False
+        self._raw_lock = handle.lock
+        self._lock = _Guard(handle.lock)
+        buf = shm.buf
+        if buf is None:
+            raise ValueError(f"shared memory {shm.name!r} is closed")
+        self._buf = buf
+        self._q = buf.cast("q")
+        self._d = buf.cast("d")
+        self._rows = _HEADER_WORDS
+        self._named = self._rows + handle.workers * _ROW_WORDS
+        self._clients = self._named + handle.named_slots * _NAMED_WORDS
+        self._end = self._clients + (handle.client_slots + _WINDOW - 1) * 2
+
+    @staticmethod
+    def _words(workers: int, named_slots: int, client_slots: int) -> int:
+        return (
+            _HEADER_WORDS
+            + workers * _ROW_WORDS
+            + named_slots * _NAMED_WORDS
+            + (client_slots + _WINDOW - 1) * 2
+        )
+
+    @classmethod
+    def create(cls, *, workers: int, max_clients: int, named_slots: int = 4096) -> SharedLimits:
+        """A new zone for ``workers`` processes (the primary included), with a client table
+        for ``max_clients`` keys (twice as many slots) and ``named_slots`` token buckets. The
+        creator owns the segment: its :meth:`close` unlinks it."""
+        _positive_int("workers", workers)
+        _positive_int("max_clients", max_clients)
+        _positive_int("named_slots", named_slots)
+        clients = min(max(_pow2_at_least(2 * max_clients), _MIN_CLIENT_SLOTS), _MAX_CLIENT_SLOTS)
+        named = _pow2_at_least(named_slots)
+        size = cls._words(workers, named, clients) * 8
+        shm = SharedMemory(f"lbtui_{secrets.token_hex(8)}", create=True, size=size)
+        try:
+            handle = SharedLimitsHandle(
+                shm.name, get_context("spawn").Lock(), workers, clients, named
+            )
+            zone = cls(shm, handle, 0, True)
+        except BaseException:
+            shm.close()
+            shm.unlink()
+            raise
+        q = zone._q
+        q[_H_LAYOUT] = _LAYOUT
+        q[_H_WORKERS] = workers
+        q[_H_NAMED] = named
+        q[_H_CLIENTS] = clients
+        q[_K_MAX_KEYS] = max_clients
+        zone._clear_clients()
+        q[_H_MAGIC] = _MAGIC
+        return zone
+
+    @classmethod
+    def attach(cls, handle: SharedLimitsHandle, worker: int) -> SharedLimits:
+        """The zone ``handle`` names, seen from worker ``worker`` (1 to ``workers - 1``).
+
+        The worker takes over its row: a process that had it before is gone, and so are its
+        requests, so the row's ``in_flight`` starts again from 0 (its totals are kept).
+        """
+        if isinstance(worker, bool) or not isinstance(worker, int):
+            raise ValueError(f"worker must be a whole number, got {worker!r}")
+        if not 1 <= worker < handle.workers:
+            raise ValueError(f"worker must be from 1 to {handle.workers - 1}, got {worker}")
+        shm = SharedMemory(handle.shm_name)
+        size = cls._words(handle.workers, handle.named_slots, handle.client_slots) * 8
+        zone = cls(shm, handle, worker, False)
+        q = zone._q
+        if shm.size < size or (
+            q[_H_MAGIC],
+            q[_H_LAYOUT],
+            q[_H_WORKERS],
+            q[_H_NAMED],
+            q[_H_CLIENTS],
+        ) != (_MAGIC, _LAYOUT, handle.workers, handle.named_slots, handle.client_slots):
+            zone.close()
+            raise ValueError(f"shared memory {handle.shm_name!r} is not this limits zone")
+        with zone._lock:
+            q[zone._row + _R_IN_FLIGHT] = 0
+        return zone
+
+    @property
+    def handle(self) -> SharedLimitsHandle:
+        return self._handle
+
+    @property
+    def worker(self) -> int:
+        return self._worker
+
+    @property
+    def _row(self) -> int:
+        return self._rows + self._worker * _ROW_WORDS
+
+    def unstick(self, timeout_s: float = 2.0) -> bool:
+        """Free the lock if a dead process left it held; returns whether it had to.
+
+        For the primary, after a worker died by a signal. The lock is held for microseconds
+        (a client-table reconfigure of a large table: a fraction of a second), so one not
+        free within ``timeout_s`` is taken to be held by the dead. The bucket it was changing
+        keeps a consistent ``tat``; a counter may miss that one request.
+        """
+        if self._raw_lock.acquire(timeout=timeout_s):
+            self._raw_lock.release()
+            return False
+        self._raw_lock.release()
+        return True
+
+    def close(self) -> None:
+        """Detach; the creator also unlinks the segment. Views made here stop working."""
+        if self._closed:
+            return
+        self._closed = True
+        self._q.release()
+        self._d.release()
+        self._shm.close()
+        if self._owner:
+            with contextlib.suppress(FileNotFoundError):
+                self._shm.unlink()
+
+    def __enter__(self) -> SharedLimits:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- views ---------------------------------------------------------------------------
+
+    def token_bucket(self, name: str, rate: float, burst: float, now: float) -> SharedTokenBucket:
+        """The bucket called ``name``: created full if no process has made it yet, otherwise
+        attached as it is (then set to ``rate`` and ``burst`` as :meth:`TokenBucket.reconfigure`
+        would, if they differ)."""
+        inner = TokenBucket(rate, burst, now)  # checks rate and burst
+        fp = _fingerprint(name)
+        q, d = self._q, self._d
+        n = self._handle.named_slots
+        home = fp & (n - 1)
+        with self._lock:
+            for probe in range(n):  # slots are never freed: linear probing to the first empty
+                slot = self._named + ((home + probe) & (n - 1)) * _NAMED_WORDS
+                found = q[slot + _N_FP]
+                if found == fp:
+                    break
+                if found == 0:
+                    d[slot + _N_RATE] = inner.rate
+                    d[slot + _N_BURST] = inner.burst
+                    d[slot + _N_TAT] = now
+                    q[slot + _N_ALLOWED] = 0
+                    q[slot + _N_REJECTED] = 0
+                    q[slot + _N_FP] = fp
+                    break
+            else:
+                raise RuntimeError(f"all {n} shared token buckets are in use (named_slots)")
+        bucket = SharedTokenBucket(self, slot, inner, now)
+        bucket.reconfigure(rate, burst, now)
+        return bucket
+
+    def keyed_limiter(self, rate: float, burst: float, *, max_keys: int) -> SharedKeyedLimiter:
+        """The per-client limiter (there is one client table per zone).
+
+        With the ``rate`` and ``burst`` the table already has, this attaches to its buckets;
+        with others it starts the table afresh, as a new ``KeyedLimiter`` would (to change them
+        keeping the buckets, use :meth:`SharedKeyedLimiter.reconfigure`). ``max_keys`` is
+        recorded for the stats; the table's size was fixed by ``create``'s ``max_clients``.
+        """
+        limiter = SharedKeyedLimiter(self, rate, burst, max_keys)
+        q, d = self._q, self._d
+        rate, burst = float(rate), float(burst)
+        with self._lock:
+            if not q[_K_CONFIGURED] or d[_K_RATE] != rate or d[_K_BURST] != burst:
+                if q[_K_CONFIGURED]:
+                    self._clear_clients()
+                d[_K_RATE] = rate
+                d[_K_BURST] = burst
+                q[_K_CONFIGURED] = 1
+            q[_K_MAX_KEYS] = max_keys
+        return limiter
+
+    def concurrency_limit(self, max_in_flight: int | None) -> SharedConcurrencyLimit:
+        """The concurrency limit over all processes, counted in this process's row; sets the
+        cap for every process."""
+        limit = SharedConcurrencyLimit(self, max_in_flight)
+        limit.reconfigure(max_in_flight)
+        return limit
+
+    def _clear_clients(self) -> None:
+        self._buf[self._clients * 8 : self._end * 8] = _EMPTY_SLOT * (
+            self._handle.client_slots + _WINDOW - 1
+        )
+        self._q[_K_KEYS] = 0
+        self._q[_K_CURSOR] = 0
+
+
+class SharedTokenBucket(TokenBucket):
+    """A :class:`TokenBucket` whose ``tat``, rate, burst and counters are in shared memory.
+
+    Each call loads the shared state into a plain bucket, runs the core's method on it and,
+    for a decision, stores ``tat`` back and counts, all under the lock.
+    """
+
+    __slots__ = ("_acquire", "_b", "_d", "_lock", "_q", "_release", "_s", "_zone")
+
+    def __init__(self, zone: SharedLimits, slot: int, inner: TokenBucket, now: float) -> None:
+        super().__init__(inner.rate, inner.burst, now)
+        self._zone = zone  # the segment stays mapped while a view is alive
+        self._d = zone._d
+        self._q = zone._q
+        self._lock = zone._lock
+        self._acquire = zone._lock.acquire
+        self._release = zone._lock.release
+        self._s = slot
+        self._b = inner
+
+    def _load(self) -> TokenBucket:
+        """The plain bucket, with the shared state. (This view's own ``_rate`` and ``_burst``
+        remember the plain bucket's, to notice a reconfiguration cheaply.)"""
+        d, s = self._d, self._s
+        rate, burst = d[s + _N_RATE], d[s + _N_BURST]
+        if rate != self._rate or burst != self._burst:  # reconfigured, maybe by another process
+            self._b = TokenBucket(rate, burst, 0.0)
+            self._rate, self._burst = rate, burst
+        b = self._b
+        b._tat = d[s + _N_TAT]
+        return b
+
+    @property
+    def rate(self) -> float:
+        return self._d[self._s + _N_RATE]
+
+    @property
+    def burst(self) -> float:
+        return self._d[self._s + _N_BURST]
+
+    def allow(self, now: float, cost: float = 1.0) -> bool:
+        s = self._s
+        self._acquire()  # not ``with``: the lock's __enter__ and __exit__ are Python calls
+        try:
+            b = self._load()
+            allowed = b.allow(now, cost)
+            self._d[s + _N_TAT] = b._tat
+            self._q[s + (_N_ALLOWED if allowed else _N_REJECTED)] += 1
+        finally:
+            self._release()
+        return allowed
+
+    def decide(self, now: float, cost: float = 1.0) -> RateLimitDecision:
+        s = self._s
+        self._acquire()
+        try:
+            b = self._load()
+            decision = b.decide(now, cost)
+            self._d[s + _N_TAT] = b._tat
+            self._q[s + (_N_ALLOWED if decision.allowed else _N_REJECTED)] += 1
+        finally:
+            self._release()
+        return decision
+
+    def peek(self, now: float, cost: float = 1.0) -> bool:
+        return self._load().peek(now, cost)
+
+    def retry_after(self, now: float, cost: float = 1.0) -> float:
+        return self._load().retry_after(now, cost)
+
+    def reset_after(self, now: float) -> float:
+        return self._load().reset_after(now)
+
+    def tokens(self, now: float) -> float:
+        return self._load().tokens(now)
+
+    def reconfigure(self, rate: float, burst: float, now: float) -> None:
+        """As :meth:`TokenBucket.reconfigure`, for every process; a call that changes nothing
+        (the same change made again by another process) keeps the state as it is."""
+        _check_rate_burst(rate, burst)
+        s, d = self._s, self._d
+        with self._lock:
+            b = self._load()
+            if b.rate == float(rate) and b.burst == float(burst):
+                return
+            b.reconfigure(rate, burst, now)
+            d[s + _N_TAT] = b._tat
+            d[s + _N_BURST] = self._burst = b.burst
+            d[s + _N_RATE] = self._rate = b.rate
+
+    def stats(self, now: float) -> BucketStats:
+        b, q, s = self._load(), self._q, self._s
+        return BucketStats(b.rate, b.burst, b.tokens(now), q[s + _N_ALLOWED], q[s + _N_REJECTED])
+
+
+class SharedKeyedLimiter(KeyedLimiter):
+    """A :class:`KeyedLimiter` whose buckets are a fixed open-addressing table in shared memory.
+
+    A key lives in one of the ``16`` slots from its home slot (its fingerprint modulo the
+    capacity). A new key takes an empty slot of that window, else one whose bucket is full
+    again (``tat <= now``: the same as no bucket, counted as expired), else it evicts the bucket
+    nearest to full (counted as evicted). With the table at least twice ``max_keys``, evictions
+    of live buckets stay rare until about ``max_keys`` clients are active at once; ``keys`` can
+    pass ``max_keys`` (up to the capacity) rather than evict early. :meth:`sweep` frees full
+    buckets a slice of the table at a time, from a cursor shared by all processes.
+    """
+
+    __slots__ = (
+        "_acquire",
+        "_base",
+        "_cap",
+        "_d",
+        "_fps",
+        "_lock",
+        "_mask",
+        "_q",
+        "_release",
+        "_zone",
+    )
+
+    def __init__(self, zone: SharedLimits, rate: float, burst: float, max_keys: int) -> None:
+        super().__init__(rate, burst, max_keys=max_keys)
+        self._zone = zone
+        self._d = zone._d
+        self._q = zone._q
+        self._lock = zone._lock
+        self._acquire = zone._lock.acquire
+        self._release = zone._lock.release
+        self._base = zone._clients
+        self._cap = zone.handle.client_slots
+        self._mask = self._cap - 1
+        self._fps: dict[Hashable, int] = {}
+
+    def _fp(self, key: Hashable) -> int:
+        fps = self._fps
+        fp = fps.get(key)
+        if fp is None:
+            if len(fps) >= _FP_CACHE:
+                fps.clear()
+            fp = fps[key] = _fingerprint(key)
+        return fp
+
+    def _sync(self) -> None:
+        """Take the rate and burst in shared memory (another process may have changed them)."""
+        d = self._d
+        rate, burst = d[_K_RATE], d[_K_BURST]
+        if rate != self._rate or burst != self._burst:
+            self._rate = rate
+            self._burst = burst
+            self._interval = 1.0 / rate
+            self._tau = burst / rate
+            self._limit = self._tau + _EPS
+
+    def _find(self, fp: int) -> int:
+        """The word index of ``fp``'s slot, or -1."""
+        q = self._q
+        home = self._base + (fp & self._mask) * 2
+        if q[home] == fp:
+            return home
+        window = q[home : home + 2 * _WINDOW : 2].tolist()
+        if fp in window:
+            return home + 2 * window.index(fp)
+        return -1
+
+    def _tat(self, key: Hashable, now: float) -> float:
+        """``key``'s ``tat``, or ``now`` (a full bucket) when it has none. Under the lock."""
+        self._sync()
+        slot = self._find(self._fp(key))
+        return self._d[slot + 1] if slot >= 0 else now
+
+    def _take(self, fp: int, now: float, cost: float) -> tuple[bool, float]:
+        """Decide under the lock: (allowed, the key's ``tat`` afterwards or ``now``)."""
+        self._sync()
+        q, d = self._q, self._d
+        slot = self._find(fp)
+        if slot >= 0:
+            tat = d[slot + 1]
+            new = (tat if tat > now else now) + cost * self._interval
+            if new - now <= self._limit:
+                d[slot + 1] = new
+                q[_K_ALLOWED] += 1
+                return True, new
+            q[_K_REJECTED] += 1
+            return False, tat
+        if cost > self._burst:
+            q[_K_REJECTED] += 1
+            return False, now
+        home = self._base + (fp & self._mask) * 2
+        tats = d[home + 1 : home + 2 * _WINDOW : 2].tolist()
+        lowest = min(tats)  # an empty slot's is -inf
+        slot = home + 2 * tats.index(lowest)
+        if q[slot] == 0:
+            q[_K_KEYS] += 1
+        elif lowest <= now:
+            q[_K_EXPIRED] += 1
+        else:
+            q[_K_EVICTED] += 1
+        new = now + cost * self._interval
+        d[slot + 1] = new
+        q[slot] = fp
+        q[_K_ALLOWED] += 1
+        return True, new
+
+    @property
+    def rate(self) -> float:
+        return self._d[_K_RATE]
+
+    @property
+    def burst(self) -> float:
+        return self._d[_K_BURST]
+
+    def __len__(self) -> int:
+        return self._q[_K_KEYS]
+
+    def __contains__(self, key: Hashable) -> bool:
+        fp = self._fp(key)
+        with self._lock:
+            return self._find(fp) >= 0
+
+    def allow(self, key: Hashable, now: float, cost: float = 1.0) -> bool:
+        fp = self._fp(key)
+        self._acquire()
+        try:
+            return self._take(fp, now, cost)[0]
+        finally:
+            self._release()
+
+    def decide(self, key: Hashable, now: float, cost: float = 1.0) -> RateLimitDecision:
+        fp = self._fp(key)
+        self._acquire()
+        try:
+            allowed, tat = self._take(fp, now, cost)
+        finally:
+            self._release()
+        burst = self._burst
+        debt = tat - now
+        if debt <= _EPS:  # full: only a cost above the burst is refused
+            return RateLimitDecision(allowed, burst, 0.0, 0.0 if allowed else math.inf)
+        left = burst - debt * self._rate
+        if allowed:
+            retry = 0.0
+        elif cost > burst:
+            retry = math.inf
+        else:
+            wait = debt + cost * self._interval - self._tau
+            retry = wait if wait > _EPS else 0.0
+        return RateLimitDecision(allowed, left if left > _EPS else 0.0, debt, retry)
+
+    def peek(self, key: Hashable, now: float, cost: float = 1.0) -> bool:
+        with self._lock:
+            tat = self._tat(key, now)
+        if tat < now:
+            tat = now
+        return tat + cost * self._interval - now <= self._limit
+
+    def retry_after(self, key: Hashable, now: float, cost: float = 1.0) -> float:
+        with self._lock:
+            tat = self._tat(key, now)
+        if cost > self._burst:
+            return math.inf
+        wait = tat - now + cost * self._interval - self._tau
+        return wait if wait > _EPS else 0.0
+
+    def reset_after(self, key: Hashable, now: float) -> float:
+        with self._lock:
+            wait = self._tat(key, now) - now
+        return wait if wait > _EPS else 0.0
+
+    def remaining(self, key: Hashable, now: float) -> float:
+        with self._lock:
+            debt = self._tat(key, now) - now
+        if debt <= 0:
+            return self._burst
+        left = self._burst - debt * self._rate
+        return left if left > _EPS else 0.0
+
+    def sweep(self, now: float) -> int:
+        """Free the full buckets in the next 512 slots of the table (round robin over all
+        processes' calls); returns how many. A bounded step, cheap on every tick."""
+        q, d = self._q, self._d
+        slots = self._cap + _WINDOW - 1
+        dropped = 0
+        with self._lock:
+            start = q[_K_CURSOR]
+            end = min(start + _SWEEP_SLOTS, slots)
+            a, b = self._base + 2 * start, self._base + 2 * end
+            fps = q[a:b:2].tolist()
+            tats = d[a + 1 : b : 2].tolist()
+            for i, fp in enumerate(fps):
+                if fp and tats[i] <= now:
+                    q[a + 2 * i] = 0
+                    d[a + 2 * i + 1] = -math.inf
+                    dropped += 1
+            q[_K_CURSOR] = end if end < slots else 0
+            q[_K_KEYS] -= dropped
+            q[_K_EXPIRED] += dropped
+        return dropped
+
+    def reconfigure(self, rate: float, burst: float, now: float) -> None:
+        """As :meth:`KeyedLimiter.reconfigure`, for every process; a call that changes nothing
+        (the same change made again by another process) keeps the buckets as they are.
+
+        O(capacity) under the lock: an operator's action, not for the request path.
+        """
+        _check_rate_burst(rate, burst)
+        new_rate, new_burst = float(rate), float(burst)
+        q, d = self._q, self._d
+        with self._lock:
+            self._sync()
+            old_rate, old_burst = self._rate, self._burst
+            if (old_rate, old_burst) == (new_rate, new_burst):
+                return
+            slots = self._cap + _WINDOW - 1
+            chunk = 1 << 16
+            dropped = 0
+            for first in range(0, slots, chunk):
+                a = self._base + 2 * first
+                b = self._base + 2 * min(first + chunk, slots)
+                fps = q[a:b:2].tolist()
+                tats = d[a + 1 : b : 2].tolist()
+                for i, fp in enumerate(fps):
+                    if not fp:
+                        continue
+                    debt = tats[i] - now
+                    held = max(old_burst - debt * old_rate, 0.0)
+                    if debt <= 0 or held >= new_burst:  # full, now or under the new burst
+                        q[a + 2 * i] = 0
+                        d[a + 2 * i + 1] = -math.inf
+                        dropped += 1
+                    else:
+                        d[a + 2 * i + 1] = now + (new_burst - held) / new_rate
+            q[_K_KEYS] -= dropped
+            q[_K_EXPIRED] += dropped
+            d[_K_RATE] = new_rate
+            d[_K_BURST] = new_burst
+            self._sync()
+
+    def stats(self, now: float) -> KeyedStats:
+        q, d = self._q, self._d
+        return KeyedStats(
+            d[_K_RATE],
+            d[_K_BURST],
+            q[_K_MAX_KEYS],
+            q[_K_KEYS],
+            q[_K_ALLOWED],
+            q[_K_REJECTED],
+            q[_K_EXPIRED],
+            q[_K_EVICTED],
+        )
+
+
+class SharedConcurrencyLimit(ConcurrencyLimit):
+    """A :class:`ConcurrencyLimit` over all processes: one row of counts per process.
+
+    Unlimited, :meth:`try_acquire` and :meth:`release` touch only this process's row, without
+    the lock. With a cap, :meth:`try_acquire` sums ``in_flight`` over the rows under the lock;
+    :meth:`release` still only lowers its own row, so a sum racing it errs on the safe side.
+    ``peak_in_flight`` is the peak over all processes while a cap is set, and the sum of the
+    rows' peaks (an upper bound) while unlimited.
+    """
+
+    __slots__ = ("_acquire", "_lock", "_q", "_release", "_row", "_rows_end", "_rows_start", "_zone")
+
+    def __init__(self, zone: SharedLimits, max_in_flight: int | None) -> None:
+        super().__init__(max_in_flight)
+        self._zone = zone
+        self._q = zone._q
+        self._lock = zone._lock
+        self._acquire = zone._lock.acquire
+        self._release = zone._lock.release
+        self._row = zone._row
+        self._rows_start = zone._rows
+        self._rows_end = zone._named
+
+    def _column(self, offset: int) -> list[int]:
+        start = self._rows_start + offset
+        column: list[int] = self._q[start : self._rows_end : _ROW_WORDS].tolist()
+        return column
+
+    @property
+    def max_in_flight(self) -> int | None:
+        return self._q[_C_MAX] or None
+
+    @property
+    def in_flight(self) -> int:
+        return sum(self._column(_R_IN_FLIGHT))
+
+    def try_acquire(self) -> bool:
+        q, row = self._q, self._row
+        cap = q[_C_MAX]
+        if not cap:
+            n = q[row] + 1
+            q[row] = n
+            if n > q[row + _R_PEAK]:
+                q[row + _R_PEAK] = n
+            q[row + _R_ACQUIRED] += 1
+            return True
+        self._acquire()
+        try:
+            total = sum(q[self._rows_start : self._rows_end : _ROW_WORDS].tolist())
+            if total >= cap:
+                q[row + _R_REJECTED] += 1
+                return False
+            n = q[row] + 1
+            q[row] = n
+            if n > q[row + _R_PEAK]:
+                q[row + _R_PEAK] = n
+            q[row + _R_ACQUIRED] += 1
+            if total >= q[_C_PEAK]:
+                q[_C_PEAK] = total + 1
+        finally:
+            self._release()
+        return True
+
+    def peek(self) -> bool:
+        cap = self._q[_C_MAX]
+        return not cap or self.in_flight < cap
+
+    def release(self) -> None:
+        q, row = self._q, self._row
+        n = q[row]
+        if n <= 0:
+            raise RuntimeError("ConcurrencyLimit.release() without a matching try_acquire()")
+        q[row] = n - 1
+
+    def reconfigure(self, max_in_flight: int | None) -> None:
+        """Change the cap for every process; requests above a lowered cap finish."""
+        cap = self._checked(max_in_flight)
+        with self._lock:
+            self._q[_C_MAX] = cap or 0
+
+    def stats(self) -> ConcurrencyStats:
+        q = self._q
+        cap = q[_C_MAX]
+        peaks = self._column(_R_PEAK)
+        return ConcurrencyStats(
+            cap or None,
+            sum(self._column(_R_IN_FLIGHT)),
+            q[_C_PEAK] if cap else sum(peaks),
+            sum(self._column(_R_ACQUIRED)),
+            sum(self._column(_R_REJECTED)),
+        )
