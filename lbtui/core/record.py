@@ -11,8 +11,10 @@ recent quantiles, error ratio) cover the last ``window_s`` seconds.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TypeVar
 
 from lbtui.core.window import LatencyHistogram, RollingCounter, RollingHistogram, bucket_of
 
@@ -26,6 +28,22 @@ class FailureKind(StrEnum):
 
 
 CODE_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+
+
+def _sum_columns(rows: Iterable[Sequence[int]]) -> list[int]:
+    """Element-wise sum of equally long rows."""
+    return list(map(sum, zip(*rows, strict=True)))
+
+
+_K = TypeVar("_K")
+
+
+def _sum_maps(maps: Iterable[Mapping[_K, int]], into: dict[_K, int]) -> dict[_K, int]:
+    """Add every count of ``maps`` into ``into`` (keys in the order first seen)."""
+    for m in maps:
+        for k, v in m.items():
+            into[k] = into.get(k, 0) + v
+    return into
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +137,35 @@ class BackendRecord:
         self._recent.record(latency_s, now)
         self._errors.add(1, now)
         self._traffic.add(bytes_in, now)
+
+    @classmethod
+    def merged(cls, parts: Sequence[BackendRecord]) -> BackendRecord:
+        """A new record of every outcome of ``parts`` (the records of one backend in several
+        processes; they are left untouched): totals and gauges summed, histograms and rolling
+        windows merged, so that its ``figures(now)`` are those one record given every write
+        would show. No parts: an empty record. ``ValueError`` if their windows differ."""
+        if not parts:
+            return cls()
+        window_s = parts[0].window_s
+        if any(p.window_s != window_s for p in parts):
+            raise ValueError("records with different windows cannot be merged")
+        out = cls.__new__(cls)
+        out.window_s = window_s
+        out.in_flight = sum(p.in_flight for p in parts)
+        out.requests_total = sum(p.requests_total for p in parts)
+        out.responses_total = _sum_columns(p.responses_total for p in parts)
+        out.failures_total = _sum_maps(
+            (p.failures_total for p in parts), dict.fromkeys(FailureKind, 0)
+        )
+        out.bytes_in_total = sum(p.bytes_in_total for p in parts)
+        out.bytes_out_total = sum(p.bytes_out_total for p in parts)
+        out.retries_total = sum(p.retries_total for p in parts)
+        out.latency = LatencyHistogram.merged([p.latency for p in parts])
+        out._recent = RollingHistogram.merged([p._recent for p in parts])
+        out._rate = RollingCounter.merged([p._rate for p in parts])
+        out._errors = RollingCounter.merged([p._errors for p in parts])
+        out._traffic = RollingCounter.merged([p._traffic for p in parts])
+        return out
 
     def figures(self, now: float) -> BackendFigures:
         finished = self._recent.count(now)
@@ -224,6 +271,32 @@ class BalancerRecord:
     def count_retry(self, now: float) -> None:
         self.retries_total += 1
         self._retries.add(1, now)
+
+    @classmethod
+    def merged(cls, parts: Sequence[BalancerRecord]) -> BalancerRecord:
+        """A new record of every outcome of ``parts`` (the balancer's records in several
+        processes; they are left untouched): totals and gauges summed, rolling windows merged,
+        so that its ``figures(now)`` are those one record given every write would show. No
+        parts: an empty record. ``ValueError`` if their windows differ."""
+        if not parts:
+            return cls()
+        out = cls.__new__(cls)
+        out.in_flight = sum(p.in_flight for p in parts)
+        out.requests_total = sum(p.requests_total for p in parts)
+        out.responses_total = _sum_columns(p.responses_total for p in parts)
+        out.flags_total = _sum_maps((p.flags_total for p in parts), {})
+        out.rate_limited_total = _sum_maps((p.rate_limited_total for p in parts), {})
+        out.fallback_total = _sum_maps((p.fallback_total for p in parts), {})
+        out.retries_total = sum(p.retries_total for p in parts)
+        out._series = RollingCounter.merged([p._series for p in parts])
+        out._classes = [
+            RollingCounter.merged([p._classes[i] for p in parts])
+            for i in range(len(parts[0]._classes))
+        ]
+        out._limited = RollingCounter.merged([p._limited for p in parts])
+        out._fallbacks = RollingCounter.merged([p._fallbacks for p in parts])
+        out._retries = RollingCounter.merged([p._retries for p in parts])
+        return out
 
     def rps(self, now: float) -> float:
         classes = self._classes
