@@ -8,6 +8,7 @@ The rest of the code receives frozen typed objects and never sees a dict.
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -67,11 +68,22 @@ class ListenerConfig(_Section):
     engine: Literal["fast", "aiohttp"] = "fast"
     """``fast``: HTTP/1.1 on ``asyncio.Protocol`` + llhttp (several times cheaper a request);
     ``aiohttp``: aiohttp's low-level web server. Both run the same pipeline."""
+    workers: int | Literal["auto"] = 1
+    """Processes accepting on the address (``SO_REUSEPORT``): the first runs the admin API and
+    the health checks, every one proxies. Rate limits are kept in shared memory and breaker
+    trips and ejections reach every process (``balancer/workers.py``). ``auto``: one a core."""
 
     @field_validator("address")
     @classmethod
     def _address(cls, v: str) -> str:
         return _check_address(v)
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _workers(cls, v: object) -> object:
+        if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 64):
+            return v
+        raise ValueError(f"expected a whole number from 1 to 64 or 'auto', got {v!r}")
 
     @property
     def host(self) -> str:
@@ -80,6 +92,18 @@ class ListenerConfig(_Section):
     @property
     def port(self) -> int:
         return parse_hostport(self.address)[1]
+
+    @property
+    def process_count(self) -> int:
+        """``workers`` as a number (``auto``: the cores this process may run on)."""
+        if self.workers == "auto":
+            return max(
+                1,
+                len(os.sched_getaffinity(0))
+                if hasattr(os, "sched_getaffinity")
+                else (os.cpu_count() or 1),
+            )
+        return self.workers
 
 
 class BalancerConfig(_Section):
@@ -492,6 +516,7 @@ def load(
     algorithm: str | None = None,
     admin: str | None = None,
     no_admin: bool = False,
+    workers: str | None = None,
 ) -> Config:
     """The config from an optional TOML file, with command-line flags overriding it.
 
@@ -505,6 +530,10 @@ def load(
         data.setdefault("listener", {})
         if isinstance(data["listener"], dict):
             data["listener"]["address"] = listen
+    if workers is not None:
+        data.setdefault("listener", {})
+        if isinstance(data["listener"], dict):
+            data["listener"]["workers"] = int(workers) if workers.isdigit() else workers
     if algorithm is not None:
         data.setdefault("balancer", {})
         if isinstance(data["balancer"], dict):

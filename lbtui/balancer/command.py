@@ -27,6 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="admin API and /metrics listener (default 127.0.0.1:9901)",
     )
     parser.add_argument("--no-admin", action="store_true", help="do not start the admin API")
+    parser.add_argument(
+        "--workers",
+        "-w",
+        metavar="N",
+        help="processes accepting on the listener (SO_REUSEPORT; 'auto' = one a core)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
         algorithm=args.algorithm,
         admin=args.admin,
         no_admin=args.no_admin,
+        workers=args.workers,
     )
     if not cfg.backends:
         raise UsageError("no backends: give --backend URL (repeatable) or [[backends]] in --config")

@@ -43,7 +43,7 @@ import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -69,15 +69,18 @@ from lbtui.balancer.upstream import BackendResponse, Upstream
 from lbtui.config import ALGORITHM_NAMES, BackendConfig, Config, HealthConfig, LimitsConfig
 from lbtui.core import health as core_health
 from lbtui.core.balancing import Balancer
-from lbtui.core.breaker import BreakerState, CircuitBreaker, Transition
+from lbtui.core.breaker import OPERATOR_REASON, BreakerState, CircuitBreaker, Transition
 from lbtui.core.ejection import EjectionConfig as CoreEjectionConfig
-from lbtui.core.ejection import EjectionEvent, OutlierDetector
+from lbtui.core.ejection import EjectionEvent, EjectionKind, OutlierDetector
 from lbtui.core.events import EventKind, EventRing
 from lbtui.core.faults import FaultDecision, FaultKind, Faults, FaultSpec
-from lbtui.core.record import BalancerRecord, FailureKind
+from lbtui.core.record import BackendRecord, BalancerRecord, FailureKind
 from lbtui.core.retry import FailureKind as RetryFailure
 from lbtui.core.retry import RetryBudget, RetryPolicy
 from lbtui.errors import UpstreamBroken, UpstreamConnectError, UpstreamError, UpstreamTimeout
+
+if TYPE_CHECKING:
+    from lbtui.balancer.shared import SharedLimits
 
 log = logging.getLogger("lbtui.proxy")
 
@@ -103,6 +106,8 @@ EPISODE_QUIET_S = 5.0
 without one: events tell when something began, counters tell how much."""
 _SHAPING = (FaultKind.RESET, FaultKind.BANDWIDTH)
 _ADMITTING = (BreakerState.CLOSED, BreakerState.DISABLED)
+_SYNCED = (BreakerState.OPEN, BreakerState.CLOSED)
+"""Breaker transitions the other processes adopt; half-open follows from the shared deadline."""
 _IGNORES_FEEDBACK = Balancer.observe
 """The base ``observe``: an algorithm that keeps it needs no feedback."""
 """Breaker states that admit every call, whatever the time."""
@@ -235,6 +240,16 @@ class Job:
         self.proxy._answered_nowait(self, conn, error)
 
 
+@dataclass(slots=True)
+class PeerRecords:
+    """What another process of this balancer last reported (``[listener] workers``)."""
+
+    balancer: BalancerRecord
+    backends: dict[str, BackendRecord]
+    connections: dict[str, int]
+    """Connections open to each backend from that process."""
+
+
 class Proxy:
     """The data plane: backends, routes, policies, and the pipeline each request goes through
     (:meth:`serve` behind the aiohttp listener, :meth:`serve_nowait` behind the fast one)."""
@@ -245,9 +260,24 @@ class Proxy:
         *,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        shared: SharedLimits | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
+        self.shared = shared
+        """Limiter state in shared memory when several processes serve (``workers``)."""
+        self.replicate: Callable[[str, tuple[Any, ...]], None] | None = None
+        """Set by the primary of several processes: operator actions and health results done
+        here are sent to the others as ``(method name, arguments)``."""
+        self.on_sync: Callable[[tuple[Any, ...]], None] | None = None
+        """Set when several processes serve: a breaker trip or close, or an ejection, made
+        here by traffic, to be adopted by the other processes (:meth:`adopt`)."""
+        self._adopting = False
+        self.peer_records: dict[int, PeerRecords] = {}
+        """The other processes' records, by worker index, as last reported (a worker that
+        has exited keeps its last ones under a negative index, for the totals)."""
+        self.peer_pids: dict[int, int] = {}
+        """The live workers' process ids, by index."""
         now = clock()
         self.events = EventRing(clock=clock, wall_clock=wall_clock)
         self.record = BalancerRecord()
@@ -282,7 +312,7 @@ class Proxy:
             )
             for r in config.routes
         ]
-        self.admission = Admission(config.limits, now)
+        self.admission = Admission(config.limits, now, shared)
         r = config.retries
         self.retry_policy = RetryPolicy(
             attempts=r.attempts,
@@ -352,7 +382,13 @@ class Proxy:
         backend.breaker_enabled = enabled
         if not enabled:
             backend.breaker.force("disabled", now)
-        backend.cap = cap_bucket(backend.max_rps, now)
+        if self.shared is not None and backend.max_rps is not None:
+            rps = backend.max_rps
+            backend.cap = self.shared.token_bucket(
+                f"cap:{backend.name}", rps, max(2.0, rps / 10), now
+            )
+        else:
+            backend.cap = cap_bucket(backend.max_rps, now)
         if cfg.health.enabled:
             backend.health = core_health.HealthState(
                 health_core_config(cfg.health), now, listener=self._on_health(backend.name)
@@ -365,6 +401,17 @@ class Proxy:
         def emit(t: Transition) -> None:
             if hasattr(self, "default_pool"):  # not while the proxy is being built
                 self._update_clear(t.at)
+            if self._adopting:
+                return  # the process that made it tells
+            if (
+                self.on_sync is not None
+                and t.new in _SYNCED
+                and t.reason != OPERATOR_REASON
+                and name in self.backends
+            ):
+                breaker = self.backends[name].breaker
+                until = breaker.open_until if breaker is not None else None
+                self.on_sync(("breaker", name, t.new.value, until, t.reason))
             self.events.emit(
                 EventKind.BREAKER,
                 f"breaker {t.old.value} → {t.new.value}: {t.reason}",
@@ -398,6 +445,14 @@ class Proxy:
         return emit
 
     def _emit_ejection(self, ev: EjectionEvent) -> None:
+        if (
+            self.on_sync is not None
+            and ev.kind is EjectionKind.EJECTED
+            and ev.until is not None
+            and not self._adopting
+        ):
+            times = self.outliers.stats(ev.name, ev.at).times_ejected
+            self.on_sync(("eject", ev.name, ev.until, times, ev.reason))
         self.events.emit(
             EventKind.EJECTION,
             f"{ev.kind.replace('_', ' ')}: {ev.reason}",
@@ -411,6 +466,64 @@ class Proxy:
         """An active check finished (called by the health checker)."""
         if backend.health is not None:
             backend.health.record_check(ok, self.clock(), detail)
+        if self.replicate is not None:
+            self.replicate("health_result_of", (backend.name, ok, detail))
+
+    def health_result_of(self, name: str, ok: bool, detail: str) -> None:
+        """:meth:`health_result` by backend name (the checks run in the primary process)."""
+        backend = self.backends.get(name)
+        if backend is not None:
+            self.health_result(backend, ok, detail)
+
+    # -- several processes (``[listener] workers``) ------------------------------------------
+
+    def adopt(self, message: tuple[Any, ...], origin: str) -> None:
+        """Take over a breaker transition or an ejection another process made
+        (``on_sync``'s message); ``origin`` names that process in the reason shown here."""
+        now = self.clock()
+        kind, name = message[0], message[1]
+        backend = self.backends.get(name)
+        if backend is None:
+            return
+        self._adopting = True
+        try:
+            if kind == "breaker" and backend.breaker is not None:
+                _, _, state, until, reason = message
+                backend.breaker.adopt(
+                    BreakerState(state), now, f"{reason} ({origin})", open_until=until
+                )
+            elif kind == "eject":
+                _, _, until, times, reason = message
+                if self.outliers.adopt(name, now, until, times, f"{reason} ({origin})"):
+                    self._refresh_pools(now)
+        finally:
+            self._adopting = False
+
+    def merged_record(self) -> BalancerRecord:
+        """The balancer's record summed over every process serving."""
+        if not self.peer_records:
+            return self.record
+        return BalancerRecord.merged(
+            [self.record, *(p.balancer for p in self.peer_records.values())]
+        )
+
+    def merged_backend_record(self, backend: Backend) -> BackendRecord:
+        """``backend``'s record summed over every process serving."""
+        if not self.peer_records:
+            return backend.record
+        name = backend.name
+        parts = [p.backends[name] for p in self.peer_records.values() if name in p.backends]
+        return BackendRecord.merged([backend.record, *parts]) if parts else backend.record
+
+    def records(self) -> PeerRecords:
+        """This process's records, to send to the primary."""
+        count = getattr(self.upstream, "open_connections", None)
+        backends = self.backends.values()
+        return PeerRecords(
+            self.record,
+            {b.name: b.record for b in backends},
+            {b.name: int(count(b.host, b.port)) for b in backends} if callable(count) else {},
+        )
 
     def tick(self) -> None:
         """Periodic upkeep (a few times a second): readmissions, slow-start weights, panic."""
@@ -472,10 +585,14 @@ class Proxy:
         for pool in self.pools:
             pool.set_algorithm(algorithm)
         self._key_from_ip = algorithm == "ip_hash" or self._hash_kind == "client_ip"
+        if self.replicate is not None:
+            self.replicate("set_algorithm", (algorithm,))
 
     def set_limits(self, limits: LimitsConfig) -> None:
         """The one run-time entry point for changing admission limits."""
         self.admission.reconfigure(limits, self.clock())
+        if self.replicate is not None:
+            self.replicate("set_limits", (limits,))
         changed = limits.model_dump(exclude_defaults=True)
         text = ", ".join(f"{k}={v}" for k, v in changed.items()) or "none (no limits)"
         self.events.emit(EventKind.LIMITS, f"limits changed: {text}")
@@ -502,6 +619,8 @@ class Proxy:
         )
         for fn in self._membership_listeners:
             fn(backend, True)
+        if self.replicate is not None:
+            self.replicate("add_backend", (config,))
         return backend
 
     def remove_backend(self, name: str) -> Backend:
@@ -517,6 +636,8 @@ class Proxy:
         self.events.emit(EventKind.ACTION, "backend removed", backend=name, action="remove")
         for fn in self._membership_listeners:
             fn(backend, False)
+        if self.replicate is not None:
+            self.replicate("remove_backend", (name,))
         return backend
 
     def on_membership(self, fn: Callable[[Backend, bool], None]) -> None:
@@ -541,6 +662,8 @@ class Proxy:
             old=old,
             new=float(weight),
         )
+        if self.replicate is not None:
+            self.replicate("set_weight", (name, weight))
 
     def set_admin(self, name: str, state: AdminState) -> None:
         """Drain (no new requests; in-flight ones finish), disable, or enable a backend."""
@@ -560,6 +683,8 @@ class Proxy:
             old=old.value,
             new=state.value,
         )
+        if self.replicate is not None:
+            self.replicate("set_admin", (name, state))
 
     def force_breaker(self, name: str, mode: str) -> None:
         """``open``, ``closed``, ``disabled`` or ``auto``."""
@@ -568,6 +693,8 @@ class Proxy:
         backend = self.backend(name)
         assert backend.breaker is not None
         backend.breaker.force(mode, self.clock())  # type: ignore[arg-type]
+        if self.replicate is not None:
+            self.replicate("force_breaker", (name, mode))
 
     def set_fault(self, name: str, spec: FaultSpec, *, owner: str | None = None) -> None:
         """Inject ``spec`` on backend ``name`` (replacing its fault, if any)."""
@@ -587,12 +714,19 @@ class Proxy:
             duration_s=spec.duration_s,
             owner=owner,
         )
+        if self.replicate is not None:
+            self.replicate("set_fault_of", (name, spec, owner))
+
+    def set_fault_of(self, name: str, spec: FaultSpec, owner: str | None) -> None:
+        self.set_fault(name, spec, owner=owner)
 
     def clear_fault(self, name: str) -> FaultSpec | None:
         """Remove the fault on backend ``name``; the spec it had, or None."""
         spec = self.faults.clear(name, self.clock())
         if spec is not None:
             self._emit_fault_end(name, spec)
+        if self.replicate is not None:
+            self.replicate("clear_fault", (name,))
         return spec
 
     def clear_faults(self, owner: str | None = None) -> list[str]:
@@ -602,6 +736,8 @@ class Proxy:
             st = self.faults.stats(name)
             if st is not None:
                 self._emit_fault_end(name, st.spec)
+        if self.replicate is not None:
+            self.replicate("clear_faults", (owner,))
         return names
 
     def _emit_fault_end(self, name: str, spec: FaultSpec, *, replaced: bool = False) -> None:

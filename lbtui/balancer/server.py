@@ -1,5 +1,8 @@
 """Running the balancer: the listener, start-up and graceful shutdown.
 
+With ``[listener] workers = N`` this process is the primary of N that share the port
+(``workers.py``); the workers run this same class with ``worker_index`` set.
+
 The listener is the fast one (``listener.py``: ``asyncio.Protocol`` + llhttp) unless
 ``[listener] engine = "aiohttp"`` asks for aiohttp's low-level server; both feed the same
 pipeline. Shutdown copies uvicorn's order: stop accepting, let in-flight requests finish up to a
@@ -11,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -18,6 +22,10 @@ from lbtui.balancer.health import HealthChecker
 from lbtui.balancer.listener import FastListener
 from lbtui.balancer.proxy import Proxy
 from lbtui.config import Config
+
+if TYPE_CHECKING:
+    from lbtui.balancer.shared import SharedLimits
+    from lbtui.balancer.workers import WorkerGroup
 
 TICK_S = 0.25
 """Upkeep period: readmissions, slow-start weights, panic mode."""
@@ -28,8 +36,24 @@ KEEPALIVE_S = 75.0
 class BalancerServer:
     """The proxy listening on its address. ``port`` is the bound port once started."""
 
-    def __init__(self, config: Config, proxy: Proxy | None = None) -> None:
+    def __init__(
+        self, config: Config, proxy: Proxy | None = None, *, worker_index: int = 0
+    ) -> None:
         self.config = config
+        self.processes = config.listener.process_count
+        self.worker_index = worker_index
+        """0: this process runs the health checks (and, with workers, starts and leads them)."""
+        self.shared: SharedLimits | None = None
+        self.workers: WorkerGroup | None = None
+        if proxy is None and self.processes > 1 and worker_index == 0:
+            from lbtui.balancer.shared import SharedLimits
+
+            self.shared = SharedLimits.create(
+                workers=self.processes, max_clients=config.limits.max_clients
+            )
+            proxy = Proxy(config, shared=self.shared)
+        elif self.processes > 1 and (proxy is None or proxy.shared is None):
+            raise ValueError("a proxy for several processes needs its limits in shared memory")
         self.proxy = proxy or Proxy(config)
         self._runner: web.ServerRunner | None = None
         self._site: web.SockSite | None = None
@@ -51,7 +75,7 @@ class BalancerServer:
 
     async def start(self) -> None:
         await self.proxy.start()
-        if self.config.health.enabled:
+        if self.config.health.enabled and self.worker_index == 0:
             self.health = HealthChecker(
                 self.config.health, self.proxy.health_result, clock=self.proxy.clock
             )
@@ -64,6 +88,8 @@ class BalancerServer:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if self.processes > 1:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             sock.bind((self.host, self.port))
@@ -76,6 +102,22 @@ class BalancerServer:
         sock.listen(4096)
         sock.setblocking(False)
         self.port = sock.getsockname()[1]
+        await self._listen(sock)
+        if self.processes > 1 and self.worker_index == 0:
+            from lbtui.balancer.workers import WorkerGroup
+
+            assert self.shared is not None
+            self.workers = WorkerGroup(
+                self.config, self.proxy, self.shared, self.processes, self.port
+            )
+            try:
+                await self.workers.start()
+            except BaseException:
+                self.workers = None
+                await self.stop()
+                raise
+
+    async def _listen(self, sock: socket.socket) -> None:
         if self.config.listener.engine == "fast":
             self._fast = FastListener(self.proxy, keepalive_timeout_s=KEEPALIVE_S)
             await self._fast.start(sock)
@@ -94,19 +136,27 @@ class BalancerServer:
         self._site = web.SockSite(self._runner, sock)
         await self._site.start()
 
-    async def stop(self) -> None:
-        """Stop accepting, drain in-flight requests up to the grace period, close upstreams.
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Stop accepting, drain in-flight requests up to the grace period (``grace_s``, else
+        the configured one), close upstreams.
 
         Faults are rolled back first, so that no injected hang holds up the drain."""
         self.proxy.clear_faults()
+        grace = self.config.proxy.shutdown_grace_s if grace_s is None else grace_s
+        workers, self.workers = self.workers, None
+        drains = [workers.stop(grace)] if workers is not None else []
         if self._fast is not None:
-            await self._fast.shutdown(self.config.proxy.shutdown_grace_s)
+            drains.append(self._fast.shutdown(grace))
             self._fast = None
         if self._runner is not None:
-            await self._runner.cleanup()
+            drains.append(self._runner.cleanup())
             self._runner = None
+        await asyncio.gather(*drains)
         await self._stop_background()
         await self.proxy.close()
+        if self.shared is not None:
+            self.shared.close()
+            self.shared = None
 
     async def _stop_background(self) -> None:
         if self._ticker is not None:

@@ -166,7 +166,7 @@ def families(proxy: Proxy, faults: FaultLink | None) -> list[Family]:
     outliers = proxy.outliers
     for b in backends:
         name = b.name
-        rec = b.record
+        rec = proxy.merged_backend_record(b)
         label = (name,)
         responses = rec.responses_total
         for i, cls in enumerate(CODE_CLASSES):
@@ -200,7 +200,7 @@ def families(proxy: Proxy, faults: FaultLink | None) -> list[Family]:
         for (backend, fault_kind), n in sorted(faults.applied_totals().items()):
             injected.values.append(((backend, fault_kind), n))
 
-    totals = proxy.record
+    totals = proxy.merged_record()
     client = Family(
         "lbtui_client_responses",
         "counter",

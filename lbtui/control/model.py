@@ -150,6 +150,18 @@ class HealthView:
 
 
 @dataclass(frozen=True, slots=True)
+class WorkerView:
+    """One process of a balancer that runs several (``[listener] workers``); 0 is the primary."""
+
+    index: int
+    pid: int | None
+    alive: bool
+    requests_total: int
+    """Client requests this process has taken (a worker's as of its last report)."""
+    in_flight: int
+
+
+@dataclass(frozen=True, slots=True)
 class ProcessView:
     """OS figures of a backend that is a local fleet process (psutil)."""
 
@@ -278,6 +290,8 @@ class Snapshot:
     backends: list[BackendView]
     last_event_id: int
     """The newest event's id: stream from here to see only what comes next."""
+    workers: list[WorkerView] = field(default_factory=list)
+    """The processes serving, when there are several; empty for one."""
 
     def backend(self, name: str) -> BackendView:
         for b in self.backends:

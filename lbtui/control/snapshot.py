@@ -11,6 +11,7 @@ weighted share of the total rate (effective weights), and overload M = #{i : ráµ
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
@@ -26,6 +27,7 @@ from lbtui.control.model import (
     LimitsView,
     ProcessView,
     Snapshot,
+    WorkerView,
     finite,
 )
 from lbtui.core.balancing import Balancer
@@ -59,9 +61,10 @@ def connection_counter(proxy: Proxy) -> ConnectionCount | None:
     upstream = proxy.upstream
     public = getattr(upstream, "open_connections", None)
     if callable(public):
+        peers = [p.connections for p in proxy.peer_records.values()]
 
         def ask(b: Backend, in_flight: int) -> int:
-            return int(public(b.host, b.port))
+            return int(public(b.host, b.port)) + sum(c.get(b.name, 0) for c in peers)
 
         return ask
     session = getattr(upstream, "_session", None)
@@ -95,7 +98,8 @@ def backend_view(
     process: ProcessView | None,
     faults: FaultLink | None,
 ) -> BackendView:
-    fig = b.record.figures(now)
+    rec = proxy.merged_backend_record(b)
+    fig = rec.figures(now)
     breaker = None
     if b.breaker is not None:
         s = b.breaker.stats(now)
@@ -173,7 +177,7 @@ def backend_view(
         requests_total=fig.requests_total,
         responses_total=fig.responses_total,
         failures_total=fig.failures_total,
-        retries_total=b.record.retries_total,
+        retries_total=rec.retries_total,
         bytes_in_total=fig.bytes_in_total,
         bytes_out_total=fig.bytes_out_total,
         fault=faults.view(b.name, now) if faults is not None else None,
@@ -240,7 +244,7 @@ def build_snapshot(
         )
         for b in list(proxy.backends.values())
     ]
-    t = proxy.record.figures(now)
+    t = proxy.merged_record().figures(now)
     totals = BalancerTotals(
         rps=t.rps,
         in_flight=t.in_flight,
@@ -269,4 +273,27 @@ def build_snapshot(
         panic=proxy.default_pool.panic,
         backends=views,
         last_event_id=proxy.events.last_id,
+        workers=worker_views(proxy),
     )
+
+
+def worker_views(proxy: Proxy) -> list[WorkerView]:
+    """The processes serving (empty for one): the primary first, then each worker, live or
+    gone (a gone worker's last counts stay in the totals)."""
+    if not proxy.peer_pids and not proxy.peer_records:
+        return []
+    rec = proxy.record
+    views = [WorkerView(0, os.getpid(), True, rec.requests_total, rec.in_flight)]
+    for index in sorted(i for i in {*proxy.peer_pids, *proxy.peer_records} if i > 0):
+        peer = proxy.peer_records.get(index)
+        pid = proxy.peer_pids.get(index)
+        views.append(
+            WorkerView(
+                index,
+                pid,
+                pid is not None,
+                peer.balancer.requests_total if peer is not None else 0,
+                peer.balancer.in_flight if peer is not None else 0,
+            )
+        )
+    return views

@@ -453,6 +453,40 @@ class CircuitBreaker:
         self._probes_out = self._probes_ok = 0
         return self._move(new, now, OPERATOR_REASON)
 
+    def adopt(
+        self, state: BreakerState, now: float, reason: str, *, open_until: float | None = None
+    ) -> Transition | None:
+        """Take over a transition the same backend's breaker made in another process of this
+        balancer (``[listener] workers``), so that one trip stops every process sending.
+
+        ``open``: open until ``open_until`` (all processes then probe at the same time);
+        ``closed``: closed with a fresh window (the probes succeeded there). Half-open is never
+        adopted: it follows from the shared deadline. An operator's forced state is kept, and
+        so is an open breaker whose own deadline is later. Returns the transition made here.
+        """
+        current = self._state
+        if current is _FORCED_OPEN or current is _DISABLED:
+            return None
+        if state is _OPEN:
+            until = open_until if open_until is not None else now + self._open_s
+            if current is _OPEN:
+                self._open_until = max(self._open_until, until)
+                return None
+            self._open_until = until
+            self._times_opened += 1
+            self._probes_out = self._probes_ok = 0
+            return self._move(_OPEN, now, reason)
+        if state is _CLOSED and current is not _CLOSED:
+            self._probes_out = self._probes_ok = 0
+            self._window.reset(now)
+            return self._move(_CLOSED, now, reason)
+        return None
+
+    @property
+    def open_until(self) -> float | None:
+        """When an open breaker lets its first probe through; ``None`` unless open."""
+        return self._open_until if self._state is _OPEN else None
+
     # -- show -----------------------------------------------------------------------------
 
     def stats(self, now: float) -> BreakerStats:

@@ -284,6 +284,19 @@ class OutlierDetector:
         until = _FOREVER if duration_s is None else now + duration_s
         return self._eject(name, host, now, until, reason)
 
+    def adopt(
+        self, name: str, now: float, until: float, times: int, reason: str
+    ) -> EjectionEvent | None:
+        """Take over an ejection another process of this balancer made (``[listener]
+        workers``): ejected until ``until``, its ``times`` kept for the next one's length.
+        ``None`` when ``name`` is not a member, or is already ejected at least that long."""
+        host = self._hosts.get(name)
+        if host is None or (host.ejected and host.until >= until):
+            return None
+        self._expire(now)
+        host.times = max(host.times, times)
+        return self._eject(name, host, now, until, reason)
+
     def readmit(
         self, name: str, now: float, reason: str = OPERATOR_READMIT_REASON
     ) -> EjectionEvent | None:

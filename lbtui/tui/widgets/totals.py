@@ -72,6 +72,13 @@ class TotalsBar(Vertical):
         if snapshot is not None:
             line1.append("  algorithm ", "bright_black")
             line1.append(snapshot.algorithm, "bold cyan")
+            if snapshot.workers:
+                n = len(snapshot.workers)
+                up = sum(1 for w in snapshot.workers if w.alive)
+                line1.append("  processes ", "bright_black")
+                line1.append(
+                    f"{n}" if up == n else f"{up} of {n} up", "bold" if up == n else "bold yellow"
+                )
             line1.append("  limits ", "bright_black")
             line1.append(limits_text(snapshot.limits.config))
         line1.append("  ")

@@ -1,0 +1,298 @@
+"""Several processes on one listener (``[listener] workers = 2``): real worker processes, real
+sockets. What must behave as one balancer does: the totals, the rate limit, breaker trips,
+operator actions; and a worker that dies is started again."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from lbtui import config as config_mod
+from lbtui.control.model import Snapshot, WorkerView
+from lbtui.control.runtime import BalancerRuntime, run_balancer
+from lbtui.control.snapshot import build_snapshot
+from tests.integration.conftest import TestBackend
+
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="SO_REUSEPORT balancing")
+
+Make = Callable[..., Awaitable[BalancerRuntime]]
+
+
+async def until(check: Callable[[], Any], deadline_s: float = 15.0, what: str = "") -> Any:
+    """Poll ``check`` until it returns something truthy, failing after ``deadline_s``."""
+    end = time.monotonic() + deadline_s
+    while True:
+        got = check()
+        if asyncio.iscoroutine(got):
+            got = await got
+        if got:
+            return got
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what or check}")
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def two_workers() -> AsyncIterator[Make]:
+    started: list[BalancerRuntime] = []
+
+    async def make(servers: list[TestBackend], /, **sections: Any) -> BalancerRuntime:
+        data: dict[str, Any] = {
+            "listener": {"address": "127.0.0.1:0", "workers": 2},
+            "admin": {"address": "127.0.0.1:0"},
+            "backends": [{"name": b.name, "url": b.url} for b in servers],
+            **sections,
+        }
+        rt = run_balancer(config_mod.from_dict(data, "test"))
+        await rt.start()
+        started.append(rt)
+        return rt
+
+    yield make
+    for rt in started:
+        group = rt.server.workers
+        pids = list(group.pids.values()) if group is not None else []
+        await rt.stop()
+        for pid in pids:  # stop() waited for them; anything left is a defect, and is stopped
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+                pytest.fail(f"worker pid {pid} outlived the balancer")
+
+
+@pytest.fixture
+async def fresh() -> AsyncIterator[aiohttp.ClientSession]:
+    """A client that opens a new connection for every request, so that the kernel spreads
+    them over the processes."""
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        yield session
+
+
+def snapshot(rt: BalancerRuntime) -> Snapshot:
+    return build_snapshot(rt.server.proxy)
+
+
+def served(rt: BalancerRuntime) -> dict[int, int]:
+    return {w.index: w.requests_total for w in snapshot(rt).workers}
+
+
+async def get_many(session: aiohttp.ClientSession, url: str, n: int, path: str = "/") -> list[int]:
+    statuses = []
+    for _ in range(n):
+        async with session.get(url + path) as resp:
+            await resp.read()
+            statuses.append(resp.status)
+    return statuses
+
+
+async def reported(rt: BalancerRuntime, total: int) -> Snapshot:
+    """The snapshot once every process has reported ``total`` requests in all."""
+
+    def check() -> Snapshot | None:
+        snap = snapshot(rt)
+        return snap if snap.totals.requests_total == total else None
+
+    result: Snapshot = await until(check, what=f"{total} requests reported")
+    return result
+
+
+async def test_both_processes_serve_and_the_totals_add_up(
+    backends: Callable[[int], Awaitable[list[TestBackend]]],
+    two_workers: Make,
+    fresh: aiohttp.ClientSession,
+) -> None:
+    servers = await backends(2)
+    rt = await two_workers(servers)
+    assert sorted(rt.server.workers.pids) == [1]  # type: ignore[union-attr]
+    statuses = await get_many(fresh, rt.server.url, 80)
+    assert statuses == [200] * 80
+    snap = await reported(rt, 80)
+    counts = {w.index: w.requests_total for w in snap.workers}
+    assert set(counts) == {0, 1}
+    assert sum(counts.values()) == 80
+    assert min(counts.values()) >= 15, counts  # the kernel spread 80 connections over both
+    assert sum(b.requests_total for b in snap.backends) == 80
+    assert [b.requests_total for b in snap.backends] == [s.hits for s in servers]
+    assert snap.totals.responses_total["2xx"] == 80
+
+
+async def test_the_rate_limit_is_one_quota_for_all_processes(
+    backends: Callable[[int], Awaitable[list[TestBackend]]],
+    two_workers: Make,
+    fresh: aiohttp.ClientSession,
+) -> None:
+    servers = await backends(1)
+    rt = await two_workers(servers, limits={"rps": 0.5, "burst": 10})
+    t0 = time.monotonic()
+    statuses = await get_many(fresh, rt.server.url, 60)
+    elapsed = time.monotonic() - t0
+    admitted = statuses.count(200)
+    # One bucket: the burst plus what refilled meanwhile; per-process buckets would admit ~20.
+    assert 10 <= admitted <= 10 + int(elapsed * 0.5) + 1, (admitted, elapsed)
+    assert statuses.count(429) == 60 - admitted
+    snap = await reported(rt, 60)
+    assert min(w.requests_total for w in snap.workers) >= 10  # both took part
+    assert servers[0].hits == admitted
+
+
+async def test_a_breaker_trip_in_one_process_stops_every_process_sending(
+    backends: Callable[[int], Awaitable[list[TestBackend]]],
+    two_workers: Make,
+    fresh: aiohttp.ClientSession,
+) -> None:
+    good, bad = await backends(2)
+    bad.status = 500
+    rt = await two_workers(
+        [good, bad],
+        breaker={"window_size": 20, "min_calls": 20, "failure_rate": 50, "open_s": 60},
+        ejection={"consecutive_failures": 0},
+    )
+
+    def tripped() -> bool:
+        view = snapshot(rt).backend(bad.name)
+        return view.breaker is not None and view.breaker.state == "open"
+
+    sent = 0
+    for _ in range(200):
+        await get_many(fresh, rt.server.url, 1)
+        sent += 1
+        if tripped():
+            break
+    assert tripped()
+    hits = bad.hits
+    before = {w.index: w.requests_total for w in (await reported(rt, sent)).workers}
+    statuses = await get_many(fresh, rt.server.url, 60)
+    # No process sends to the open backend any more (one request may have been on its way).
+    assert bad.hits - hits <= 1, (hits, bad.hits)
+    assert statuses.count(200) >= 59
+    snap = await reported(rt, sent + 60)
+    after = {w.index: w.requests_total for w in snap.workers}
+    assert all(after[i] - before.get(i, 0) >= 10 for i in after), (before, after)
+    trips = [
+        e
+        for e in rt.server.proxy.events
+        if e.kind == "breaker" and e.backend == bad.name and e.data.get("new") == "open"
+    ]
+    assert len(trips) == 1, [e.message for e in trips]
+
+
+async def test_operator_actions_reach_every_process(
+    backends: Callable[[int], Awaitable[list[TestBackend]]],
+    two_workers: Make,
+    fresh: aiohttp.ClientSession,
+) -> None:
+    servers = await backends(1)
+    # Only the fault answers here: no breaker or ejection reacting to its 503s.
+    rt = await two_workers(
+        servers, breaker={"enabled": False}, ejection={"consecutive_failures": 0}
+    )
+    assert rt.admin is not None
+    api = rt.admin.url + "/api/v1"
+    async with aiohttp.ClientSession() as admin:
+        async with admin.put(
+            f"{api}/backends/{servers[0].name}/fault",
+            json={"kind": "abort", "percent": 100, "status": 503},
+        ) as resp:
+            assert resp.status == 200, await resp.text()
+        statuses = await get_many(fresh, rt.server.url, 40)
+        assert statuses == [503] * 40
+        async with admin.delete(f"{api}/backends/{servers[0].name}/fault") as resp:
+            assert resp.status == 200, await resp.text()
+    statuses = await get_many(fresh, rt.server.url, 40)
+    assert statuses == [200] * 40
+    snap = await reported(rt, 80)
+    assert min(w.requests_total for w in snap.workers) >= 10
+
+
+async def test_a_worker_that_dies_is_started_again_and_no_count_goes_back(
+    backends: Callable[[int], Awaitable[list[TestBackend]]],
+    two_workers: Make,
+    fresh: aiohttp.ClientSession,
+) -> None:
+    servers = await backends(1)
+    rt = await two_workers(servers)
+    group = rt.server.workers
+    assert group is not None
+    await get_many(fresh, rt.server.url, 40)
+    await reported(rt, 40)
+    old = group.pids[1]
+    os.kill(old, signal.SIGKILL)
+    await until(lambda: group.pids.get(1, old) != old, what="worker 1 started again")
+    views: list[WorkerView] = snapshot(rt).workers
+    assert [(w.index, w.alive) for w in views] == [(0, True), (1, True)]
+    statuses = await get_many(fresh, rt.server.url, 40)
+    assert statuses == [200] * 40
+    snap = await reported(rt, 80)
+    assert snap.totals.responses_total["2xx"] == 80
+    messages = [e.message for e in rt.server.proxy.events if e.kind == "config"]
+    assert any(f"pid {old}) exited with code -9" in m for m in messages), messages
+    assert any("worker 1 started again" in m for m in messages), messages
+
+
+def test_serve_with_workers_stops_them_all_on_sigterm(tmp_path: Path) -> None:
+    conf = tmp_path / "lbtui.toml"
+    conf.write_text(
+        '[listener]\naddress = "127.0.0.1:0"\nworkers = 3\n[admin]\nenabled = false\n'
+        '[[backends]]\nname = "a"\nurl = "http://127.0.0.1:9"\n'
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lbtui", "serve", "--config", str(conf)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        assert "lbtui: balancing" in line, line
+        import psutil
+
+        children = [
+            c
+            for c in psutil.Process(proc.pid).children()
+            if "resource_tracker" not in " ".join(c.cmdline())
+        ]
+        assert len(children) == 2, [c.cmdline() for c in children]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+        _, alive = psutil.wait_procs(children, timeout=10)
+        assert not alive
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+async def test_the_console_shows_the_processes_and_its_actions_reach_them_all(
+    backends: Callable[[int], Awaitable[list[TestBackend]]],
+    two_workers: Make,
+    fresh: aiohttp.ClientSession,
+) -> None:
+    from lbtui.tui.app import LbtuiApp
+    from tests.tui.conftest import SIZE, ready, wait_text
+
+    a, b = await backends(2)
+    rt = await two_workers([a, b])
+    app = LbtuiApp(rt.control)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await wait_text(pilot, "processes 2")
+        await pilot.press("d")  # drain the selected (first) backend
+        await wait_text(pilot, "DRAINING")
+    assert rt.server.proxy.backends[a.name].admin.value == "draining"
+    hits = a.hits
+    statuses = await get_many(fresh, rt.server.url, 40)
+    assert statuses == [200] * 40
+    assert a.hits == hits  # no process sends to the drained backend
+    snap = await reported(rt, 40)
+    assert min(w.requests_total for w in snap.workers) >= 10
