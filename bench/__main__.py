@@ -5,6 +5,7 @@ Run from the repository root with the project's venv::
     .venv/bin/python -m bench              # every scenario (≈ 7 min), writes bench/RESULTS.md
     .venv/bin/python -m bench --quick      # 1-second runs, 2 backends: a smoke test (≈ 1 min)
     .venv/bin/python -m bench --only throughput --only latency
+    .venv/bin/python -m bench --only throughput --workers 4   # multi-process rows: 4 each
 
 It finds nginx, HAProxy and wrk on the PATH (and says how to install what is missing: the rows
 of a missing proxy are marked skipped, and without wrk a small Python load generator stands in),
@@ -32,6 +33,13 @@ INSTALL = (
 )
 
 
+def workers_arg(text: str) -> int:
+    n = int(text)
+    if n < 2:
+        raise argparse.ArgumentTypeError("at least 2 (the 1-process rows are always there)")
+    return n
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="1-second runs, 2 backends (smoke test)")
@@ -47,6 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--svg", type=Path, default=None, help="the charts (default next to --out)")
     p.add_argument("--idle", type=int, default=None, help="idle connections (10,000; quick 1,000)")
     p.add_argument(
+        "--workers",
+        type=workers_arg,
+        default=2,
+        help="processes (HAProxy: threads) of each proxy in table 1's multi-process rows (2)",
+    )
+    p.add_argument(
         "--without",
         action="append",
         default=[],
@@ -58,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     missing = [t for t in ("nginx", "haproxy", "wrk") if not have(t)]
     if missing:
         log(f"bench: {', '.join(missing)} not found: their rows are skipped. To install: {INSTALL}")
-    settings = Settings.make(args.quick, args.idle, args.without)
+    settings = Settings.make(args.quick, args.idle, args.without, args.workers)
     out = args.out if args.out is not None else (None if args.quick else BENCH / "RESULTS.md")
     svg_path = args.svg if args.svg is not None else (out.with_name("results.svg") if out else None)
     env = environment(args.without)

@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -115,10 +116,13 @@ class Proc:
             self.popen.wait(timeout=5)
 
     def stop(self, grace: float = 5.0) -> None:
-        """SIGTERM by PID, wait up to ``grace`` seconds, then SIGKILL; reaps the process."""
+        """SIGTERM by PID, wait up to ``grace`` seconds, then SIGKILL; reaps the process. Its
+        descendants (nginx workers, lbtui's worker processes) that outlive it by ``grace`` are
+        SIGKILLed by PID too, so that none of them loads the machine during the next run."""
         if not self.alive():
             self.popen.wait()
             return
+        descendants = _descendants(self.pid)
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signal.SIGTERM)
         try:
@@ -127,6 +131,13 @@ class Proc:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGKILL)
             self.popen.wait(timeout=5)
+        with contextlib.suppress(BenchError):
+            wait_until(lambda: all(map(_gone, descendants)), grace, "descendants")
+        for p in descendants:
+            if not _gone(p):
+                log(f"{self.name}: process {p.pid} outlived its parent; SIGKILL")
+                with contextlib.suppress(psutil.Error):
+                    p.kill()  # psutil checks that the PID is still the same process
 
 
 @dataclass
@@ -218,14 +229,20 @@ class Procs:
         return proc, ports
 
     def nginx(
-        self, name: str, servers: str, port: int, upstreams: str = "", connections: int = 4096
+        self,
+        name: str,
+        servers: str,
+        port: int,
+        upstreams: str = "",
+        connections: int = 4096,
+        workers: int = 1,
     ) -> Proc:
         require_tools("nginx")
         prefix = self.tmp / name
         for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
             (prefix / "tmp" / sub).mkdir(parents=True, exist_ok=True)
         conf = prefix / "nginx.conf"
-        conf.write_text(nginx_conf(prefix, servers, upstreams, connections))
+        conf.write_text(nginx_conf(prefix, servers, upstreams, connections, workers))
         argv = ["nginx", "-c", str(conf), "-p", str(prefix), "-e", str(prefix / "error.log")]
         proc = self.start(name, [*argv, "-g", "daemon off;"], port)
         self._wait_ready(proc, lambda: port_answers(port), 10.0, f"{name} on :{port}")
@@ -237,12 +254,16 @@ class Procs:
         method: str = "",
         next_upstream: str | None = None,
         connections: int = 4096,
+        workers: int = 1,
     ) -> Proc:
         """nginx in front of ``backend_ports``: round robin, or ``method`` (``least_conn``);
-        ``next_upstream`` replaces ``proxy_next_upstream``'s default (``error timeout``)."""
+        ``next_upstream`` replaces ``proxy_next_upstream``'s default (``error timeout``);
+        ``workers`` worker processes (more than one: ``listen … reuseport``)."""
         port = free_port()
-        upstream, server = nginx_proxy_blocks(backend_ports, port, method, next_upstream)
-        return self.nginx("nginx", server, port, upstream, connections)
+        upstream, server = nginx_proxy_blocks(
+            backend_ports, port, method, next_upstream, reuseport=workers > 1
+        )
+        return self.nginx("nginx", server, port, upstream, connections, workers)
 
     def haproxy(
         self,
@@ -252,6 +273,7 @@ class Procs:
         balance: str = "roundrobin",
         extra: str = "",
         maxconn: int = 4096,
+        threads: int = 1,
     ) -> Proc:
         require_tools("haproxy")
         port = free_port()
@@ -266,6 +288,7 @@ class Procs:
                 balance=balance,
                 extra=extra,
                 maxconn=maxconn,
+                threads=threads,
             )
         )
         proc = self.start(name, ["haproxy", "-f", str(cfg), "-db"], port)
@@ -278,12 +301,17 @@ class Procs:
         algorithm: str = "round_robin",
         config: str = "",
         name: str = "lbtui",
+        workers: int = 1,
     ) -> Proc:
         """``lbtui serve`` in front of ``backend_ports``; ``config`` is TOML added to the
         generated file (its admin API listens on a free port unless ``config`` says
-        otherwise, so that a console or demo already on 9901 does not get in the way)."""
+        otherwise, so that a console or demo already on 9901 does not get in the way).
+        ``workers`` > 1 sets ``[listener] workers``; ready once that many of its processes
+        listen on the port."""
         port = free_port()
         text = f'[listener]\naddress = "{HOST}:{port}"\n'
+        if workers != 1:
+            text += f"workers = {workers}\n"
         text = (
             (config.replace("[listener]", text.strip(), 1) + "\n")
             if "[listener]" in config
@@ -301,6 +329,12 @@ class Procs:
         self._wait_ready(
             proc, lambda: "lbtui: balancing" in proc.output(), 15.0, "lbtui serve to listen"
         )
+        self._wait_ready(
+            proc,
+            lambda: listening_processes(proc.pid, port) >= workers,
+            15.0,
+            f"{workers} lbtui processes to listen on :{port}",
+        )
         wait_port(port)
         return proc
 
@@ -316,9 +350,12 @@ class Procs:
 # --- generated configs -------------------------------------------------------------------------
 
 
-def nginx_conf(prefix: Path, servers: str, upstreams: str = "", connections: int = 4096) -> str:
-    """A self-contained nginx.conf: 1 worker, pid and logs in ``prefix``, access log off."""
-    return f"""worker_processes 1;
+def nginx_conf(
+    prefix: Path, servers: str, upstreams: str = "", connections: int = 4096, workers: int = 1
+) -> str:
+    """A self-contained nginx.conf: ``workers`` workers (1 unless asked), pid and logs in
+    ``prefix``, access log off."""
+    return f"""worker_processes {workers};
 worker_rlimit_nofile {connections + 1024};
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;
@@ -338,10 +375,14 @@ http {{
 
 
 def nginx_proxy_blocks(
-    backend_ports: Sequence[int], port: int, method: str = "", next_upstream: str | None = None
+    backend_ports: Sequence[int],
+    port: int,
+    method: str = "",
+    next_upstream: str | None = None,
+    reuseport: bool = False,
 ) -> tuple[str, str]:
     """The ``upstream`` (round robin unless ``method``, keepalive 64) and ``server`` blocks of
-    the nginx proxy."""
+    the nginx proxy; ``reuseport``: one listening socket a worker (``SO_REUSEPORT``)."""
     servers = "\n".join(f"    server {HOST}:{p};" for p in backend_ports)
     balance = f"    {method};\n" if method else ""
     nxt = f"      proxy_next_upstream {next_upstream};\n" if next_upstream else ""
@@ -351,7 +392,7 @@ def nginx_proxy_blocks(
     keepalive_requests 1000000;
   }}"""
     server = f"""  server {{
-    listen {HOST}:{port};
+    listen {HOST}:{port}{" reuseport" if reuseport else ""};
     location / {{
       proxy_pass http://backends;
       proxy_http_version 1.1;
@@ -370,13 +411,15 @@ def haproxy_cfg(
     balance: str = "roundrobin",
     extra: str = "",
     maxconn: int = 4096,
+    threads: int = 1,
 ) -> str:
-    """haproxy.cfg with one thread. ``hardened`` adds ``option redispatch`` and active checks
-    (``inter 500 fall 1 rise 2``); the defaults variant has neither, all else equal. ``extra``
-    lines go into the backend section (e.g. ``retry-on 500 502 503 504``)."""
+    """haproxy.cfg with ``threads`` threads (1 unless asked). ``hardened`` adds ``option
+    redispatch`` and active checks (``inter 500 fall 1 rise 2``); the defaults variant has
+    neither, all else equal. ``extra`` lines go into the backend section (e.g. ``retry-on 500
+    502 503 504``)."""
     check = " check inter 500 fall 1 rise 2" if hardened else ""
     servers = "\n".join(f"  server s{i + 1} {HOST}:{p}{check}" for i, p in enumerate(backend_ports))
-    extra = "  option redispatch\n" if hardened else ""
+    redispatch = "  option redispatch\n" if hardened else ""
     httpchk = f"  option httpchk GET {health_path}\n" if hardened else ""
     ulimit = ""
     if maxconn > 4096:
@@ -386,7 +429,7 @@ def haproxy_cfg(
         ulimit = f"\n  ulimit-n {min(soft, 2 * maxconn + 1024)}\n  no strict-limits"
     return f"""global
   maxconn {maxconn}{ulimit}
-  nbthread 1
+  nbthread {threads}
 
 defaults
   mode http
@@ -395,7 +438,7 @@ defaults
   timeout server 30s
   retries 3
   http-reuse always
-{extra}
+{redispatch}
 frontend fe
   bind {HOST}:{port}
   default_backend be
@@ -532,9 +575,36 @@ def _tree(pid: int) -> list[psutil.Process]:
     return [root, *root.children(recursive=True)]
 
 
+def _gone(p: psutil.Process) -> bool:
+    """Exited (a zombie counts: nothing left to stop)."""
+    try:
+        return not p.is_running() or p.status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return True
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def listening_processes(pid: int, port: int) -> int:
+    """How many processes of the tree rooted at ``pid`` hold a socket listening on ``port``
+    (their own with ``SO_REUSEPORT``, or one they share)."""
+    n = 0
+    for p in _tree(pid):
+        with contextlib.suppress(psutil.Error):
+            conns = p.net_connections(kind="tcp")
+            n += any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in conns)
+    return n
+
+
 def cpu_seconds(pids: Sequence[int]) -> dict[int, float]:
     """user+system CPU seconds of each process in the trees rooted at ``pids`` (nginx and
-    HAProxy workers included), keyed by PID so that a meter compares the same processes."""
+    HAProxy workers, lbtui's worker processes included), keyed by PID so that a meter
+    compares the same processes."""
     seen: dict[int, float] = {}
     for pid in pids:
         for p in _tree(pid):
@@ -546,18 +616,46 @@ def cpu_seconds(pids: Sequence[int]) -> dict[int, float]:
 
 @dataclass
 class CpuMeter:
-    """CPU seconds the process trees rooted at ``pids`` spend between ``start`` and ``stop``."""
+    """CPU seconds the process trees rooted at ``pids`` spend between ``start`` and ``stop``.
+
+    Every process of the trees counts, whenever it appears: one already there at ``start``
+    from its figure then, one born later from zero. The trees are sampled every ``interval``
+    seconds in between, so that a process that exits before ``stop`` still counts with its
+    last sample (losing at most ``interval`` of its CPU)."""
 
     pids: Sequence[int]
+    interval: float = 0.5
     _before: dict[int, float] = field(default_factory=dict)
+    _last: dict[int, float] = field(default_factory=dict)
+    _done: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
     seconds: float = 0.0
+    processes: int = 0
+    """How many processes counted."""
+
+    def _sample(self) -> None:
+        for pid, v in cpu_seconds(self.pids).items():
+            self._last[pid] = max(v, self._last.get(pid, 0.0))
+
+    def _run(self) -> None:
+        while not self._done.wait(self.interval):
+            with contextlib.suppress(psutil.Error):
+                self._sample()
 
     def start(self) -> None:
         self._before = cpu_seconds(self.pids)
+        self._last = dict(self._before)
+        self._done.clear()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
 
     def stop(self) -> float:
-        after = cpu_seconds(self.pids)
-        self.seconds = sum(v - self._before.get(pid, 0.0) for pid, v in after.items())
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._sample()
+        self.seconds = sum(v - self._before.get(pid, 0.0) for pid, v in self._last.items())
+        self.processes = len(self._last)
         return self.seconds
 
 

@@ -90,13 +90,23 @@ class Settings:
     nginx: bool
     haproxy: bool
     wrk: bool
+    workers: int = 2
+    """Processes (HAProxy: threads) of each proxy in the multi-process rows of table 1."""
 
     @classmethod
-    def make(cls, quick: bool, idle: int | None = None, without: Sequence[str] = ()) -> Settings:
+    def make(
+        cls,
+        quick: bool,
+        idle: int | None = None,
+        without: Sequence[str] = (),
+        workers: int = 2,
+    ) -> Settings:
         tools = {t: have(t) and t not in without for t in ("nginx", "haproxy", "wrk")}
         if quick:
-            return cls(True, 2, 1.0, 0.3, 64, 1000.0, 1.0, 3.0, 1.0, idle or 1000, **tools)
-        return cls(False, 4, 10.0, 2.0, 64, 1000.0, 10.0, 10.0, 3.0, idle or 10_000, **tools)
+            figures = (2, 1.0, 0.3, 64, 1000.0, 1.0, 3.0, 1.0, idle or 1000)
+        else:
+            figures = (4, 10.0, 2.0, 64, 1000.0, 10.0, 10.0, 3.0, idle or 10_000)
+        return cls(quick, *figures, **tools, workers=workers)
 
     @property
     def load_tool(self) -> str:
@@ -219,10 +229,23 @@ class System:
     tool: str | None
     """The binary it needs (None: always available)."""
     start: Callable[[Procs, list[int]], Proc | None]
+    processes: int = 1
+    """Processes (HAProxy: threads) serving; table 1 compares rows of the same count."""
 
 
-def lbtui_system(name: str, config: str = "", algorithm: str = "round_robin") -> System:
-    return System(name, None, lambda procs, ports: procs.lbtui(ports, algorithm, config, "lbtui"))
+def lbtui_system(
+    name: str, config: str = "", algorithm: str = "round_robin", workers: int = 1
+) -> System:
+    return System(
+        name,
+        None,
+        lambda procs, ports: procs.lbtui(ports, algorithm, config, "lbtui", workers),
+        workers,
+    )
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 AIOHTTP = '[listener]\nengine = "aiohttp"\n'
@@ -344,16 +367,69 @@ def admin_port_of(proc: Proc) -> int | None:
     return int(rest.rsplit(":", 1)[1].rstrip("/;,"))
 
 
+FULL_POLICY_TEXT = "limits + breakers + health + stats"
+
+
+def count_text(tool: str, n: int) -> str:
+    """``1 worker``, ``2 threads``, …: what a proxy runs ``n`` of (one lbtui: ``1 process``)."""
+    if tool == "lbtui" and n == 1:
+        return "1 process"
+    return plural(n, {"nginx": "worker", "haproxy": "thread", "lbtui": "worker"}[tool])
+
+
+def nginx_system(workers: int) -> System:
+    return System(
+        f"nginx, {count_text('nginx', workers)}",
+        "nginx",
+        lambda procs, ports: procs.nginx_proxy(ports, workers=workers),
+        workers,
+    )
+
+
+def haproxy_system(threads: int) -> System:
+    return System(
+        f"haproxy, {count_text('haproxy', threads)}",
+        "haproxy",
+        lambda procs, ports: procs.haproxy(ports, hardened=True, threads=threads),
+        threads,
+    )
+
+
+def throughput_systems(workers: int) -> list[System]:
+    """direct, then nginx, HAProxy and lbtui (plain, on the aiohttp listener, every policy on)
+    with one process (thread) each, then with ``workers`` each."""
+    systems = [System("direct", None, lambda procs, ports: None)]
+    for n in (1, workers):
+        lb = f"lbtui, {count_text('lbtui', n)}"
+        systems += [nginx_system(n), haproxy_system(n), lbtui_system(lb, workers=n)]
+        if n == 1:
+            systems.append(lbtui_system(f"{lb}, aiohttp listener", AIOHTTP))
+        systems.append(lbtui_system(f"{lb}, {FULL_POLICY_TEXT}", FULL_POLICY, workers=n))
+    return systems
+
+
+@dataclass(frozen=True)
+class Run:
+    """One measured closed-loop run of one system."""
+
+    res: WrkResult
+    cpu_s: float | None
+    """The proxy's CPU seconds (every process of it); None for direct."""
+    processes: int
+    """How many processes the CPU figure covers."""
+    polls: int
+    """Admin API answers to the ``StatePoller`` during the run."""
+
+    @property
+    def cpu_us(self) -> float | None:
+        if self.cpu_s is None or not self.res.requests:
+            return None
+        return self.cpu_s * 1e6 / self.res.requests
+
+
 def scenario_throughput(s: Settings) -> list[Table]:
-    systems = [
-        System("direct", None, lambda procs, ports: None),
-        System("nginx", "nginx", lambda procs, ports: procs.nginx_proxy(ports)),
-        System("haproxy", "haproxy", lambda procs, ports: procs.haproxy(ports, hardened=True)),
-        lbtui_system("lbtui"),
-        lbtui_system("lbtui (aiohttp listener)", AIOHTTP),
-        lbtui_system("lbtui, limits + breakers + health + stats", FULL_POLICY),
-    ]
-    runs: dict[str, list[tuple[WrkResult, float | None, int]]] = {}
+    systems = throughput_systems(s.workers)
+    runs: dict[str, list[Run]] = {}
     failed: dict[str, str] = {}
     rounds = 1 if s.quick else 3
     duration = s.duration if s.quick else s.duration / 2
@@ -376,11 +452,17 @@ def scenario_throughput(s: Settings) -> list[Table]:
                         poller = StatePoller(admin) if admin else None
                     with poller or _nothing(), cpu_meter([proc.pid] if proc else []) as meter:
                         res = closed_loop(s, url, duration)
-                    polls = poller.polls if poller else 0
-                    runs.setdefault(system.name, []).append(
-                        (res, meter.seconds if proc else None, polls)
+                    run = Run(
+                        res,
+                        meter.seconds if proc else None,
+                        meter.processes,
+                        poller.polls if poller else 0,
                     )
-                    log(f"  {res.rps:,.0f} req/s")
+                    runs.setdefault(system.name, []).append(run)
+                    log(
+                        f"  {res.rps:,.0f} req/s"
+                        + (f", {run.cpu_us:.0f} µs/req" if run.cpu_us else "")
+                    )
                 except BenchError as exc:
                     failed[system.name] = str(exc).splitlines()[-1]
                 finally:
@@ -388,10 +470,14 @@ def scenario_throughput(s: Settings) -> list[Table]:
                         procs.stop(proc)
     # The run with the median req/s stands for each system (rounds alternate systems, so that
     # a machine busier in one moment than another does not favour one system).
-    got = {name: sorted(rs, key=lambda r: r[0].rps)[len(rs) // 2] for name, rs in runs.items()}
-    nginx_rps = got["nginx"][0].rps if "nginx" in got else None
-    proxies = [n for n in got if n != "direct"]
-    best = max((got[n][0].rps for n in proxies), default=None)
+    got = {name: sorted(rs, key=lambda r: r.res.rps)[len(rs) // 2] for name, rs in runs.items()}
+    measured = [system for system in systems if system.name in got]
+    # Like for like: each row against nginx and the fastest proxy with as many processes.
+    nginx_rps = {x.processes: got[x.name].res.rps for x in measured if x.tool == "nginx"}
+    best: dict[int, float] = {}
+    for x in measured:
+        if x.name != "direct":
+            best[x.processes] = max(best.get(x.processes, 0.0), got[x.name].res.rps)
     headers = [
         "system",
         "req/s",
@@ -402,30 +488,31 @@ def scenario_throughput(s: Settings) -> list[Table]:
         "socket errors",
         "req/s per round",
     ]
+    cpu_headers = ["system", "requests", "CPU s", "µs / request", "processes", "admin polls"]
     rows: list[list[str]] = []
     cpu_rows: list[list[str]] = []
     for system in systems:
         name = system.name
         if not available(s, system):
             rows.append(missing_row(name, system.tool or "", len(headers)))
-            cpu_rows.append(missing_row(name, system.tool or "", 5))
+            cpu_rows.append(missing_row(name, system.tool or "", len(cpu_headers)))
             continue
         if name in failed:
             rows.append(failed_row(name, failed[name], len(headers)))
-            cpu_rows.append(failed_row(name, failed[name], 5))
+            cpu_rows.append(failed_row(name, failed[name], len(cpu_headers)))
             continue
-        res, cpu_s, polls = got[name]
-        us = cpu_s * 1e6 / res.requests if cpu_s is not None and res.requests else None
+        run = got[name]
+        res, us = run.res, run.cpu_us
         rows.append(
             [
                 name,
                 f"{res.rps:,.0f}",
-                ratio(res.rps, nginx_rps),
-                "-" if name == "direct" else ratio(res.rps, best),
+                ratio(res.rps, nginx_rps.get(system.processes)),
+                "-" if name == "direct" else ratio(res.rps, best.get(system.processes)),
                 "-" if us is None else f"{us:.0f}",
-                str(sum(r[0].non_2xx_3xx for r in runs[name])),
-                str(sum(r[0].socket_errors for r in runs[name])),
-                " ".join(f"{r[0].rps / 1e3:.1f}k" for r in runs[name]),
+                str(sum(r.res.non_2xx_3xx for r in runs[name])),
+                str(sum(r.res.socket_errors for r in runs[name])),
+                " ".join(f"{r.res.rps / 1e3:.1f}k" for r in runs[name]),
             ]
         )
         if name != "direct":
@@ -433,26 +520,50 @@ def scenario_throughput(s: Settings) -> list[Table]:
                 [
                     name,
                     f"{res.requests:,}",
-                    "-" if cpu_s is None else f"{cpu_s:.2f}",
+                    "-" if run.cpu_s is None else f"{run.cpu_s:.2f}",
                     "-" if us is None else f"{us:.1f}",
-                    str(polls) if polls else "-",
+                    str(run.processes),
+                    str(run.polls) if run.polls else "-",
                 ]
             )
-    lb = got.get("lbtui")
-    lb_full = got.get("lbtui, limits + breakers + health + stats")
+
+    def rps_of(tool: str, n: int) -> float | None:
+        name = f"{tool}, {count_text(tool, n)}"
+        return got[name].res.rps if name in got else None
+
+    n = s.workers
     verdicts: list[tuple[str, bool | None]] = []
-    if lb and nginx_rps:
-        r = lb[0].rps / nginx_rps
-        verdicts.append((f"lbtui ÷ nginx = {r:.2f} (target ≥ 0.5)", r >= 0.5))
-    elif lb:
-        verdicts.append(("lbtui ÷ nginx: nginx not measured", None))
+    for lb_n, ng_n, target in ((1, 1, True), (n, n, True), (n, 1, False)):
+        label = f"lbtui ({count_text('lbtui', lb_n)}) ÷ nginx ({count_text('nginx', ng_n)})"
+        lb, ng = rps_of("lbtui", lb_n), rps_of("nginx", ng_n)
+        if lb is None or ng is None:
+            what = "lbtui" if lb is None else "nginx"
+            verdicts.append((f"{label}: {what} not measured", None))
+        elif target:
+            verdicts.append((f"{label} = {lb / ng:.2f} (target ≥ 0.5)", lb / ng >= 0.5))
+        else:
+            verdicts.append((f"{label} = {lb / ng:.2f} (for information, no target)", None))
+    cores = os.cpu_count() or 1
     setup = (
         f"{s.closed_loop_text(duration)} `GET /` (64-byte answers) after {s.warmup:g} s of "
         f"warm-up, {rounds} round(s) over all systems, the median round shown, "
         f"{backends_text}; every proxy round robin with keep-alive to the backends; "
-        "CPU = the proxy's user+system CPU (all its processes) ÷ requests."
+        "CPU = the proxy's user+system CPU (all its processes) ÷ requests. The first rows run "
+        "one process (HAProxy: one thread) a proxy, the last ones "
+        f"{n}: nginx `worker_processes {n}` with `listen … reuseport`, HAProxy "
+        f"`nbthread {n}`, lbtui `[listener] workers = {n}` ({n} processes accepting on the "
+        'port with `SO_REUSEPORT`, sharing rate-limit and breaker state). "aiohttp '
+        'listener": `[listener] engine = "aiohttp"`; '
+        f'"{FULL_POLICY_TEXT}": the policies of table 2. "÷ nginx" and "÷ best proxy" '
+        "compare each row with nginx and with the fastest proxy running as many processes "
+        "(threads) as it does (direct: with nginx, 1 worker)."
     )
-    notes = []
+    notes = [
+        f"This machine has {cores} cores, and wrk and the backends run on them too: the "
+        f"{n}-process rows share those cores with the load generator and the backends (as do "
+        f"the others), so they show what a proxy gains from {n} processes here, not how it "
+        "would scale on cores of its own."
+    ]
     if not s.wrk:
         notes.append(
             "Without wrk the Python load generator is the bottleneck: these req/s measure it "
@@ -470,39 +581,35 @@ def scenario_throughput(s: Settings) -> list[Table]:
             "Small GETs: requests per second",
             "req/s",
             ["req/s"],
-            [(n, [got[n][0].rps]) for n in got],
+            [(x.name, [got[x.name].res.rps]) for x in measured],
         ),
     )
     cpu_verdicts: list[tuple[str, bool | None]] = []
-    if lb_full and lb_full[1] is not None and lb_full[0].requests:
-        us = lb_full[1] * 1e6 / lb_full[0].requests
-        cpu_verdicts.append(
-            (
-                f"lbtui with limits + breakers + health + stats: {us:.0f} µs (target ≤ 100)",
-                us <= 100,
-            )
-        )
+    for k in (1, n):
+        name = f"lbtui, {count_text('lbtui', k)}, {FULL_POLICY_TEXT}"
+        us = got[name].cpu_us if name in got else None
+        if us is not None:
+            cpu_verdicts.append((f"{name}: {us:.0f} µs (target ≤ 100)", us <= 100))
     t2 = Table(
         "cpu",
         "2. CPU per proxied request",
         "The runs of table 1 (" + s.closed_loop_text(duration) + ", the median round): the "
-        "proxy's CPU seconds "
-        "(user + system, every process of it) ÷ requests answered. The last lbtui row has "
+        "proxy's CPU seconds (user + system) ÷ requests answered. Every process of a proxy "
+        "counts (\"processes\"): nginx's master and workers; lbtui's first process, the "
+        "worker processes it starts and, with workers, the resource tracker of Python's "
+        "multiprocessing (the trees are sampled through the run, so that a process exiting "
+        f'early counts too). The "{FULL_POLICY_TEXT}" rows, with 1 and {n} lbtui processes, have '
         "global and per-client token buckets, a concurrency limit, breakers, passive ejection "
-        "and active health checks on, and its admin API polled (state + /metrics) once a "
+        "and active health checks on, and the admin API polled (state + /metrics) once a "
         "second.",
-        ["system", "requests", "CPU s", "µs / request", "admin polls"],
+        cpu_headers,
         cpu_rows,
         cpu_verdicts,
         chart=Chart(
             "CPU per proxied request",
             "µs",
             ["µs/request"],
-            [
-                (n, [got[n][1] * 1e6 / got[n][0].requests])  # type: ignore[operator]
-                for n in got
-                if got[n][1] is not None and got[n][0].requests
-            ],
+            [(x.name, [us]) for x in measured if (us := got[x.name].cpu_us) is not None],
         ),
     )
     return [t1, t2]

@@ -3,7 +3,8 @@
 Run as CI sees the machine (``--without nginx --without haproxy --without wrk``: CI installs
 none of them), so that the test does not depend on what is installed: the nginx and HAProxy
 rows must say they were skipped, the Python load generator stands in for wrk, and every lbtui
-row must carry figures. Nothing here is timed: the figures of a smoke run mean nothing.
+row must carry figures, the multi-process ones (``[listener] workers = 2``) included. Nothing
+here is timed: the figures of a smoke run mean nothing.
 """
 
 from __future__ import annotations
@@ -67,5 +68,11 @@ def test_quick_run_produces_every_table(tmp_path: Path) -> None:
                 assert NUMBER.match(row[1]), row
     lbtui_rows = [r[0] for t in got.values() for r in t[1:] if r[0].startswith("lbtui")]
     assert len(lbtui_rows) >= 8
+    # Table 1 and 2 run lbtui with one process and with `[listener] workers = 2` (the default
+    # of --workers); the loop above has checked that every one of those rows has figures.
+    for title in TITLES[:2]:
+        systems = [r[0] for t, rows in got.items() if t.startswith(title) for r in rows[1:]]
+        assert "lbtui, 1 process" in systems, systems
+        assert "lbtui, 2 workers" in systems, systems
     assert (tmp_path / "results.svg").read_text().startswith("<svg")
     assert "lbtui" in proc.stdout  # the tables are printed too
