@@ -109,6 +109,13 @@ class Admission:
             self.clients = None
             self.client_policy = None
         self.concurrency.reconfigure(c.max_in_flight)
+        locking = (
+            (self.bucket is not None)
+            + (self.clients is not None)
+            + (self.concurrency.max_in_flight is not None)
+        )
+        self._hold_once = self.shared is not None and locking > 1
+        """Would a decision take the shared lock more than once?"""
 
     def reconfigure(self, config: LimitsConfig, now: float) -> None:
         kind, _, name = config.client_key.partition(":")
@@ -138,6 +145,16 @@ class Admission:
 
         On admission the concurrency slot is taken; the caller must ``release()`` it.
         """
+        if self._hold_once:
+            assert self.shared is not None
+            # Every limiter is in the shared zone: take its lock once, not once a limiter.
+            with self.shared.guard:
+                return self._admit(client_ip, headers, now)
+        return self._admit(client_ip, headers, now)
+
+    def _admit(
+        self, client_ip: str, headers: Mapping[str, str] | None, now: float
+    ) -> tuple[Rejection | None, list[tuple[str, str]]]:
         ok_headers: list[tuple[str, str]] = []
         decision: RateLimitDecision
         if self.bucket is not None:

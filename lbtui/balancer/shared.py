@@ -162,20 +162,32 @@ microseconds; a reconfiguration of the largest client table for a fraction of a 
 
 
 class _Guard:
-    """The zone's lock, taken over when a process killed inside it (``SIGKILL`` in that
-    microsecond) left it held: without that, every other process would wait for good."""
+    """The zone's lock, held again without cost by the process holding it (so that admission
+    takes it once for all its limiters), and taken over when a process killed inside it
+    (``SIGKILL`` in that microsecond) left it held: without that, every other process would
+    wait for good."""
 
-    __slots__ = ("_lock", "_try", "release")
+    __slots__ = ("_depth", "_lock", "_release", "_try")
 
     def __init__(self, lock: Lock) -> None:
         self._lock = lock
         self._try = lock.acquire
-        self.release = lock.release
+        self._release = lock.release
+        self._depth = 0
 
     def acquire(self) -> None:
+        if self._depth:
+            self._depth += 1
+            return
         if not self._try(True, LOCK_PATIENCE_S):
-            self.release()
+            self._release()
             self._try()
+        self._depth = 1
+
+    def release(self) -> None:
+        self._depth -= 1
+        if not self._depth:
+            self._release()
 
     def __enter__(self) -> None:
         self.acquire()
@@ -303,6 +315,12 @@ class SharedLimits:
     @property
     def _row(self) -> int:
         return self._rows + self._worker * _ROW_WORDS
+
+    @property
+    def guard(self) -> _Guard:
+        """The lock, to hold across several decisions (``with zone.guard:``): the views'
+        own taking of it inside is then a counter, not a semaphore."""
+        return self._lock
 
     def unstick(self, timeout_s: float = 2.0) -> bool:
         """Free the lock if a dead process left it held; returns whether it had to.

@@ -379,9 +379,8 @@ def _hold_the_lock(handle: SharedLimitsHandle, holding: Event, never: Event) -> 
     zone.close()
 
 
-def test_unstick_frees_the_lock_of_a_process_killed_holding_it(zone: SharedLimits) -> None:
-    bucket = zone.token_bucket("global", 1.0, 5.0, 0.0)
-    assert not zone.unstick(0.05)  # nobody holds it: nothing to do
+def _killed_holding_the_lock(zone: SharedLimits) -> None:
+    """A worker process takes the zone's lock and is SIGKILLed holding it."""
     holding, never = SPAWN.Event(), SPAWN.Event()
     child = SPAWN.Process(target=_hold_the_lock, args=(zone.handle, holding, never), daemon=True)
     child.start()
@@ -392,6 +391,12 @@ def test_unstick_frees_the_lock_of_a_process_killed_holding_it(zone: SharedLimit
             os.kill(child.pid, signal.SIGKILL)
         child.join(30)
     assert child.exitcode == -signal.SIGKILL
+
+
+def test_unstick_frees_the_lock_of_a_process_killed_holding_it(zone: SharedLimits) -> None:
+    bucket = zone.token_bucket("global", 1.0, 5.0, 0.0)
+    assert not zone.unstick(0.05)  # nobody holds it: nothing to do
+    _killed_holding_the_lock(zone)
     assert zone.unstick(0.05)
     assert bucket.allow(0.0)
     assert bucket.stats(0.0).allowed_total == 1
@@ -404,17 +409,29 @@ def test_a_lock_left_by_a_killed_process_is_taken_over_on_the_request_path(
     then goes on, instead of every process blocking for good."""
     monkeypatch.setattr(shared, "LOCK_PATIENCE_S", 0.2)
     bucket = zone.token_bucket("global", 1.0, 5.0, 0.0)
-    holding, never = SPAWN.Event(), SPAWN.Event()
-    child = SPAWN.Process(target=_hold_the_lock, args=(zone.handle, holding, never), daemon=True)
-    child.start()
-    try:
-        assert holding.wait(60)
-    finally:
-        if child.pid is not None:
-            os.kill(child.pid, signal.SIGKILL)
-        child.join(30)
+    _killed_holding_the_lock(zone)
     t0 = time.monotonic()
     assert bucket.allow(0.0)
     assert 0.15 <= time.monotonic() - t0 < 5.0
     assert bucket.allow(0.0)  # and the lock works as before
     assert bucket.stats(0.0).allowed_total == 2
+
+
+def test_admission_takes_the_lock_once_for_all_its_limiters(
+    zone: SharedLimits, worker: SharedLimits
+) -> None:
+    """The zone's lock is held once a decision (global, client and concurrency inside it), and
+    a second process waits for the whole decision, not between two limiters."""
+    config = LimitsConfig(
+        rps=100.0, burst=2, per_client_rps=100.0, per_client_burst=5, max_in_flight=8
+    )
+    here, there = Admission(config, 0.0, zone), Admission(config, 0.0, worker)
+    t0 = time.monotonic()
+    with zone.guard:  # held by this process: its own decisions go on inside it
+        assert here.admit("10.0.0.1", None, 0.0)[0] is None
+        assert here.admit("10.0.0.1", None, 0.0)[0] is None
+    assert time.monotonic() - t0 < shared.LOCK_PATIENCE_S / 2
+    rejection, _ = there.admit("10.0.0.2", None, 0.0)  # the other process: the quota is one
+    assert rejection is not None
+    assert rejection.scope == "global"
+    assert zone.concurrency_limit(8).stats().in_flight == 2
