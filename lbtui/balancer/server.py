@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import socket
+import sys
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -58,6 +60,7 @@ class BalancerServer:
         self._runner: web.ServerRunner | None = None
         self._site: web.SockSite | None = None
         self._fast: FastListener | None = None
+        self._claim: socket.socket | None = None
         self.health: HealthChecker | None = None
         self._ticker: asyncio.Task[None] | None = None
         self.host = config.listener.host
@@ -99,9 +102,17 @@ class BalancerServer:
             await self.proxy.close()
             msg = f"cannot listen on {self.host}:{self.port}: {exc.strerror}"
             raise OSError(exc.errno, msg) from exc
+        self.port = sock.getsockname()[1]
+        if self.processes > 1 and self.worker_index == 0:
+            try:
+                self._claim_port()
+            except OSError:
+                sock.close()
+                await self._stop_background()
+                await self.proxy.close()
+                raise
         sock.listen(4096)
         sock.setblocking(False)
-        self.port = sock.getsockname()[1]
         await self._listen(sock)
         if self.processes > 1 and self.worker_index == 0:
             from lbtui.balancer.workers import WorkerGroup
@@ -116,6 +127,25 @@ class BalancerServer:
                 self.workers = None
                 await self.stop()
                 raise
+
+    def _claim_port(self) -> None:
+        """With ``SO_REUSEPORT`` a second balancer of the same user could bind the same port
+        and silently take half its connections: the primary also holds an abstract Unix
+        socket named after the address, which only one process can bind (Linux; released
+        when the process ends, however it ends)."""
+        if not sys.platform.startswith("linux"):
+            return
+        claim = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            claim.bind(f"\0lbtui-listener:{self.host}:{self.port}")
+        except OSError:
+            claim.close()
+            raise OSError(
+                errno.EADDRINUSE,
+                f"cannot listen on {self.host}:{self.port}: another lbtui with workers "
+                "listens there",
+            ) from None
+        self._claim = claim
 
     async def _listen(self, sock: socket.socket) -> None:
         if self.config.listener.engine == "fast":
@@ -157,6 +187,9 @@ class BalancerServer:
         if self.shared is not None:
             self.shared.close()
             self.shared = None
+        if self._claim is not None:
+            self._claim.close()
+            self._claim = None
 
     async def _stop_background(self) -> None:
         if self._ticker is not None:

@@ -20,6 +20,11 @@ must be one balancer rather than N is shared:
   traffic-made events as they happen; the primary's admin API, ``/metrics`` and consoles show
   the sum, events carry ``worker=N``.
 
+Workers are started with ``multiprocessing``'s ``spawn``: a program embedding the balancer with
+workers must start it under ``if __name__ == "__main__":``, as ``multiprocessing`` requires
+(``lbtui serve`` does). The primary also claims the address (``BalancerServer._claim_port``),
+so that no second balancer joins the ``SO_REUSEPORT`` group by mistake.
+
 A worker that dies is started again (its last records kept in the totals, so counters never go
 back); a worker whose primary is gone stops. Messages are pickled over one pipe per worker.
 """

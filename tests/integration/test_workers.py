@@ -296,3 +296,20 @@ async def test_the_console_shows_the_processes_and_its_actions_reach_them_all(
     assert a.hits == hits  # no process sends to the drained backend
     snap = await reported(rt, 40)
     assert min(w.requests_total for w in snap.workers) >= 10
+
+
+async def test_a_second_balancer_cannot_share_the_port(
+    backends: Callable[[int], Awaitable[list[TestBackend]]], two_workers: Make
+) -> None:
+    """SO_REUSEPORT would let a forgotten second balancer take half the connections."""
+    servers = await backends(1)
+    rt = await two_workers(servers)
+    data: dict[str, Any] = {
+        "listener": {"address": f"127.0.0.1:{rt.server.port}", "workers": 2},
+        "admin": {"enabled": False},
+        "backends": [{"name": "x", "url": servers[0].url}],
+    }
+    second = run_balancer(config_mod.from_dict(data, "test"))
+    with pytest.raises(OSError, match="another lbtui with workers listens there"):
+        await second.start()
+    assert second.server.workers is None
