@@ -215,3 +215,24 @@ async def test_events_come_in_batches():
     finally:
         task.cancel()
     assert batches[-1][-1].kind == EventKind.ACTION
+
+
+def test_a_long_connection_problem_keeps_its_advice_and_the_state_age_in_the_header():
+    from lbtui.tui.feed import Link
+    from lbtui.tui.widgets.totals import PROBLEM_CHARS, HeaderState, TotalsBar
+
+    problem = "Cannot connect to host 127.0.0.1:9901 ssl:default " + "x" * 80 + " — check --token"
+    state = HeaderState(
+        target="http://127.0.0.1:9901",
+        remote=False,
+        read_only=False,
+        paused=False,
+        link=Link(ok=False, problem=problem, retry_in_s=2.0),
+        stale_s=12.0,
+    )
+    line = TotalsBar.build(None, state).plain
+    assert "connection lost: Cannot connect to host" in line
+    assert "— check --token — retrying in 2 s" in line
+    assert "showing state from 12 s ago" in line
+    assert len(line) < len(problem) + 80
+    assert len(problem) > PROBLEM_CHARS

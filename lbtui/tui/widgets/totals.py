@@ -13,6 +13,10 @@ from lbtui.control.model import Snapshot
 from lbtui.tui.feed import Link
 from lbtui.tui.view import human_duration, limits_text, totals_figures
 
+PROBLEM_CHARS = 72
+"""The longest connection problem the header shows whole (aiohttp's can run to 150 characters);
+a longer one loses its middle."""
+
 
 @dataclass(frozen=True, slots=True)
 class HeaderState:
@@ -91,7 +95,11 @@ class TotalsBar(Vertical):
             retry = (
                 "retrying now" if not link.retry_in_s else f"retrying in {link.retry_in_s:.0f} s"
             )
-            line1.append(f" ✖ connection lost: {link.problem} — {retry} ", "bold white on red")
+            problem = link.problem
+            if len(problem) > PROBLEM_CHARS:  # keep the retry and the state's age on the line
+                tail = PROBLEM_CHARS // 3  # where the advice is ("— check --token")
+                problem = problem[: PROBLEM_CHARS - tail - 1] + "…" + problem[-tail:]
+            line1.append(f" ✖ connection lost: {problem} — {retry} ", "bold white on red")
             if state.stale_s is not None:
                 line1.append(f"  showing state from {human_duration(state.stale_s)} ago", "yellow")
         if snapshot is not None and snapshot.panic:
