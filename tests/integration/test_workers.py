@@ -313,3 +313,31 @@ async def test_a_second_balancer_cannot_share_the_port(
     with pytest.raises(OSError, match="another lbtui with workers listens there"):
         await second.start()
     assert second.server.workers is None
+
+
+async def test_limits_and_backends_changed_at_run_time_hold_in_every_process(
+    backends: Callable[[int], Awaitable[list[TestBackend]]],
+    two_workers: Make,
+    fresh: aiohttp.ClientSession,
+) -> None:
+    first, second = await backends(2)
+    rt = await two_workers([first])
+    assert rt.admin is not None
+    api = rt.admin.url + "/api/v1"
+    async with aiohttp.ClientSession() as admin:
+        async with admin.post(f"{api}/backends", json={"name": "late", "url": second.url}) as r:
+            assert r.status == 201, await r.text()
+        statuses = await get_many(fresh, rt.server.url, 40)
+        assert statuses == [200] * 40
+        assert first.hits + second.hits == 40
+        # Round robin in each process: 20 ± 2 each; had one process not learnt of "late",
+        # that one would have sent it nothing.
+        assert min(first.hits, second.hits) >= 18, (first.hits, second.hits)
+        async with admin.put(f"{api}/limits", json={"rps": 0.5, "burst": 5}) as r:
+            assert r.status == 200, await r.text()
+    t0 = time.monotonic()
+    statuses = await get_many(fresh, rt.server.url, 40)
+    admitted = statuses.count(200)
+    assert 5 <= admitted <= 5 + int((time.monotonic() - t0) * 0.5) + 1, admitted
+    snap = await reported(rt, 80)
+    assert min(w.requests_total for w in snap.workers) >= 20
