@@ -42,6 +42,7 @@ from prometheus_client.registry import Collector
 from lbtui.balancer.pool import AdminState
 from lbtui.balancer.proxy import Proxy
 from lbtui.control.faults import FaultLink
+from lbtui.control.snapshot import worker_views
 from lbtui.core.breaker import BreakerState
 from lbtui.core.record import CODE_CLASSES, FailureKind
 from lbtui.core.window import N_BUCKETS, bucket_value
@@ -253,7 +254,25 @@ def families(proxy: Proxy, faults: FaultLink | None) -> list[Family]:
         (),
         [((), proxy.events.last_id)],
     )
+    views = worker_views(proxy)
+    worker_requests = Family(
+        "lbtui_worker_requests",
+        "counter",
+        "Client requests taken by each process of a balancer with [listener] workers (0: the "
+        "first; a restarted worker starts again from 0).",
+        ("worker",),
+        [((str(w.index),), w.requests_total) for w in views],
+    )
+    worker_up = Family(
+        "lbtui_worker_up",
+        "gauge",
+        "1 while the process serves, 0 while it is being started again.",
+        ("worker",),
+        [((str(w.index),), 1.0 if w.alive else 0.0) for w in views],
+    )
     return [
+        worker_requests,
+        worker_up,
         requests,
         failures,
         duration,

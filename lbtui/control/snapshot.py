@@ -280,11 +280,12 @@ def build_snapshot(
 def worker_views(proxy: Proxy) -> list[WorkerView]:
     """The processes serving (empty for one): the primary first, then each worker, live or
     gone (a gone worker's last counts stay in the totals)."""
-    if not proxy.peer_pids and not proxy.peer_records:
+    count = proxy.config.listener.process_count
+    if count < 2:
         return []
     rec = proxy.record
     views = [WorkerView(0, os.getpid(), True, rec.requests_total, rec.in_flight)]
-    for index in sorted(i for i in {*proxy.peer_pids, *proxy.peer_records} if i > 0):
+    for index in range(1, count):
         peer = proxy.peer_records.get(index)
         pid = proxy.peer_pids.get(index)
         views.append(

@@ -125,6 +125,13 @@ async def test_both_processes_serve_and_the_totals_add_up(
     assert sum(b.requests_total for b in snap.backends) == 80
     assert [b.requests_total for b in snap.backends] == [s.hits for s in servers]
     assert snap.totals.responses_total["2xx"] == 80
+    assert rt.admin is not None
+    async with aiohttp.ClientSession() as scraper, scraper.get(rt.admin.url + "/metrics") as resp:
+        metrics = await resp.text()
+    assert 'lbtui_client_responses_total{code_class="2xx"} 80.0' in metrics
+    for index, n in counts.items():
+        assert f'lbtui_worker_requests_total{{worker="{index}"}} {n:.1f}' in metrics
+        assert f'lbtui_worker_up{{worker="{index}"}} 1.0' in metrics
 
 
 async def test_the_rate_limit_is_one_quota_for_all_processes(
@@ -228,6 +235,10 @@ async def test_a_worker_that_dies_is_started_again_and_no_count_goes_back(
     await reported(rt, 40)
     old = group.pids[1]
     os.kill(old, signal.SIGKILL)
+    await until(lambda: 1 not in group.pids, what="worker 1 seen gone")
+    gone = snapshot(rt)
+    assert [(w.index, w.alive) for w in gone.workers] == [(0, True), (1, False)]
+    assert gone.totals.requests_total == 40  # its counts stay in the totals
     await until(lambda: group.pids.get(1, old) != old, what="worker 1 started again")
     views: list[WorkerView] = snapshot(rt).workers
     assert [(w.index, w.alive) for w in views] == [(0, True), (1, True)]
