@@ -116,6 +116,10 @@ class Admission:
         )
         self._hold_once = self.shared is not None and locking > 1
         """Would a decision take the shared lock more than once?"""
+        if not self._hold_once:  # the request path: no call more than needed
+            self.admit = self._admit  # type: ignore[method-assign]
+        else:
+            self.__dict__.pop("admit", None)
 
     def reconfigure(self, config: LimitsConfig, now: float) -> None:
         kind, _, name = config.client_key.partition(":")

@@ -411,7 +411,7 @@ class Proxy:
             ):
                 breaker = self.backends[name].breaker
                 until = breaker.open_until if breaker is not None else None
-                self.on_sync(("breaker", name, t.new.value, until, t.reason))
+                self.on_sync(("breaker", name, t.new.value, until, t.reason, t.at))
             self.events.emit(
                 EventKind.BREAKER,
                 f"breaker {t.old.value} → {t.new.value}: {t.reason}",
@@ -488,9 +488,9 @@ class Proxy:
         self._adopting = True
         try:
             if kind == "breaker" and backend.breaker is not None:
-                _, _, state, until, reason = message
+                _, _, state, until, reason, at = message
                 backend.breaker.adopt(
-                    BreakerState(state), now, f"{reason} ({origin})", open_until=until
+                    BreakerState(state), now, f"{reason} ({origin})", open_until=until, at=at
                 )
             elif kind == "eject":
                 _, _, until, times, reason = message

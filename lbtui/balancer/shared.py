@@ -308,6 +308,12 @@ class SharedLimits:
     def handle(self) -> SharedLimitsHandle:
         return self._handle
 
+    def forget_worker(self, worker: int) -> None:
+        """Worker ``worker`` is gone, and so are its requests: its ``in_flight`` stops
+        counting against the concurrency cap (its totals are kept). For the primary."""
+        with self._lock:
+            self._q[self._rows + worker * _ROW_WORDS + _R_IN_FLIGHT] = 0
+
     @property
     def worker(self) -> int:
         return self._worker

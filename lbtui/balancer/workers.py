@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import logging
 import multiprocessing
@@ -45,9 +46,11 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from lbtui.balancer.pool import AdminState
 from lbtui.balancer.proxy import Proxy
 from lbtui.balancer.shared import SharedLimits, SharedLimitsHandle
 from lbtui.config import Config
+from lbtui.core.breaker import BreakerState
 from lbtui.core.events import Event, EventKind
 
 log = logging.getLogger("lbtui.workers")
@@ -58,7 +61,6 @@ REPORT_S = 0.25
 READY_TIMEOUT_S = 30.0
 RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
 """Delay before restarting a worker that died, by how many times it died in the last minute."""
-_REPLAY_MAX = 10_000
 
 _FORWARDED = {EventKind.BREAKER, EventKind.EJECTION, EventKind.FALLBACK, EventKind.RETRY_BUDGET}
 
@@ -215,14 +217,16 @@ class WorkerGroup:
         host = config.listener.host
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         listener = config.listener.model_copy(update={"address": address})
-        self._config_json = config.model_copy(update={"listener": listener}).model_dump_json()
+        self._config = config.model_copy(update={"listener": listener})
+        self._backend_configs = {b.name: b for b in config.backends}
+        """Every backend's config, those added at run time included."""
         self._workers: dict[int, _Worker] = {}
-        self._replay: deque[tuple[str, tuple[Any, ...]]] = deque(maxlen=_REPLAY_MAX)
         self._health: dict[str, deque[tuple[str, tuple[Any, ...]]]] = {}
         self._health_keep = max(config.health.rise, config.health.fall)
         self._deaths: dict[int, deque[float]] = {}
         self._restarts: set[asyncio.Task[None]] = set()
         self._stopping = False
+        self._started = False
         self.on_change: Callable[[], None] | None = None
 
     @property
@@ -239,14 +243,13 @@ class WorkerGroup:
         except BaseException:
             await self.stop(0.0)
             raise
+        self._started = True
 
     def _spawn(self, index: int) -> _Worker:
         loop = asyncio.get_running_loop()
         here, there = SPAWN.Pipe(duplex=True)
-        replay = list(self._replay)
-        for results in self._health.values():
-            replay.extend(results)
-        args = WorkerArgs(self._config_json, index, self.shared.handle, replay)
+        config, replay = self._catch_up()
+        args = WorkerArgs(config.model_dump_json(), index, self.shared.handle, replay)
         process = SPAWN.Process(
             target=worker_main, args=(args, there), name=f"lbtui-worker-{index}", daemon=True
         )
@@ -298,11 +301,14 @@ class WorkerGroup:
         self.proxy.peer_pids.pop(worker.index, None)
         code = worker.process.exitcode
         self._retire(worker.index)
+        self.shared.forget_worker(worker.index)
         if not worker.ready.done():
             worker.ready.set_exception(
                 RuntimeError(f"worker {worker.index} exited with code {code} before it listened")
             )
-            return
+            worker.ready.exception()  # retrieved: a restart's failure is told by an event
+            if not self._started:
+                return  # the start fails, and says why
         if self._stopping:
             return
         now = loop.time()
@@ -344,11 +350,76 @@ class WorkerGroup:
         try:
             pid = await asyncio.wait_for(asyncio.shield(worker.ready), READY_TIMEOUT_S)
         except Exception as exc:
+            # Died (``_exited`` schedules the next try) or hangs: then it is killed, same thing.
             log.warning("worker %d did not start again: %s", index, exc)
+            if worker.alive and worker.process.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.process.pid, signal.SIGKILL)
             return
         self.proxy.events.emit(
             EventKind.CONFIG, f"worker {index} started again (pid {pid})", worker=index, pid=pid
         )
+
+    def _catch_up(self) -> tuple[Config, list[tuple[str, tuple[Any, ...]]]]:
+        """What a worker (re)started now needs to be where the primary is: the current state,
+        not the history of actions (a history would bring back expired faults and old limits,
+        and grow without end). The config carries the backends (with their weights), the
+        limits and the algorithm; the calls, the rest."""
+        p = self.proxy
+        now = p.clock()
+        names = [n for n in p.backends if n in self._backend_configs]
+        backends = [
+            self._backend_configs[n].model_copy(update={"weight": p.backends[n].configured_weight})
+            for n in names
+        ]
+        routes = []
+        for r in self._config.routes:
+            kept = [n for n in r.backends if n in p.backends]
+            if kept:  # a route whose backends were all removed sends nothing anywhere
+                routes.append(r.model_copy(update={"backends": kept}))
+        config = self._config.model_copy(
+            update={
+                "backends": backends,
+                "routes": routes,
+                "limits": p.admission.config,
+                "balancer": self._config.balancer.model_copy(
+                    update={"algorithm": p.default_pool.algorithm}
+                ),
+            }
+        )
+        calls: list[tuple[str, tuple[Any, ...]]] = []
+        msg: tuple[Any, ...]
+        for name in names:
+            b = p.backends[name]
+            if b.admin is not AdminState.ACTIVE:
+                calls.append(("set_admin", (name, b.admin)))
+            if b.breaker is not None and b.breaker_enabled:
+                state = b.breaker.state
+                if state is BreakerState.FORCED_OPEN:
+                    calls.append(("force_breaker", (name, "open")))
+                elif state is BreakerState.DISABLED:
+                    calls.append(("force_breaker", (name, "disabled")))
+                elif state is BreakerState.OPEN:
+                    st = b.breaker.stats(now)
+                    # No time: the new breaker has nothing newer than this to keep.
+                    msg = ("breaker", name, "open", st.open_until, st.reason, None)
+                    calls.append(("adopt", (msg, "worker 0")))
+            ej = p.outliers.stats(name, now)
+            if ej.ejected and ej.ejected_until is not None:
+                msg = ("eject", name, ej.ejected_until, ej.times_ejected, ej.reason)
+                calls.append(("adopt", (msg, "worker 0")))
+            fault = p.faults.stats(name)
+            if fault is not None and fault.active:
+                spec = fault.spec
+                if fault.expires_at is not None:
+                    left = fault.expires_at - now
+                    if left <= 0:
+                        continue
+                    spec = dataclasses.replace(spec, duration_s=left)
+                calls.append(("set_fault_of", (name, spec, fault.owner)))
+        for name in names:
+            calls.extend(self._health.get(name, ()))
+        return config, calls
 
     # to workers
 
@@ -362,10 +433,11 @@ class WorkerGroup:
         if method == "health_result_of":
             kept = self._health.setdefault(args[0], deque(maxlen=self._health_keep))
             kept.append((method, args))
-        else:
-            self._replay.append((method, args))
-            if method == "remove_backend":
-                self._health.pop(args[0], None)
+        elif method == "add_backend":
+            self._backend_configs[args[0].name] = args[0]
+        elif method == "remove_backend":
+            self._health.pop(args[0], None)
+            self._backend_configs.pop(args[0], None)
         self._send_all(("call", method, args))
 
     def _primary_sync(self, message: tuple[Any, ...]) -> None:

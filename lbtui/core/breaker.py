@@ -454,7 +454,13 @@ class CircuitBreaker:
         return self._move(new, now, OPERATOR_REASON)
 
     def adopt(
-        self, state: BreakerState, now: float, reason: str, *, open_until: float | None = None
+        self,
+        state: BreakerState,
+        now: float,
+        reason: str,
+        *,
+        open_until: float | None = None,
+        at: float | None = None,
     ) -> Transition | None:
         """Take over a transition the same backend's breaker made in another process of this
         balancer (``[listener] workers``), so that one trip stops every process sending.
@@ -462,10 +468,14 @@ class CircuitBreaker:
         ``open``: open until ``open_until`` (all processes then probe at the same time);
         ``closed``: closed with a fresh window (the probes succeeded there). Half-open is never
         adopted: it follows from the shared deadline. An operator's forced state is kept, and
-        so is an open breaker whose own deadline is later. Returns the transition made here.
+        so is an open breaker whose own deadline is later, and any state this breaker entered
+        after ``at`` (when the other process made its transition: one clock for all on Linux),
+        so that crossed messages cannot undo a newer state. Returns the transition made here.
         """
         current = self._state
         if current is _FORCED_OPEN or current is _DISABLED:
+            return None
+        if at is not None and at < self._since:
             return None
         if state is _OPEN:
             until = open_until if open_until is not None else now + self._open_s

@@ -352,3 +352,46 @@ async def test_limits_and_backends_changed_at_run_time_hold_in_every_process(
     assert 5 <= admitted <= 5 + int((time.monotonic() - t0) * 0.5) + 1, admitted
     snap = await reported(rt, 80)
     assert min(w.requests_total for w in snap.workers) >= 20
+
+
+async def test_a_restarted_worker_starts_where_the_others_are(
+    backends: Callable[[int], Awaitable[list[TestBackend]]],
+    two_workers: Make,
+    fresh: aiohttp.ClientSession,
+) -> None:
+    """Not a fresh balancer: the open breaker stays open, and the limits changed at run time
+    hold, with the tokens already taken still taken."""
+    good, bad = await backends(2)
+    bad.status = 500
+    rt = await two_workers(
+        [good, bad],
+        breaker={"window_size": 20, "min_calls": 20, "failure_rate": 50, "open_s": 60},
+        ejection={"consecutive_failures": 0},
+    )
+    group = rt.server.workers
+    assert group is not None
+    assert rt.admin is not None
+    for _ in range(200):
+        await get_many(fresh, rt.server.url, 1)
+        view = snapshot(rt).backend(bad.name).breaker
+        if view is not None and view.state == "open":
+            break
+    async with aiohttp.ClientSession() as admin:
+        limits = {"per_client_rps": 0.01, "per_client_burst": 30}
+        async with admin.put(rt.admin.url + "/api/v1/limits", json=limits) as r:
+            assert r.status == 200, await r.text()
+    assert await get_many(fresh, rt.server.url, 30) == [200] * 30  # the burst, used up
+    hits = bad.hits
+    old = group.pids[1]
+    os.kill(old, signal.SIGKILL)
+    await until(lambda: group.pids.get(1, old) != old, what="worker 1 started again")
+    statuses = await get_many(fresh, rt.server.url, 30)
+    assert statuses == [429] * 30  # no fresh burst from the restart
+    assert bad.hits == hits
+    async with (
+        aiohttp.ClientSession() as admin,
+        admin.put(rt.admin.url + "/api/v1/limits", json={"per_client_rps": None}) as r,
+    ):
+        assert r.status == 200, await r.text()
+    assert await get_many(fresh, rt.server.url, 30) == [200] * 30
+    assert bad.hits == hits  # and the breaker is open in the new worker too

@@ -715,3 +715,26 @@ def test_closed_breaker_agrees_with_a_naive_window(
         assert (stats.calls, stats.failures, stats.slow_calls) == (n, fails, slows)
         assert (stats.failure_rate is None) == (n < min_calls)
     assert breaker.state is CLOSED
+
+
+def test_adopt_takes_another_process_trip_and_close_but_never_an_older_one() -> None:
+    """Several processes (``[listener] workers``): a trip elsewhere opens this breaker with the
+    same deadline; crossed messages (a close made before this breaker's own re-open) change
+    nothing; forced states are the operator's."""
+    breaker, seen = make(open_s=5.0)
+    assert breaker.adopt(OPEN, 1.0, "tripped (worker 1)", open_until=6.0, at=1.0) is not None
+    assert (breaker.state, breaker.open_until) == (OPEN, 6.0)
+    assert not breaker.allow(5.9)
+    assert breaker.allow(6.0)  # the shared deadline: probing starts here too
+    assert breaker.state is HALF_OPEN
+    assert breaker.record(True, FAST, 6.1) is not None  # this process's probe fails: open again
+    assert breaker.state is OPEN
+    # The other process's probe had succeeded at 6.05, before this re-open at 6.1: ignored.
+    assert breaker.adopt(CLOSED, 6.2, "probes succeeded (worker 1)", at=6.05) is None
+    assert breaker.state is OPEN
+    assert breaker.adopt(CLOSED, 6.3, "probes succeeded (worker 1)", at=6.25) is not None
+    assert breaker.state is CLOSED
+    assert [t.new for t in seen] == [OPEN, HALF_OPEN, OPEN, CLOSED]
+    breaker.force("open", 7.0)
+    assert breaker.adopt(CLOSED, 7.1, "x", at=7.1) is None
+    assert breaker.state is BreakerState.FORCED_OPEN
