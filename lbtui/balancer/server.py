@@ -100,6 +100,7 @@ class BalancerServer:
             sock.close()
             await self._stop_background()
             await self.proxy.close()
+            self._close_shared()
             msg = f"cannot listen on {self.host}:{self.port}: {exc.strerror}"
             raise OSError(exc.errno, msg) from exc
         self.port = sock.getsockname()[1]
@@ -110,6 +111,7 @@ class BalancerServer:
                 sock.close()
                 await self._stop_background()
                 await self.proxy.close()
+                self._close_shared()
                 raise
         sock.listen(4096)
         sock.setblocking(False)
@@ -127,6 +129,12 @@ class BalancerServer:
                 self.workers = None
                 await self.stop()
                 raise
+
+    def _close_shared(self) -> None:
+        """Let go of the limits' shared memory (the primary's also removes it)."""
+        if self.shared is not None:
+            self.shared.close()
+            self.shared = None
 
     def _claim_port(self) -> None:
         """With ``SO_REUSEPORT`` a second balancer of the same user could bind the same port
@@ -184,9 +192,7 @@ class BalancerServer:
         await asyncio.gather(*drains)
         await self._stop_background()
         await self.proxy.close()
-        if self.shared is not None:
-            self.shared.close()
-            self.shared = None
+        self._close_shared()
         if self._claim is not None:
             self._claim.close()
             self._claim = None

@@ -34,17 +34,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import gc
 import logging
 import multiprocessing
 import os
+import pickle
 import signal
+import socket
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import Any
+from typing import Any, cast
 
 from lbtui.balancer.pool import AdminState
 from lbtui.balancer.proxy import Proxy
@@ -59,6 +62,10 @@ SPAWN = multiprocessing.get_context("spawn")
 REPORT_S = 0.25
 """How often a worker sends its records to the primary."""
 READY_TIMEOUT_S = 30.0
+REPORT_BACKLOG = 1 << 20
+"""A worker skips a report while this much it sent is still unread by the primary."""
+STUCK_BACKLOG = 16 << 20
+"""A worker that leaves this much unread has stopped: it is killed and started again."""
 RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
 """Delay before restarting a worker that died, by how many times it died in the last minute."""
 
@@ -88,6 +95,76 @@ class WorkerArgs:
     """The actions and check results replicated so far, to catch up when (re)started."""
 
 
+class _Channel(asyncio.Protocol):
+    """Pickled messages, each after its length (4 bytes), over one end of the socket pair
+    ``multiprocessing.Pipe`` made. Sending never blocks the event loop: a process that stops
+    reading (``SIGSTOP``, a hang) fills a buffer here, not a pipe the sender waits on; the
+    sender reads ``backlog`` and decides (the primary kills such a worker; a worker drops
+    record reports, which are whole totals each time, so nothing is lost but freshness)."""
+
+    def __init__(
+        self, on_message: Callable[[tuple[Any, ...]], None], on_lost: Callable[[], None]
+    ) -> None:
+        self._on_message = on_message
+        self._on_lost = on_lost
+        self._buf = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.closed = asyncio.Event()
+
+    @classmethod
+    async def open(
+        cls,
+        conn: Connection,
+        on_message: Callable[[tuple[Any, ...]], None],
+        on_lost: Callable[[], None],
+    ) -> _Channel:
+        sock = socket.socket(fileno=os.dup(conn.fileno()))
+        conn.close()
+        sock.setblocking(False)
+        loop = asyncio.get_running_loop()
+        _, channel = await loop.connect_accepted_socket(lambda: cls(on_message, on_lost), sock)
+        return channel
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        buf = self._buf
+        buf += data
+        start = 0
+        while len(buf) - start >= 4:
+            size = int.from_bytes(buf[start : start + 4], "big")
+            end = start + 4 + size
+            if len(buf) < end:
+                break
+            message = pickle.loads(buf[start + 4 : end])
+            start = end
+            try:
+                self._on_message(message)
+            except Exception:  # one bad message must not end the channel
+                log.exception("handling %r failed", message[0])
+        del buf[:start]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.closed.set()
+        self._on_lost()
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+            self.transport.write(len(data).to_bytes(4, "big") + data)
+
+    @property
+    def backlog(self) -> int:
+        """Bytes written and not yet taken by the other process."""
+        return self.transport.get_write_buffer_size() if self.transport is not None else 0
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
 # -- the worker side -------------------------------------------------------------------------
 
 
@@ -103,10 +180,10 @@ def worker_main(args: WorkerArgs, conn: Connection) -> None:
 
 
 class _PrimaryLink:
-    """A worker's pipe to the primary."""
+    """A worker's channel to the primary."""
 
-    def __init__(self, conn: Connection, proxy: Proxy, index: int) -> None:
-        self.conn = conn
+    def __init__(self, proxy: Proxy, index: int) -> None:
+        self.channel: _Channel | None = None
         self.proxy = proxy
         self.index = index
         self.muted = False
@@ -114,10 +191,14 @@ class _PrimaryLink:
         self.grace_s: float | None = None
 
     def send(self, message: tuple[Any, ...]) -> None:
-        try:
-            self.conn.send(message)
-        except (OSError, ValueError):  # the primary is gone
-            self.stop.set()
+        if self.channel is not None:
+            self.channel.send(message)
+
+    def report(self) -> None:
+        """Send this process's records, unless the primary has not taken the last ones yet
+        (each report is whole totals: skipping one loses nothing but freshness)."""
+        if self.channel is not None and self.channel.backlog < REPORT_BACKLOG:
+            self.channel.send(("records", self.proxy.records()))
 
     def sync(self, message: tuple[Any, ...]) -> None:
         self.send(("sync", message))
@@ -137,19 +218,14 @@ class _PrimaryLink:
         finally:
             self.muted = False
 
-    def readable(self) -> None:
-        try:
-            while self.conn.poll():
-                message = self.conn.recv()
-                kind = message[0]
-                if kind == "call":
-                    self.call(message[1], message[2])
-                elif kind == "adopt":
-                    self.proxy.adopt(message[1], message[2])
-                elif kind == "stop":
-                    self.grace_s = message[1]
-                    self.stop.set()
-        except (EOFError, OSError):  # the primary is gone: stop
+    def received(self, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "call":
+            self.call(message[1], message[2])
+        elif kind == "adopt":
+            self.proxy.adopt(message[1], message[2])
+        elif kind == "stop":
+            self.grace_s = message[1]
             self.stop.set()
 
 
@@ -158,7 +234,7 @@ async def _serve_worker(config: Config, args: WorkerArgs, conn: Connection) -> N
 
     shared = SharedLimits.attach(args.shared, args.index)
     proxy = Proxy(config, shared=shared)
-    link = _PrimaryLink(conn, proxy, args.index)
+    link = _PrimaryLink(proxy, args.index)
     for method, call_args in args.replay:
         link.call(method, call_args)
     proxy.on_sync = link.sync
@@ -169,26 +245,29 @@ async def _serve_worker(config: Config, args: WorkerArgs, conn: Connection) -> N
     await server.start()
     gc.collect()
     gc.freeze()
-    loop.add_reader(conn.fileno(), link.readable)
+    # The primary gone (its end closed): stop.
+    link.channel = await _Channel.open(conn, link.received, link.stop.set)
     link.send(("ready", os.getpid()))
 
     async def report() -> None:
         while True:
             await asyncio.sleep(REPORT_S)
-            link.send(("records", proxy.records()))
+            link.report()
 
     reporter = asyncio.create_task(report())
     try:
         await link.stop.wait()
     finally:
-        loop.remove_reader(conn.fileno())
         await server.stop(link.grace_s)
         reporter.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reporter
         link.send(("records", proxy.records()))
-        link.send(("stopped",))
-        conn.close()
+        channel = link.channel
+        if channel is not None:
+            channel.close()  # after what is written: the last records reach the primary
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(channel.closed.wait(), 5.0)
         shared.close()
 
 
@@ -196,12 +275,17 @@ async def _serve_worker(config: Config, args: WorkerArgs, conn: Connection) -> N
 
 
 class _Worker:
-    def __init__(self, index: int, process: BaseProcess, conn: Connection) -> None:
+    def __init__(self, index: int, process: BaseProcess) -> None:
         self.index = index
         self.process = process
-        self.conn = conn
+        self.channel: _Channel | None = None
+        self.pending: list[tuple[Any, ...]] = []
         self.ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.alive = True
+        self.exited = False
+        """The process has ended (its sentinel)."""
+        self.eof = False
+        """Its channel has ended: everything it sent has been read."""
         self.gone = asyncio.Event()
 
 
@@ -237,7 +321,7 @@ class WorkerGroup:
     async def start(self) -> None:
         self.proxy.replicate = self.replicate
         self.proxy.on_sync = self._primary_sync
-        started = [self._spawn(i) for i in range(1, self.count)]
+        started = [await self._spawn(i) for i in range(1, self.count)]
         try:
             await asyncio.wait_for(asyncio.gather(*(w.ready for w in started)), READY_TIMEOUT_S)
         except BaseException:
@@ -245,7 +329,7 @@ class WorkerGroup:
             raise
         self._started = True
 
-    def _spawn(self, index: int) -> _Worker:
+    async def _spawn(self, index: int) -> _Worker:
         loop = asyncio.get_running_loop()
         here, there = SPAWN.Pipe(duplex=True)
         config, replay = self._catch_up()
@@ -255,20 +339,18 @@ class WorkerGroup:
         )
         process.start()
         there.close()
-        worker = _Worker(index, process, here)
+        worker = _Worker(index, process)
         self._workers[index] = worker
-        loop.add_reader(here.fileno(), self._readable, worker)
-        loop.add_reader(process.sentinel, self._exited, worker)
+        loop.add_reader(process.sentinel, self._sentinel, worker)
+        worker.channel = await _Channel.open(
+            here, functools.partial(self._handle, worker), functools.partial(self._eof, worker)
+        )
+        for message in worker.pending:  # sent while the channel was being opened
+            worker.channel.send(message)
+        worker.pending.clear()
         return worker
 
     # messages from workers
-
-    def _readable(self, worker: _Worker) -> None:
-        try:
-            while worker.conn.poll():
-                self._handle(worker, worker.conn.recv())
-        except (EOFError, OSError):
-            asyncio.get_running_loop().remove_reader(worker.conn.fileno())
 
     def _handle(self, worker: _Worker, message: tuple[Any, ...]) -> None:
         kind = message[0]
@@ -287,14 +369,27 @@ class WorkerGroup:
             self.proxy.peer_pids[worker.index] = message[1]
             worker.ready.set_result(message[1])
 
+    def _sentinel(self, worker: _Worker) -> None:
+        asyncio.get_running_loop().remove_reader(worker.process.sentinel)
+        worker.exited = True
+        if worker.eof or worker.channel is None:
+            self._exited(worker)
+
+    def _eof(self, worker: _Worker) -> None:
+        """Its channel ended: at its exit (after its last messages), or it closed it."""
+        worker.eof = True
+        if worker.exited:
+            self._exited(worker)
+
     def _exited(self, worker: _Worker) -> None:
+        """The worker has ended and everything it sent has been read."""
+        if not worker.alive:
+            return
         loop = asyncio.get_running_loop()
-        loop.remove_reader(worker.process.sentinel)
-        with contextlib.suppress(EOFError, OSError):
-            self._readable(worker)  # its last records
         with contextlib.suppress(ValueError, OSError):
-            loop.remove_reader(worker.conn.fileno())
-        worker.conn.close()
+            loop.remove_reader(worker.process.sentinel)
+        if worker.channel is not None:
+            worker.channel.close()
         worker.process.join(1.0)  # it has exited: this reaps it
         worker.alive = False
         worker.gone.set()
@@ -346,7 +441,7 @@ class WorkerGroup:
         await asyncio.sleep(delay)
         if self._stopping:
             return
-        worker = self._spawn(index)
+        worker = await self._spawn(index)
         try:
             pid = await asyncio.wait_for(asyncio.shield(worker.ready), READY_TIMEOUT_S)
         except Exception as exc:
@@ -425,9 +520,18 @@ class WorkerGroup:
 
     def _send_all(self, message: tuple[Any, ...], but: int | None = None) -> None:
         for i, w in self._workers.items():
-            if w.alive and i != but:
-                with contextlib.suppress(OSError, ValueError):
-                    w.conn.send(message)
+            if not w.alive or i == but:
+                continue
+            if w.channel is None:
+                w.pending.append(message)
+                continue
+            w.channel.send(message)
+            if w.channel.backlog > STUCK_BACKLOG and w.process.pid is not None:
+                # It has stopped reading (stopped, hung): it is started again rather than
+                # left to grow this buffer, or to serve with a state it no longer follows.
+                log.warning("worker %d reads nothing: killing it to start it again", i)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(w.process.pid, signal.SIGKILL)
 
     def replicate(self, method: str, args: tuple[Any, ...]) -> None:
         if method == "health_result_of":

@@ -395,3 +395,31 @@ async def test_a_restarted_worker_starts_where_the_others_are(
         assert r.status == 200, await r.text()
     assert await get_many(fresh, rt.server.url, 30) == [200] * 30
     assert bad.hits == hits  # and the breaker is open in the new worker too
+
+
+async def test_a_stopped_worker_does_not_stall_the_balancer(
+    backends: Callable[[int], Awaitable[list[TestBackend]]],
+    two_workers: Make,
+    fresh: aiohttp.ClientSession,
+) -> None:
+    """A worker that reads nothing (SIGSTOP here; a hang elsewhere): what the primary sends it
+    waits in a buffer, and the primary goes on answering at once."""
+    servers = await backends(2)
+    rt = await two_workers(servers)
+    group = rt.server.workers
+    assert group is not None
+    pid = group.pids[1]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        for i in range(2000):  # far more than a pipe holds (~270 such messages)
+            rt.server.proxy.set_weight(servers[0].name, 1 + i % 5)
+        assert time.monotonic() - t0 < 2.0
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    rt.server.proxy.set_weight(servers[0].name, 1)
+    statuses = await get_many(fresh, rt.server.url, 40)
+    assert statuses == [200] * 40
+    snap = await reported(rt, 40)
+    assert min(w.requests_total for w in snap.workers) >= 10  # the worker serves again
+    assert group.pids[1] == pid  # and was not restarted: it caught up
