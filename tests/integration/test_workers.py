@@ -107,6 +107,13 @@ async def reported(rt: BalancerRuntime, total: int) -> Snapshot:
     return result
 
 
+async def both_served(rt: BalancerRuntime, total: int, each: int) -> Snapshot:
+    """Once ``total`` requests are reported: every process took at least ``each``."""
+    snap = await reported(rt, total)
+    assert min(w.requests_total for w in snap.workers) >= each, snap.workers
+    return snap
+
+
 async def test_both_processes_serve_and_the_totals_add_up(
     backends: Callable[[int], Awaitable[list[TestBackend]]],
     two_workers: Make,
@@ -148,8 +155,7 @@ async def test_the_rate_limit_is_one_quota_for_all_processes(
     # One bucket: the burst plus what refilled meanwhile; per-process buckets would admit ~20.
     assert 10 <= admitted <= 10 + int(elapsed * 0.5) + 1, (admitted, elapsed)
     assert statuses.count(429) == 60 - admitted
-    snap = await reported(rt, 60)
-    assert min(w.requests_total for w in snap.workers) >= 10  # both took part
+    await both_served(rt, 60, 10)  # both took part
     assert servers[0].hits == admitted
 
 
@@ -218,8 +224,7 @@ async def test_operator_actions_reach_every_process(
             assert resp.status == 200, await resp.text()
     statuses = await get_many(fresh, rt.server.url, 40)
     assert statuses == [200] * 40
-    snap = await reported(rt, 80)
-    assert min(w.requests_total for w in snap.workers) >= 10
+    await both_served(rt, 80, 10)
 
 
 async def test_a_worker_that_dies_is_started_again_and_no_count_goes_back(
@@ -305,8 +310,7 @@ async def test_the_console_shows_the_processes_and_its_actions_reach_them_all(
     statuses = await get_many(fresh, rt.server.url, 40)
     assert statuses == [200] * 40
     assert a.hits == hits  # no process sends to the drained backend
-    snap = await reported(rt, 40)
-    assert min(w.requests_total for w in snap.workers) >= 10
+    await both_served(rt, 40, 10)
 
 
 async def test_a_second_balancer_cannot_share_the_port(
@@ -350,8 +354,7 @@ async def test_limits_and_backends_changed_at_run_time_hold_in_every_process(
     statuses = await get_many(fresh, rt.server.url, 40)
     admitted = statuses.count(200)
     assert 5 <= admitted <= 5 + int((time.monotonic() - t0) * 0.5) + 1, admitted
-    snap = await reported(rt, 80)
-    assert min(w.requests_total for w in snap.workers) >= 20
+    await both_served(rt, 80, 20)
 
 
 async def test_a_restarted_worker_starts_where_the_others_are(
@@ -420,6 +423,5 @@ async def test_a_stopped_worker_does_not_stall_the_balancer(
     rt.server.proxy.set_weight(servers[0].name, 1)
     statuses = await get_many(fresh, rt.server.url, 40)
     assert statuses == [200] * 40
-    snap = await reported(rt, 40)
-    assert min(w.requests_total for w in snap.workers) >= 10  # the worker serves again
+    await both_served(rt, 40, 10)  # the worker serves again
     assert group.pids[1] == pid  # and was not restarted: it caught up
