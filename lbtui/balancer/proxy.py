@@ -41,7 +41,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
@@ -73,7 +73,7 @@ from lbtui.core.breaker import OPERATOR_REASON, BreakerState, CircuitBreaker, Tr
 from lbtui.core.ejection import EjectionConfig as CoreEjectionConfig
 from lbtui.core.ejection import EjectionEvent, EjectionKind, OutlierDetector
 from lbtui.core.events import EventKind, EventRing
-from lbtui.core.faults import FaultDecision, FaultKind, Faults, FaultSpec
+from lbtui.core.faults import FaultDecision, FaultKind, Faults, FaultSpec, FaultStats
 from lbtui.core.record import BackendRecord, BalancerRecord, FailureKind
 from lbtui.core.retry import FailureKind as RetryFailure
 from lbtui.core.retry import RetryBudget, RetryPolicy
@@ -248,6 +248,10 @@ class PeerRecords:
     backends: dict[str, BackendRecord]
     connections: dict[str, int]
     """Connections open to each backend from that process."""
+    faults: dict[str, FaultStats] = field(default_factory=dict)
+    """Its proxy-side faults' figures, by backend (the same fault is set in every process)."""
+    fault_applied: dict[tuple[str, FaultKind], int] = field(default_factory=dict)
+    """Faults it applied since it started, by (backend, kind)."""
 
 
 class Proxy:
@@ -519,10 +523,17 @@ class Proxy:
         """This process's records, to send to the primary."""
         count = getattr(self.upstream, "open_connections", None)
         backends = self.backends.values()
+        faults = self.faults
         return PeerRecords(
             self.record,
             {b.name: b.record for b in backends},
             {b.name: int(count(b.host, b.port)) for b in backends} if callable(count) else {},
+            {
+                b.name: replace(st, client_observed=dict(st.client_observed))  # picklable
+                for b in backends
+                if (st := faults.stats(b.name)) is not None
+            },
+            faults.applied_totals(),
         )
 
     def tick(self) -> None:

@@ -252,7 +252,10 @@ async def _serve_worker(config: Config, args: WorkerArgs, conn: Connection) -> N
     async def report() -> None:
         while True:
             await asyncio.sleep(REPORT_S)
-            link.report()
+            try:
+                link.report()
+            except Exception:  # a report that cannot be made must not end the next ones
+                log.exception("worker %d: reporting failed", args.index)
 
     reporter = asyncio.create_task(report())
     try:

@@ -71,7 +71,10 @@ class LocalControl:
         self.fleet = fleet
         self.owner = owner or f"control-{os.getpid()}-{next(_SESSIONS)}"
         self.faults = FaultLink(
-            faults if faults is not None else proxy.faults, proxy.clock, owner=self.owner
+            faults if faults is not None else proxy.faults,
+            proxy.clock,
+            owner=self.owner,
+            peers=lambda: proxy.peer_records.values(),
         )
         self.read_only = read_only
 

@@ -220,6 +220,11 @@ async def test_operator_actions_reach_every_process(
             assert resp.status == 200, await resp.text()
         statuses = await get_many(fresh, rt.server.url, 40)
         assert statuses == [503] * 40
+        await reported(rt, 40)
+        fault = rt.control.snapshot_now().backend(servers[0].name).fault
+        assert fault is not None
+        # The proof counts every process's share, not the first one's alone.
+        assert (fault.requests, fault.applied, fault.client_observed) == (40, 40, {"503": 40})
         async with admin.delete(f"{api}/backends/{servers[0].name}/fault") as resp:
             assert resp.status == 200, await resp.text()
     statuses = await get_many(fresh, rt.server.url, 40)
