@@ -19,7 +19,7 @@ SCALES = {
     "slow-one-backend": 0.25,
     "flapping-backend": 0.25,
     "error-storm-with-retries-and-budget": 0.25,
-    "rate-limit-burst": 0.25,
+    "rate-limit-burst": 0.4,  # its last window (after the burst, settled) stays ≥ 0.5 s
     "all-backends-down-fallback": 0.4,
     "rolling-restart": 0.5,
 }
