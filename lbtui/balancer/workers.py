@@ -26,7 +26,8 @@ workers must start it under ``if __name__ == "__main__":``, as ``multiprocessing
 so that no second balancer joins the ``SO_REUSEPORT`` group by mistake.
 
 A worker that dies is started again (its last records kept in the totals, so counters never go
-back); a worker whose primary is gone stops. Messages are pickled over one pipe per worker.
+back); a worker whose primary is gone stops. Messages are pickled over one non-blocking channel
+per worker (``_Channel``).
 """
 
 from __future__ import annotations
@@ -92,7 +93,8 @@ class WorkerArgs:
     index: int
     shared: SharedLimitsHandle
     replay: list[tuple[str, tuple[Any, ...]]]
-    """The actions and check results replicated so far, to catch up when (re)started."""
+    """Calls that bring a (re)started worker to the primary's current state
+    (``WorkerGroup._catch_up``)."""
 
 
 class _Channel(asyncio.Protocol):
@@ -284,12 +286,16 @@ class _Worker:
         self.channel: _Channel | None = None
         self.pending: list[tuple[Any, ...]] = []
         self.ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self.alive = True
         self.exited = False
         """The process has ended (its sentinel)."""
         self.eof = False
         """Its channel has ended: everything it sent has been read."""
         self.gone = asyncio.Event()
+        """Set once it has ended and everything it sent has been read (``_exited``)."""
+
+    @property
+    def alive(self) -> bool:
+        return not self.gone.is_set()
 
 
 class WorkerGroup:
@@ -314,7 +320,6 @@ class WorkerGroup:
         self._restarts: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._started = False
-        self.on_change: Callable[[], None] | None = None
 
     @property
     def pids(self) -> dict[int, int]:
@@ -394,7 +399,6 @@ class WorkerGroup:
         if worker.channel is not None:
             worker.channel.close()
         worker.process.join(1.0)  # it has exited: this reaps it
-        worker.alive = False
         worker.gone.set()
         self.proxy.peer_pids.pop(worker.index, None)
         code = worker.process.exitcode
