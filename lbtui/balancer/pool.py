@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from enum import StrEnum
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from lbtui.config import BackendConfig, BreakerSettings
@@ -18,6 +19,9 @@ from lbtui.core.breaker import BreakerConfig, CircuitBreaker
 from lbtui.core.health import HealthState
 from lbtui.core.limiting import TokenBucket
 from lbtui.core.record import BackendRecord
+
+if TYPE_CHECKING:
+    from lbtui.balancer.shared import SharedLimits
 
 
 def breaker_config(
@@ -31,11 +35,17 @@ def breaker_config(
     return BreakerConfig(slow_call_s=slow_ms / 1e3, **values)
 
 
-def cap_bucket(max_rps: float | None, now: float) -> TokenBucket | None:
-    """The bucket that enforces a backend's ``max_rps`` (a small burst: a cap, not a quota)."""
+def cap_bucket(
+    name: str, max_rps: float | None, now: float, shared: SharedLimits | None = None
+) -> TokenBucket | None:
+    """The bucket that enforces backend ``name``'s ``max_rps`` (a small burst: a cap, not a
+    quota); with ``shared``, one bucket for all the balancer's processes."""
     if max_rps is None:
         return None
-    return TokenBucket(max_rps, max(2.0, max_rps / 10), now)
+    burst = max(2.0, max_rps / 10)
+    if shared is not None:
+        return shared.token_bucket(f"cap:{name}", max_rps, burst, now)
+    return TokenBucket(max_rps, burst, now)
 
 
 class AdminState(StrEnum):

@@ -386,13 +386,7 @@ class Proxy:
         backend.breaker_enabled = enabled
         if not enabled:
             backend.breaker.force("disabled", now)
-        if self.shared is not None and backend.max_rps is not None:
-            rps = backend.max_rps
-            backend.cap = self.shared.token_bucket(
-                f"cap:{backend.name}", rps, max(2.0, rps / 10), now
-            )
-        else:
-            backend.cap = cap_bucket(backend.max_rps, now)
+        backend.cap = cap_bucket(backend.name, backend.max_rps, now, self.shared)
         if cfg.health.enabled:
             backend.health = core_health.HealthState(
                 health_core_config(cfg.health), now, listener=self._on_health(backend.name)
