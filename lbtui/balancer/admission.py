@@ -114,12 +114,10 @@ class Admission:
             + (self.clients is not None)
             + (self.concurrency.max_in_flight is not None)
         )
-        self._hold_once = self.shared is not None and locking > 1
-        """Would a decision take the shared lock more than once?"""
-        if not self._hold_once:  # the request path: no call more than needed
+        if self.shared is not None and locking > 1:
+            self.__dict__.pop("admit", None)  # the method below: the lock held once
+        else:  # the request path: no call more than needed
             self.admit = self._admit  # type: ignore[method-assign]
-        else:
-            self.__dict__.pop("admit", None)
 
     def reconfigure(self, config: LimitsConfig, now: float) -> None:
         kind, _, name = config.client_key.partition(":")
@@ -148,13 +146,14 @@ class Admission:
         """Decide one request: ``(rejection or None, headers for a successful response)``.
 
         On admission the concurrency slot is taken; the caller must ``release()`` it.
+
+        This method runs only when several limiters are in the shared zone: it takes the
+        zone's lock once for all of them. Otherwise ``_build`` binds :meth:`_admit` in its
+        place.
         """
-        if self._hold_once:
-            assert self.shared is not None
-            # Every limiter is in the shared zone: take its lock once, not once a limiter.
-            with self.shared.guard:
-                return self._admit(client_ip, headers, now)
-        return self._admit(client_ip, headers, now)
+        assert self.shared is not None
+        with self.shared.guard:
+            return self._admit(client_ip, headers, now)
 
     def _admit(
         self, client_ip: str, headers: Mapping[str, str] | None, now: float
