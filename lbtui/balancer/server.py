@@ -88,31 +88,13 @@ class BalancerServer:
                 lambda b, added: checker.add(b) if added else checker.remove(b.name)
             )
         self._ticker = asyncio.create_task(self._tick_forever(), name="lbtui-tick")
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if self.processes > 1:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
-            sock.bind((self.host, self.port))
-        except OSError as exc:
-            sock.close()
+            sock = self._bind()
+        except OSError:
             await self._stop_background()
             await self.proxy.close()
             self._close_shared()
-            msg = f"cannot listen on {self.host}:{self.port}: {exc.strerror}"
-            raise OSError(exc.errno, msg) from exc
-        self.port = sock.getsockname()[1]
-        if self.processes > 1 and self.worker_index == 0:
-            try:
-                self._claim_port()
-            except OSError:
-                sock.close()
-                await self._stop_background()
-                await self.proxy.close()
-                self._close_shared()
-                raise
+            raise
         sock.listen(4096)
         sock.setblocking(False)
         await self._listen(sock)
@@ -129,6 +111,30 @@ class BalancerServer:
                 self.workers = None
                 await self.stop()
                 raise
+
+    def _bind(self) -> socket.socket:
+        """The listening socket, bound (the primary of several also claims the address);
+        an ``OSError`` that says which address and why."""
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if self.processes > 1:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            sock.bind((self.host, self.port))
+        except OSError as exc:
+            sock.close()
+            msg = f"cannot listen on {self.host}:{self.port}: {exc.strerror}"
+            raise OSError(exc.errno, msg) from exc
+        self.port = sock.getsockname()[1]
+        if self.processes > 1 and self.worker_index == 0:
+            try:
+                self._claim_port()
+            except OSError:
+                sock.close()
+                raise
+        return sock
 
     def _close_shared(self) -> None:
         """Let go of the limits' shared memory (the primary's also removes it)."""
