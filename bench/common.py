@@ -195,12 +195,14 @@ class Procs:
 
     # --- the things under test
 
-    def fleet_backend(self, name: str, size: int = 64, latency_ms: float = 0.0) -> Proc:
+    def fleet_backend(
+        self, name: str, size: int = 64, latency_ms: float = 0.0, error_rate: float = 0.0
+    ) -> Proc:
         """One demo backend process (``lbtui.fleet.backend``) on a kernel-chosen port."""
         argv = [
-            PYTHON, "-m", "lbtui.fleet.backend", "--name", name, "--port", "0",
+            PYTHON, "-m", "lbtui.fleet.backend", "--name", name, "--host", HOST, "--port", "0",
             "--latency-ms", str(latency_ms), "--jitter-ms", "0", "--size", str(size),
-            "--parent-pid", str(os.getpid()),
+            "--error-rate", str(error_rate), "--parent-pid", str(os.getpid()),
         ]  # fmt: skip
         proc = self.start(name, argv)
 

@@ -185,28 +185,6 @@ def raise_nofile(want: int = 0) -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-def fleet_backend(
-    procs: Procs, name: str, latency_ms: float = 0.0, error_rate: float = 0.0
-) -> Proc:
-    """One demo backend process; waits for its ready line."""
-    argv = [
-        PYTHON, "-m", "lbtui.fleet.backend", "--name", name, "--host", HOST, "--port", "0",
-        "--latency-ms", str(latency_ms), "--jitter-ms", "0", "--size", "64",
-        "--error-rate", str(error_rate), "--parent-pid", str(os.getpid()),
-    ]  # fmt: skip
-    proc = procs.start(name, argv)
-
-    def ready() -> bool:
-        line, newline, _ = proc.stdout_path.read_text().partition("\n")
-        if not newline or not line.startswith("{"):
-            return False
-        proc.port = int(json.loads(line)["port"])
-        return True
-
-    procs._wait_ready(proc, ready, 15.0, f"backend {name} to print its ready line")
-    return proc
-
-
 def fast_backends(procs: Procs, s: Settings, n: int | None = None) -> tuple[list[int], str]:
     """Backends that are not the bottleneck: one nginx worker answering ``return 200`` on
     several ports, or (no nginx) Python demo backends."""
@@ -214,7 +192,7 @@ def fast_backends(procs: Procs, s: Settings, n: int | None = None) -> tuple[list
     if s.nginx:
         _, ports = procs.static_backends(n)
         return ports, f"{n} static nginx backends (one worker, `return 200`, 64 bytes)"
-    ports = [fleet_backend(procs, f"api-{i + 1}").port for i in range(n)]
+    ports = [procs.fleet_backend(f"api-{i + 1}").port for i in range(n)]
     return ports, f"{n} Python demo backends (`lbtui.fleet.backend`; nginx not installed)"
 
 
@@ -730,7 +708,7 @@ def scenario_kill(s: Settings) -> list[Table]:
         log(f"kill: {system.name} …")
         try:
             with Procs() as procs:
-                backends = [fleet_backend(procs, f"api-{i + 1}") for i in range(s.backends)]
+                backends = [procs.fleet_backend(f"api-{i + 1}") for i in range(s.backends)]
                 proxy = system.start(procs, [b.port for b in backends])
                 assert proxy is not None
                 load = ClosedLoop(s, f"http://{HOST}:{proxy.port}/", s.kill_duration)
@@ -804,7 +782,7 @@ def scenario_slow(s: Settings) -> list[Table]:
     got: dict[str, LoadReport] = {}
     with Procs() as procs:
         fast, fast_text = fast_backends(procs, s, s.backends - 1)
-        slow = fleet_backend(procs, "slow", latency_ms=200.0)
+        slow = procs.fleet_backend("slow", latency_ms=200.0)
         ports = [slow.port, *fast]
         for system in systems:
             if not available(s, system):
@@ -903,8 +881,8 @@ def scenario_errors(s: Settings) -> list[Table]:
         log(f"500s: {system.name} …")
         try:
             with Procs() as procs:
-                good = [fleet_backend(procs, f"api-{i + 1}") for i in range(s.backends - 1)]
-                bad = fleet_backend(procs, "bad", error_rate=1.0)
+                good = [procs.fleet_backend(f"api-{i + 1}") for i in range(s.backends - 1)]
+                bad = procs.fleet_backend("bad", error_rate=1.0)
                 proxy = system.start(procs, [bad.port] + [b.port for b in good])
                 assert proxy is not None
                 before = fleet_requests(bad.port)
