@@ -248,11 +248,13 @@ class BackendTable(DataTable[Text]):
             meta = self._meta_styles[key] = Style.from_meta(data)
         return meta
 
-    def _cell_styles(
-        self, row_index: int, column_index: int, base_style: Style, cursor: bool, hover: bool
-    ) -> tuple[Style, Style | None]:
-        """The styles DataTable renders a data cell with: ``Styled(…, pre, post)``."""
-        component_style, post_style = self._get_styles_to_render_cell(
+    def _data_cell_styles(
+        self, hover: bool, cursor: bool, *, css_priority: bool = True
+    ) -> tuple[Style, Style]:
+        """DataTable's styles for a data cell (not a header, not a row label); without
+        ``css_priority``, the cursor's colours ignore the CSS priority settings (the blank
+        right of a row)."""
+        return self._get_styles_to_render_cell(
             False,
             False,
             False,
@@ -260,9 +262,15 @@ class BackendTable(DataTable[Text]):
             cursor,
             self.show_cursor,
             self._show_hover_cursor,
-            self.cursor_foreground_priority == "css",
-            self.cursor_background_priority == "css",
+            css_priority and self.cursor_foreground_priority == "css",
+            css_priority and self.cursor_background_priority == "css",
         )
+
+    def _cell_styles(
+        self, row_index: int, column_index: int, base_style: Style, cursor: bool, hover: bool
+    ) -> tuple[Style, Style | None]:
+        """The styles DataTable renders a data cell with: ``Styled(…, pre, post)``."""
+        component_style, post_style = self._data_cell_styles(hover, cursor)
         pre = base_style + self._meta(row_index, column_index) + component_style
         return pre, post_style or None
 
@@ -365,28 +373,8 @@ class BackendTable(DataTable[Text]):
         got = memo.get(key)
         if not isinstance(got, tuple):
             row_style = self._get_row_style(row_index, base_style)
-            cell_styles = self._get_styles_to_render_cell(
-                False,
-                False,
-                False,
-                hover,
-                cursor,
-                self.show_cursor,
-                self._show_hover_cursor,
-                self.cursor_foreground_priority == "css",
-                self.cursor_background_priority == "css",
-            )
-            extend_style, _ = self._get_styles_to_render_cell(
-                False,
-                False,
-                False,
-                hover,
-                cursor,
-                self.show_cursor,
-                self._show_hover_cursor,
-                False,
-                False,
-            )
+            cell_styles = self._data_cell_styles(hover, cursor)
+            extend_style, _ = self._data_cell_styles(hover, cursor, css_priority=False)
             got = memo[key] = (row_style, cell_styles, extend_style)
         row_style, (component_style, post_style), extend_style = got
         styles_key = (row_index, row_style, component_style, post_style, extend_style)
