@@ -1156,6 +1156,7 @@ def environment(without: Sequence[str] = ()) -> dict[str, str]:
     import httptools
 
     import lbtui
+    from lbtui import build
 
     try:
         import uvloop
@@ -1177,7 +1178,7 @@ def environment(without: Sequence[str] = ()) -> dict[str, str]:
         "machine": f"{os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}",
         "load average at start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "python": sys.version.split()[0],
-        "lbtui": lbtui.__version__,
+        "lbtui": f"{lbtui.__version__} ({build.describe()})",
         "aiohttp": aiohttp.__version__,
         "uvloop": uv,
         "httptools": httptools.__version__,

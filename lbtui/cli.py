@@ -12,7 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from lbtui import __version__
+from lbtui import __version__, build
 from lbtui.errors import LbtuiError
 
 # name → (module, one-line help)
@@ -33,7 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lbtui",
         description="Watch an HTTP load balancer work, and break its backends on purpose.",
     )
-    parser.add_argument("--version", action="version", version=f"lbtui {__version__}")
+    parser.add_argument(
+        "--version", action="version", version=f"lbtui {__version__} ({build.describe()})"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         module = importlib.import_module(module_name)

@@ -77,6 +77,7 @@ class Admission:
         )
         kind, _, name = config.client_key.partition(":")
         self.client_header: str | None = name if kind == "header" else None
+        self._lock_once = False
         self._build(config, now)
 
     def _build(self, c: LimitsConfig, now: float) -> None:
@@ -114,10 +115,7 @@ class Admission:
             + (self.clients is not None)
             + (self.concurrency.max_in_flight is not None)
         )
-        if self.shared is not None and locking > 1:
-            self.__dict__.pop("admit", None)  # the method below: the lock held once
-        else:  # the request path: no call more than needed
-            self.admit = self._admit  # type: ignore[method-assign]
+        self._lock_once = self.shared is not None and locking > 1
 
     def reconfigure(self, config: LimitsConfig, now: float) -> None:
         kind, _, name = config.client_key.partition(":")
@@ -145,15 +143,14 @@ class Admission:
     ) -> tuple[Rejection | None, list[tuple[str, str]]]:
         """Decide one request: ``(rejection or None, headers for a successful response)``.
 
-        On admission the concurrency slot is taken; the caller must ``release()`` it.
-
-        This method runs only when several limiters are in the shared zone: it takes the
-        zone's lock once for all of them. Otherwise ``_build`` binds :meth:`_admit` in its
-        place.
+        On admission the concurrency slot is taken; the caller must ``release()`` it. When
+        several limiters are in the shared zone, the zone's lock is taken once for all of them.
         """
-        assert self.shared is not None
-        with self.shared.guard:
-            return self._admit(client_ip, headers, now)
+        if self._lock_once:
+            assert self.shared is not None
+            with self.shared.guard:
+                return self._admit(client_ip, headers, now)
+        return self._admit(client_ip, headers, now)
 
     def _admit(
         self, client_ip: str, headers: Mapping[str, str] | None, now: float

@@ -24,7 +24,7 @@ import asyncio
 import collections
 import contextlib
 import socket
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, cast
 
 import httptools
@@ -544,6 +544,25 @@ def _decoded(raw: RawHeaders) -> CIMultiDictProxy[str]:
     )
 
 
+class ChunkIterator:
+    """``async for`` over ``read()`` until it returns ``b""``: a class rather than an async
+    generator, which mypyc (the compiled build, see ``setup.py``) does not compile."""
+
+    __slots__ = ("_read",)
+
+    def __init__(self, read: Callable[[], Awaitable[bytes]]) -> None:
+        self._read = read
+
+    def __aiter__(self) -> ChunkIterator:
+        return self
+
+    async def __anext__(self) -> bytes:
+        chunk = await self._read()
+        if not chunk:
+            raise StopAsyncIteration
+        return chunk
+
+
 class LeanResponse:
     """A backend's response on a lean connection: head now, body as chunks.
 
@@ -600,12 +619,9 @@ class LeanResponse:
                 return b"".join(parts)
             parts.append(chunk)
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        while True:
-            chunk = await self._conn.next_chunk(self._timeout_s)
-            if not chunk:
-                return
-            yield chunk
+    def chunks(self) -> AsyncIterator[bytes]:
+        conn, timeout_s = self._conn, self._timeout_s
+        return ChunkIterator(lambda: conn.next_chunk(timeout_s))
 
     def release(self) -> None:
         if not self._released:

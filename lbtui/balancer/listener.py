@@ -45,7 +45,13 @@ from aiohttp.http import SERVER_SOFTWARE
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from lbtui.balancer.connections import HOP_BY_HOP_RAW, HeadBlock, RawHeaders, connection_tokens
+from lbtui.balancer.connections import (
+    HOP_BY_HOP_RAW,
+    ChunkIterator,
+    HeadBlock,
+    RawHeaders,
+    connection_tokens,
+)
 from lbtui.balancer.exchange import (
     VIA,
     Answer,
@@ -221,11 +227,7 @@ class BodyStream:
         return b"".join(parts)
 
     def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._iter()
-
-    async def _iter(self) -> AsyncIterator[bytes]:
-        while chunk := await self.readany():
-            yield chunk
+        return ChunkIterator(self.readany)
 
 
 class FastRequest:
@@ -549,7 +551,14 @@ class ClientConnection(asyncio.Protocol):
             self._head_bytes += len(data)
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
+        except Exception as exc:  # sorted below: the compiled build mismatched except clauses
+            self._parse_failed(exc)  # naming httptools' (untyped) exceptions beside our own
+        else:
+            if self._in_head and self._head_bytes > self.listener.max_head:
+                self._refuse(431, "request head too large")
+
+    def _parse_failed(self, exc: Exception) -> None:
+        if isinstance(exc, httptools.HttpParserUpgrade):
             # Upgrade and CONNECT are not tunnelled: the request is served as a plain one
             # (its Upgrade header dropped as hop-by-hop) and the connection then closes.
             req = self._parsing or (self._queue[-1] if self._queue else self.active)
@@ -557,19 +566,18 @@ class ClientConnection(asyncio.Protocol):
                 req.keep_alive = False
                 req.upgrade = True
             self.pause("upgrade")
-        except BadRequest as exc:
+        elif isinstance(exc, BadRequest):
             self._refuse(exc.status, str(exc))
-        except httptools.HttpParserCallbackError as exc:
+        elif isinstance(exc, httptools.HttpParserCallbackError):
             cause = exc.__context__
             if isinstance(cause, BadRequest):
                 self._refuse(cause.status, str(cause))
             else:
                 self._refuse(400, "Bad Request")
-        except httptools.HttpParserError as exc:
+        elif isinstance(exc, httptools.HttpParserError):
             self._refuse(400, str(exc) or "Bad Request")
         else:
-            if self._in_head and self._head_bytes > self.listener.max_head:
-                self._refuse(431, "request head too large")
+            raise exc
 
     def pause_writing(self) -> None:
         if self._drain is None or self._drain.done():

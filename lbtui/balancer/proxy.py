@@ -43,7 +43,7 @@ import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -116,19 +116,19 @@ _IGNORES_FEEDBACK = Balancer.observe
 class Flag:
     """Response flags (Envoy's access-log flags): why the balancer did not simply pass through."""
 
-    NO_HEALTHY_BACKEND = "no_healthy_backend"
-    BREAKER_OPEN = "breaker_open"
-    RATE_LIMITED = "rate_limited"
-    UPSTREAM_CONNECT_FAILURE = "upstream_connect_failure"
-    UPSTREAM_TIMEOUT = "upstream_timeout"
-    UPSTREAM_RESET = "upstream_reset"
-    RETRY_LIMIT = "retry_limit_reached"
-    RETRY_BUDGET = "retry_budget_exhausted"
-    RETRIED = "retried"
-    FAULT = "fault_injected"
-    FALLBACK = "fallback"
-    INTERNAL_ERROR = "internal_error"
-    DOWNSTREAM_DISCONNECT = "downstream_disconnect"
+    NO_HEALTHY_BACKEND: Final = "no_healthy_backend"
+    BREAKER_OPEN: Final = "breaker_open"
+    RATE_LIMITED: Final = "rate_limited"
+    UPSTREAM_CONNECT_FAILURE: Final = "upstream_connect_failure"
+    UPSTREAM_TIMEOUT: Final = "upstream_timeout"
+    UPSTREAM_RESET: Final = "upstream_reset"
+    RETRY_LIMIT: Final = "retry_limit_reached"
+    RETRY_BUDGET: Final = "retry_budget_exhausted"
+    RETRIED: Final = "retried"
+    FAULT: Final = "fault_injected"
+    FALLBACK: Final = "fallback"
+    INTERNAL_ERROR: Final = "internal_error"
+    DOWNSTREAM_DISCONNECT: Final = "downstream_disconnect"
 
 
 @dataclass(frozen=True, slots=True)

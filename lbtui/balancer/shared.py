@@ -60,6 +60,9 @@ from multiprocessing import get_context
 from multiprocessing.shared_memory import SharedMemory
 from multiprocessing.synchronize import Lock
 from types import TracebackType
+from typing import Any
+
+from mypy_extensions import mypyc_attr
 
 from lbtui.core.limiting import (
     _EPS,
@@ -196,6 +199,7 @@ class _Guard:
         self.release()
 
 
+@mypyc_attr(native_class=False)  # unpickled in the worker, which a frozen native class refuses
 @dataclass(frozen=True)
 class SharedLimitsHandle:
     """What a worker needs to attach: pass it as an argument of a ``multiprocessing`` process
@@ -230,7 +234,9 @@ class SharedLimits:
             raise ValueError(f"shared memory {shm.name!r} is closed")
         self._buf = buf
         self._q = buf.cast("q")
-        self._d = buf.cast("d")
+        # ``Any``: typeshed calls every memoryview item an int, and a compiled build would check
+        # these floats against that.
+        self._d: Any = buf.cast("d")
         self._rows = _HEADER_WORDS
         self._named = self._rows + handle.workers * _ROW_WORDS
         self._clients = self._named + handle.named_slots * _NAMED_WORDS
@@ -466,11 +472,11 @@ class SharedTokenBucket(TokenBucket):
 
     @property
     def rate(self) -> float:
-        return self._d[self._s + _N_RATE]
+        return float(self._d[self._s + _N_RATE])
 
     @property
     def burst(self) -> float:
-        return self._d[self._s + _N_BURST]
+        return float(self._d[self._s + _N_BURST])
 
     def allow(self, now: float, cost: float = 1.0) -> bool:
         s = self._s
@@ -637,11 +643,11 @@ class SharedKeyedLimiter(KeyedLimiter):
 
     @property
     def rate(self) -> float:
-        return self._d[_K_RATE]
+        return float(self._d[_K_RATE])
 
     @property
     def burst(self) -> float:
-        return self._d[_K_BURST]
+        return float(self._d[_K_BURST])
 
     def __len__(self) -> int:
         return self._q[_K_KEYS]

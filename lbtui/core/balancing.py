@@ -52,7 +52,7 @@ import random
 import struct
 from collections.abc import Callable, Sequence
 from hashlib import blake2b
-from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 __all__ = [
     "ALGORITHMS",
@@ -90,7 +90,6 @@ class Target(Protocol):
         ...
 
 
-@runtime_checkable
 class Configured(Protocol):
     """Optional for a target: the weight it is configured with, which hash rings are shaped by
     (``weight`` is the effective weight, which slow start ramps and draining zeroes)."""
@@ -379,7 +378,9 @@ def _hash64(key: str) -> int:
 
 
 def _ring_share(t: Target) -> float:
-    w = t.configured_weight if isinstance(t, Configured) else t.weight
+    # ``Configured`` is looked for by attribute: a compiled build has no runtime protocols.
+    configured: float | None = getattr(t, "configured_weight", None)
+    w = t.weight if configured is None else configured
     return w if w > 0 else 1.0
 
 

@@ -26,7 +26,9 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
+
+from mypy_extensions import mypyc_attr
 
 __all__ = [
     "BreakerConfig",
@@ -65,6 +67,7 @@ _FORCED_OPEN = BreakerState.FORCED_OPEN
 _DISABLED = BreakerState.DISABLED
 
 
+@mypyc_attr(native_class=False)  # validates what it is given (lbtui/build.py)
 @dataclass(frozen=True, slots=True)
 class BreakerConfig:
     """How a breaker judges a backend. Validated on construction (``ValueError``)."""
@@ -90,31 +93,30 @@ class BreakerConfig:
     """Probe calls admitted in half-open; all must succeed to close. At least 1."""
 
     def __post_init__(self) -> None:
+        me: Any = self  # fields not checked yet: read untyped (lbtui/build.py)
         problems: list[str] = []
-        if self.window not in ("count", "time"):
-            problems.append(f"window must be 'count' or 'time', got {self.window!r}")
+        if me.window not in ("count", "time"):
+            problems.append(f"window must be 'count' or 'time', got {me.window!r}")
         for name in ("window_size", "min_calls", "half_open_calls"):
-            value = getattr(self, name)
+            value = getattr(me, name)
             if not _is_int(value) or value < 1:
                 problems.append(f"{name} must be an integer >= 1, got {value!r}")
         for name in ("failure_rate", "slow_call_rate"):
-            value = getattr(self, name)
+            value = getattr(me, name)
             if not _is_number(value) or not 0.0 < value <= 100.0:
                 problems.append(f"{name} must be a percentage in (0, 100], got {value!r}")
-        if not _is_number(self.slow_call_s) or not self.slow_call_s > 0.0:
-            problems.append(
-                f"slow_call_s must be a number of seconds > 0, got {self.slow_call_s!r}"
-            )
-        if not _is_number(self.open_s) or not self.open_s >= 0.0:
-            problems.append(f"open_s must be a number of seconds >= 0, got {self.open_s!r}")
+        if not _is_number(me.slow_call_s) or not me.slow_call_s > 0.0:
+            problems.append(f"slow_call_s must be a number of seconds > 0, got {me.slow_call_s!r}")
+        if not _is_number(me.open_s) or not me.open_s >= 0.0:
+            problems.append(f"open_s must be a number of seconds >= 0, got {me.open_s!r}")
         if (
-            self.window == "count"
-            and _is_int(self.min_calls)
-            and _is_int(self.window_size)
-            and 1 <= self.window_size < self.min_calls
+            me.window == "count"
+            and _is_int(me.min_calls)
+            and _is_int(me.window_size)
+            and 1 <= me.window_size < me.min_calls
         ):
             problems.append(
-                f"min_calls ({self.min_calls}) must not exceed window_size ({self.window_size})"
+                f"min_calls ({me.min_calls}) must not exceed window_size ({me.window_size})"
                 " for a count window, or the breaker could never trip"
             )
         if problems:

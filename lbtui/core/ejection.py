@@ -35,6 +35,9 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
+
+from mypy_extensions import mypyc_attr
 
 __all__ = [
     "EjectionConfig",
@@ -51,6 +54,7 @@ _NEVER = -math.inf
 _FOREVER = math.inf
 
 
+@mypyc_attr(native_class=False)  # validates what it is given (lbtui/build.py)
 @dataclass(frozen=True, slots=True)
 class EjectionConfig:
     """When a pool ejects its backends. Validated on construction (``ValueError``)."""
@@ -70,18 +74,19 @@ class EjectionConfig:
     ignoring health and ejection; in [0, 100]. 0 turns panic off."""
 
     def __post_init__(self) -> None:
+        me: Any = self  # fields not checked yet: read untyped (lbtui/build.py)
         problems: list[str] = []
-        value = self.consecutive_failures
+        value: Any = me.consecutive_failures
         if not _is_int(value) or value < 0:
             problems.append(f"consecutive_failures must be an integer >= 0, got {value!r}")
         for name in ("base_s", "max_s"):
-            value = getattr(self, name)
+            value = getattr(me, name)
             if not _is_number(value) or not value > 0.0:
                 problems.append(f"{name} must be a number of seconds > 0, got {value!r}")
-        if _is_number(self.base_s) and _is_number(self.max_s) and 0.0 < self.max_s < self.base_s:
-            problems.append(f"max_s ({self.max_s}) must not be less than base_s ({self.base_s})")
+        if _is_number(me.base_s) and _is_number(me.max_s) and 0.0 < me.max_s < me.base_s:
+            problems.append(f"max_s ({me.max_s}) must not be less than base_s ({me.base_s})")
         for name in ("max_percent", "panic_percent"):
-            value = getattr(self, name)
+            value = getattr(me, name)
             if not _is_number(value) or not 0.0 <= value <= 100.0:
                 problems.append(f"{name} must be a percentage in [0, 100], got {value!r}")
         if problems:

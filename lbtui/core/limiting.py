@@ -37,7 +37,9 @@ import math
 from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
+
+from mypy_extensions import mypyc_attr
 
 __all__ = [
     "BucketStats",
@@ -501,6 +503,7 @@ def _sf_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+@mypyc_attr(native_class=False)  # validates what it is given (lbtui/build.py)
 @dataclass(frozen=True, slots=True)
 class QuotaPolicy:
     """A quota policy as advertised in ``RateLimit-Policy``: ``quota`` requests per
@@ -518,23 +521,20 @@ class QuotaPolicy:
     """The name as a Structured Field String, rendered once."""
 
     def __post_init__(self) -> None:
-        if not self.name or not all(" " <= ch <= "~" for ch in self.name):
+        me: Any = self  # fields not checked yet: read untyped (lbtui/build.py)
+        if not me.name or not all(" " <= ch <= "~" for ch in me.name):
             raise ValueError(
-                f"a rate-limit policy name must be non-empty printable ASCII, got {self.name!r}"
+                f"a rate-limit policy name must be non-empty printable ASCII, got {me.name!r}"
             )
-        if isinstance(self.quota, bool) or not isinstance(self.quota, int) or self.quota < 0:
-            raise ValueError(f"quota must be a whole number of requests >= 0, got {self.quota!r}")
-        if (
-            isinstance(self.window_s, bool)
-            or not isinstance(self.window_s, int)
-            or self.window_s < 1
-        ):
+        if isinstance(me.quota, bool) or not isinstance(me.quota, int) or me.quota < 0:
+            raise ValueError(f"quota must be a whole number of requests >= 0, got {me.quota!r}")
+        if isinstance(me.window_s, bool) or not isinstance(me.window_s, int) or me.window_s < 1:
             raise ValueError(
-                f"window_s must be a whole number of seconds >= 1, got {self.window_s!r}"
+                f"window_s must be a whole number of seconds >= 1, got {me.window_s!r}"
             )
-        quoted = _sf_string(self.name)
+        quoted = _sf_string(me.name)
         object.__setattr__(self, "quoted_name", quoted)
-        object.__setattr__(self, "policy_field", f"{quoted};q={self.quota};w={self.window_s}")
+        object.__setattr__(self, "policy_field", f"{quoted};q={me.quota};w={me.window_s}")
 
     @classmethod
     def for_bucket(cls, name: str, rate: float, burst: float) -> QuotaPolicy:

@@ -27,6 +27,9 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass, field
+from typing import Any
+
+from mypy_extensions import mypyc_attr
 
 __all__ = [
     "IDEMPOTENT_METHODS",
@@ -53,6 +56,7 @@ class FailureKind(enum.Enum):
     """The backend answered with a status the policy lists as retryable."""
 
 
+@mypyc_attr(native_class=False)  # validates what it is given (lbtui/build.py)
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """When to send a failed request to another backend."""
@@ -69,24 +73,23 @@ class RetryPolicy:
     this is not replayable and its request is not retried. 0: only bodiless requests are."""
 
     def __post_init__(self) -> None:
-        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int):
-            raise ValueError(f"attempts must be a whole number, got {self.attempts!r}")
-        if self.attempts < 0:
-            raise ValueError(
-                f"attempts must be 0 or more (0 turns retries off), got {self.attempts}"
-            )
-        t = self.per_try_timeout_s
+        me: Any = self  # fields not checked yet: read untyped (lbtui/build.py)
+        if isinstance(me.attempts, bool) or not isinstance(me.attempts, int):
+            raise ValueError(f"attempts must be a whole number, got {me.attempts!r}")
+        if me.attempts < 0:
+            raise ValueError(f"attempts must be 0 or more (0 turns retries off), got {me.attempts}")
+        t = me.per_try_timeout_s
         if t is not None and not (t > 0 and math.isfinite(t)):
             raise ValueError(
                 f"per_try_timeout_s must be a number of seconds above 0, or None, got {t!r}"
             )
-        if not isinstance(self.retry_on_status, frozenset):
+        if not isinstance(me.retry_on_status, frozenset):
             raise ValueError(
-                f"retry_on_status must be a frozenset of statuses, got {self.retry_on_status!r}"
+                f"retry_on_status must be a frozenset of statuses, got {me.retry_on_status!r}"
             )
         bad = [
             s
-            for s in self.retry_on_status
+            for s in me.retry_on_status
             if isinstance(s, bool) or not isinstance(s, int) or not 100 <= s <= 599
         ]
         if bad:
@@ -94,7 +97,7 @@ class RetryPolicy:
             raise ValueError(
                 f"retry_on_status must hold HTTP statuses from 100 to 599, got {shown}"
             )
-        b = self.retry_buffer_bytes
+        b = me.retry_buffer_bytes
         if isinstance(b, bool) or not isinstance(b, int) or b < 0:
             raise ValueError(f"retry_buffer_bytes must be a whole number >= 0, got {b!r}")
 

@@ -5,20 +5,23 @@ odd case."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 
-from lbtui.balancer.connections import LeanResponse, _Conn, _HostPool
+from lbtui.balancer.connections import LeanResponse, LeanUpstream, _Conn, _HostPool
 from lbtui.balancer.exchange import (
     render_response_headers,
     request_block,
     request_headers,
     response_headers,
 )
-from lbtui.balancer.listener import FastRequest
+from lbtui.balancer.listener import ClientConnection, FastListener, FastRequest
+from lbtui.balancer.proxy import Proxy
+from lbtui.config import from_dict
 
 NAMES = [
     "Host", "Connection", "Keep-Alive", "TE", "Trailer", "Transfer-Encoding", "Upgrade",
@@ -60,10 +63,20 @@ def parse_block(block: bytes) -> list[tuple[str, str]]:
     return pairs
 
 
-class _ConnStub:
-    remote = "127.0.0.1"
-    remote_raw = b"127.0.0.1"
-    local_host = "127.0.0.1"
+def _client_connection() -> ClientConnection:
+    """A real (unconnected) client connection, as if accepted from 127.0.0.1: the compiled build
+    accepts no stand-in of another type."""
+
+    async def make() -> ClientConnection:
+        proxy = Proxy(from_dict({"backends": [{"name": "b", "url": "http://127.0.0.1:9"}]}, "t"))
+        return ClientConnection(FastListener(proxy))
+
+    conn = asyncio.run(make())
+    conn.remote, conn.remote_raw, conn.local_host = "127.0.0.1", b"127.0.0.1", "127.0.0.1"
+    return conn
+
+
+CONN = _client_connection()
 
 
 @settings(max_examples=300, deadline=None)
@@ -73,7 +86,7 @@ def test_request_headers_agree(headers: list[tuple[str, str]]) -> None:
     raw = [(k.encode(), v.encode()) for k, v in headers]
     block = request_block(raw, b"127.0.0.1", b"http")
     assert parse_block(block.block) == want
-    req = FastRequest(_ConnStub())  # type: ignore[arg-type]
+    req = FastRequest(CONN)
     for k, v in raw:
         req.add_header(k, v)
     sorted_as_parsed = req.forward_headers("http")
@@ -99,7 +112,7 @@ def test_response_headers_agree(
     conn = _Conn("b", _HostPool("h", 1), None)  # type: ignore[arg-type]
     for k, v in headers:
         conn.on_header(k.encode(), v.encode())
-    lean = LeanResponse(conn, None, 1.0)  # type: ignore[arg-type]
+    lean = LeanResponse(conn, LeanUpstream(connect_timeout_s=1.0, read_timeout_s=1.0), 1.0)
     for up in (lean, _Head(headers)):
         got = render_response_headers(up, extra or None)  # type: ignore[arg-type]
         assert parse_block(got.block) == want

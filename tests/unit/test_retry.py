@@ -274,9 +274,16 @@ def test_full_budget_allows_as_many_retries_as_requests() -> None:
         ({"budget_percent": 101.0}, "budget_percent must be"),
         ({"budget_percent": float("nan")}, "budget_percent must be"),
         ({"min_concurrency": -1}, "min_concurrency must be 0 or more"),
-        ({"min_concurrency": 2.5}, "min_concurrency must be a whole number"),
     ],
 )
 def test_budget_validates(kwargs: dict[str, float], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         RetryBudget(**kwargs)  # type: ignore[arg-type]
+
+
+def test_budget_refuses_a_min_concurrency_of_the_wrong_type() -> None:
+    # The compiled build checks argument types on entry (TypeError); pure Python, the validator.
+    with pytest.raises(
+        (TypeError, ValueError), match=r"min_concurrency must be a whole number|int object expected"
+    ):
+        RetryBudget(min_concurrency=2.5)  # type: ignore[arg-type]
