@@ -14,6 +14,8 @@ What compiling asks of that source (mypy strict already asks most of it):
   read their fields untyped (``me: Any = self``) until checked; shared-memory subclasses of the
   limiters are compiled too (``balancer.shared``), as an interpreted subclass of a compiled
   class is not called through its overrides from compiled code;
+- a compiled class is unpickled by calling it with no arguments, then given its state: the
+  pickled ones (records, windows) take defaults for every constructor argument;
 - a wrong argument type fails on entry with ``TypeError`` (``int object expected; got
   float``) rather than reaching the function's own check;
 - exceptions of untyped libraries (httptools) are sorted with ``isinstance``, not by several
@@ -38,12 +40,13 @@ COMPILED_MODULES: tuple[str, ...] = (
     "lbtui.core.breaker",
     "lbtui.core.ejection",
     "lbtui.core.limiting",
+    "lbtui.core.record",
+    "lbtui.core.window",
     "lbtui.core.retry",
 )
-"""The modules a proxied request runs through, compiled in the default build. Not here:
-modules whose dataclasses pydantic reads (``core.events``, ``core.faults``: a compiled class
-keeps no usable annotations), and the windows and records (``core.window``, ``core.record``),
-which pickle and build instances field by field."""
+"""The modules a proxied request runs through, compiled in the default build. Not here: modules
+whose dataclasses pydantic reads (``core.events``, ``core.faults``: a compiled class keeps no
+usable annotations)."""
 
 
 def _origin(module: str) -> Path | None:

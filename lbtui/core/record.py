@@ -149,7 +149,7 @@ class BackendRecord:
         window_s = parts[0].window_s
         if any(p.window_s != window_s for p in parts):
             raise ValueError("records with different windows cannot be merged")
-        out = cls.__new__(cls)
+        out = cls(window_s)
         out.window_s = window_s
         out.in_flight = sum(p.in_flight for p in parts)
         out.requests_total = sum(p.requests_total for p in parts)
@@ -280,7 +280,7 @@ class BalancerRecord:
         parts: an empty record. ``ValueError`` if their windows differ."""
         if not parts:
             return cls()
-        out = cls.__new__(cls)
+        out = cls()
         out.in_flight = sum(p.in_flight for p in parts)
         out.requests_total = sum(p.requests_total for p in parts)
         out.responses_total = _sum_columns(p.responses_total for p in parts)

@@ -189,7 +189,8 @@ class _Ring:
 
     __slots__ = ("_epoch", "n_slots", "pos", "slot_s")
 
-    def __init__(self, window_s: float, slots: int) -> None:
+    def __init__(self, window_s: float = 10.0, slots: int = 10) -> None:
+        # (defaults: a compiled class is unpickled by calling it with no arguments)
         if window_s <= 0 or slots < 2:
             raise ValueError("a window needs a positive length and at least 2 slots")
         self.slot_s = window_s / slots
@@ -252,7 +253,7 @@ class _Ring:
                 raise ValueError(
                     f"windows differ: {n} slots of {slot_s:g} s and {r.n_slots} of {r.slot_s:g} s"
                 )
-        out = cls.__new__(cls)
+        out = cls(slot_s * n, n)
         out.slot_s = slot_s
         out.n_slots = n
         out._epoch = top = max(r._epoch for r in rings)
@@ -326,7 +327,7 @@ class RollingCounter:
                 for e in epochs:
                     row[e % n] = own[e % n]
                 rows.append(row)
-        out = cls.__new__(cls)
+        out = cls(ring.slot_s * n, n)
         out._ring = ring
         out._slots = _sum_columns(rows) if rows else [0.0] * n
         return out
@@ -418,7 +419,7 @@ class RollingHistogram:
         # the window's sum is the parts' sums less the slots dropped: every slot kept is zero
         # wherever it is, and only that span of them needs adding
         lo, hi = _span(acc)
-        out = cls.__new__(cls)
+        out = cls(ring.slot_s * n, n)
         out._ring = ring
         out._n = ns
         out._counts = [_sum_counts(c, lo, hi) for c in by_pos]

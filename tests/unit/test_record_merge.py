@@ -34,12 +34,14 @@ def state(obj: Any, *, exact_sums: bool = True) -> Any:
     if isinstance(obj, dict):
         return {k: state(v, exact_sums=exact_sums) for k, v in obj.items()}
     cls = type(obj)
-    if cls.__module__.startswith("lbtui.") and hasattr(cls, "__slots__"):
+    # a compiled class names its fields in __mypyc_attrs__ (and has no __slots__)
+    fields = getattr(cls, "__slots__", None) or getattr(cls, "__mypyc_attrs__", None)
+    if cls.__module__.startswith("lbtui.") and fields:
         return (
             cls.__name__,
             {
                 s: state(getattr(obj, s), exact_sums=exact_sums)
-                for s in cls.__slots__
+                for s in sorted(fields)
                 if exact_sums or not (cls is LatencyHistogram and s == "sum")
             },
         )
