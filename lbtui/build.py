@@ -54,12 +54,18 @@ def _origin(module: str) -> Path | None:
     return Path(spec.origin) if spec is not None and spec.origin else None
 
 
+def _compiled_files() -> dict[str, Path]:
+    suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+    return {
+        m: o
+        for m in COMPILED_MODULES
+        if (o := _origin(m)) is not None and o.name.endswith(suffixes)
+    }
+
+
 def compiled() -> list[str]:
     """The modules of :data:`COMPILED_MODULES` that import as compiled extensions."""
-    suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
-    return [
-        m for m in COMPILED_MODULES if (o := _origin(m)) is not None and o.name.endswith(suffixes)
-    ]
+    return list(_compiled_files())
 
 
 def stale() -> list[str]:
@@ -69,14 +75,9 @@ def stale() -> list[str]:
     # A compiled module is a small stub; the code is in one library beside the package.
     built = [p.stat().st_mtime for p in package.parent.glob("lbtui__mypyc.*")]
     out = []
-    for m in compiled():
-        ext = _origin(m)
+    for m, ext in _compiled_files().items():
         src = package.joinpath(*m.split(".")[1:]).with_suffix(".py")
-        if (
-            ext is not None
-            and src.exists()
-            and src.stat().st_mtime > max([ext.stat().st_mtime, *built])
-        ):
+        if src.exists() and src.stat().st_mtime > max([ext.stat().st_mtime, *built]):
             out.append(m)
     return out
 

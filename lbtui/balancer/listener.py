@@ -551,8 +551,10 @@ class ClientConnection(asyncio.Protocol):
             self._head_bytes += len(data)
         try:
             self.parser.feed_data(data)
-        except Exception as exc:  # sorted below: the compiled build mismatched except clauses
-            self._parse_failed(exc)  # naming httptools' (untyped) exceptions beside our own
+        except Exception as exc:
+            # sorted by isinstance: compiled, several except clauses naming httptools' (untyped)
+            # exceptions beside our own matched the wrong one
+            self._parse_failed(exc)
         else:
             if self._in_head and self._head_bytes > self.listener.max_head:
                 self._refuse(431, "request head too large")

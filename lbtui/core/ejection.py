@@ -76,7 +76,7 @@ class EjectionConfig:
     def __post_init__(self) -> None:
         me: Any = self  # fields not checked yet: read untyped (lbtui/build.py)
         problems: list[str] = []
-        value: Any = me.consecutive_failures
+        value = me.consecutive_failures
         if not _is_int(value) or value < 0:
             problems.append(f"consecutive_failures must be an integer >= 0, got {value!r}")
         for name in ("base_s", "max_s"):

@@ -150,7 +150,6 @@ class BackendRecord:
         if any(p.window_s != window_s for p in parts):
             raise ValueError("records with different windows cannot be merged")
         out = cls(window_s)
-        out.window_s = window_s
         out.in_flight = sum(p.in_flight for p in parts)
         out.requests_total = sum(p.requests_total for p in parts)
         out.responses_total = _sum_columns(p.responses_total for p in parts)

@@ -254,8 +254,7 @@ class _Ring:
                     f"windows differ: {n} slots of {slot_s:g} s and {r.n_slots} of {r.slot_s:g} s"
                 )
         out = cls(slot_s * n, n)
-        out.slot_s = slot_s
-        out.n_slots = n
+        out.slot_s = slot_s  # the parts' own, not (slot_s * n) / n rounded
         out._epoch = top = max(r._epoch for r in rings)
         out.pos = top % n if top >= 0 else 0
         # a ring holds epochs (its newest - n, its newest]; the window kept: (top - n, top]
