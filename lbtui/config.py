@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from lbtui.errors import ConfigError
-from lbtui.units import parse_hostport
+from lbtui.units import parse_allowed_host, parse_hostport
 
 ALGORITHM_NAMES = (
     "round_robin",
@@ -358,12 +358,24 @@ class AdminConfig(_Section):
     """Bearer token for every endpoint (also from LBTUI_ADMIN_TOKEN); None = no auth, which is
     refused on a non-loopback address."""
     metrics_need_token: bool = False
-    """Ask the token for /metrics too."""
+    """Ask the token for /metrics too (default: /metrics is open to whoever reaches the
+    address, as Prometheus exporters usually are; everything else needs the token)."""
+    allowed_hosts: list[str] = []
+    """Names (``name`` or ``name:port``) the API answers to besides loopback and its own
+    address: a request whose ``Host`` is none of them is refused (DNS rebinding). Add the name
+    you reach the API by when it is not an IP address (``lb.internal:9901``)."""
 
     @field_validator("address")
     @classmethod
     def _address(cls, v: str) -> str:
         return _check_address(v)
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _allowed_hosts(cls, v: list[str]) -> list[str]:
+        for entry in v:
+            parse_allowed_host(entry)
+        return v
 
 
 class RouteConfig(_Section):

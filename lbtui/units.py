@@ -30,3 +30,38 @@ def parse_hostport(text: str, default_host: str = "127.0.0.1") -> tuple[str, int
     if not port_s.isdigit() or not 0 <= int(port_s) <= 65535:
         raise ValueError(f"expected HOST:PORT with a port from 0 to 65535, got {text!r}")
     return host, int(port_s)
+
+
+def split_authority(authority: str) -> tuple[str, int | None] | None:
+    """``(host, port)`` of ``name``, ``name:port``, ``1.2.3.4:port`` or ``[::1]:port``, the
+    host lowercased without brackets; ``None`` when it is not an authority at all."""
+    text = authority.strip().lower()
+    if not text or any(c in text for c in "/?#@ \t\\") or any(ord(c) < 0x21 for c in text):
+        return None
+    port: int | None = None
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            return None
+        port_text = rest[1:] if rest else None
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep:
+            host, port_text = text, None
+        elif ":" in host:  # a bare IPv6 address without brackets is no Host
+            return None
+    if port_text is not None:
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            return None
+        port = int(port_text)
+    if not host:
+        return None
+    return host.rstrip("."), port
+
+
+def parse_allowed_host(entry: str) -> tuple[str, int | None]:
+    """One ``[admin] allowed_hosts`` entry (``name`` or ``name:port``); ``ValueError`` if not."""
+    parts = split_authority(entry)
+    if parts is None:
+        raise ValueError(f"expected a host name, optionally with :PORT, got {entry!r}")
+    return parts

@@ -27,10 +27,19 @@ bad value (naming the field), 409 for a clash, 503 when the balancer cannot (no 
 ``/state`` and ``/metrics`` say what they cost the event loop in a ``Server-Timing`` header
 (``snapshot;dur=8.1, json;dur=0.9``, milliseconds), apart from the time a request waited.
 
-Security: a bearer token (``[admin] token`` or ``LBTUI_ADMIN_TOKEN``) is asked on every
-endpoint — ``/metrics`` only with ``metrics_need_token`` — and compared in constant time
-(``hmac.compare_digest``). Listening on a non-loopback address without a token is refused at
-construction, before anything starts.
+Security, checked by one middleware before any handler runs:
+
+- a ``Host`` that is not one of the API's own names (loopback, its address, ``[admin]
+  allowed_hosts``) is refused with 403, GETs included (DNS rebinding); a state-changing request
+  with a foreign ``Origin`` is refused with 403, and one whose body is not
+  ``application/json`` with 415: the two ways a web page in the operator's browser could act
+  (``guard.py``);
+- a bearer token (``[admin] token`` or ``LBTUI_ADMIN_TOKEN``) is asked on every endpoint —
+  ``/metrics`` only with ``metrics_need_token`` — and compared in constant time
+  (``hmac.compare_digest``). Listening on a non-loopback address without a token is refused
+  at construction, before anything starts;
+- bodies are read up to ``MAX_BODY_BYTES`` (413) and parsed as one JSON object at most
+  ``guard.MAX_JSON_DEPTH`` deep, NaN and Infinity refused (422, like any bad value).
 """
 
 from __future__ import annotations
@@ -49,7 +58,21 @@ from aiohttp import web
 from pydantic import TypeAdapter, ValidationError
 
 from lbtui.config import AdminConfig
-from lbtui.control.errors import ControlError, Invalid, NotFound, Unauthorized, invalid_from
+from lbtui.control.errors import (
+    ControlError,
+    Forbidden,
+    Invalid,
+    NotFound,
+    Unauthorized,
+    UnsupportedMediaType,
+    invalid_from,
+)
+from lbtui.control.guard import (
+    STATE_CHANGING,
+    HostPolicy,
+    content_type_problem,
+    parse_json_object,
+)
 from lbtui.control.interface import apply
 from lbtui.control.local import LocalControl
 from lbtui.control.metrics import CONTENT_TYPE, make_registry, render
@@ -83,6 +106,8 @@ TOKEN_ENV = "LBTUI_ADMIN_TOKEN"
 KEEPALIVE_S = 15.0
 """An SSE comment line this often keeps proxies and idle timeouts from closing the stream."""
 EVENT_PAGE_MAX = 1000
+MAX_BODY_BYTES = 64 * 1024
+"""An admin body is a few hundred bytes; anything past this is refused with 413."""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 A = TypeVar("A", bound="DataclassInstance")
@@ -105,6 +130,14 @@ def check_exposure(config: AdminConfig, token: str | None) -> None:
                 f"token: set [admin] token or {TOKEN_ENV}, or listen on 127.0.0.1"
             ],
         )
+
+
+class MethodNotAllowed(ControlError):
+    status = 405
+
+
+class TooLarge(ControlError):
+    status = 413
 
 
 def _json(data: object, status: int = 200) -> web.Response:
@@ -140,13 +173,13 @@ def _parse(
 async def _body(request: web.Request) -> dict[str, Any]:
     if not request.body_exists:
         return {}
+    raw = await request.read()  # bounded: the app's client_max_size is MAX_BODY_BYTES
+    if not raw.strip():
+        return {}
     try:
-        data = await request.json()
-    except ValueError:
-        raise Invalid("body: expected a JSON object", field="body") from None
-    if not isinstance(data, dict):
-        raise Invalid("body: expected a JSON object", field="body")
-    return data
+        return parse_json_object(raw)
+    except ValueError as exc:
+        raise Invalid(f"body: {exc}", field="body") from None
 
 
 class AdminServer:
@@ -167,6 +200,7 @@ class AdminServer:
         check_exposure(config, self._token)
         self._token_bytes = self._token.encode() if self._token is not None else None
         self.host, self.port = parse_hostport(config.address)
+        self.hosts = HostPolicy(self.host, config.allowed_hosts)
         self.keepalive_s = keepalive_s
         self.registry = make_registry(control.proxy, control.faults)
         self._runner: web.AppRunner | None = None
@@ -224,7 +258,7 @@ class AdminServer:
     # --- the application ---------------------------------------------------------------------
 
     def _build_app(self) -> web.Application:
-        app = web.Application(middlewares=[self._guard])
+        app = web.Application(middlewares=[self._guard], client_max_size=MAX_BODY_BYTES)
         r = app.router
         r.add_get(f"{API}/state", self._get_state)
         r.add_get(f"{API}/events", self._events)
@@ -255,19 +289,45 @@ class AdminServer:
             return False
         return hmac.compare_digest(given.strip().encode(), expected)
 
-    @web.middleware
-    async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+    def _refusal(self, request: web.Request) -> ControlError | None:
+        """Why ``request`` is refused before its handler (``guard.py``), or ``None``."""
+        sockname = request.transport.get_extra_info("sockname") if request.transport else None
+        local_ip = str(sockname[0]) if sockname else None
+        problem = self.hosts.host_problem(request.headers.get("Host"), self.port, local_ip)
+        if problem is not None:
+            return Forbidden(problem, field="Host")
         open_metrics = request.path == "/metrics" and not self.config.metrics_need_token
         if not open_metrics and not self._authorized(request):
-            return _error(
-                Unauthorized("a valid bearer token is required (Authorization: Bearer …)")
-            )
+            return Unauthorized("a valid bearer token is required (Authorization: Bearer …)")
+        method = request.method
+        if method in STATE_CHANGING:
+            origin = request.headers.get("Origin")
+            problem = self.hosts.origin_problem(origin, self.port, local_ip)
+            if problem is not None:
+                return Forbidden(problem, field="Origin")
+        has_body = request.body_exists or bool(request.content_length)
+        problem = content_type_problem(method, has_body, request.content_type)
+        if problem is not None:
+            return UnsupportedMediaType(problem, field="Content-Type")
+        return None
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        refusal = self._refusal(request)
+        if refusal is not None:
+            return _error(refusal)
         try:
             return await handler(request)
         except ControlError as exc:
             return _error(exc)
         except web.HTTPNotFound:
             return _error(NotFound(f"no endpoint {request.method} {request.path}"))
+        except web.HTTPMethodNotAllowed as exc:
+            resp = _error(MethodNotAllowed(f"{request.method} is not allowed on {request.path}"))
+            resp.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
+            return resp
+        except web.HTTPRequestEntityTooLarge:
+            return _error(TooLarge(f"body: larger than {MAX_BODY_BYTES} bytes", field="body"))
 
     # --- seeing ------------------------------------------------------------------------------
 

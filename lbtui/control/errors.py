@@ -7,6 +7,8 @@
         ├── Conflict        409: the action clashes with the current state (a name taken)
         ├── Unauthorized    401: missing or wrong bearer token
         ├── ReadOnly        403: this console or client was opened read-only
+        ├── Forbidden       403: a foreign Host or Origin (a web page, not an operator)
+        ├── UnsupportedMediaType  415: a state-changing body that is not application/json
         └── Unavailable     503: the target cannot do it now (no fleet, no faults, unreachable)
 
 ``LocalControl`` raises them directly; the admin API turns them into a JSON body
@@ -81,11 +83,21 @@ class ReadOnly(ControlError):
     status = 403
 
 
+class Forbidden(ControlError):
+    status = 403
+
+
+class UnsupportedMediaType(ControlError):
+    status = 415
+
+
 class Unavailable(ControlError):
     status = 503
 
 
 _CLASSES: tuple[type[ControlError], ...] = (
+    Forbidden,  # before ReadOnly: an unnamed 403 stays ReadOnly
+    UnsupportedMediaType,
     Invalid,
     NotFound,
     Conflict,
