@@ -75,8 +75,8 @@ def ext_modules() -> list[object]:
         return []
     problem = compiler_problem()
     if problem is not None:
-        say(f"{problem}: installing the pure-Python build instead (same behaviour, about a")
-        say("third more CPU per proxied request; `lbtui --version` says which build is there)")
+        say(f"{problem}: installing the pure-Python build instead")
+        say("(same behaviour, about a third more CPU per request; `lbtui --version` tells)")
         return []
     from mypyc.build import mypycify
 
