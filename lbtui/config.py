@@ -4,12 +4,17 @@ Validated once, at the edge, with pydantic: unknown keys are rejected, every pro
 before reporting, and each is reported with the file, the key path and what was expected
 (``lbtui.toml: backends[1].url: expected an http:// URL with a host and a port, got 'ftp://x'``).
 The rest of the code receives frozen typed objects and never sees a dict.
+
+Hostile files get the same treatment as careless ones: a file is read up to a size cap
+(``MAX_CONFIG_BYTES``, ``MAX_FALLBACK_BYTES``), nesting deeper than ``MAX_DEPTH`` is refused
+before validation, ``inf`` and ``nan`` are refused everywhere, and an unknown key names the
+nearest known one. Relative file names are looked up from the config file's folder.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -24,6 +29,13 @@ from pydantic import (
 )
 
 from lbtui.errors import ConfigError
+from lbtui.inputs import (
+    MAX_FALLBACK_BYTES,
+    check_backend_url,
+    loads_toml,
+    read_config_text,
+    read_limited,
+)
 from lbtui.units import parse_allowed_host, parse_hostport
 
 ALGORITHM_NAMES = (
@@ -48,8 +60,13 @@ Algorithm = Literal[
 ]
 
 
+MAX_DEPTH = 32
+"""Tables and arrays nested deeper than this are refused (a real config nests 3 deep)."""
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf and nan are numbers TOML can spell but no setting can mean
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _check_address(value: str) -> str:
@@ -175,16 +192,7 @@ class BackendConfig(_Section):
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
-        parts = urlsplit(v)
-        try:
-            port = parts.port
-        except ValueError:
-            port = None
-        if parts.scheme != "http" or not parts.hostname or port is None:
-            raise ValueError(f"expected an http:// URL with a host and a port, got {v!r}")
-        if parts.query or parts.fragment:
-            raise ValueError(f"a backend URL takes no query or fragment, got {v!r}")
-        return v.rstrip("/")
+        return check_backend_url(v)
 
 
 def _status_list(v: list[int]) -> list[int]:
@@ -330,7 +338,8 @@ class FallbackConfig(_Section):
     body: str | None = None
     """The body inline; or ``file``."""
     file: str | None = None
-    """A file whose bytes are the body (read once, at start-up)."""
+    """A file whose bytes are the body (read once, at start-up; at most 1 MiB). A relative
+    name is looked up from the config file's folder."""
     stale_for_s: Annotated[float, Field(ge=0)] = 0.0
     """Serve the last good response for a GET path if younger than this (0 = never)."""
 
@@ -341,12 +350,14 @@ class FallbackConfig(_Section):
         return self
 
     def body_bytes(self, base: Path | None = None) -> bytes:
+        """The body; ``file`` is read from ``base`` (the config file's folder) when relative,
+        at most ``MAX_FALLBACK_BYTES`` (``OSError`` / ``ValueError`` otherwise)."""
         if self.file is None:
             return (self.body or "").encode()
         path = Path(self.file)
-        if base is not None and not path.is_absolute() and not path.exists():
+        if base is not None and not path.is_absolute():
             path = base / path
-        return path.read_bytes()
+        return read_limited(path, MAX_FALLBACK_BYTES)
 
 
 class AdminConfig(_Section):
@@ -416,38 +427,123 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
-        problems: list[str] = []
-        seen: set[str] = set()
-        for i, b in enumerate(self.backends):
-            if b.name in seen:
-                problems.append(f"backends[{i}].name: duplicate backend name {b.name!r}")
-            seen.add(b.name)
-        for i, r in enumerate(self.routes):
-            for j, name in enumerate(r.backends):
-                if name not in seen:
-                    problems.append(
-                        f"routes[{i}].backends[{j}]: no backend named {name!r} "
-                        f"(known: {', '.join(sorted(seen)) or 'none'})"
-                    )
-        base = Path(self.base_dir) if self.base_dir else None
-        fallbacks = [("fallback", self.fallback)] + [
-            (f"routes[{i}].fallback", r.fallback) for i, r in enumerate(self.routes)
-        ]
-        for where, fb in fallbacks:
-            if fb is not None and fb.file is not None:
-                try:
-                    fb.body_bytes(base)
-                except OSError as exc:
-                    problems.append(f"{where}.file: cannot read {fb.file!r}: {exc.strerror or exc}")
-        h = self.health
-        if h.timeout_ms is not None and h.timeout_ms > h.interval_ms:
-            problems.append(
-                f"health.timeout_ms: expected at most health.interval_ms ({h.interval_ms}), "
-                f"got {h.timeout_ms}"
-            )
+        problems = cross_problems(self.model_dump())
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+
+def resolve_file(name: str, base: Path | None) -> Path:
+    """A file a config names: relative names are looked up from ``base``, its folder."""
+    path = Path(name)
+    return base / path if base is not None and not path.is_absolute() else path
+
+
+def cross_problems(data: dict[str, Any]) -> list[str]:
+    """What no single key can check (names that must match, files that must be readable),
+    on raw data so that ``lbtui check`` lists these problems beside every other one."""
+    problems: list[str] = []
+    seen: set[str] = set()
+    backends = data.get("backends")
+    for i, b in enumerate(backends if isinstance(backends, list) else []):
+        name = b.get("name") if isinstance(b, dict) else None
+        if isinstance(name, str):
+            if name in seen:
+                problems.append(f"backends[{i}].name: duplicate backend name {name!r}")
+            seen.add(name)
+    routes = data.get("routes")
+    routes = [r if isinstance(r, dict) else {} for r in routes] if isinstance(routes, list) else []
+    for i, r in enumerate(routes):
+        names = r.get("backends")
+        for j, name in enumerate(names if isinstance(names, list) else []):
+            if isinstance(name, str) and name not in seen:
+                problems.append(
+                    f"routes[{i}].backends[{j}]: no backend named {name!r} "
+                    f"(known: {', '.join(sorted(seen)) or 'none'})"
+                )
+    base_dir = data.get("base_dir")
+    base = Path(base_dir) if isinstance(base_dir, str) and base_dir else None
+    fallbacks = [("fallback", data.get("fallback"))] + [
+        (f"routes[{i}].fallback", r.get("fallback")) for i, r in enumerate(routes)
+    ]
+    for where, fb in fallbacks:
+        file = fb.get("file") if isinstance(fb, dict) else None
+        if isinstance(file, str):
+            path = resolve_file(file, base)
+            try:
+                read_limited(path, MAX_FALLBACK_BYTES)
+            except OSError as exc:
+                problems.append(f"{where}.file: cannot read {str(path)!r}: {exc.strerror or exc}")
+            except ValueError as exc:
+                problems.append(f"{where}.file: {str(path)!r} is {exc}")
+    h = data.get("health")
+    timeout, interval = (
+        (h.get("timeout_ms"), h.get("interval_ms", 2000)) if isinstance(h, dict) else (None, None)
+    )
+    if (
+        isinstance(timeout, int)
+        and isinstance(interval, int)
+        and not isinstance(timeout, bool)
+        and timeout > interval
+    ):
+        problems.append(
+            f"health.timeout_ms: expected at most health.interval_ms ({interval}), got {timeout}"
+        )
+    return problems
+
+
+def depth_problem(data: object) -> str | None:
+    """The first key path nested deeper than :data:`MAX_DEPTH` (without recursing)."""
+    stack: list[tuple[object, tuple[int | str, ...]]] = [(data, ())]
+    while stack:
+        item, loc = stack.pop()
+        if len(loc) > MAX_DEPTH:
+            return f"{_loc(loc[:MAX_DEPTH])}: nested deeper than {MAX_DEPTH} levels"
+        if isinstance(item, dict):
+            stack.extend((v, (*loc, str(k))) for k, v in item.items())
+        elif isinstance(item, list):
+            stack.extend((v, (*loc, i)) for i, v in enumerate(item))
+    return None
+
+
+def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The settings class at key path ``loc`` (list indices skipped), for suggestions."""
+    model: type[BaseModel] = Config
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        found = [
+            t
+            for t in _flatten(field.annotation)
+            if isinstance(t, type) and issubclass(t, BaseModel)
+        ]
+        if not found:
+            return None
+        model = found[0]
+    return model
+
+
+def _flatten(annotation: object) -> list[object]:
+    out: list[object] = [annotation]
+    for arg in getattr(annotation, "__args__", ()):
+        out.extend(_flatten(arg))
+    return out
+
+
+def unknown_key(loc: tuple[int | str, ...]) -> str:
+    """``path: unknown key``, with the nearest known key when one is close (difflib)."""
+    key = loc[-1] if loc else ""
+    model = _model_at(loc[:-1])
+    if model is None or not isinstance(key, str):
+        return f"{_loc(loc)}: unknown key"
+    known = [k for k in model.model_fields if k != "base_dir"]
+    near = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    if near:
+        return f"{_loc(loc)}: unknown key (did you mean {near[0]!r}?)"
+    return f"{_loc(loc)}: unknown key (known: {', '.join(known)})"
 
 
 def _loc(loc: tuple[int | str, ...]) -> str:
@@ -467,14 +563,16 @@ def _problems(exc: ValidationError) -> list[str]:
         msg = err["msg"].removeprefix("Value error, ")
         kind = err["type"]
         if kind == "extra_forbidden":
-            problems.append(f"{_loc(loc)}: unknown key")
+            problems.append(unknown_key(loc))
         elif kind == "missing":
             problems.append(f"{_loc(loc)}: required key is missing")
         elif not loc:
             problems.extend(msg.splitlines())
         else:
             got = err.get("input")
-            shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
+            text = repr(got)
+            text = text if len(text) <= 80 else text[:77] + "..."
+            shown = "" if isinstance(got, dict | list) else f" (got {text})"
             if kind == "literal_error":
                 msg = msg.replace("Input should be", "expected one of")
             msg = msg.replace("Input should be", "expected")
@@ -483,26 +581,24 @@ def _problems(exc: ValidationError) -> list[str]:
 
 
 def from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
-    """Validate ``data`` (parsed TOML plus overrides) into a ``Config``."""
+    """Validate ``data`` (parsed TOML plus overrides) into a ``Config``; every problem found
+    is in the ``ConfigError``, those of single keys and those across keys alike."""
+    deep = depth_problem(data)
+    if deep is not None:
+        raise ConfigError(source, [deep])
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(source, _problems(exc)) from None
+        problems = _problems(exc)
+    except RecursionError:
+        problems = [f"nested deeper than {MAX_DEPTH} levels"]
+    problems += [p for p in cross_problems(data) if p not in problems]
+    raise ConfigError(source, problems)
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
     """Parse a TOML file; unreadable or invalid files raise ``ConfigError`` naming the file."""
-    p = Path(path)
-    try:
-        text = p.read_bytes().decode("utf-8")
-    except OSError as exc:
-        raise ConfigError(str(p), [f"cannot read the file: {exc.strerror or exc}"]) from None
-    except UnicodeDecodeError:
-        raise ConfigError(str(p), ["expected UTF-8 text"]) from None
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(p), [f"invalid TOML: {exc}"]) from None
+    return loads_toml(read_config_text(path), str(path))
 
 
 def parse_backend_flag(text: str, index: int) -> dict[str, Any]:

@@ -50,7 +50,6 @@ interval, breaker ``open_s``) nor what checks allow for them: ``within``, ``afte
 
 from __future__ import annotations
 
-import tomllib
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -75,6 +74,7 @@ from lbtui.chaos.hypotheses import (
 from lbtui.chaos.steps import AddBackendStep, Fault, Step, fault_problems, step_backend
 from lbtui.errors import ConfigError
 from lbtui.fleet.spec import BackendSpec, is_loopback_host, load_fleet
+from lbtui.inputs import loads_toml, read_config_text
 from lbtui.loadgen import MAX_CONNECTIONS, MAX_RATE, RequestSpec
 
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
@@ -423,10 +423,7 @@ def parse_scenario(
     With ``attach`` the ``[system]`` section is not resolved (the run starts nothing)."""
     path = Path(source)
     src = str(source)
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(src, [f"invalid TOML: {exc}"]) from None
+    raw = loads_toml(text, src)
     try:
         sc = Scenario.model_validate(raw)
     except ValidationError as exc:
@@ -532,12 +529,5 @@ def _check_target(url: str, key: str) -> list[str]:
 def load_scenario(path: str | Path, *, attach: bool = False) -> ScenarioFile:
     """Read and validate a scenario file (:class:`ConfigError` on any problem)."""
     p = Path(path)
-    try:
-        text = p.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise ConfigError(str(p), ["file not found"]) from None
-    except OSError as exc:
-        raise ConfigError(str(p), [f"cannot read the file: {exc.strerror or exc}"]) from None
-    except UnicodeDecodeError:
-        raise ConfigError(str(p), ["expected UTF-8 text"]) from None
+    text = read_config_text(p)  # at most 1 MiB
     return parse_scenario(text, p, attach=attach)

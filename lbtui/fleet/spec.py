@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
-import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -40,6 +39,7 @@ from pydantic import (
 )
 
 from lbtui.errors import ConfigError
+from lbtui.inputs import loads_toml, read_config_text
 from lbtui.units import parse_duration
 
 MAX_LATENCY_MS = 600_000.0
@@ -215,10 +215,7 @@ class _FleetFile(BaseModel):
 
 def parse_fleet(text: str, source: str = "<fleet>") -> FleetSpec:
     """Parse fleet-file text; raise :class:`ConfigError` listing every problem found."""
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(source, [f"not valid TOML: {exc}"]) from None
+    raw = loads_toml(text, source)
     try:
         model = _FleetFile.model_validate(raw)
     except ValidationError as exc:
@@ -263,13 +260,7 @@ def parse_fleet(text: str, source: str = "<fleet>") -> FleetSpec:
 def load_fleet(path: str | Path) -> FleetSpec:
     """Read and parse a fleet file; a missing or unreadable file is a :class:`ConfigError`."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(str(p), ["file not found"]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(str(p), [f"cannot be read: {exc}"]) from None
-    return parse_fleet(text, str(p))
+    return parse_fleet(read_config_text(p), str(p))  # at most 1 MiB
 
 
 def expand(

@@ -200,3 +200,24 @@ async def test_hostile_bodies_get_4xx_and_the_server_keeps_answering(admin: Make
     )
     assert r.status_code == 413, r.text
     assert await weight(http, "b1") == 1
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://admin:hunter2@127.0.0.1:9001",
+        "http://127.0.0.1:9001/a b",
+        "http://127.0.0.1:9001/a\r\nX-Evil: 1",
+        "http://127.0.0.1:0",
+    ],
+)
+async def test_add_backend_refuses_urls_lbtui_cannot_use(admin: Make, url: str) -> None:
+    _server, http = await admin()
+    r = await http.post("/api/v1/backends", json={"name": "c", "url": url})
+    assert r.status_code == 422, r.text
+    assert error(r)["field"] == "url"
+    assert "hunter2" not in r.text
+    assert await names(http) == ["b1", "b2"]
+    events = (await http.get("/api/v1/events")).text
+    state = (await http.get("/api/v1/state")).text
+    assert "hunter2" not in events + state
