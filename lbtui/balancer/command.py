@@ -1,9 +1,15 @@
-"""``lbtui serve``: the balancer, headless, until Ctrl-C or SIGTERM."""
+"""``lbtui serve``: the balancer, headless, until Ctrl-C or SIGTERM.
+
+It says on stderr when it is ready, when a signal starts the drain (how many requests are in
+flight, how long they may take) and when it has stopped, so that an operator or a supervisor's
+log can tell a slow drain from a hang."""
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import time
 
 from lbtui.config import ALGORITHM_NAMES
 
@@ -63,8 +69,24 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
 
+    def draining(rt: BalancerRuntime, sig: signal.Signals) -> None:
+        in_flight = sum(b.in_flight for b in rt.server.proxy.backends.values())
+        grace = cfg.proxy.shutdown_grace_s
+        print(
+            f"lbtui: {sig.name} received: no new connections; draining {in_flight} "
+            f"in-flight request{'s' if in_flight != 1 else ''} (grace {grace:g} s)…",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    started = time.monotonic()
     try:
-        run_async(serve_until_signalled(run_balancer(cfg), ready))
+        run_async(serve_until_signalled(run_balancer(cfg), ready, draining))
     except OSError as exc:
         raise UsageError(str(exc.strerror or exc)) from None
+    print(
+        f"lbtui: stopped after {time.monotonic() - started:.1f} s",
+        file=sys.stderr,
+        flush=True,
+    )
     return 0

@@ -75,15 +75,24 @@ def run_balancer(
 
 
 async def serve_until_signalled(
-    runtime: BalancerRuntime, on_ready: Callable[[BalancerRuntime], None] | None = None
+    runtime: BalancerRuntime,
+    on_ready: Callable[[BalancerRuntime], None] | None = None,
+    on_signal: Callable[[BalancerRuntime, signal.Signals], None] | None = None,
 ) -> None:
-    """Start ``runtime``, wait for SIGINT or SIGTERM, then stop it gracefully."""
+    """Start ``runtime``, wait for SIGINT or SIGTERM, then stop it gracefully; ``on_signal``
+    is told which signal came, before the drain starts."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    received: list[signal.Signals] = []
+
+    def stop_on(sig: signal.Signals) -> None:
+        received.append(sig)
+        stop.set()
+
     installed: list[signal.Signals] = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, stop_on, sig)
             installed.append(sig)
     try:
         async with runtime:
@@ -94,6 +103,8 @@ async def serve_until_signalled(
             if on_ready is not None:
                 on_ready(runtime)
             await stop.wait()
+            if on_signal is not None and received:
+                on_signal(runtime, received[0])
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -195,6 +196,11 @@ def test_serve_flags_override_file_and_drain_on_sigterm(tmp_path: Path):
         _, err = proc.communicate()
         assert "Traceback" not in err
         assert "with round_robin; admin API http://127.0.0.1:" in err
+        assert (
+            "lbtui: SIGTERM received: no new connections; draining 1 in-flight request "
+            "(grace 10 s)…" in err
+        ), err
+        assert re.search(r"lbtui: stopped after \d+\.\d s\n$", err), err
     finally:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
