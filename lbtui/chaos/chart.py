@@ -106,9 +106,11 @@ def series(rec: Recording, bin_s: float = 1.0) -> Series:
         # per second of the samples' own span: a late sample must not dent the rate
         span = max(sb.t - sa.t, 1e-9) if sa is not None and sb is not None else max(b - a, 1e-9)
         out.t.append(round(a, 3))
-        counts = rec.client_counts(a, b)
+        # bins that tile (each answer in one bin), so that a 5xx between two bins' samples
+        # still shows; the labels give the exact totals (Recording.client_totals)
+        counts, tiled_span = rec.client_counts_tiled(a, b)
         for c in CLIENT_CLASSES:
-            out.client[c].append(round(counts[c] / span, 2))
+            out.client[c].append(round(counts[c] / tiled_span, 2) if tiled_span else 0.0)
         p99, answered = rec.client_p99_ms(a, b)
         out.client_p99_ms.append(round(p99, 3) if answered else None)
         last = rec.at_or_before(b)
@@ -365,17 +367,17 @@ def render_svg(
     top = _nice_max(stacked_max * 1.1)
     canvas.y_axis(y, h, top, "/s")
     base = [0.0] * len(data.t)
+    totals = rec.client_totals()  # the summary's count, not the areas re-integrated
     for cls in CLIENT_CLASSES:
         vals = data.client[cls]
         if not any(vals):
             continue
         upper = [b + v for b, v in zip(base, vals, strict=True)]
-        total = sum(v * (min(data.t[i] + 1, end) - data.t[i]) for i, v in enumerate(vals))
         canvas.area(
             _steps(data.t, upper, canvas, y, h, top, end),
             _steps(data.t, base, canvas, y, h, top, end),
             CLIENT_COLORS[cls],
-            f"clients {cls}: {total:.0f} in all",
+            f"clients {cls}: {totals[cls]} in all",
         )
         base = upper
     canvas.polyline(_steps(data.t, data.target_rate, canvas, y, h, top, end), "#222", 1.2, "5,4")

@@ -167,6 +167,22 @@ class Recording:
             return None, None
         return self.samples[span[0]], self.samples[span[1]]
 
+    def client_totals(self) -> dict[str, int]:
+        """What clients got over the whole run, by class: the one count that the summary
+        line, the chart's labels and the JSON all show."""
+        last = self.samples[-1].client if self.samples else {}
+        return {c: last.get(c, 0) for c in CLIENT_CLASSES}
+
+    def client_counts_tiled(self, start: float, end: float) -> tuple[dict[str, int], float]:
+        """Client outcomes between the last samples at or before ``start`` and ``end``, and
+        the time between those samples. Consecutive windows tile: every answer falls in
+        exactly one of them (the chart's bins), unlike :meth:`client_counts`."""
+        a = self.at_or_before(start) or (self.samples[0] if self.samples else None)
+        b = self.at_or_before(end)
+        if a is None or b is None or b.t <= a.t:
+            return dict.fromkeys(CLIENT_CLASSES, 0), 0.0
+        return {c: b.client.get(c, 0) - a.client.get(c, 0) for c in CLIENT_CLASSES}, b.t - a.t
+
     def client_counts(self, start: float, end: float) -> dict[str, int]:
         """Client outcomes that completed within the window."""
         a, b = self.window(start, end)

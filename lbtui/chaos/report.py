@@ -54,8 +54,8 @@ def load_line(r: RunResult) -> str:
     head = f"{r.load_rate:g}/s for {r.load_duration_s:g} s"
     if rep is None:
         return head + ": not started"
-    counts = r.recording.samples[-1].client if r.recording.samples else {}
-    parts = [f"{counts.get(c, 0)} {c}" for c in CLIENT_CLASSES if counts.get(c, 0)]
+    counts = r.recording.client_totals()  # the chart's labels read the same
+    parts = [f"{counts[c]} {c}" for c in CLIENT_CLASSES if counts[c]]
     return (
         f"{head}: {rep.sent} sent, "
         + (", ".join(parts) or "no answer")
@@ -155,6 +155,7 @@ def to_json(r: RunResult) -> dict[str, Any]:
             "rate": r.load_rate,
             "duration_s": r.load_duration_s,
             "report": r.load.to_dict() if r.load is not None else None,
+            "client_totals": rec.client_totals(),
         },
         "phases": (
             {
