@@ -30,12 +30,17 @@ from pathlib import Path
 
 COMPILED_MODULES: tuple[str, ...] = (
     "lbtui.balancer.admission",
+    "lbtui.balancer.answers",
+    "lbtui.balancer.attempt",
     "lbtui.balancer.connections",
     "lbtui.balancer.exchange",
+    "lbtui.balancer.job",
     "lbtui.balancer.listener",
+    "lbtui.balancer.pipeline",
     "lbtui.balancer.pool",
     "lbtui.balancer.proxy",
     "lbtui.balancer.shared",
+    "lbtui.balancer.state",
     "lbtui.core.balancing",
     "lbtui.core.breaker",
     "lbtui.core.ejection",

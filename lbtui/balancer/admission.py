@@ -12,13 +12,12 @@ process gets the same ``reconfigure`` calls, and the second and later ones chang
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from aiohttp import web
-
+from lbtui.balancer.answers import json_answer
+from lbtui.balancer.exchange import Answer
 from lbtui.config import LimitsConfig
 from lbtui.core.limiting import (
     ConcurrencyLimit,
@@ -40,22 +39,14 @@ class Rejection:
     headers: list[tuple[str, str]]
     retry_after_s: float
 
-    def response(self, flags_header: bool) -> web.Response:
-        body = {
+    def answer(self, flags_header: bool) -> Answer:
+        """The 429, with its JSON body and rate-limit headers."""
+        body: dict[str, object] = {
             "error": "rate limited",
             "scope": self.scope,
             "retry_after_s": round(self.retry_after_s, 3),
         }
-        resp = web.Response(
-            status=429,
-            body=json.dumps(body).encode() + b"\n",
-            content_type="application/json",
-        )
-        for k, v in self.headers:
-            resp.headers.add(k, v)
-        if flags_header:
-            resp.headers["X-Lbtui-Flags"] = "rate_limited"
-        return resp
+        return json_answer(429, body, self.headers, "rate_limited" if flags_header else None)
 
 
 class Admission:

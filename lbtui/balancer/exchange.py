@@ -8,7 +8,7 @@ that the same policy runs behind both listeners: aiohttp's low-level server
 - an :class:`Answer`: a whole response the listener has yet to send (the usual small answer
   from a backend), its headers in the listener's own form (text pairs for aiohttp, byte pairs
   for the fast listener, so that nothing is decoded and encoded again on the way through);
-- a ``web.Response`` made by a helper (429, fallback, error bodies), sent the same way;
+  or one the balancer writes itself (429, fallback, error bodies: ``answers.py``);
 - or a streamed response the pipeline has already written through the client
   (``start_stream`` / ``write`` / ``finish_stream``).
 
@@ -19,7 +19,7 @@ the same output.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -63,11 +63,21 @@ class BackendHead(Protocol):
 
 
 class Answer:
-    """A whole response, not yet sent. ``headers`` are in the listener's form."""
+    """A whole response, not yet sent: a backend's small answer, or one the balancer writes
+    itself (429, 5xx, fallback; built in ``answers.py``). ``headers``: rendered lines for the
+    fast listener's backend answers (nothing decoded and encoded again on the way through), else
+    text pairs, which every listener renders itself. Never ``Content-Length``: the listener
+    frames the body."""
 
     __slots__ = ("body", "headers", "reason", "status")
 
-    def __init__(self, status: int, reason: str | None, headers: Any, body: bytes) -> None:
+    def __init__(
+        self,
+        status: int,
+        reason: str | None,
+        headers: RenderedHead | list[tuple[str, str]],
+        body: bytes,
+    ) -> None:
         self.status = status
         self.reason = reason
         self.headers = headers
@@ -295,6 +305,16 @@ def render_response_headers(up: BackendHead, extra: list[tuple[str, str]] | None
         )
     if extra:
         raw += [(k.encode("utf-8"), v.encode("utf-8")) for k, v in extra]
+    return render_raw(raw)
+
+
+def render_pairs(pairs: list[tuple[str, str]]) -> RenderedHead:
+    """Text header pairs (an answer the balancer wrote itself), rendered."""
+    return render_raw([(k.encode("utf-8"), v.encode("utf-8")) for k, v in pairs])
+
+
+def render_raw(raw: RawHeaders) -> RenderedHead:
+    """Header lines rendered as they are, noting the ones a listener adds when missing."""
     parts: list[bytes] = []
     has_ctype = has_date = has_server = False
     for k, v in raw:
@@ -330,9 +350,10 @@ def response_headers_raw(raw: RawHeaders) -> RawHeaders:
 
 
 class AiohttpClient:
-    """:class:`ClientRequest` over an aiohttp ``BaseRequest``."""
+    """:class:`ClientRequest` over an aiohttp ``BaseRequest``; the handler awaits what the
+    pipeline hands to ``finish`` or ``spawn`` (it never answers from a backend's callback)."""
 
-    __slots__ = ("_stream", "method", "raw_path", "remote", "request")
+    __slots__ = ("_stream", "method", "raw_path", "remote", "request", "rest", "result")
 
     def __init__(self, request: web.BaseRequest) -> None:
         self.request = request
@@ -340,6 +361,25 @@ class AiohttpClient:
         self.raw_path = request.raw_path
         self.remote = request.remote or ""
         self._stream: web.StreamResponse | None = None
+        self.result: Result | None = None
+        self.rest: Coroutine[Any, Any, Result] | None = None
+
+    @property
+    def nowait(self) -> bool:
+        return False
+
+    def finish(self, result: Result) -> None:
+        self.result = result
+
+    def spawn(self, rest: Coroutine[Any, Any, Result]) -> None:
+        self.rest = rest
+
+    async def outcome(self) -> Result:
+        """The pipeline's result, once ``Pipeline.serve`` has returned."""
+        if self.rest is not None:
+            return await self.rest
+        assert self.result is not None
+        return self.result
 
     @property
     def host(self) -> str:
@@ -410,8 +450,10 @@ class AiohttpClient:
 def to_web(result: Result) -> web.StreamResponse:
     """The aiohttp response for a pipeline result."""
     if type(result) is Answer:
+        headers = result.headers
+        assert type(headers) is list  # rendered lines are the fast listener's alone
         return web.Response(
-            status=result.status, reason=result.reason, headers=result.headers, body=result.body
+            status=result.status, reason=result.reason, headers=headers, body=result.body
         )
     assert isinstance(result, web.StreamResponse)
     return result

@@ -12,13 +12,15 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-from aiohttp import web
 from multidict import CIMultiDict
 
+from lbtui.balancer.exchange import Answer
 from lbtui.config import FallbackConfig
 
 STALE_MAX_ENTRIES = 1024
 STALE_MAX_BODY = 256 * 1024
+FLAGS_HEADER = "X-Lbtui-Flags"
+_REPLACED = frozenset({"x-lbtui-fallback", "age", "x-lbtui-flags"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,21 +56,25 @@ class Fallback:
         if len(stale) > STALE_MAX_ENTRIES:
             stale.popitem(last=False)
 
-    def respond(self, reason: str, stale_key: str | None, now: float) -> tuple[web.Response, str]:
-        """The fallback response and the reason it carries (``stale`` when a stored one fits)."""
+    def respond(
+        self, reason: str, stale_key: str | None, now: float, flags: str | None = None
+    ) -> tuple[Answer, str]:
+        """The fallback answer and the reason it carries (``stale`` when a stored one fits);
+        ``flags``, when set, goes out as ``X-Lbtui-Flags``."""
         if stale_key is not None and self.stale_for_s > 0:
             stored = self._stale.get(stale_key)
             if stored is not None and now - stored.at <= self.stale_for_s:
-                headers = CIMultiDict(stored.headers)
-                headers["X-Lbtui-Fallback"] = "stale"
-                age = int(now - stored.at)
-                headers["Age"] = str(age)
-                return web.Response(
-                    status=stored.status, headers=headers, body=stored.body
-                ), "stale"
-        resp = web.Response(
-            status=self.config.status,
-            body=self.body,
-            headers={"Content-Type": self.config.content_type, "X-Lbtui-Fallback": reason},
-        )
-        return resp, reason
+                headers = [
+                    (k, v)
+                    for k, v in stored.headers.items()
+                    if k.lower() not in _REPLACED and k.lower() != "content-length"
+                ]
+                headers.append(("X-Lbtui-Fallback", "stale"))
+                headers.append(("Age", str(int(now - stored.at))))
+                if flags is not None:
+                    headers.append((FLAGS_HEADER, flags))
+                return Answer(stored.status, None, headers, stored.body), "stale"
+        headers = [("Content-Type", self.config.content_type), ("X-Lbtui-Fallback", reason)]
+        if flags is not None:
+            headers.append((FLAGS_HEADER, flags))
+        return Answer(self.config.status, None, headers, self.body), reason

@@ -4,9 +4,9 @@ DESIGN.md's performance notes put aiohttp's per-request server machinery (reques
 handler task plumbing, response preparation) at about 30 µs; this listener does the same job in
 a few: the request head is parsed by llhttp callbacks into bytes, the headers for the backend
 are rendered straight from those bytes, and a whole answer goes out as one ``write`` (head and
-body together). Policy does not live here: every request goes through the same
-:meth:`Proxy.serve <lbtui.balancer.proxy.Proxy.serve>` as behind aiohttp, so admission, routes,
-picks, breakers, retries, fallbacks, faults, records and events are one code.
+body together). Policy does not live here: every request goes through the same driver,
+:meth:`Pipeline.serve <lbtui.balancer.pipeline.Pipeline.serve>`, as behind aiohttp, so admission,
+routes, picks, breakers, retries, fallbacks, faults, records and events are one code.
 
 What it does, as aiohttp's low-level server does for the proxy:
 
@@ -39,7 +39,6 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, cast
 
 import httptools
-from aiohttp import web
 from aiohttp._cookie_helpers import parse_cookie_header
 from aiohttp.http import SERVER_SOFTWARE
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -58,6 +57,7 @@ from lbtui.balancer.exchange import (
     BackendHead,
     Result,
     Streamed,
+    render_pairs,
     render_response_headers,
     request_block,
 )
@@ -448,7 +448,12 @@ class FastRequest:
         self.keep_alive = False
         self.conn.close()
 
-    # -- the listener's side of ``Proxy.serve_nowait`` --------------------------------------------
+    # -- the listener's side of ``Pipeline.serve`` ------------------------------------------------
+
+    @property
+    def nowait(self) -> bool:
+        """An attempt may be answered from the backend connection's callback."""
+        return True
 
     def finish(self, result: Result) -> None:
         self.conn.complete(self, result)
@@ -667,7 +672,7 @@ class ClientConnection(asyncio.Protocol):
 
     def _start(self, req: FastRequest) -> None:
         self.active = req
-        self.listener.proxy.serve_nowait(req)
+        self.listener.proxy.pipeline.serve(req)
 
     async def run(self, req: FastRequest, rest: Coroutine[Any, Any, Result]) -> None:
         """The rest of a request the pipeline could not finish without waiting."""
@@ -692,11 +697,10 @@ class ClientConnection(asyncio.Protocol):
 
     def _send_result(self, req: FastRequest, result: Result) -> None:
         if type(result) is Answer:
-            self.write_answer(req, result.status, result.reason, result.headers, result.body)
-        elif type(result) is Streamed:
-            pass
-        elif isinstance(result, web.Response):
-            self.write_response(req, result)
+            headers = result.headers
+            if type(headers) is list:  # an answer the balancer wrote itself
+                headers = render_pairs(headers)
+            self.write_answer(req, result.status, result.reason, headers, result.body)
 
     def _done(self, req: FastRequest) -> None:
         self.active = None
@@ -854,26 +858,6 @@ class ClientConnection(asyncio.Protocol):
         parts += self.tail(req, headers.has_date, headers.has_server)
         if status not in _EMPTY_BODY_STATUS and req.method != "HEAD":
             parts.append(body)
-        t.write(b"".join(parts))
-
-    def write_response(self, req: FastRequest, resp: web.Response) -> None:
-        """A response a helper built (429, fallback, error): written the way aiohttp would."""
-        status = resp.status
-        req.status = status
-        t = self.transport
-        if t is None or self._closing:
-            return
-        body = resp.body
-        data = body if isinstance(body, bytes) else bytes(body or b"")  # type: ignore[arg-type]
-        hdrs = resp.headers
-        parts = [_status_line(req.version, status, resp.reason)]
-        for k, v in hdrs.items():
-            if k.lower() != "content-length":
-                parts.append(f"{k}: {v}\r\n".encode())
-        parts += _framing(req.method, status, len(data), "Content-Type" in hdrs)
-        parts += self.tail(req, "Date" in hdrs, "Server" in hdrs)
-        if status not in _EMPTY_BODY_STATUS and req.method != "HEAD":
-            parts.append(data)
         t.write(b"".join(parts))
 
     def _refuse(self, status: int, detail: str) -> None:

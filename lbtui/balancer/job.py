@@ -1,0 +1,139 @@
+"""One client request on its way through the pipeline, and the routing rule that placed it.
+
+A :class:`Job` is what every step of the pipeline (``pipeline.py``, ``attempt.py``) reads and
+writes: the request, the pool and fallback its route chose, the backends tried so far, the last
+failure and the response flag. It holds no behaviour but the backend connection's callback,
+which hands the attempt's answer back to the driver that sent it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from lbtui.balancer.connections import BackendConnection, HeadBlock
+from lbtui.balancer.exchange import ClientRequest, Result
+from lbtui.balancer.fallback import Fallback
+from lbtui.balancer.pool import Backend, Pool
+from lbtui.balancer.upstream import BackendResponse
+from lbtui.core.faults import FaultDecision, FaultKind
+from lbtui.errors import UpstreamError
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A compiled routing rule."""
+
+    path_prefix: str
+    host: str | None
+    pool: Pool
+    fallback: Fallback | None
+
+    def matches(self, host: str, path: str) -> bool:
+        return path.startswith(self.path_prefix) and (self.host is None or self.host == host)
+
+
+class Client(ClientRequest, Protocol):
+    """A client whose listener takes the answer when it is ready (``finish``) and runs the
+    rest of a request that must wait as a coroutine (``spawn``): what the one driver,
+    ``Pipeline.serve``, talks to. ``nowait``: whether an attempt may be answered from the
+    backend connection's callback (the fast listener), rather than from a coroutine."""
+
+    @property
+    def nowait(self) -> bool: ...
+
+    def finish(self, result: Result) -> None: ...
+
+    def spawn(self, rest: Coroutine[Any, Any, Result]) -> None: ...
+
+
+Pending = tuple[Backend, float, BackendResponse | None]
+"""An attempt sent: its backend, its start time, and its response head (None: it failed, and
+the failure is recorded)."""
+
+
+class Job:
+    """One client request on its way through the pipeline: what it is, where it may go, and
+    what it has been through so far."""
+
+    __slots__ = (
+        "admitted",
+        "backend",
+        "body",
+        "budget_held",
+        "client",
+        "connect_failures",
+        "cut",
+        "extra_headers",
+        "fallback",
+        "fault",
+        "faulted",
+        "flag",
+        "headers",
+        "key",
+        "last",
+        "method",
+        "on_answer",
+        "pool",
+        "raw_path",
+        "replayable",
+        "reset_retried",
+        "retries",
+        "t0",
+        "tried",
+    )
+
+    def __init__(
+        self,
+        client: Client,
+        pool: Pool,
+        fallback: Fallback | None,
+        key: str | None,
+        extra_headers: list[tuple[str, str]] | None,
+        admitted: bool,
+    ) -> None:
+        self.client = client
+        self.method = client.method
+        self.raw_path = client.raw_path
+        self.pool = pool
+        self.fallback = fallback
+        self.key = key
+        self.extra_headers = extra_headers
+        self.admitted = admitted
+        """It holds a concurrency slot, released when it is answered."""
+        self.headers: HeadBlock | list[tuple[str, str]] = []
+        self.body: Any = None
+        """None, the whole body (bytes, replayable) or the client's body stream."""
+        self.replayable = True
+        self.tried: list[Backend] = []
+        self.retries = 0
+        self.connect_failures = 0
+        self.budget_held = 0
+        self.reset_retried = False
+        self.last: UpstreamError | None = None
+        self.flag: str | None = None
+        self.fault: FaultDecision | None = None
+        """The fault applied to the current attempt, if any."""
+        self.faulted: list[tuple[str, FaultKind]] = []
+        """Every fault applied to this request, as (backend, kind)."""
+        self.cut = False
+        """The client's response was cut mid-body."""
+        # Set when an attempt is answered by the backend connection's callback:
+        self.on_answer: Callable[[Job, BackendConnection, UpstreamError | None], None]
+        self.backend: Backend
+        self.t0: float
+
+    def __call__(self, conn: BackendConnection, error: UpstreamError | None) -> None:
+        """The backend connection's callback for an attempt sent without waiting."""
+        self.on_answer(self, conn, error)
+
+
+class StatusFailure(UpstreamError):
+    """An answer with a status listed in ``retries.retry_on_status``."""
+
+    reason = "upstream_status"
+
+    def __init__(self, backend: str, status: int) -> None:
+        self.status = status
+        super().__init__(backend, f"answered {status}")

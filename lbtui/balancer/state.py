@@ -1,0 +1,335 @@
+"""The balancer's live state: its backends, pools and routes, and what changes them.
+
+Every other part of the data plane reads this one object: the pipeline (``pipeline.py``,
+``attempt.py``) to route, pick and record; operator actions (``operator.py``) to change it;
+replication (``replication.py``) to adopt what another process saw; the control plane to show
+it. What changes a backend's standing — a breaker transition, a health flip, an ejection, an
+attempt's outcome — comes through here, so that the pools' panic mode and the set of pools
+where every backend may take a request (``clear_pools``, a shortcut for the pick) are
+recomputed in one place, and every change is one event.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from lbtui.balancer.admission import Admission
+from lbtui.balancer.exchange import ClientRequest
+from lbtui.balancer.fallback import Fallback
+from lbtui.balancer.job import Route
+from lbtui.balancer.pool import AdminState, Backend, Pool, breaker_config, cap_bucket
+from lbtui.config import BackendConfig, Config, HealthConfig
+from lbtui.core import health as core_health
+from lbtui.core.balancing import Balancer
+from lbtui.core.breaker import OPERATOR_REASON, BreakerState, CircuitBreaker, Transition
+from lbtui.core.ejection import EjectionConfig as CoreEjectionConfig
+from lbtui.core.ejection import EjectionEvent, EjectionKind, OutlierDetector
+from lbtui.core.events import EventKind, EventRing
+from lbtui.core.faults import Faults
+from lbtui.core.record import BalancerRecord
+
+if TYPE_CHECKING:
+    from lbtui.balancer.shared import SharedLimits
+
+WEIGHT_BLIND = frozenset({"round_robin", "ip_hash", "consistent_hash"})
+"""Algorithms that do not follow effective weights, so slow start cannot ramp them."""
+HASHING = frozenset({"ip_hash", "consistent_hash"})
+EPISODE_QUIET_S: Final = 5.0
+"""A rate-limit or fallback episode is reported as an event when it starts after this long
+without one: events tell when something began, counters tell how much."""
+_ADMITTING = (BreakerState.CLOSED, BreakerState.DISABLED)
+"""Breaker states that admit every call, whatever the time."""
+_SYNCED = (BreakerState.OPEN, BreakerState.CLOSED)
+"""Breaker transitions the other processes adopt; half-open follows from the shared deadline."""
+_IGNORES_FEEDBACK = Balancer.observe
+"""The base ``observe``: an algorithm that keeps it needs no feedback."""
+
+SyncMessage = tuple[Any, ...]
+"""A breaker transition or an ejection made here by traffic, for the other processes:
+``("breaker", name, state, open_until, reason, at)`` or ``("eject", name, until, times,
+reason)`` (``replication.py`` adopts them)."""
+
+
+def health_core_config(h: HealthConfig) -> core_health.HealthConfig:
+    return core_health.HealthConfig(
+        path=h.path,
+        interval_s=h.interval_ms / 1e3,
+        timeout_s=h.effective_timeout_ms / 1e3,
+        rise=h.rise,
+        fall=h.fall,
+        expect_status=h.expect_status,
+        slow_start_s=h.slow_start_s,
+    )
+
+
+class State:
+    """Backends, pools, routes, and the records, events and policies that go with them."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        shared: SharedLimits | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.shared = shared
+        """Limiter state in shared memory when several processes serve (``workers``)."""
+        self.on_sync: Callable[[SyncMessage], None] | None = None
+        """Set when several processes serve: a breaker trip or close, or an ejection, made
+        here by traffic, to be adopted by the other processes."""
+        self.adopting = False
+        """A change another process made is being adopted: it is not sent back."""
+        now = clock()
+        self.events = EventRing(clock=clock, wall_clock=wall_clock)
+        self.record = BalancerRecord()
+        self.faults = Faults()
+        self.backends: dict[str, Backend] = {}
+        self.clear_pools: set[Pool] = set()
+        """Pools whose every backend can take a request now, plainly (healthy, not ejected,
+        breaker closed or disabled, no rate cap): a pick there needs no eligibility check."""
+        e = config.ejection
+        self.outliers = OutlierDetector(
+            CoreEjectionConfig(
+                consecutive_failures=e.consecutive_failures,
+                base_s=e.base_s,
+                max_s=e.max_s,
+                max_percent=e.max_percent,
+                panic_percent=e.panic_percent,
+            ),
+            [],
+        )
+        for bc in config.backends:
+            self.add(Backend.from_config(bc), now)
+        algorithm = config.balancer.algorithm
+        self.default_pool = Pool(list(self.backends.values()), algorithm)
+        base = Path(config.base_dir) if config.base_dir else None
+        self.fallback = Fallback(config.fallback, base) if config.fallback else None
+        self.routes: list[Route] = [
+            Route(
+                r.path_prefix,
+                r.host.lower() if r.host else None,
+                Pool([self.backends[n] for n in r.backends], algorithm),
+                Fallback(r.fallback, base) if r.fallback else self.fallback,
+            )
+            for r in config.routes
+        ]
+        self.admission = Admission(config.limits, now, shared)
+        fs = config.breaker.failure_statuses
+        self.failure_statuses = frozenset(fs) if fs is not None else None
+        """Statuses that count as failures (None: every 5xx)."""
+        self.flags_header = config.proxy.response_flags_header
+        hash_on = config.balancer.hash_on
+        self.hash_kind, _, self.hash_name = hash_on.partition(":")
+        self.key_from_ip = algorithm == "ip_hash" or hash_on == "client_ip"
+        self.episodes: dict[str, float] = {}
+        self.stale_wanted = any(
+            fb is not None and fb.keeps_stale
+            for fb in [self.fallback, *(rt.fallback for rt in self.routes)]
+        )
+        self.refresh_pools(now)
+        if config.health.enabled and config.health.slow_start_s > 0 and algorithm in WEIGHT_BLIND:
+            self.events.emit(
+                EventKind.CONFIG,
+                f"slow start has no effect with {algorithm}, which ignores weights; "
+                "use weighted_round_robin, least_request or p2c_ewma to ramp recovered backends",
+            )
+
+    # -- membership --------------------------------------------------------------------------
+
+    def add(self, backend: Backend, now: float, bc: BackendConfig | None = None) -> None:
+        """Give ``backend`` its breaker, rate cap and health state, and make it a member."""
+        cfg = self.config
+        if bc is None:
+            bc = next((b for b in cfg.backends if b.name == backend.name), None)
+        enabled = cfg.breaker.enabled
+        if bc is not None and bc.breaker is not None and bc.breaker.enabled is not None:
+            enabled = bc.breaker.enabled
+        backend.breaker = CircuitBreaker(
+            breaker_config(cfg.breaker, bc), now, listener=self._on_breaker(backend.name)
+        )
+        backend.breaker_enabled = enabled
+        if not enabled:
+            backend.breaker.force("disabled", now)
+        backend.cap = cap_bucket(backend.name, backend.max_rps, now, self.shared)
+        if cfg.health.enabled:
+            backend.health = core_health.HealthState(
+                health_core_config(cfg.health), now, listener=self._on_health(backend.name)
+            )
+        backend.refresh(now)
+        self.backends[backend.name] = backend
+        self.outliers.set_members(list(self.backends))
+
+    def backend(self, name: str) -> Backend:
+        try:
+            return self.backends[name]
+        except KeyError:
+            raise KeyError(f"no backend named {name!r}") from None
+
+    @property
+    def pools(self) -> list[Pool]:
+        return [self.default_pool, *(r.pool for r in self.routes)]
+
+    # -- what changes a backend's standing -----------------------------------------------------
+
+    def _on_breaker(self, name: str) -> Callable[[Transition], None]:
+        def emit(t: Transition) -> None:
+            if hasattr(self, "default_pool"):  # not while the state is being built
+                self.update_clear(t.at)
+            if self.adopting:
+                return  # the process that made it tells
+            if (
+                self.on_sync is not None
+                and t.new in _SYNCED
+                and t.reason != OPERATOR_REASON
+                and name in self.backends
+            ):
+                breaker = self.backends[name].breaker
+                until = breaker.open_until if breaker is not None else None
+                self.on_sync(("breaker", name, t.new.value, until, t.reason, t.at))
+            self.events.emit(
+                EventKind.BREAKER,
+                f"breaker {t.old.value} → {t.new.value}: {t.reason}",
+                backend=name,
+                at=t.at,
+                old=t.old.value,
+                new=t.new.value,
+            )
+
+        return emit
+
+    def _on_health(self, name: str) -> Callable[[core_health.HealthTransition], None]:
+        def emit(t: core_health.HealthTransition) -> None:
+            self.events.emit(
+                EventKind.HEALTH,
+                f"health {t.old.value} → {t.new.value}: {t.reason}",
+                backend=name,
+                at=t.at,
+                old=t.old.value,
+                new=t.new.value,
+            )
+            if t.new is core_health.HealthStatus.UP:
+                # Envoy: a passing active check un-ejects the host.
+                ev = self.outliers.readmit(
+                    name, t.at, "readmitted early: active health checks pass again"
+                )
+                if ev is not None:
+                    self.emit_ejection(ev)
+            self.refresh_pools(t.at)
+
+        return emit
+
+    def emit_ejection(self, ev: EjectionEvent) -> None:
+        if (
+            self.on_sync is not None
+            and ev.kind is EjectionKind.EJECTED
+            and ev.until is not None
+            and not self.adopting
+        ):
+            times = self.outliers.stats(ev.name, ev.at).times_ejected
+            self.on_sync(("eject", ev.name, ev.until, times, ev.reason))
+        self.events.emit(
+            EventKind.EJECTION,
+            f"{ev.kind.replace('_', ' ')}: {ev.reason}",
+            backend=ev.name,
+            at=ev.at,
+            change=ev.kind.value,
+            until=ev.until,
+        )
+
+    def outcome(
+        self, backend: Backend, pool: Pool, failure: bool, duration: float, now: float
+    ) -> None:
+        """Feed one attempt's outcome to the breaker, the outlier detector and the algorithm."""
+        if backend.breaker is not None:
+            backend.breaker.record(failure, duration, now)
+        ev = self.outliers.record(backend.name, failure, now)
+        if ev is not None:
+            self.emit_ejection(ev)
+            self.refresh_pools(now)
+        balancer = pool.balancer
+        if type(balancer).observe is not _IGNORES_FEEDBACK:
+            balancer.observe(backend, duration, not failure, now)
+
+    def is_failure(self, status: int) -> bool:
+        """Whether a backend's answer counts against it (breaker, ejection, algorithm)."""
+        fs = self.failure_statuses
+        return status >= 500 if fs is None else status in fs
+
+    def update_clear(self, now: float) -> None:
+        outliers = self.outliers
+        self.clear_pools = {
+            pool
+            for pool in self.pools
+            if all(
+                b.cap is None
+                and b.healthy()
+                and (b.breaker is None or b.breaker.state in _ADMITTING)
+                and not outliers.is_ejected(b.name, now)
+                for b in pool.backends
+            )
+        }
+
+    def refresh_pools(self, now: float) -> None:
+        """Effective weights, panic mode and the clear pools, after anything changed."""
+        for b in self.backends.values():
+            b.refresh(now)
+        for pool in self.pools:
+            members = pool.backends
+            available = sum(
+                1
+                for b in members
+                if b.admin is AdminState.ACTIVE
+                and b.healthy()
+                and not self.outliers.is_ejected(b.name, now)
+            )
+            active = sum(1 for b in members if b.admin is AdminState.ACTIVE)
+            panic = self.outliers.panic(available, active) if active else False
+            if panic != pool.panic:
+                pool.panic = panic
+                state = "entered" if panic else "left"
+                self.events.emit(
+                    EventKind.EJECTION,
+                    f"pool {state} panic mode: {available} of {active} backends available",
+                    available=available,
+                    total=active,
+                )
+        self.update_clear(now)
+
+    def tick(self, on_fault_end: Callable[[float], None]) -> None:
+        """Periodic upkeep (a few times a second): readmissions, slow-start weights, panic;
+        ``on_fault_end(now)`` expires the faults whose time is up."""
+        now = self.clock()
+        for ev in self.outliers.tick(now):
+            self.emit_ejection(ev)
+        on_fault_end(now)
+        self.refresh_pools(now)
+
+    # -- routing -------------------------------------------------------------------------------
+
+    def route(self, host: str, path: str) -> Route | None:
+        if self.routes:
+            h = host.rsplit(":", 1)[0].lower() if host else ""
+            for r in self.routes:
+                if r.matches(h, path):
+                    return r
+        return None
+
+    def key(self, client: ClientRequest) -> str | None:
+        """The request's hash key, for the hashing algorithms."""
+        if self.key_from_ip:
+            return client.remote
+        if self.hash_kind == "header":
+            return client.headers.get(self.hash_name)
+        return client.cookie(self.hash_name)
+
+    def episode(self, key: str, now: float) -> bool:
+        """Whether something that happens to many requests (``key``) starts an episode now."""
+        last = self.episodes.get(key)
+        self.episodes[key] = now
+        return last is None or now - last > EPISODE_QUIET_S
