@@ -43,12 +43,10 @@ from lbtui.balancer.state import HASHING, State
 from lbtui.balancer.upstream import BackendResponse, Upstream
 from lbtui.core.events import EventKind
 from lbtui.core.retry import FailureKind as RetryFailure
-from lbtui.core.retry import RetryBudget, RetryPolicy
+from lbtui.core.retry import RetryBudget, RetryDecision, RetryPolicy, RetryReason
 from lbtui.errors import UpstreamConnectError, UpstreamError, UpstreamTimeout
 
 log = logging.getLogger("lbtui.proxy")
-
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
 
 class Pipeline:
@@ -66,6 +64,7 @@ class Pipeline:
             per_try_timeout_s=r.per_try_timeout_ms / 1e3 if r.per_try_timeout_ms else None,
             retry_on_status=frozenset(r.retry_on_status),
             retry_buffer_bytes=r.retry_buffer_bytes,
+            connect_attempts=config.proxy.max_attempts,
         )
         self.retry_budget = RetryBudget(r.budget_percent, r.budget_min)
         p = config.proxy
@@ -85,7 +84,6 @@ class Pipeline:
         """The strategy: attempts may be sent and answered without a coroutine."""
         self.attempts = Attempts(state, self.upstream, self.retry_policy.per_try_timeout_s)
         self.retry_statuses = self.retry_policy.retry_on_status
-        self.max_attempts = p.max_attempts
 
     # -- the driver -------------------------------------------------------------------------
 
@@ -341,62 +339,59 @@ class Pipeline:
 
     # -- retries --------------------------------------------------------------------------------
 
+    def _decide(self, job: Job, failure: RetryFailure, status: int | None) -> RetryDecision:
+        return self.retry_policy.decide(
+            job.method,
+            failure,
+            retries=job.retries,
+            connect_failures=job.connect_failures,
+            broken_retried=job.reset_retried,
+            body_replayable=job.replayable,
+            status=status,
+        )
+
     def retry_on_status(self, job: Job, backend: Backend, up: BackendResponse, t0: float) -> bool:
         """True when the answer's status is worth another backend: then it is dropped (its
         connection is not reused) and recorded."""
         status = up.status
-        if (
-            status in self.retry_statuses
-            and job.method in IDEMPOTENT
-            and job.retries < self.retry_policy.attempts
-            and self._budget_allows(job)
-        ):
+        if status not in self.retry_statuses:
+            return False
+        decision = self._decide(job, RetryFailure.STATUS, status)
+        if decision.retry and self._budget_allows(job):
             self.attempts.dropped(job, backend, up, t0)
             job.last = StatusFailure(backend.name, status)
             return True
         return False
 
     def may_go_on(self, job: Job) -> bool:
-        """After a failed attempt: is another backend tried?"""
+        """After a failed attempt: is another backend tried? (``RetryPolicy.decide``, then
+        the retry budget for a retry that takes it.)"""
         last = job.last
         if last is None:
             return True
-        method = job.method
-        if isinstance(last, UpstreamConnectError):
-            # Nothing was sent (both upstreams connect before they read a streamed body): always
-            # safe.
-            if job.connect_failures >= self.max_attempts:
-                return False
-            job.flag = job.flag or Flag.RETRIED
-            return True
-        kind = RetryFailure.TIMEOUT if isinstance(last, UpstreamTimeout) else RetryFailure.RESET
+        status: int | None = None
         if isinstance(last, StatusFailure):
             kind = RetryFailure.STATUS
-        if (
-            kind is RetryFailure.RESET
-            and not job.reset_retried
-            and method in IDEMPOTENT
-            and job.replayable
-        ):
-            # A connection that broke before any response byte (a killed backend, a stale
-            # keep-alive connection): the request goes once more elsewhere, whatever the retry
-            # settings and budget — nginx's ``proxy_next_upstream error`` default. Bounded to
-            # one per request, so a crashing fleet sees at most twice its load.
+            status = last.status
+        elif isinstance(last, UpstreamConnectError):
+            kind = RetryFailure.CONNECT
+        elif isinstance(last, UpstreamTimeout):
+            kind = RetryFailure.TIMEOUT
+        else:
+            kind = RetryFailure.RESET
+        decision = self._decide(job, kind, status)
+        reason = decision.reason
+        if not decision.retry:
+            if reason is RetryReason.ATTEMPTS_SPENT:
+                job.flag = Flag.RETRY_LIMIT
+            return False
+        if reason is RetryReason.CONNECT_FAILED:
+            job.flag = job.flag or Flag.RETRIED
+            return True
+        if reason is RetryReason.BROKEN_ONCE:
             job.reset_retried = True
             job.flag = Flag.RETRIED
             return True
-        if not self.retry_policy.may_retry(
-            method,
-            kind,
-            attempt=job.retries + 1,
-            request_sent=True,
-            response_started=False,
-            body_replayable=job.replayable,
-            status=last.status if isinstance(last, StatusFailure) else None,
-        ):
-            if job.retries >= self.retry_policy.attempts and method in IDEMPOTENT:
-                job.flag = Flag.RETRY_LIMIT
-            return False
         if not self._budget_allows(job) or not self.retry_budget.try_acquire(self.record.in_flight):
             return False
         job.budget_held += 1

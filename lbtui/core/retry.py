@@ -16,6 +16,18 @@ The decision copies nginx ``proxy_next_upstream`` and Envoy's retry policy:
 Methods are compared as sent: HTTP methods are case-sensitive (RFC 9110 §9.1), so ``get`` is not
 ``GET`` and is not retried after it reached a backend.
 
+What the balancer asks after a failed try is :meth:`RetryPolicy.decide`: the rule above plus
+the two it adds, each with the reason it gives (:class:`RetryReason`):
+
+- a **connect failure** is tried on another backend whatever the method, the retry settings and
+  the budget (nothing was sent), up to ``connect_attempts`` backends a request;
+- a **connection that broke** before any response byte (a killed backend, a stale keep-alive
+  connection) sends an idempotent, replayable request once more elsewhere, whatever the retry
+  settings and budget — nginx's ``proxy_next_upstream error`` default. Once a request, so a
+  crashing fleet sees at most twice its load.
+
+Only a ``RETRYABLE`` decision counts as a retry against ``attempts`` and the budget.
+
 The budget copies Envoy's ``retry_budget``: a retry may start while the retries in flight are
 fewer than ``max(min_concurrency, floor(budget_percent % of active requests))``. Under a general
 outage every request fails; the budget keeps retries a small share of the traffic instead of
@@ -27,7 +39,7 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from mypy_extensions import mypyc_attr
 
@@ -36,7 +48,9 @@ __all__ = [
     "FailureKind",
     "RetryBudget",
     "RetryBudgetStats",
+    "RetryDecision",
     "RetryPolicy",
+    "RetryReason",
 ]
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
@@ -56,6 +70,47 @@ class FailureKind(enum.Enum):
     """The backend answered with a status the policy lists as retryable."""
 
 
+class RetryReason(enum.Enum):
+    """Why a failed try is, or is not, sent again."""
+
+    CONNECT_FAILED = "connect_failed"
+    """Retry: no connection was made, nothing was sent."""
+    CONNECT_LIMIT = "connect_limit"
+    """No: ``connect_attempts`` backends refused the connection already."""
+    BROKEN_ONCE = "broken_once"
+    """Retry, once a request and outside the budget: the connection broke before any answer."""
+    RETRYABLE = "retryable"
+    """Retry, if the budget allows: the policy lets this failure be tried again."""
+    STATUS_NOT_LISTED = "status_not_listed"
+    """No: the status is not in ``retry_on_status``."""
+    NOT_IDEMPOTENT = "not_idempotent"
+    """No: the backend may have acted on a request that must not be done twice."""
+    ATTEMPTS_SPENT = "attempts_spent"
+    """No: ``attempts`` retries were made already."""
+    BODY_NOT_REPLAYABLE = "body_not_replayable"
+    """No: the request body was streamed beyond what was kept."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryDecision:
+    """What :meth:`RetryPolicy.decide` says, and why."""
+
+    retry: bool
+    reason: RetryReason
+    budgeted: bool
+    """A retry that counts against ``attempts`` and must take the retry budget."""
+
+
+_DECISIONS: Final = {
+    r: RetryDecision(
+        r in (RetryReason.CONNECT_FAILED, RetryReason.BROKEN_ONCE, RetryReason.RETRYABLE),
+        r,
+        r is RetryReason.RETRYABLE,
+    )
+    for r in RetryReason
+}
+
+
 @mypyc_attr(native_class=False)  # validates what it is given (lbtui/build.py)
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
@@ -71,6 +126,8 @@ class RetryPolicy:
     retry_buffer_bytes: int = 64 * 1024
     """Request body bytes kept so that the body can be sent again; a body streamed beyond
     this is not replayable and its request is not retried. 0: only bodiless requests are."""
+    connect_attempts: int = 4
+    """Backends tried at most for one request when connections fail (nothing was sent)."""
 
     def __post_init__(self) -> None:
         me: Any = self  # fields not checked yet: read untyped (lbtui/build.py)
@@ -100,6 +157,44 @@ class RetryPolicy:
         b = me.retry_buffer_bytes
         if isinstance(b, bool) or not isinstance(b, int) or b < 0:
             raise ValueError(f"retry_buffer_bytes must be a whole number >= 0, got {b!r}")
+        c = me.connect_attempts
+        if isinstance(c, bool) or not isinstance(c, int) or c < 1:
+            raise ValueError(f"connect_attempts must be a whole number >= 1, got {c!r}")
+
+    def decide(
+        self,
+        method: str,
+        failure: FailureKind,
+        *,
+        retries: int,
+        connect_failures: int,
+        broken_retried: bool,
+        body_replayable: bool,
+        status: int | None = None,
+    ) -> RetryDecision:
+        """The balancer's whole rule for a try that failed before anything reached the client.
+
+        ``retries``: budgeted retries made so far for this request; ``connect_failures``: the
+        connect failures so far, this one included; ``broken_retried``: the once-a-request
+        retry of a broken connection was used; ``status``: the answer, for
+        ``FailureKind.STATUS``. The retry budget is not checked here (:class:`RetryBudget`).
+        """
+        if failure is FailureKind.CONNECT:
+            if connect_failures >= self.connect_attempts:
+                return _DECISIONS[RetryReason.CONNECT_LIMIT]
+            return _DECISIONS[RetryReason.CONNECT_FAILED]
+        idempotent = method in IDEMPOTENT_METHODS
+        if failure is FailureKind.RESET and not broken_retried and idempotent and body_replayable:
+            return _DECISIONS[RetryReason.BROKEN_ONCE]
+        if failure is FailureKind.STATUS and (status is None or status not in self.retry_on_status):
+            return _DECISIONS[RetryReason.STATUS_NOT_LISTED]
+        if not idempotent:
+            return _DECISIONS[RetryReason.NOT_IDEMPOTENT]
+        if retries >= self.attempts:
+            return _DECISIONS[RetryReason.ATTEMPTS_SPENT]
+        if not body_replayable:
+            return _DECISIONS[RetryReason.BODY_NOT_REPLAYABLE]
+        return _DECISIONS[RetryReason.RETRYABLE]
 
     def may_retry(
         self,

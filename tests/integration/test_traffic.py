@@ -140,6 +140,36 @@ async def test_breaker_opens_on_500s_and_retries_hide_them(backends, balancer, c
     assert lb.proxy.record.figures(lb.proxy.clock()).retries_total == 4
 
 
+async def test_a_listed_status_passes_through_when_the_body_cannot_be_sent_again(
+    backends, balancer, client
+):
+    """A PUT streamed beyond ``retry_buffer_bytes`` cannot be tried elsewhere
+    (``RetryPolicy.decide``: body not replayable), so the backend's 503 is the answer — not
+    dropped for a retry that cannot happen and turned into a 502."""
+    bad, good = await backends(2)
+    bad.status = 503
+    lb = await balancer(
+        [bad, good],
+        balancer={"algorithm": "round_robin"},
+        retries={"attempts": 1, "retry_on_status": [503], "retry_buffer_bytes": 1024},
+        breaker={"enabled": False},
+        ejection={"consecutive_failures": 0},
+    )
+    got = []
+    for _ in range(4):
+        async with client.put(lb.url + "/", data=b"x" * 4096) as r:
+            await r.read()
+            got.append((r.status, r.headers.get("X-Backend")))
+    assert (503, bad.name) in got
+    assert {s for s, _ in got} == {200, 503}
+    # and a small one is tried again on the other backend
+    statuses = set()
+    for _ in range(4):
+        async with client.put(lb.url + "/", data=b"x" * 16) as r:
+            statuses.add(r.status)
+    assert statuses == {200}
+
+
 async def test_without_status_retries_500s_pass_through_until_the_breaker_opens(
     backends, balancer, client
 ):

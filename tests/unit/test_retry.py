@@ -12,7 +12,9 @@ from lbtui.core.retry import (
     FailureKind,
     RetryBudget,
     RetryBudgetStats,
+    RetryDecision,
     RetryPolicy,
+    RetryReason,
 )
 
 CONNECT, TIMEOUT, RESET, STATUS = (
@@ -287,3 +289,89 @@ def test_budget_refuses_a_min_concurrency_of_the_wrong_type() -> None:
         (TypeError, ValueError), match=r"min_concurrency must be a whole number|int object expected"
     ):
         RetryBudget(min_concurrency=2.5)  # type: ignore[arg-type]
+
+
+# -- RetryPolicy.decide: the balancer's whole rule, with its reasons ---------------------------
+
+R = RetryReason
+
+
+def balancer_decides(
+    method: str,
+    failure: FailureKind,
+    *,
+    retries: int = 0,
+    connect_failures: int = 0,
+    broken_retried: bool = False,
+    replayable: bool = True,
+    status: int | None = None,
+) -> RetryDecision:
+    policy = RetryPolicy(attempts=1, retry_on_status=GATEWAY, connect_attempts=3)
+    return policy.decide(
+        method,
+        failure,
+        retries=retries,
+        connect_failures=connect_failures,
+        broken_retried=broken_retried,
+        body_replayable=replayable,
+        status=status,
+    )
+
+
+@pytest.mark.parametrize(
+    ("method", "failure", "kwargs", "reason"),
+    [
+        # connect failures go elsewhere whatever the method, outside attempts and the budget
+        ("POST", CONNECT, {"connect_failures": 1}, R.CONNECT_FAILED),
+        ("GET", CONNECT, {"connect_failures": 2, "retries": 5}, R.CONNECT_FAILED),
+        ("GET", CONNECT, {"connect_failures": 3}, R.CONNECT_LIMIT),
+        # a broken connection: once a request, idempotent and replayable only
+        ("GET", RESET, {"retries": 1}, R.BROKEN_ONCE),
+        ("GET", RESET, {"broken_retried": True}, R.RETRYABLE),
+        ("GET", RESET, {"broken_retried": True, "retries": 1}, R.ATTEMPTS_SPENT),
+        ("POST", RESET, {}, R.NOT_IDEMPOTENT),
+        ("PUT", RESET, {"replayable": False}, R.BODY_NOT_REPLAYABLE),
+        # timeouts and listed statuses: the policy, within attempts
+        ("GET", TIMEOUT, {}, R.RETRYABLE),
+        ("PATCH", TIMEOUT, {}, R.NOT_IDEMPOTENT),
+        ("GET", STATUS, {"status": 503}, R.RETRYABLE),
+        ("GET", STATUS, {"status": 500}, R.STATUS_NOT_LISTED),
+        ("POST", STATUS, {"status": 503}, R.NOT_IDEMPOTENT),
+        ("GET", STATUS, {"status": 503, "retries": 1}, R.ATTEMPTS_SPENT),
+        ("DELETE", STATUS, {"status": 502, "replayable": False}, R.BODY_NOT_REPLAYABLE),
+    ],
+)
+def test_decide_gives_the_reason(
+    method: str, failure: FailureKind, kwargs: dict[str, int | bool], reason: RetryReason
+) -> None:
+    d = balancer_decides(method, failure, **kwargs)  # type: ignore[arg-type]
+    assert d.reason is reason
+    assert d.retry is (reason in (R.CONNECT_FAILED, R.BROKEN_ONCE, R.RETRYABLE))
+    # Only a policy retry counts against attempts and takes the budget.
+    assert d.budgeted is (reason is R.RETRYABLE)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("failure", [TIMEOUT, RESET, STATUS])
+def test_decide_agrees_with_may_retry_once_the_broken_retry_is_spent(
+    method: str, failure: FailureKind
+) -> None:
+    """``decide`` adds two rules to ``may_retry``; past them it says the same for a request
+    that reached a backend."""
+    for retries, replayable in itertools.product((0, 1), (True, False)):
+        d = balancer_decides(
+            method,
+            failure,
+            retries=retries,
+            broken_retried=True,
+            replayable=replayable,
+            status=503,
+        )
+        assert d.retry == decide(
+            method, failure, sent=True, replayable=replayable, attempt=retries + 1, status=503
+        )
+
+
+def test_connect_attempts_is_validated() -> None:
+    with pytest.raises(ValueError, match="connect_attempts"):
+        RetryPolicy(connect_attempts=0)
