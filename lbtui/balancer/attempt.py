@@ -71,7 +71,11 @@ class Attempts:
 
     # -- pick and start --------------------------------------------------------------------
 
-    def _eligible(self, pool: Pool, job: Job, now: float) -> Callable[[Backend], bool]:
+    def _eligible(
+        self, pool: Pool, job: Job, now: float, capped: list[Backend] | None = None
+    ) -> Callable[[Backend], bool]:
+        """Who may take the pick. A backend at its ``max_rps`` may still be picked (the pick
+        is its demand, counted by ``pick``), unless it is in ``capped`` (refused already)."""
         tried = job.tried
         outliers = self.state.outliers
         panic = pool.panic
@@ -79,13 +83,12 @@ class Attempts:
         def eligible(b: Backend) -> bool:
             if tried and b in tried:
                 return False
+            if capped and b in capped:
+                return False
             if not panic and (not b.healthy() or outliers.is_ejected(b.name, now)):
                 return False
             breaker = b.breaker
-            if breaker is not None and not breaker.peek(now):
-                return False
-            cap = b.cap
-            return cap is None or cap.peek(now)
+            return breaker is None or breaker.peek(now)
 
         return eligible
 
@@ -94,20 +97,24 @@ class Attempts:
         clock = self.clock
         pool = job.pool
         clear = self.state.clear_pools
+        capped: list[Backend] | None = None
         while True:
             now = clock()
             if pool in clear and not job.tried:
                 backend = pool.pick(now, job.key, None)  # every backend may take it
             else:
-                backend = pool.pick(now, job.key, self._eligible(pool, job, now))
+                backend = pool.pick(now, job.key, self._eligible(pool, job, now, capped))
             if backend is None:
                 return None
+            cap = backend.cap
+            if cap is not None and not cap.allow(now):
+                backend.record.refused_at_cap(now)  # demand above R_max: counts toward M
+                capped = [*capped, backend] if capped else [backend]
+                continue
             job.tried.append(backend)
             breaker = backend.breaker
             if breaker is not None and not breaker.allow(now):
                 continue  # lost a half-open permit race: pick again
-            if backend.cap is not None:
-                backend.cap.allow(now)
             return backend
 
     def start(self, job: Job, backend: Backend) -> float:

@@ -29,7 +29,7 @@ from lbtui.core.ejection import EjectionConfig as CoreEjectionConfig
 from lbtui.core.ejection import EjectionEvent, EjectionKind, OutlierDetector
 from lbtui.core.events import EventKind, EventRing
 from lbtui.core.faults import Faults
-from lbtui.core.record import BalancerRecord
+from lbtui.core.record import BackendRecord, BalancerRecord
 
 if TYPE_CHECKING:
     from lbtui.balancer.shared import SharedLimits
@@ -87,7 +87,7 @@ class State:
         """A change another process made is being adopted: it is not sent back."""
         now = clock()
         self.events = EventRing(clock=clock, wall_clock=wall_clock)
-        self.record = BalancerRecord()
+        self.record = BalancerRecord(now)
         self.faults = Faults()
         self.backends: dict[str, Backend] = {}
         self.clear_pools: set[Pool] = set()
@@ -157,6 +157,7 @@ class State:
         if not enabled:
             backend.breaker.force("disabled", now)
         backend.cap = cap_bucket(backend.name, backend.max_rps, now, self.shared)
+        backend.record = BackendRecord(now)  # its rates divide by the time since now at first
         if cfg.health.enabled:
             backend.health = core_health.HealthState(
                 health_core_config(cfg.health), now, listener=self._on_health(backend.name)

@@ -43,7 +43,7 @@ class BackendSample:
     errors: int
     """5xx answers plus attempts without a usable answer."""
     p99_ms: float
-    """Over the balancer's short rolling window."""
+    """Over the balancer's percentile window; 0 when it held too few samples."""
     in_flight: int
     breaker: str | None
     admin: str

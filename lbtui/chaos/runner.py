@@ -472,7 +472,7 @@ class Experiment:
             backends[b.name] = BackendSample(
                 requests=b.requests_total,
                 errors=b.responses_total.get("5xx", 0) + failures,
-                p99_ms=b.p99_ms,
+                p99_ms=b.p99_ms if b.p99_ms is not None else 0.0,
                 in_flight=b.in_flight,
                 breaker=b.breaker.state if b.breaker is not None else None,
                 admin=b.admin,

@@ -25,6 +25,12 @@ from pydantic import Field, TypeAdapter
 from lbtui.config import Algorithm
 from lbtui.core.events import Event, EventKind
 from lbtui.core.faults import FaultKind, FaultSpec
+from lbtui.core.window import (
+    MIN_QUANTILE_SAMPLES,
+    QUANTILE_WINDOW_S,
+    RATE_WINDOW_S,
+    SERIES_WINDOW_S,
+)
 
 __all__ = [
     "Action",
@@ -47,6 +53,7 @@ __all__ = [
     "ForceBreaker",
     "HealthView",
     "LimitsView",
+    "PoolView",
     "ProcessView",
     "RemoveBackend",
     "SetAdmin",
@@ -55,6 +62,7 @@ __all__ = [
     "SetLimits",
     "SetWeight",
     "Snapshot",
+    "Windows",
     "action_from_json",
     "action_to_json",
     "event_from_json",
@@ -202,13 +210,18 @@ class BackendView:
     """``connector``: counted by the upstream pool (idle keep-alive plus in use); ``in_flight``:
     the pool could not be read, and in-flight stands in."""
     rps: float
+    """Attempts started per second over the "now" window (``Snapshot.windows.rate_s``)."""
     rps_series: list[float]
-    """Attempts per second, one value a second over the last minute, oldest first."""
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    p999_ms: float
+    """Attempts per second over the last minute, oldest first: one value per complete second,
+    then the "now" rate (``rps``) last."""
+    p50_ms: float | None
+    """Latency percentiles over ``Snapshot.windows.quantile_s``; ``None`` when that window
+    holds fewer than ``windows.min_quantile_samples`` samples (the console shows ``—``)."""
+    p90_ms: float | None
+    p99_ms: float | None
+    p999_ms: float | None
     error_ratio: float
+    """5xx answers and failed attempts over attempts ended, in the "now" window."""
     bytes_per_s: float
     requests_total: int
     responses_total: dict[str, int]
@@ -226,11 +239,22 @@ class BackendView:
     score: dict[str, float | None] | None
     """The algorithm's score parts (p2c_ewma: ``ewma_ms``, ``penalty``, ``in_flight``,
     ``cost``); ``None`` for algorithms without a score. An infinite cost is ``None``."""
+    demand_rps: float = 0.0
+    """``rps`` plus the picks refused because the backend was at its ``max_rps``: what M
+    compares with the cap."""
+    refused_at_cap_total: int = 0
+    """Picks refused because the backend was at its ``max_rps``, since start."""
+    latency_samples: int = 0
+    """Samples in the percentile window."""
+    eligible: bool = True
+    """Takes new requests now (active, up, not ejected, breaker not open; health and ejection
+    ignored while its pool panics): only eligible backends count in L and M."""
 
 
 @dataclass(frozen=True, slots=True)
 class BalancerTotals:
-    """Balancer-wide figures, one count per client request, rates over the last ~10 s."""
+    """Balancer-wide figures, one count per client request; rates and ``success_ratio`` over the
+    "now" window (``Snapshot.windows.rate_s``)."""
 
     rps: float
     in_flight: int
@@ -270,6 +294,42 @@ class LimitsView:
 
 
 @dataclass(frozen=True, slots=True)
+class Windows:
+    """The windows the snapshot's figures cover (``lbtui.core.window``'s constants), so that a
+    console can say them: ``req/s 1s``, ``p99 10s``."""
+
+    rate_s: float = RATE_WINDOW_S
+    """Rates and shares: req/s, error %, bytes/s, the totals' rates and success %."""
+    quantile_s: float = QUANTILE_WINDOW_S
+    """Latency percentiles."""
+    min_quantile_samples: int = MIN_QUANTILE_SAMPLES
+    """Below this many samples in the window, percentiles are ``None``."""
+    series_s: float = SERIES_WINDOW_S
+    """Sparkline series: one value per complete second."""
+
+
+@dataclass(frozen=True, slots=True)
+class PoolView:
+    """One pool (the default one, or a route's) and its balance figures."""
+
+    name: str
+    """``default``, or ``routes[i]`` for the i-th route of the config."""
+    route: str | None
+    """What the route matches (``host/prefix``, ``*/prefix`` for any host); ``None`` for the
+    default pool."""
+    backends: list[str]
+    eligible: list[str]
+    """The backends that take new requests now (those L and M are computed over)."""
+    panic: bool
+    rps: float
+    """Σ of the eligible backends' rates."""
+    imbalance: float
+    """L over the eligible backends (``lbtui.core.balance``)."""
+    overload: int
+    """M over the eligible backends."""
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """The balancer at one instant, read from its records (no view keeps counters)."""
 
@@ -281,10 +341,12 @@ class Snapshot:
     totals: BalancerTotals
     limits: LimitsView
     imbalance: float
-    """L = Σᵢ |rᵢ − r̄ᵢ| in requests per second, r̄ᵢ = backend i's weighted share of the total
-    rate (effective weights; equal shares when every weight is 0). 0 = perfectly balanced."""
+    """L summed over the pools (``pools``): in each, Σᵢ |rᵢ − r̄ᵢ| in requests per second over
+    the eligible backends, r̄ᵢ = backend i's weighted share of their total rate (effective
+    weights; equal shares when every weight is 0). 0 = perfectly balanced."""
     overload: int
-    """M = number of backends whose rate exceeds their ``max_rps``."""
+    """M = number of eligible backends whose demand (``demand_rps``) exceeds their
+    ``max_rps`` (each backend counted once, whichever pools it is in)."""
     panic: bool
     """The default pool balances over all backends because too few are available."""
     backends: list[BackendView]
@@ -292,6 +354,10 @@ class Snapshot:
     """The newest event's id: stream from here to see only what comes next."""
     workers: list[WorkerView] = field(default_factory=list)
     """The processes serving, when there are several; empty for one."""
+    pools: list[PoolView] = field(default_factory=list)
+    """Each pool's balance figures: the default pool first, then each route's."""
+    windows: Windows = field(default_factory=Windows)
+    """The windows the figures cover."""
 
     def backend(self, name: str) -> BackendView:
         for b in self.backends:

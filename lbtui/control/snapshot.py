@@ -5,8 +5,11 @@ Nothing here counts: every figure is read from ``BackendRecord`` / ``BalancerRec
 outcome is recorded once, and every view reads that record). Building a snapshot changes
 nothing in the data plane except what reading does anyway (rolling windows drop old slots).
 
-The balance figures are the problem statement's: imbalance L = Σᵢ |rᵢ − r̄ᵢ| with r̄ᵢ the
-weighted share of the total rate (effective weights), and overload M = #{i : rᵢ > max_rpsᵢ}.
+The balance figures are the problem statement's, per pool over its eligible backends
+(``lbtui.core.balance``): imbalance L = Σᵢ |rᵢ − r̄ᵢ| with r̄ᵢ the weighted share of the total
+rate (effective weights), and overload M = #{i : demandᵢ > max_rpsᵢ}. A backend's rate counts
+every request sent to it, whichever pool it came through (pools that share backends see that
+sum). The snapshot's ``imbalance`` is the pools' sum, ``overload`` the backends counted.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
-from lbtui.balancer.pool import Backend
+from lbtui.balancer.pool import AdminState, Backend, Pool
 from lbtui.balancer.proxy import Proxy
 from lbtui.control.faults import FaultLink
 from lbtui.control.model import (
@@ -25,25 +28,56 @@ from lbtui.control.model import (
     BreakerView,
     HealthView,
     LimitsView,
+    PoolView,
     ProcessView,
     Snapshot,
+    Windows,
     WorkerView,
     finite,
 )
+from lbtui.core.balance import Member, pool_imbalance, pool_overload
 from lbtui.core.balancing import Balancer
 from lbtui.fleet.supervisor import Fleet
 
+_OPEN = ("open", "forced_open")
 
-def imbalance(rates: Sequence[float], weights: Sequence[float]) -> float:
-    """L = Σᵢ |rᵢ − r̄ᵢ| where r̄ᵢ = (Σ r) · wᵢ / Σ w (equal shares when Σ w = 0)."""
-    total = sum(rates)
-    wsum = sum(weights)
-    n = len(rates)
-    if not n:
-        return 0.0
-    if wsum > 0:
-        return sum(abs(r - total * w / wsum) for r, w in zip(rates, weights, strict=True))
-    return sum(abs(r - total / n) for r in rates)
+
+def takes_requests(v: BackendView, panic: bool = False) -> bool:
+    """Whether the backend of ``v`` takes new requests now, as the proxy's pick decides it:
+    active, breaker not open, and (unless its pool panics) up and not ejected."""
+    if v.admin != AdminState.ACTIVE.value:
+        return False
+    if v.breaker is not None and v.breaker.state in _OPEN:
+        return False
+    if panic:
+        return True
+    return not v.ejected and (v.health is None or v.health.state == "up")
+
+
+def pool_views(proxy: Proxy, views: Sequence[BackendView]) -> list[PoolView]:
+    """Each pool's balance figures over its eligible backends, the default pool first."""
+    by_name = {v.name: v for v in views}
+    out: list[PoolView] = []
+    named: list[tuple[str, str | None, Pool]] = [("default", None, proxy.default_pool)]
+    for i, r in enumerate(proxy.routes):
+        named.append((f"routes[{i}]", f"{r.host or '*'}{r.path_prefix}", r.pool))
+    for name, match, pool in named:
+        members = [by_name[b.name] for b in pool.backends if b.name in by_name]
+        live = [v for v in members if takes_requests(v, pool.panic)]
+        figures = [Member(v.rps, v.weight_effective, True, v.demand_rps, v.max_rps) for v in live]
+        out.append(
+            PoolView(
+                name=name,
+                route=match,
+                backends=[v.name for v in members],
+                eligible=[v.name for v in live],
+                panic=pool.panic,
+                rps=sum(v.rps for v in live),
+                imbalance=pool_imbalance(figures),
+                overload=pool_overload(figures),
+            )
+        )
+    return out
 
 
 ConnectionCount = Callable[[Backend, int], int]
@@ -183,6 +217,15 @@ def backend_view(
         fault=faults.view(b.name, now) if faults is not None else None,
         process=process,
         score=score,
+        demand_rps=fig.demand_rps,
+        refused_at_cap_total=fig.refused_at_cap_total,
+        latency_samples=fig.latency_samples,
+        eligible=(
+            b.admin is AdminState.ACTIVE
+            and not ejected
+            and (breaker is None or breaker.state not in _OPEN)
+            and (health is None or health.state == "up")
+        ),
     )
 
 
@@ -261,19 +304,26 @@ def build_snapshot(
         flags_total=t.flags_total,
         rps_series=t.rps_series,
     )
-    rates = [v.rps for v in views]
+    pools = pool_views(proxy, views)
+    live = {n for p in pools for n in p.eligible}
     return Snapshot(
         at=now,
         wall=wall,
         algorithm=proxy.default_pool.algorithm,
         totals=totals,
         limits=limits_view(proxy, now),
-        imbalance=imbalance(rates, [v.weight_effective for v in views]),
-        overload=sum(1 for v in views if v.max_rps is not None and v.rps > v.max_rps),
+        imbalance=sum(p.imbalance for p in pools),
+        overload=sum(
+            1
+            for v in views
+            if v.name in live and v.max_rps is not None and v.demand_rps > v.max_rps
+        ),
         panic=proxy.default_pool.panic,
         backends=views,
         last_event_id=proxy.events.last_id,
         workers=worker_views(proxy),
+        pools=pools,
+        windows=Windows(),
     )
 
 

@@ -5,18 +5,46 @@ The proxy calls ``started`` when an attempt is sent to a backend and exactly one
 timeout, reset) when it ends. Everything the console, ``/metrics`` and the admin API show is read
 from these records; no view keeps counters of its own.
 
-Cumulative counters (``*_total``) never go down, as Prometheus expects; rolling figures (rates,
-recent quantiles, error ratio) cover the last ``window_s`` seconds.
+Cumulative counters (``*_total``) never go down, as Prometheus expects; rolling figures follow
+the one windowing rule of ``lbtui.core.window``: rates and shares over the last
+``RATE_WINDOW_S`` (1 s), percentiles over ``QUANTILE_WINDOW_S`` (10 s, ``None`` below
+``MIN_QUANTILE_SAMPLES``), sparklines one value per complete second over ``SERIES_WINDOW_S``.
+A record made with ``start`` (the balancer's clock when it began counting) divides its rates by
+the time elapsed until the window has filled.
+
+A backend's rate rᵢ counts attempts *started* on it (what the balancer sent; the same count as
+``requests_total``, so rate × time agrees with ``/metrics``). ``refused_at_cap`` counts the
+requests the algorithm picked it for while it was at its ``max_rps``: rate plus refusals is
+its demand, which the overload figure M compares with the cap.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TypeVar
 
-from lbtui.core.window import LatencyHistogram, RollingCounter, RollingHistogram, bucket_of
+from lbtui.core.window import (
+    MIN_QUANTILE_SAMPLES,
+    QUANTILE_SLOTS,
+    QUANTILE_WINDOW_S,
+    RATE_SLOTS,
+    RATE_WINDOW_S,
+    SERIES_WINDOW_S,
+    LatencyHistogram,
+    RollingCounter,
+    RollingHistogram,
+    bucket_of,
+    quantiles_of,
+)
+
+_SERIES_SLOTS = int(SERIES_WINDOW_S) + 1
+"""One-second slots: the complete seconds of the series plus the current one. A series shows
+the last ``SERIES_WINDOW_S - 1`` complete seconds and, last, the "now" rate: the very figure
+the table shows, so a sparkline's end and the table never disagree (a partial second would
+read low until it ended: the detail pane once said ``now 8.0`` while the table said 104)."""
 
 
 class FailureKind(StrEnum):
@@ -59,34 +87,45 @@ class BackendFigures:
     rps: float
     error_ratio: float
     bytes_per_s: float
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    p999_ms: float
+    p50_ms: float | None
+    """``None`` (as the other percentiles) below ``MIN_QUANTILE_SAMPLES`` in the window."""
+    p90_ms: float | None
+    p99_ms: float | None
+    p999_ms: float | None
     rps_series: list[float]
+    demand_rps: float
+    """``rps`` plus the picks refused because the backend was at its ``max_rps``."""
+    refused_at_cap_total: int
+    latency_samples: int
+    """Samples in the percentile window."""
 
 
 class BackendRecord:
     """One backend's outcomes."""
 
     __slots__ = (
+        "_done",
         "_errors",
         "_rate",
         "_recent",
+        "_refused",
+        "_series",
         "_traffic",
         "bytes_in_total",
         "bytes_out_total",
         "failures_total",
         "in_flight",
         "latency",
+        "refused_at_cap_total",
         "requests_total",
         "responses_total",
         "retries_total",
-        "window_s",
+        "start",
     )
 
-    def __init__(self, window_s: float = 10.0, series_s: float = 60.0) -> None:
-        self.window_s = window_s
+    def __init__(self, start: float = -math.inf) -> None:
+        self.start = start
+        """When counting began (``-inf``: rates divide by the whole window from the first)."""
         self.in_flight = 0
         self.requests_total = 0
         # index = status // 100 (0 unused)
@@ -96,17 +135,30 @@ class BackendRecord:
         self.bytes_out_total = 0
         self.retries_total = 0
         """Attempts sent to this backend as a retry of a failed attempt elsewhere."""
+        self.refused_at_cap_total = 0
+        """Picks refused because the backend was at its ``max_rps`` (demand it did not get)."""
         self.latency = LatencyHistogram()
-        self._recent = RollingHistogram(window_s, 10)
-        """Recent latencies; its sample count is also the count of finished attempts."""
-        self._rate = RollingCounter(series_s, int(series_s))  # 1 s slots: a minute of history
-        self._errors = RollingCounter(window_s, 10)
-        self._traffic = RollingCounter(window_s, 10)
+        self._recent = RollingHistogram(QUANTILE_WINDOW_S, QUANTILE_SLOTS, start)
+        """Recent latencies, for the percentiles."""
+        self._rate = RollingCounter(RATE_WINDOW_S, RATE_SLOTS, start)
+        """Attempts started: the backend's rate rᵢ."""
+        self._series = RollingCounter(float(_SERIES_SLOTS), _SERIES_SLOTS, start)
+        self._done = RollingCounter(RATE_WINDOW_S, RATE_SLOTS, start)
+        """Attempts ended (answered or failed): the error share's denominator."""
+        self._errors = RollingCounter(RATE_WINDOW_S, RATE_SLOTS, start)
+        self._traffic = RollingCounter(RATE_WINDOW_S, RATE_SLOTS, start)
+        self._refused = RollingCounter(RATE_WINDOW_S, RATE_SLOTS, start)
 
     def started(self, now: float) -> None:
         self.in_flight += 1
         self.requests_total += 1
         self._rate.add(1, now)
+        self._series.add(1, now)
+
+    def refused_at_cap(self, now: float) -> None:
+        """The algorithm picked this backend, but it was at its ``max_rps``: demand refused."""
+        self.refused_at_cap_total += 1
+        self._refused.add(1, now)
 
     def finished(
         self, status: int, latency_s: float, bytes_in: int, bytes_out: int, now: float
@@ -124,6 +176,7 @@ class BackendRecord:
         lat.count += 1
         lat.sum += latency_s
         self._recent.record_bucket(i, now)
+        self._done.add(1, now)
         if cls == 5:
             self._errors.add(1, now)
         self._traffic.add(bytes_in + bytes_out, now)
@@ -135,6 +188,7 @@ class BackendRecord:
         self.bytes_in_total += bytes_in
         self.latency.record(latency_s)
         self._recent.record(latency_s, now)
+        self._done.add(1, now)
         self._errors.add(1, now)
         self._traffic.add(bytes_in, now)
 
@@ -143,13 +197,11 @@ class BackendRecord:
         """A new record of every outcome of ``parts`` (the records of one backend in several
         processes; they are left untouched): totals and gauges summed, histograms and rolling
         windows merged, so that its ``figures(now)`` are those one record given every write
-        would show. No parts: an empty record. ``ValueError`` if their windows differ."""
+        would show. No parts: an empty record. Every record has the same windows (the module's
+        constants), so any two merge."""
         if not parts:
             return cls()
-        window_s = parts[0].window_s
-        if any(p.window_s != window_s for p in parts):
-            raise ValueError("records with different windows cannot be merged")
-        out = cls(window_s)
+        out = cls(min(p.start for p in parts))
         out.in_flight = sum(p.in_flight for p in parts)
         out.requests_total = sum(p.requests_total for p in parts)
         out.responses_total = _sum_columns(p.responses_total for p in parts)
@@ -159,17 +211,29 @@ class BackendRecord:
         out.bytes_in_total = sum(p.bytes_in_total for p in parts)
         out.bytes_out_total = sum(p.bytes_out_total for p in parts)
         out.retries_total = sum(p.retries_total for p in parts)
+        out.refused_at_cap_total = sum(p.refused_at_cap_total for p in parts)
         out.latency = LatencyHistogram.merged([p.latency for p in parts])
         out._recent = RollingHistogram.merged([p._recent for p in parts])
         out._rate = RollingCounter.merged([p._rate for p in parts])
+        out._series = RollingCounter.merged([p._series for p in parts])
+        out._done = RollingCounter.merged([p._done for p in parts])
         out._errors = RollingCounter.merged([p._errors for p in parts])
         out._traffic = RollingCounter.merged([p._traffic for p in parts])
+        out._refused = RollingCounter.merged([p._refused for p in parts])
         return out
 
+    def rps(self, now: float) -> float:
+        """Attempts started per second over the "now" window."""
+        return self._rate.rate(now)
+
     def figures(self, now: float) -> BackendFigures:
-        finished = self._recent.count(now)
+        done = self._done.total(now)
         errors = self._errors.total(now)
-        p50, p90, p99, p999 = self._recent.quantiles((0.5, 0.9, 0.99, 0.999), now)
+        counts, samples = self._recent.window_counts(now)
+        qs: list[float | None] = [None, None, None, None]
+        if samples >= MIN_QUANTILE_SAMPLES:
+            qs = [q * 1e3 for q in quantiles_of(counts, samples, (0.5, 0.9, 0.99, 0.999))]
+        rps = self._rate.rate(now)
         return BackendFigures(
             in_flight=self.in_flight,
             requests_total=self.requests_total,
@@ -177,14 +241,17 @@ class BackendRecord:
             failures_total={k.value: v for k, v in self.failures_total.items()},
             bytes_in_total=self.bytes_in_total,
             bytes_out_total=self.bytes_out_total,
-            rps=self._recent.rate(now),
-            error_ratio=errors / finished if finished else 0.0,
+            rps=rps,
+            error_ratio=min(errors / done, 1.0) if done else 0.0,
             bytes_per_s=self._traffic.rate(now),
-            p50_ms=p50 * 1e3,
-            p90_ms=p90 * 1e3,
-            p99_ms=p99 * 1e3,
-            p999_ms=p999 * 1e3,
-            rps_series=self._rate.series(now),
+            p50_ms=qs[0],
+            p90_ms=qs[1],
+            p99_ms=qs[2],
+            p999_ms=qs[3],
+            rps_series=[*self._series.complete_series(now)[1:], rps],
+            demand_rps=rps + self._refused.rate(now),
+            refused_at_cap_total=self.refused_at_cap_total,
+            latency_samples=samples,
         )
 
 
@@ -226,7 +293,7 @@ class BalancerRecord:
         "retries_total",
     )
 
-    def __init__(self, window_s: float = 10.0, series_s: float = 60.0) -> None:
+    def __init__(self, start: float = -math.inf) -> None:
         self.in_flight = 0
         self.requests_total = 0
         self.responses_total = [0, 0, 0, 0, 0, 0]
@@ -234,13 +301,13 @@ class BalancerRecord:
         self.rate_limited_total: dict[str, int] = {}
         self.fallback_total: dict[str, int] = {}
         self.retries_total = 0
-        self._series = RollingCounter(series_s, int(series_s))
-        self._classes = [RollingCounter(window_s, 10) for _ in range(6)]
+        self._series = RollingCounter(float(_SERIES_SLOTS), _SERIES_SLOTS, start)
+        self._classes = [RollingCounter(RATE_WINDOW_S, RATE_SLOTS, start) for _ in range(6)]
         """Recent answers by status class (index ``status // 100``; 0: the connection was cut
         before an answer). Their sum is the recent answer rate."""
-        self._limited = RollingCounter(window_s, 10)
-        self._fallbacks = RollingCounter(window_s, 10)
-        self._retries = RollingCounter(window_s, 10)
+        self._limited = RollingCounter(RATE_WINDOW_S, RATE_SLOTS, start)
+        self._fallbacks = RollingCounter(RATE_WINDOW_S, RATE_SLOTS, start)
+        self._retries = RollingCounter(RATE_WINDOW_S, RATE_SLOTS, start)
 
     def started(self) -> None:
         self.in_flight += 1
@@ -276,7 +343,7 @@ class BalancerRecord:
         """A new record of every outcome of ``parts`` (the balancer's records in several
         processes; they are left untouched): totals and gauges summed, rolling windows merged,
         so that its ``figures(now)`` are those one record given every write would show. No
-        parts: an empty record. ``ValueError`` if their windows differ."""
+        parts: an empty record."""
         if not parts:
             return cls()
         out = cls()
@@ -302,6 +369,7 @@ class BalancerRecord:
         return sum(c.total(now) for c in classes) / classes[0].covered(now)
 
     def figures(self, now: float) -> BalancerFigures:
+        rps = self.rps(now)
         answered = sum(self.responses_total[1:])
         ok = self.responses_total[1] + self.responses_total[2] + self.responses_total[3]
         recent = sum(c.total(now) for c in self._classes[1:])
@@ -314,11 +382,11 @@ class BalancerRecord:
             fallback_total=dict(self.fallback_total),
             retries_total=self.retries_total,
             flags_total=dict(self.flags_total),
-            rps=self.rps(now),
+            rps=rps,
             code_rps={c: self._classes[i + 1].rate(now) for i, c in enumerate(CODE_CLASSES)},
             rate_limited_rps=self._limited.rate(now),
             fallback_rps=self._fallbacks.rate(now),
             retries_rps=self._retries.rate(now),
             success_ratio=(recent_ok / recent) if recent else (ok / answered if answered else 1.0),
-            rps_series=self._series.series(now),
+            rps_series=[*self._series.complete_series(now)[1:], rps],
         )

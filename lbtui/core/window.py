@@ -6,6 +6,20 @@ minutes. Percentiles, never averages. Windows are rings of fixed slots: recordin
 allocation-free on the hot path; reading (a snapshot, a few times a second) merges the slots.
 
 Nothing here reads a clock: every call takes ``now`` in monotonic seconds.
+
+**The windowing rule** (one for every view: table, detail, header, ``/api/v1/state``, events):
+the constants below are the only place the window lengths are written, and the Snapshot
+carries them (``Snapshot.windows``) so that the console can label its columns.
+
+- "now" rates and shares (req/s, error %, bytes/s, the header's totals) cover the last
+  ``RATE_WINDOW_S`` (1 s) in ``RATE_SLOTS`` slots of 100 ms, sliding: a backend that stops
+  receiving reads ≤ 10 % of its former rate within 1.1 s;
+- percentiles cover the last ``QUANTILE_WINDOW_S`` (10 s) and are ``None`` when the window
+  holds fewer than ``MIN_QUANTILE_SAMPLES`` samples (too few for a p99 to mean anything, and a
+  backend that stopped receiving shows no old latency as current once its samples age out);
+- sparklines show one value per complete second over the last ``SERIES_WINDOW_S`` (60 s);
+- before a window has filled (a record younger than its window), rates divide by the time
+  elapsed since the record's ``start``, not by the window's length.
 """
 
 from __future__ import annotations
@@ -15,12 +29,24 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from itertools import accumulate
 from operator import add, sub
-from typing import TypeVar
+from typing import Final, TypeVar
 
 SUB_BUCKETS = 16
 """Buckets per doubling of latency."""
 N_BUCKETS = 32 * SUB_BUCKETS + 1
 """Bucket 0 holds everything under 1 µs; the last bucket everything from 2**32 µs up."""
+
+RATE_WINDOW_S: Final = 1.0
+"""Seconds a "now" rate or share covers (req/s, error %, bytes/s, the totals' rates)."""
+RATE_SLOTS: Final = 10
+"""Slots of a "now" window: 100 ms each, so the rate slides in tenths of its window."""
+QUANTILE_WINDOW_S: Final = 10.0
+"""Seconds the latency percentiles (p50/p90/p99/p99.9) cover."""
+QUANTILE_SLOTS: Final = 10
+MIN_QUANTILE_SAMPLES: Final = 10
+"""Fewer samples than this in the percentile window: the percentiles are ``None`` (shown ``—``)."""
+SERIES_WINDOW_S: Final = 60.0
+"""Seconds of history in a sparkline series: one value per complete second."""
 
 _log2 = math.log2
 _T = TypeVar("_T", int, float)
@@ -187,14 +213,16 @@ class _Ring:
     Writers check ``int(now / slot_s) == _epoch`` themselves first (the newest slot again:
     nearly every write) and write to ``pos``; only a write in another slot calls ``advance``."""
 
-    __slots__ = ("_epoch", "n_slots", "pos", "slot_s")
+    __slots__ = ("_epoch", "n_slots", "pos", "slot_s", "start")
 
-    def __init__(self, window_s: float = 10.0, slots: int = 10) -> None:
+    def __init__(self, window_s: float = 10.0, slots: int = 10, start: float = -math.inf) -> None:
         # (defaults: a compiled class is unpickled by calling it with no arguments)
         if window_s <= 0 or slots < 2:
             raise ValueError("a window needs a positive length and at least 2 slots")
         self.slot_s = window_s / slots
         self.n_slots = slots
+        self.start = start
+        """When counting began (monotonic seconds); ``-inf``: the window counts as full."""
         self._epoch = -1  # index (in slot units since 0) of the newest slot written
         self.pos = 0
         """Position of the newest slot written (``_epoch % n_slots``)."""
@@ -234,8 +262,16 @@ class _Ring:
         return [e % n for e in self.live_epochs(now)]
 
     def covered(self, now: float) -> float:
-        """Seconds of the window that have passed: (slots - 1) whole slots plus the current part."""
-        return (self.n_slots - 1) * self.slot_s + (now % self.slot_s)
+        """Seconds of the window that have passed: (slots - 1) whole slots plus the current part,
+        or, while the window is younger than that, the time since ``start`` (at least a slot:
+        a rate read just after the start is not a count divided by nearly nothing)."""
+        # from the oldest live slot's start, found as the slots are (``now % slot_s`` can
+        # disagree with ``int(now / slot_s)`` by a rounding and count a slot twice)
+        full = now - (int(now / self.slot_s) - self.n_slots + 1) * self.slot_s
+        elapsed = now - self.start
+        if elapsed >= full:
+            return full
+        return elapsed if elapsed > self.slot_s else self.slot_s
 
     @classmethod
     def aligned(cls, rings: Sequence[_Ring]) -> tuple[_Ring, list[range]]:
@@ -253,7 +289,7 @@ class _Ring:
                 raise ValueError(
                     f"windows differ: {n} slots of {slot_s:g} s and {r.n_slots} of {r.slot_s:g} s"
                 )
-        out = cls(slot_s * n, n)
+        out = cls(slot_s * n, n, min(r.start for r in rings))
         out.slot_s = slot_s  # the parts' own, not (slot_s * n) / n rounded
         out._epoch = top = max(r._epoch for r in rings)
         out.pos = top % n if top >= 0 else 0
@@ -267,8 +303,8 @@ class RollingCounter:
 
     __slots__ = ("_ring", "_slots")
 
-    def __init__(self, window_s: float = 10.0, slots: int = 10) -> None:
-        self._ring = _Ring(window_s, slots)
+    def __init__(self, window_s: float = 10.0, slots: int = 10, start: float = -math.inf) -> None:
+        self._ring = _Ring(window_s, slots, start)
         self._slots = [0.0] * slots
 
     def add(self, n: float, now: float) -> None:
@@ -309,6 +345,11 @@ class RollingCounter:
         slots = self._slots
         return [slots[e % n] * scale if e in live else 0.0 for e in range(epoch - n + 1, epoch + 1)]
 
+    def complete_series(self, now: float) -> list[float]:
+        """``series`` without the current, partial slot (whose rate would read low until it
+        ends): the ``slots - 1`` complete slots before ``now``, oldest first."""
+        return self.series(now)[:-1]
+
     @classmethod
     def merged(cls, parts: Sequence[RollingCounter]) -> RollingCounter:
         """A new counter showing, at any ``now``, what one counter given every write of
@@ -337,8 +378,8 @@ class RollingHistogram:
 
     __slots__ = ("_acc", "_counts", "_n", "_ring")
 
-    def __init__(self, window_s: float = 10.0, slots: int = 10) -> None:
-        self._ring = _Ring(window_s, slots)
+    def __init__(self, window_s: float = 10.0, slots: int = 10, start: float = -math.inf) -> None:
+        self._ring = _Ring(window_s, slots, start)
         self._counts = [[0] * N_BUCKETS for _ in range(slots)]
         self._n = [0] * slots
         self._acc = [0] * N_BUCKETS

@@ -41,12 +41,13 @@ class LatencyHistory:
             ring = self._samples.get(b.name)
             if ring is None:
                 ring = self._samples[b.name] = deque(maxlen=self.span_s)
+            p50, p99 = b.p50_ms or 0.0, b.p99_ms or 0.0  # None: too few samples, plotted as 0
             if ring and ring[-1].second == second:
                 last = ring[-1]
-                last.p50_ms = b.p50_ms
-                last.p99_ms = max(last.p99_ms, b.p99_ms)
+                last.p50_ms = p50
+                last.p99_ms = max(last.p99_ms, p99)
             else:
-                ring.append(Sample(second, b.p50_ms, b.p99_ms))
+                ring.append(Sample(second, p50, p99))
             while ring and ring[0].second <= second - self.span_s:
                 ring.popleft()
         for gone in set(self._samples) - names:

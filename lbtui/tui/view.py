@@ -60,9 +60,9 @@ def rate_text(rps: float) -> str:
     return f"{rps / 1000:.1f}k"
 
 
-def ms_text(ms: float) -> str:
-    """Milliseconds: ``0.42``, ``3.2``, ``123``, ``12.3k``."""
-    if not math.isfinite(ms) or ms <= 0:
+def ms_text(ms: float | None) -> str:
+    """Milliseconds: ``0.42``, ``3.2``, ``123``, ``12.3k``; ``–`` for none (too few samples)."""
+    if ms is None or not math.isfinite(ms) or ms <= 0:
         return "–"
     if ms < 1:
         return f"{ms:.2f}"
@@ -355,7 +355,7 @@ def backend_row(b: BackendView) -> tuple[Cell, ...]:
         _plain(rate_text(b.rps), "bold red" if over else ""),
         _plain(sparkline(b.rps_series, SPARK_WIDTH), "cyan"),
         _plain(ms_text(b.p50_ms)),
-        _plain(ms_text(b.p99_ms), "yellow" if b.p99_ms >= 1000 else ""),
+        _plain(ms_text(b.p99_ms), "yellow" if (b.p99_ms or 0.0) >= 1000 else ""),
         _plain(percent_text(b.error_ratio), error_style(b.error_ratio)),
         fault_cell(b.fault),
         cpu,
@@ -406,9 +406,9 @@ def sort_value(b: BackendView, column: str) -> tuple[object, ...]:
         case "rps" | "spark":
             return (b.rps, tie)
         case "p50":
-            return (b.p50_ms, tie)
+            return (-1.0 if b.p50_ms is None else b.p50_ms, tie)
         case "p99":
-            return (b.p99_ms, tie)
+            return (-1.0 if b.p99_ms is None else b.p99_ms, tie)
         case "errors":
             return (b.error_ratio, tie)
         case "fault":

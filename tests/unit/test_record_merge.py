@@ -23,8 +23,8 @@ KINDS = tuple(FailureKind)
 FLAGS = (None, None, "retry_budget_exhausted", "breaker_open", "no_healthy_backend")
 SCOPES = ("global", "client", "route")
 REASONS = ("no_healthy_backend", "breaker_open")
-GEOMETRIES = ((10.0, 60.0), (2.5, 7.0))
-"""(window_s, series_s) of the records under test: the default, and one that expires fast."""
+BEGUN = (False, True)
+"""Records made without a start (windows full from the first read) and with one (warm-up)."""
 
 
 def state(obj: Any, *, exact_sums: bool = True) -> Any:
@@ -129,14 +129,14 @@ def assert_same_balancer(merged: BalancerRecord, ref: BalancerRecord, nows: list
     evs=events,
     n_parts=st.integers(2, 4),
     start=st.floats(0.0, 1e5),
-    geometry=st.sampled_from(GEOMETRIES),
+    begun=st.sampled_from(BEGUN),
 )
 def test_merged_backend_records_show_what_one_record_would(
-    evs: list[Any], n_parts: int, start: float, geometry: tuple[float, float]
+    evs: list[Any], n_parts: int, start: float, begun: bool
 ) -> None:
-    window_s, series_s = geometry
-    parts = [BackendRecord(window_s, series_s) for _ in range(n_parts)]
-    ref = BackendRecord(window_s, series_s)
+    window_s, begin = 10.0, (start if begun else -math.inf)
+    parts = [BackendRecord(begin) for _ in range(n_parts)]
+    ref = BackendRecord(begin)
     last = feed_backend(evs, start, parts, ref)
     before = [state(p) for p in parts]
 
@@ -151,14 +151,14 @@ def test_merged_backend_records_show_what_one_record_would(
     evs=events,
     n_parts=st.integers(2, 4),
     start=st.floats(0.0, 1e5),
-    geometry=st.sampled_from(GEOMETRIES),
+    begun=st.sampled_from(BEGUN),
 )
 def test_merged_balancer_records_show_what_one_record_would(
-    evs: list[Any], n_parts: int, start: float, geometry: tuple[float, float]
+    evs: list[Any], n_parts: int, start: float, begun: bool
 ) -> None:
-    window_s, series_s = geometry
-    parts = [BalancerRecord(window_s, series_s) for _ in range(n_parts)]
-    ref = BalancerRecord(window_s, series_s)
+    window_s, begin = 10.0, (start if begun else -math.inf)
+    parts = [BalancerRecord(begin) for _ in range(n_parts)]
+    ref = BalancerRecord(begin)
     last = feed_balancer(evs, start, parts, ref)
     before = [state(p) for p in parts]
 
@@ -312,7 +312,7 @@ def test_one_part_gives_a_copy_and_none_an_empty_record() -> None:
     one.failed(FailureKind.RESET, 0.5, 0, 10.7)
     assert rec.requests_total == 1
     assert rec.figures(10.8).failures_total["reset"] == 0
-    assert rec.figures(10.8).p99_ms < 20
+    assert rec.figures(10.8).latency_samples == 1  # the copy's sample is not in it
 
     assert state(BackendRecord.merged([])) == state(BackendRecord())
     assert state(BalancerRecord.merged([])) == state(BalancerRecord())
@@ -334,14 +334,6 @@ def test_different_windows_do_not_merge() -> None:
         RollingCounter.merged([RollingCounter(10.0, 10), RollingCounter(20.0, 10)])
     with pytest.raises(ValueError, match="windows differ"):
         RollingHistogram.merged([RollingHistogram(10.0, 10), RollingHistogram(5.0, 10)])
-    with pytest.raises(ValueError, match="different windows"):
-        BackendRecord.merged([BackendRecord(10.0), BackendRecord(5.0)])
-    with pytest.raises(ValueError, match="windows differ"):
-        BackendRecord.merged([BackendRecord(10.0, 60.0), BackendRecord(10.0, 30.0)])
-    with pytest.raises(ValueError, match="windows differ"):
-        BalancerRecord.merged([BalancerRecord(10.0), BalancerRecord(5.0)])
-    with pytest.raises(ValueError, match="windows differ"):
-        BalancerRecord.merged([BalancerRecord(10.0, 60.0), BalancerRecord(10.0, 30.0)])
 
 
 def test_latency_histograms_merge_either_way() -> None:

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from lbtui.core.record import BackendRecord, FailureKind
 from lbtui.core.window import (
+    MIN_QUANTILE_SAMPLES,
     Ewma,
     LatencyHistogram,
     RollingCounter,
@@ -108,6 +109,12 @@ def test_backend_record_counts_each_outcome_once():
     assert f.bytes_in_total == 100
     assert f.bytes_out_total == 2050
     assert abs(f.error_ratio - 2 / 3) < 1e-9
+    assert f.p99_ms is None  # 3 samples: too few for a percentile
+    for _ in range(MIN_QUANTILE_SAMPLES):
+        r.started(1.5)
+        r.finished(200, 0.020, 0, 0, 1.5)
+    f = r.figures(2.0)
+    assert f.p99_ms is not None
     assert 19.0 <= f.p99_ms <= 21.0
 
 

@@ -45,9 +45,19 @@ PlotLine = tuple[str, str, int, str, str, str, str]
 """What a plot line shows: label, sparkline, its width, now, max, unit, span."""
 
 
-def _plot_line(label: str, values: Sequence[float], width: int, span: str, unit: str) -> PlotLine:
+def _plot_line(
+    label: str,
+    values: Sequence[float],
+    width: int,
+    span: str,
+    unit: str,
+    now: float | None = None,
+) -> PlotLine:
+    """``now`` is the figure the table shows (the series' last value when not given), so the
+    pane and the table never disagree at the same moment."""
     fmt = rate_text if unit == "req/s" else ms_text
-    now = values[-1] if values else 0.0
+    if now is None:
+        now = values[-1] if values else 0.0
     hi = max(values, default=0.0)
     return (label, sparkline(values, width), width, fmt(now), fmt(hi), unit, span)
 
@@ -120,7 +130,7 @@ def detail_parts(
 
     plot_w = max(10, min(120, width - LABEL_W - 38))
     lines = (
-        _plot_line("req/s", b.rps_series, plot_w, "60 s", "req/s"),
+        _plot_line("req/s", b.rps_series, plot_w, "60 s", "req/s", b.rps),
         _plot_line("p50 ms", history.p50(b.name), plot_w, "2 min", "ms"),
         _plot_line("p99 ms", history.p99(b.name), plot_w, "2 min", "ms"),
     )
