@@ -59,7 +59,7 @@ def pool_views(proxy: Proxy, views: Sequence[BackendView]) -> list[PoolView]:
     by_name = {v.name: v for v in views}
     out: list[PoolView] = []
     named: list[tuple[str, str | None, Pool]] = [("default", None, proxy.default_pool)]
-    for i, r in enumerate(proxy.routes):
+    for i, r in enumerate(proxy.state.routes):
         named.append((f"routes[{i}]", f"{r.host or '*'}{r.path_prefix}", r.pool))
     for name, match, pool in named:
         members = [by_name[b.name] for b in pool.backends if b.name in by_name]
