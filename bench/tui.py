@@ -120,11 +120,12 @@ def run_once(args: argparse.Namespace, with_tui: bool) -> dict[str, float]:
     try:
         main_tid = threading.get_native_id()
         result: dict[str, Any] = {}
-        from lbtui.control.model import FaultSpec
+        from lbtui.control.model import FaultSpec, SetFault
 
         assert dp.loop is not None
         asyncio.run_coroutine_threadsafe(
-            dp.control._inner.set_fault("b00", FaultSpec(kind="delay", ms=20.0)), dp.loop
+            dp.control._inner.act(SetFault(backend="b00", fault=FaultSpec(kind="delay", ms=20.0))),
+            dp.loop,
         ).result(5)
         cpu0 = (thread_cpu(main_tid), thread_cpu(dp.tid))
         t0 = time.monotonic()

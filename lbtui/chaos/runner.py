@@ -66,7 +66,7 @@ from lbtui.chaos.steps import (
 from lbtui.chaos.undo import Changes, roll_back
 from lbtui.control.client import HttpControl
 from lbtui.control.errors import ControlError
-from lbtui.control.interface import Control, apply
+from lbtui.control.interface import Control
 from lbtui.control.model import Event, SetFault, Snapshot
 from lbtui.control.runtime import BalancerRuntime, run_balancer
 from lbtui.errors import LbtuiError
@@ -580,7 +580,7 @@ class Experiment:
                 if isinstance(action, SetFault) and self.options.attach:
                     action, detail = self._bounded(action, step.at)
                 if action is not None:
-                    await asyncio.wait_for(apply(self.control, action), STEP_TIMEOUT_S)
+                    await asyncio.wait_for(self.control.act(action), STEP_TIMEOUT_S)
                 if isinstance(step, Restart) and self.fleet is not None and name:
                     detail = f"pid {self.fleet.member(name).pid}"
                 elif isinstance(step, Kill) and self.fleet is not None and name:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from lbtui.chaos.recording import RollbackStep
 from lbtui.chaos.steps import (
@@ -37,11 +37,24 @@ from lbtui.chaos.steps import (
     Weight,
     step_backend,
 )
+from lbtui.config import Algorithm
 from lbtui.control.client import HttpControl
 from lbtui.control.errors import ControlError
 from lbtui.control.interface import Control
 from lbtui.control.local import LocalControl
-from lbtui.control.model import Snapshot
+from lbtui.control.model import (
+    AddBackend,
+    AdminState,
+    FleetKnobs,
+    FleetRestart,
+    ForceBreaker,
+    RemoveBackend,
+    SetAdmin,
+    SetAlgorithm,
+    SetLimits,
+    SetWeight,
+    Snapshot,
+)
 from lbtui.fleet.supervisor import FleetError
 
 UNDO_TIMEOUT_S = 10.0
@@ -148,17 +161,22 @@ async def roll_back(
                 )
             )
     for name in sorted(undo.breakers):
-        await step(f"breaker {name} auto", control.force_breaker(name, "auto"))
+        await step(f"breaker {name} auto", control.act(ForceBreaker(backend=name, mode="auto")))
     for name in sorted(undo.added):
-        await step(f"remove added backend {name}", control.remove_backend(name))
+        await step(f"remove added backend {name}", control.act(RemoveBackend(backend=name)))
     for name, (url, weight) in sorted(undo.removed.items()):
-        await step(f"add removed backend {name}", control.add_backend(name, url, weight))
+        await step(
+            f"add removed backend {name}",
+            control.act(AddBackend(name=name, url=url, weight=weight)),
+        )
     if not fleet_owned:  # attached: bring back what the run killed, restore knobs
         for name in sorted(undo.killed):
-            await step(f"restart killed {name}", control.fleet_restart(name))
+            await step(f"restart killed {name}", control.act(FleetRestart(backend=name)))
         for name, knobs in sorted(undo.knobs.items()):
             values = {k: v for k, v in knobs.items() if isinstance(v, int | float | bool)}
-            await step(f"knobs {name} restored", control.fleet_knobs(name, **values))
+            await step(
+                f"knobs {name} restored", control.act(FleetKnobs(backend=name, knobs=values))
+            )
     elif undo.killed:
         steps.append(
             RollbackStep(
@@ -166,12 +184,15 @@ async def roll_back(
             )
         )
     for name, state in sorted(undo.admin.items()):
-        setter = {"active": control.enable, "draining": control.drain}.get(state, control.disable)
-        await step(f"admin {name} {state}", setter(name))
+        admin = cast(AdminState, state if state in ("active", "draining") else "disabled")
+        await step(f"admin {name} {state}", control.act(SetAdmin(backend=name, state=admin)))
     for name, weight in sorted(undo.weight.items()):
-        await step(f"weight {name} {weight:g}", control.set_weight(name, weight))
+        await step(f"weight {name} {weight:g}", control.act(SetWeight(backend=name, weight=weight)))
     if undo.algorithm is not None:
-        await step(f"algorithm {undo.algorithm}", control.set_algorithm(undo.algorithm))
+        await step(
+            f"algorithm {undo.algorithm}",
+            control.act(SetAlgorithm(algorithm=cast(Algorithm, undo.algorithm))),
+        )
     if undo.limits is not None:
-        await step("limits restored", control.set_limits(**undo.limits))
+        await step("limits restored", control.act(SetLimits(limits=undo.limits)))
     return steps

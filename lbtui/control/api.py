@@ -17,6 +17,8 @@ listener of its own (``[admin] address``, default ``127.0.0.1:9901``).
     POST   /api/v1/backends/{name}/fleet/knobs    {"latency_ms"?, "error_rate"?, ...}
     PUT    /api/v1/algorithm                      {"algorithm"}
     PUT    /api/v1/limits                         any [limits] keys
+    POST   /api/v1/actions                        any action: {"kind": "set_weight", …}
+                                                  (what ``HttpControl.act`` sends)
     GET    /metrics                               Prometheus text format
 
 Every action goes through ``LocalControl`` (validated in full, then applied in one step on the
@@ -73,10 +75,10 @@ from lbtui.control.guard import (
     content_type_problem,
     parse_json_object,
 )
-from lbtui.control.interface import apply
 from lbtui.control.local import LocalControl
 from lbtui.control.metrics import CONTENT_TYPE, make_registry, render
 from lbtui.control.model import (
+    ACTION_KINDS,
     Action,
     AddBackend,
     ClearFault,
@@ -262,6 +264,7 @@ class AdminServer:
         r = app.router
         r.add_get(f"{API}/state", self._get_state)
         r.add_get(f"{API}/events", self._events)
+        r.add_post(f"{API}/actions", self._act)
         r.add_post(f"{API}/backends", self._add_backend)
         b = f"{API}/backends/{{name}}"
         r.add_delete(b, self._action(RemoveBackend))
@@ -443,7 +446,7 @@ class AdminServer:
             if takes_backend:
                 values["backend"] = request.match_info["name"]
             action: Action = _parse(cls, values, body)
-            await apply(self.control, action)
+            await self.control.act(action)
             return self._done()
 
         return handle
@@ -455,23 +458,35 @@ class AdminServer:
 
     async def _add_backend(self, request: web.Request) -> web.Response:
         action = _parse(AddBackend, {}, await _body(request))
-        await apply(self.control, action)
+        await self.control.act(action)
         return self._done(201)
 
     async def _set_fault(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         fault = _parse(FaultSpec, {}, await _body(request), tagged=False)
-        await apply(self.control, SetFault(backend=name, fault=fault))
+        await self.control.act(SetFault(backend=name, fault=fault))
         return self._done()
 
     async def _set_limits(self, request: web.Request) -> web.Response:
         body = await _body(request)
-        await apply(self.control, SetLimits(limits=body))
+        await self.control.act(SetLimits(limits=body))
         return self._done(limits=self.control.proxy.admission.config.model_dump())
 
     async def _fleet_knobs(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         body = await _body(request)
         action = FleetKnobs(backend=name, knobs=body)
-        knobs = await self.control.fleet_knobs(action.backend, **action.knobs)
+        knobs = await self.control.act(action)
         return self._done(knobs=knobs)
+
+    async def _act(self, request: web.Request) -> web.Response:
+        """``POST /api/v1/actions``: any action, as its JSON (``{"kind": …, …}``)."""
+        body = await _body(request)
+        kind = body.pop("kind", None)
+        cls = ACTION_KINDS.get(kind) if isinstance(kind, str) else None
+        if cls is None:
+            raise Invalid(
+                f"kind: expected one of {', '.join(ACTION_KINDS)}, got {kind!r}", field="kind"
+            )
+        result = await self.control.act(_parse(cls, {}, body))
+        return self._done(result=result)

@@ -22,10 +22,11 @@ import httpx
 
 from lbtui.control.errors import ControlError, NotFound, ReadOnly, Unavailable
 from lbtui.control.model import (
-    BreakerMode,
+    Action,
+    ActionResult,
+    ClearFault,
     Event,
-    FaultSpec,
-    Figure,
+    SetFault,
     Snapshot,
     event_from_json,
     events_from_json,
@@ -188,41 +189,17 @@ class HttpControl:
 
     # --- acting ------------------------------------------------------------------------------
 
-    async def add_backend(self, name: str, url: str, weight: float = 1) -> None:
-        await self._act("POST", f"{API}/backends", {"name": name, "url": url, "weight": weight})
-
-    async def remove_backend(self, name: str) -> None:
-        await self._act("DELETE", _backend(name))
-
-    async def set_weight(self, name: str, weight: float) -> None:
-        await self._act("POST", _backend(name, "weight"), {"weight": weight})
-
-    async def drain(self, name: str) -> None:
-        await self._act("POST", _backend(name, "drain"))
-
-    async def disable(self, name: str) -> None:
-        await self._act("POST", _backend(name, "disable"))
-
-    async def enable(self, name: str) -> None:
-        await self._act("POST", _backend(name, "enable"))
-
-    async def set_algorithm(self, name: str) -> None:
-        await self._act("PUT", f"{API}/algorithm", {"algorithm": name})
-
-    async def set_limits(self, **limits: Figure) -> None:
-        await self._act("PUT", f"{API}/limits", limits)
-
-    async def force_breaker(self, name: str, mode: BreakerMode) -> None:
-        await self._act("POST", _backend(name, "breaker"), {"mode": mode})
-
-    async def set_fault(self, name: str, fault: FaultSpec) -> None:
-        body = {k: v for k, v in dataclasses.asdict(fault).items() if v is not None}
-        await self._act("PUT", _backend(name, "fault"), body)
-        self._faults_set.add(name)
-
-    async def clear_fault(self, name: str) -> None:
-        await self._act("DELETE", _backend(name, "fault"))
-        self._faults_set.discard(name)
+    async def act(self, action: Action) -> ActionResult:
+        """``POST /api/v1/actions`` with the action's JSON: one endpoint carries every action."""
+        data = await self._act("POST", f"{API}/actions", action_json(action))
+        if isinstance(action, SetFault):
+            self._faults_set.add(action.backend)
+        elif isinstance(action, ClearFault):
+            self._faults_set.discard(action.backend)
+        got = data.get("result") if isinstance(data, dict) else None
+        if not isinstance(got, dict):
+            return None
+        return {str(k): v for k, v in got.items() if isinstance(v, int | float | bool)}
 
     async def rollback(self) -> list[str]:
         """Clear the faults this client set (the guaranteed undo at the end of a session or
@@ -238,18 +215,14 @@ class HttpControl:
         self._faults_set.clear()
         return cleared
 
-    async def fleet_kill(self, name: str) -> None:
-        await self._act("POST", _backend(name, "fleet/kill"))
 
-    async def fleet_restart(self, name: str) -> None:
-        await self._act("POST", _backend(name, "fleet/restart"))
-
-    async def fleet_knobs(
-        self, name: str, **knobs: float | int | bool
-    ) -> dict[str, float | int | bool]:
-        data = await self._act("POST", _backend(name, "fleet/knobs"), knobs)
-        got = data.get("knobs", {}) if isinstance(data, dict) else {}
-        return {str(k): v for k, v in got.items() if isinstance(v, int | float | bool)}
+def action_json(action: Action) -> dict[str, Any]:
+    """An action as the admin API reads it (a fault's unset fields left out)."""
+    data = dataclasses.asdict(action)
+    fault = data.get("fault")
+    if isinstance(fault, dict):
+        data["fault"] = {k: v for k, v in fault.items() if v is not None}
+    return data
 
 
 def _backend(name: str, tail: str = "") -> str:

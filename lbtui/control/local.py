@@ -1,11 +1,12 @@
 """``LocalControl``: the ``Control`` of a balancer in this process (``lbtui demo``, the admin API).
 
-Each action is validated in full first (``Invalid`` names the field, ``NotFound`` the backend),
-then carried out with one call to the proxy's operator methods, which emit its event; the
-actions the proxy has no method for (faults, fleet processes) emit theirs on the same event
-ring here. Nothing awaits between validation and change on the event loop, so an action on
-the balancer is atomic to every request and every other action (fleet actions wait for the
-process, and say what happened once it has).
+``act`` matches the action on its type; each handler validates it in full first (``Invalid``
+names the field, ``NotFound`` the backend), then carries it out with one call to the proxy's
+operator methods, which emit its event; the actions the proxy has no method for (faults in
+another registry, fleet processes) emit theirs on the same event ring here. Nothing awaits
+between validation and change on the event loop, so an action on the balancer is atomic to
+every request and every other action (fleet actions wait for the process, and say what
+happened once it has).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import asyncio
 import itertools
 import math
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -31,7 +32,27 @@ from lbtui.control.errors import (
     invalid_from,
 )
 from lbtui.control.faults import FaultLink
-from lbtui.control.model import BreakerMode, Event, FaultSpec, Figure, Snapshot
+from lbtui.control.model import (
+    Action,
+    ActionResult,
+    AddBackend,
+    BreakerMode,
+    ClearFault,
+    Event,
+    FaultSpec,
+    Figure,
+    FleetKill,
+    FleetKnobs,
+    FleetRestart,
+    ForceBreaker,
+    RemoveBackend,
+    SetAdmin,
+    SetAlgorithm,
+    SetFault,
+    SetLimits,
+    SetWeight,
+    Snapshot,
+)
 from lbtui.control.snapshot import build_snapshot
 from lbtui.core.events import EventKind
 from lbtui.core.faults import Faults
@@ -138,43 +159,54 @@ class LocalControl:
 
     # --- actions -----------------------------------------------------------------------------
 
-    async def add_backend(self, name: str, url: str, weight: float = 1) -> None:
+    async def act(self, action: Action) -> ActionResult:
+        """Carry out ``action``: its handler below validates it in full, then changes things."""
         self._writable()
+        match action:
+            case AddBackend():
+                self._add_backend(action)
+            case RemoveBackend(backend=name):
+                self._known(name)
+                self.proxy.remove_backend(name)  # clears its fault too
+            case SetWeight(backend=name, weight=weight):
+                w = _number(weight, "weight", 0, 1000)
+                self._known(name)
+                self.proxy.set_weight(name, w)
+            case SetAdmin(backend=name, state=state):
+                self._known(name)
+                self.proxy.set_admin(name, _admin_state(state))
+            case SetAlgorithm(algorithm=algorithm):
+                self._set_algorithm(algorithm)
+            case SetLimits(limits=limits):
+                self._set_limits(limits)
+            case ForceBreaker(backend=name, mode=mode):
+                self._force_breaker(name, mode)
+            case SetFault(backend=name, fault=fault):
+                self._set_fault(name, fault)
+            case ClearFault(backend=name):
+                self._clear_fault(name)
+            case FleetKill(backend=name):
+                await self._fleet_kill(name)
+            case FleetRestart(backend=name):
+                await self._fleet_restart(name)
+            case FleetKnobs(backend=name, knobs=knobs):
+                return await self._fleet_knobs(name, knobs)
+            case _:
+                raise Invalid(f"kind: not an action: {action!r}", field="kind")
+        return None
+
+    def _add_backend(self, action: AddBackend) -> None:
         try:
-            config = BackendConfig.model_validate({"name": name, "url": url, "weight": weight})
+            config = BackendConfig.model_validate(
+                {"name": action.name, "url": action.url, "weight": action.weight}
+            )
         except ValidationError as exc:
             raise invalid_from(exc) from None
         if config.name in self.proxy.backends:
             raise Conflict(f"a backend named {config.name!r} exists already", field="name")
         self.proxy.add_backend(config)
 
-    async def remove_backend(self, name: str) -> None:
-        self._writable()
-        self._known(name)
-        self.proxy.remove_backend(name)  # clears its fault too
-
-    async def set_weight(self, name: str, weight: float) -> None:
-        self._writable()
-        w = _number(weight, "weight", 0, 1000)
-        self._known(name)
-        self.proxy.set_weight(name, w)
-
-    async def _admin(self, name: str, state: PoolAdminState) -> None:
-        self._writable()
-        self._known(name)
-        self.proxy.set_admin(name, state)
-
-    async def drain(self, name: str) -> None:
-        await self._admin(name, PoolAdminState.DRAINING)
-
-    async def disable(self, name: str) -> None:
-        await self._admin(name, PoolAdminState.DISABLED)
-
-    async def enable(self, name: str) -> None:
-        await self._admin(name, PoolAdminState.ACTIVE)
-
-    async def set_algorithm(self, name: str) -> None:
-        self._writable()
+    def _set_algorithm(self, name: str) -> None:
         if name not in ALGORITHM_NAMES:
             raise Invalid(
                 f"algorithm: expected one of {', '.join(ALGORITHM_NAMES)}, got {name!r}",
@@ -182,8 +214,7 @@ class LocalControl:
             )
         self.proxy.change_algorithm(name)
 
-    async def set_limits(self, **limits: Figure) -> None:
-        self._writable()
+    def _set_limits(self, limits: Mapping[str, Figure]) -> None:
         values: dict[str, Any] = self.proxy.admission.config.model_dump()
         values.update(limits)
         try:
@@ -192,8 +223,7 @@ class LocalControl:
             raise invalid_from(exc) from None
         self.proxy.set_limits(config)
 
-    async def force_breaker(self, name: str, mode: BreakerMode) -> None:
-        self._writable()
+    def _force_breaker(self, name: str, mode: BreakerMode) -> None:
         if mode not in BREAKER_MODES:
             raise Invalid(
                 f"mode: expected one of {', '.join(BREAKER_MODES)}, got {mode!r}", field="mode"
@@ -211,8 +241,7 @@ class LocalControl:
                 mode=mode,
             )
 
-    async def set_fault(self, name: str, fault: FaultSpec) -> None:
-        self._writable()
+    def _set_fault(self, name: str, fault: FaultSpec) -> None:
         if not isinstance(fault, FaultSpec):
             raise Invalid(f"fault: expected a FaultSpec, got {type(fault).__name__}", field="fault")
         self._known(name)
@@ -230,8 +259,7 @@ class LocalControl:
             percent=fault.percent,
         )
 
-    async def clear_fault(self, name: str) -> None:
-        self._writable()
+    def _clear_fault(self, name: str) -> None:
         self._known(name)
         if self.faults.registry is self.proxy.faults:
             old = self.proxy.clear_fault(name)  # emits the fault's end, with its proof
@@ -258,8 +286,7 @@ class LocalControl:
             raise NotFound(f"no fleet backend named {name!r} (known: {known})")
         return self.fleet
 
-    async def fleet_kill(self, name: str) -> None:
-        self._writable()
+    async def _fleet_kill(self, name: str) -> None:
         fleet = self._fleet_member(name)
         pid = fleet.member(name).pid
         try:
@@ -270,8 +297,7 @@ class LocalControl:
             EventKind.FLEET, f"process killed (SIGKILL, pid {pid})", backend=name, action="kill"
         )
 
-    async def fleet_restart(self, name: str) -> None:
-        self._writable()
+    async def _fleet_restart(self, name: str) -> None:
         fleet = self._fleet_member(name)
         try:
             member = await fleet.restart(name)
@@ -285,12 +311,11 @@ class LocalControl:
             pid=member.pid,
         )
 
-    async def fleet_knobs(
-        self, name: str, **knobs: float | int | bool
+    async def _fleet_knobs(
+        self, name: str, knobs: Mapping[str, float | int | bool]
     ) -> dict[str, float | int | bool]:
-        self._writable()
         try:
-            update = KnobsUpdate.model_validate(knobs)
+            update = KnobsUpdate.model_validate(dict(knobs))
         except ValidationError as exc:
             raise invalid_from(exc) from None
         fleet = self._fleet_member(name)
@@ -307,3 +332,11 @@ class LocalControl:
             **changed,
         )
         return {k: v for k, v in now.items() if isinstance(v, int | float | bool)}
+
+
+def _admin_state(state: str) -> PoolAdminState:
+    try:
+        return PoolAdminState(state)
+    except ValueError:
+        choices = ", ".join(s.value for s in PoolAdminState)
+        raise Invalid(f"state: expected one of {choices}, got {state!r}", field="state") from None

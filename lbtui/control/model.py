@@ -15,10 +15,11 @@ clock ``Snapshot.at`` is read on. For people, convert with the snapshot's pair:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import Field, TypeAdapter
 
@@ -485,8 +486,19 @@ Action = Annotated[
     | FleetKnobs,
     Field(discriminator="kind"),
 ]
-"""Everything an operator (a console, the chaos runner) can ask of a balancer, tagged by
-``kind``. ``lbtui.control.interface.apply`` carries one out on any ``Control``."""
+"""Everything an operator (a console, the chaos runner, the admin API) can ask of a balancer,
+tagged by ``kind``: what ``Control.act`` carries out on any ``Control``."""
+
+ACTION_KINDS: dict[str, type[Any]] = {
+    f.default: cls
+    for cls in get_args(get_args(Action)[0])
+    for f in dataclasses.fields(cls)
+    if f.name == "kind" and isinstance(f.default, str)
+}
+"""Each action class by its ``kind`` tag (the admin API's ``POST /api/v1/actions``)."""
+
+ActionResult = dict[str, float | int | bool] | None
+"""What an action answers: a fleet backend's knobs after ``FleetKnobs``; None otherwise."""
 
 
 # --- JSON --------------------------------------------------------------------------------------

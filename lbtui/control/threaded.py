@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 from lbtui.control.interface import Control
-from lbtui.control.model import BreakerMode, Event, FaultSpec, Figure, Snapshot
+from lbtui.control.model import Action, ActionResult, Event, Snapshot
 
 T = TypeVar("T")
 POLL_S = 0.2
@@ -53,49 +53,8 @@ class ThreadedControl:
                 yield event
             await asyncio.sleep(POLL_S)
 
-    async def add_backend(self, name: str, url: str, weight: float = 1) -> None:
-        await self._call(lambda: self._inner.add_backend(name, url, weight))
-
-    async def remove_backend(self, name: str) -> None:
-        await self._call(lambda: self._inner.remove_backend(name))
-
-    async def set_weight(self, name: str, weight: float) -> None:
-        await self._call(lambda: self._inner.set_weight(name, weight))
-
-    async def drain(self, name: str) -> None:
-        await self._call(lambda: self._inner.drain(name))
-
-    async def disable(self, name: str) -> None:
-        await self._call(lambda: self._inner.disable(name))
-
-    async def enable(self, name: str) -> None:
-        await self._call(lambda: self._inner.enable(name))
-
-    async def set_algorithm(self, name: str) -> None:
-        await self._call(lambda: self._inner.set_algorithm(name))
-
-    async def set_limits(self, **limits: Figure) -> None:
-        await self._call(lambda: self._inner.set_limits(**limits))
-
-    async def force_breaker(self, name: str, mode: BreakerMode) -> None:
-        await self._call(lambda: self._inner.force_breaker(name, mode))
-
-    async def set_fault(self, name: str, fault: FaultSpec) -> None:
-        await self._call(lambda: self._inner.set_fault(name, fault))
-
-    async def clear_fault(self, name: str) -> None:
-        await self._call(lambda: self._inner.clear_fault(name))
-
-    async def fleet_kill(self, name: str) -> None:
-        await self._call(lambda: self._inner.fleet_kill(name))
-
-    async def fleet_restart(self, name: str) -> None:
-        await self._call(lambda: self._inner.fleet_restart(name))
-
-    async def fleet_knobs(
-        self, name: str, **knobs: float | int | bool
-    ) -> dict[str, float | int | bool]:
-        return await self._call(lambda: self._inner.fleet_knobs(name, **knobs))
+    async def act(self, action: Action) -> ActionResult:
+        return await self._call(lambda: self._inner.act(action))
 
     async def aclose(self) -> None:
         return None

@@ -22,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar, get_args
+from typing import Any, ClassVar, cast, get_args
 
 from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
@@ -34,7 +34,24 @@ from textual.widgets import DataTable, Footer, Input
 from lbtui.config import Algorithm
 from lbtui.control.errors import ControlError
 from lbtui.control.interface import Control
-from lbtui.control.model import BackendView, BreakerMode, Event, FaultKind, FaultSpec, Snapshot
+from lbtui.control.model import (
+    BackendView,
+    BreakerMode,
+    ClearFault,
+    Event,
+    FaultKind,
+    FaultSpec,
+    Figure,
+    FleetKill,
+    FleetRestart,
+    ForceBreaker,
+    SetAdmin,
+    SetAlgorithm,
+    SetFault,
+    SetLimits,
+    SetWeight,
+    Snapshot,
+)
 from lbtui.tui import forms
 from lbtui.tui.feed import (
     EventsArrived,
@@ -512,7 +529,9 @@ class LbtuiApp(App[None]):
             self._confirm(
                 f"Kill {name}?",
                 f"SIGKILL its process (pid {b.process.pid}); r restarts it.",
-                lambda: self._act(f"kill {name}", lambda: self.control.fleet_kill(name)),
+                lambda: self._act(
+                    f"kill {name}", lambda: self.control.act(FleetKill(backend=name))
+                ),
             )
         else:
             self._confirm(
@@ -521,7 +540,9 @@ class LbtuiApp(App[None]):
                 "without contacting it; r restores.",
                 lambda: self._act(
                     f"down {name}",
-                    lambda: self.control.set_fault(name, FaultSpec(kind=FaultKind.DOWN)),
+                    lambda: self.control.act(
+                        SetFault(backend=name, fault=FaultSpec(kind=FaultKind.DOWN))
+                    ),
                 ),
             )
 
@@ -538,7 +559,8 @@ class LbtuiApp(App[None]):
         def done(spec: FaultSpec | None) -> None:
             if spec is not None:
                 self._act(
-                    f"{spec.kind} fault on {name}", lambda: self.control.set_fault(name, spec)
+                    f"{spec.kind} fault on {name}",
+                    lambda: self.control.act(SetFault(backend=name, fault=spec)),
                 )
 
         note = "replaces its current fault" if fault_active(b) else ""
@@ -559,9 +581,9 @@ class LbtuiApp(App[None]):
         name = b.name
         steps: list[Callable[[], Awaitable[object]]] = []
         if fault_active(b):
-            steps.append(lambda: self.control.clear_fault(name))
+            steps.append(lambda: self.control.act(ClearFault(backend=name)))
         if process_dead(b):
-            steps.append(lambda: self.control.fleet_restart(name))
+            steps.append(lambda: self.control.act(FleetRestart(backend=name)))
         if not steps:
             self.notify(f"{name} has no fault and its process (if any) is alive")
             return
@@ -577,21 +599,30 @@ class LbtuiApp(App[None]):
             return
         name = b.name
         if b.admin == "draining":
-            self._act(f"undrain {name}", lambda: self.control.enable(name))
+            self._act(
+                f"undrain {name}", lambda: self.control.act(SetAdmin(backend=name, state="active"))
+            )
         else:
-            self._act(f"drain {name}", lambda: self.control.drain(name))
+            self._act(
+                f"drain {name}", lambda: self.control.act(SetAdmin(backend=name, state="draining"))
+            )
 
     def action_toggle_disable(self) -> None:
         if self._refused() or (b := self._selected_backend()) is None:
             return
         name = b.name
         if b.admin == "disabled":
-            self._act(f"enable {name}", lambda: self.control.enable(name))
+            self._act(
+                f"enable {name}", lambda: self.control.act(SetAdmin(backend=name, state="active"))
+            )
             return
         self._confirm(
             f"Disable {name}?",
             "It gets no requests until enabled again (x).",
-            lambda: self._act(f"disable {name}", lambda: self.control.disable(name)),
+            lambda: self._act(
+                f"disable {name}",
+                lambda: self.control.act(SetAdmin(backend=name, state="disabled")),
+            ),
         )
 
     def action_weight(self) -> None:
@@ -606,7 +637,8 @@ class LbtuiApp(App[None]):
 
             def send() -> None:
                 self._act(
-                    f"weight {name} = {weight:g}", lambda: self.control.set_weight(name, weight)
+                    f"weight {name} = {weight:g}",
+                    lambda: self.control.act(SetWeight(backend=name, weight=weight)),
                 )
 
             if weight == 0:
@@ -631,7 +663,10 @@ class LbtuiApp(App[None]):
             m: BreakerMode = mode  # type: ignore[assignment]
 
             def send() -> None:
-                self._act(f"breaker {name} → {m}", lambda: self.control.force_breaker(name, m))
+                self._act(
+                    f"breaker {name} → {m}",
+                    lambda: self.control.act(ForceBreaker(backend=name, mode=m)),
+                )
 
             if m == "open":
                 self._confirm(
@@ -650,7 +685,10 @@ class LbtuiApp(App[None]):
 
         def chosen(algo: str | None) -> None:
             if algo is not None and algo != current:
-                self._act(f"algorithm → {algo}", lambda: self.control.set_algorithm(algo))
+                self._act(
+                    f"algorithm → {algo}",
+                    lambda: self.control.act(SetAlgorithm(algorithm=cast(Algorithm, algo))),
+                )
 
         self.push_screen(ChoiceScreen("Balancing algorithm", choices, current), chosen)
 
@@ -690,7 +728,10 @@ class LbtuiApp(App[None]):
                 self.notify("limits unchanged")
                 return
             text = ", ".join(f"{k}={v}" for k, v in changes.items())
-            self._act(f"limits {text}", lambda: self.control.set_limits(**changes))
+            self._act(
+                f"limits {text}",
+                lambda: self.control.act(SetLimits(limits=cast(dict[str, Figure], changes))),
+            )
 
         self.push_screen(FormScreen("Limits", forms.limits_form(config), "empty = no limit"), done)
 

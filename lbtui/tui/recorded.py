@@ -22,15 +22,24 @@ from typing import Any
 
 from lbtui.control.errors import NotFound, ReadOnly
 from lbtui.control.model import (
-    BreakerMode,
+    Action,
+    ActionResult,
+    AddBackend,
+    ClearFault,
     Event,
     EventKind,
-    FaultSpec,
+    FleetKill,
+    FleetKnobs,
+    FleetRestart,
+    ForceBreaker,
+    SetAdmin,
+    SetAlgorithm,
+    SetFault,
+    SetLimits,
+    SetWeight,
     Snapshot,
     events_from_json,
 )
-
-Figure = float | int | str | bool | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +47,8 @@ class RecordedAction:
     name: str
     backend: str | None
     args: dict[str, Any]
+    action: Action | None = None
+    """The action as it was sent."""
 
 
 class RecordedControl:
@@ -93,12 +104,19 @@ class RecordedControl:
 
     # --- actions: recorded, confirmed by an event
 
-    def _record(self, action: str, backend: str | None, message: str, **args: Any) -> None:
+    def _record(
+        self,
+        label: str,
+        backend: str | None,
+        message: str,
+        action: Action | None = None,
+        **args: Any,
+    ) -> None:
         if self.read_only:
             raise ReadOnly("this console is read-only")
         if backend is not None and all(b.name != backend for b in self._snapshot.backends):
             raise NotFound(f"no backend named {backend!r}", field="backend")
-        self.actions.append(RecordedAction(action, backend, args))
+        self.actions.append(RecordedAction(label, backend, args, action))
         last = max(self._events[-1].id if self._events else 0, self._snapshot.last_event_id)
         self._snapshot = dataclasses.replace(self._snapshot, last_event_id=last + 1)
         self._events.append(
@@ -113,47 +131,46 @@ class RecordedControl:
         )
         self._changed.set()
 
-    async def add_backend(self, name: str, url: str, weight: float = 1) -> None:
-        self._record("add_backend", None, f"add backend {name} {url}", name=name, url=url)
+    async def act(self, action: Action) -> ActionResult:
+        """Record ``action`` (checked as a balancer would: read-only, known backend) and
+        confirm it with an event; nothing changes."""
+        fields = {f.name: getattr(action, f.name) for f in dataclasses.fields(action)}
+        fields.pop("kind")
+        backend = fields.pop("backend", None)
+        if isinstance(action, SetLimits | FleetKnobs):  # their figures, flat
+            fields = dict(action.limits if isinstance(action, SetLimits) else action.knobs)
+        self._record(_name(action), backend, _describe(action), action=action, **fields)
+        return dict(action.knobs) if isinstance(action, FleetKnobs) else None
 
-    async def remove_backend(self, name: str) -> None:
-        self._record("remove_backend", name, "remove backend")
 
-    async def set_weight(self, name: str, weight: float) -> None:
-        self._record("set_weight", name, f"weight set to {weight:g}", weight=weight)
+def _name(action: Action) -> str:
+    """The short name a recorded action is kept under (``drain``, not ``set_admin``)."""
+    if isinstance(action, SetAdmin):
+        return {"draining": "drain", "disabled": "disable", "active": "enable"}[action.state]
+    return action.kind
 
-    async def drain(self, name: str) -> None:
-        self._record("drain", name, "draining")
 
-    async def disable(self, name: str) -> None:
-        self._record("disable", name, "disabled")
-
-    async def enable(self, name: str) -> None:
-        self._record("enable", name, "enabled")
-
-    async def set_algorithm(self, name: str) -> None:
-        self._record("set_algorithm", None, f"algorithm set to {name}", algorithm=name)
-
-    async def set_limits(self, **limits: Figure) -> None:
-        self._record("set_limits", None, f"limits changed: {limits}", **limits)
-
-    async def force_breaker(self, name: str, mode: BreakerMode) -> None:
-        self._record("force_breaker", name, f"breaker forced {mode}", mode=mode)
-
-    async def set_fault(self, name: str, fault: FaultSpec) -> None:
-        self._record("set_fault", name, f"fault set: {fault.kind}", fault=fault)
-
-    async def clear_fault(self, name: str) -> None:
-        self._record("clear_fault", name, "fault cleared")
-
-    async def fleet_kill(self, name: str) -> None:
-        self._record("fleet_kill", name, "process killed")
-
-    async def fleet_restart(self, name: str) -> None:
-        self._record("fleet_restart", name, "process restarted")
-
-    async def fleet_knobs(
-        self, name: str, **knobs: float | int | bool
-    ) -> dict[str, float | int | bool]:
-        self._record("fleet_knobs", name, f"knobs {knobs}", **knobs)
-        return dict(knobs)
+def _describe(action: Action) -> str:
+    match action:
+        case AddBackend(name=name, url=url):
+            return f"add backend {name} {url}"
+        case SetWeight(weight=weight):
+            return f"weight set to {weight:g}"
+        case SetAdmin(state=state):
+            return {"draining": "draining", "disabled": "disabled", "active": "enabled"}[state]
+        case SetAlgorithm(algorithm=algorithm):
+            return f"algorithm set to {algorithm}"
+        case SetLimits(limits=limits):
+            return f"limits changed: {limits}"
+        case ForceBreaker(mode=mode):
+            return f"breaker forced {mode}"
+        case SetFault(fault=fault):
+            return f"fault set: {fault.kind}"
+        case ClearFault():
+            return "fault cleared"
+        case FleetKill():
+            return "process killed"
+        case FleetRestart():
+            return "process restarted"
+        case _:
+            return action.kind.replace("_", " ")

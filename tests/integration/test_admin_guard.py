@@ -16,6 +16,7 @@ from lbtui.config import AdminConfig
 from lbtui.control.api import AdminServer
 from lbtui.control.client import HttpControl
 from lbtui.control.local import LocalControl
+from lbtui.control.model import SetAdmin, SetWeight
 
 Make = Callable[..., Awaitable[tuple[AdminServer, httpx.AsyncClient]]]
 
@@ -155,8 +156,8 @@ async def test_lbtuis_own_client_still_acts(admin: Make) -> None:
     server, _http = await admin()
     control = HttpControl(server.url)
     try:
-        await control.set_weight("b2", 3)
-        await control.drain("b2")
+        await control.act(SetWeight(backend="b2", weight=3))
+        await control.act(SetAdmin(backend="b2", state="draining"))
         snap = await control.snapshot()
     finally:
         await control.aclose()

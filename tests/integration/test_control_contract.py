@@ -19,9 +19,29 @@ from lbtui.config import AdminConfig
 from lbtui.control.api import AdminServer
 from lbtui.control.client import HttpControl
 from lbtui.control.errors import Conflict, Invalid, NotFound, ReadOnly, Unavailable
-from lbtui.control.interface import Control, apply
+from lbtui.control.interface import Control
 from lbtui.control.local import LocalControl
-from lbtui.control.model import Event, FaultSpec, SetAdmin, SetWeight, Snapshot
+from lbtui.control.model import (
+    ACTION_KINDS,
+    Action,
+    AddBackend,
+    ClearFault,
+    Event,
+    FaultSpec,
+    FleetKill,
+    FleetKnobs,
+    FleetRestart,
+    ForceBreaker,
+    RemoveBackend,
+    SetAdmin,
+    SetAlgorithm,
+    SetFault,
+    SetLimits,
+    SetWeight,
+    Snapshot,
+)
+from lbtui.control.threaded import ThreadedControl
+from lbtui.tui.recorded import RecordedControl
 from tests.integration.conftest import TestBackend
 
 TOKEN = "contract"
@@ -44,31 +64,55 @@ class Rig:
         return seen
 
 
-@pytest.fixture(params=["local", "http"])
-async def rig(request, backends, balancer, client) -> AsyncIterator[Callable[..., Awaitable[Rig]]]:
-    made: list[tuple[Control, AdminServer | None]] = []
+async def build_control(
+    kind: str, lb: Any, read_only: bool, made: list[tuple[Control, AdminServer | None]]
+) -> Control:
+    local = LocalControl(lb.proxy)
+    if kind == "recorded":
+        return RecordedControl(local.snapshot_now(), read_only=read_only)
+    if kind in ("local", "threaded"):
+        local.read_only = read_only
+        made.append((local, None))
+        if kind == "threaded":
+            # Every call handed over with run_coroutine_threadsafe, as ``lbtui demo`` does
+            # (here to the balancer's own loop, which this test runs on).
+            return ThreadedControl(local, asyncio.get_running_loop())
+        return local
+    server = AdminServer(
+        AdminConfig(address="127.0.0.1:0", token=TOKEN), local, keepalive_s=0.5, environ={}
+    )
+    await server.start()
+    http = HttpControl(server.url, TOKEN, read_only=read_only, reconnect_for_s=2.0)
+    made.append((http, server))
+    return http
 
-    async def make(n: int = 2, *, read_only: bool = False, **sections: Any) -> Rig:
-        bs = await backends(n)
-        lb = await balancer(bs, **sections)
-        local = LocalControl(lb.proxy)
-        if request.param == "local":
-            local.read_only = read_only
-            made.append((local, None))
-            return Rig(local, lb, bs, client)
-        server = AdminServer(
-            AdminConfig(address="127.0.0.1:0", token=TOKEN), local, keepalive_s=0.5, environ={}
-        )
-        await server.start()
-        http = HttpControl(server.url, TOKEN, read_only=read_only, reconnect_for_s=2.0)
-        made.append((http, server))
-        return Rig(http, lb, bs, client)
 
-    yield make
-    for control, server in made:
-        await control.aclose()
-        if server is not None:
-            await server.stop()
+def _rig_fixture(kinds: list[str]) -> Any:
+    @pytest.fixture(params=kinds)
+    async def fixture(
+        request, backends, balancer, client
+    ) -> AsyncIterator[Callable[..., Awaitable[Rig]]]:
+        made: list[tuple[Control, AdminServer | None]] = []
+
+        async def make(n: int = 2, *, read_only: bool = False, **sections: Any) -> Rig:
+            bs = await backends(n)
+            lb = await balancer(bs, **sections)
+            control = await build_control(request.param, lb, read_only, made)
+            return Rig(control, lb, bs, client)
+
+        yield make
+        for control, server in made:
+            await control.aclose()
+            if server is not None:
+                await server.stop()
+
+    return fixture
+
+
+rig = _rig_fixture(["local", "http", "threaded"])
+"""The controls that steer a real balancer: the whole contract."""
+any_control = _rig_fixture(["local", "http", "threaded", "recorded"])
+"""Every control, the recorded one too: the action contract."""
 
 
 async def eventually(cond: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> None:
@@ -132,7 +176,7 @@ async def test_snapshot_shows_backends_and_rates_after_traffic(rig):
 async def test_drain_stops_new_requests(rig):
     r = await rig(2)
     first, second = r.backends
-    await r.control.drain(first.name)
+    await r.control.act(SetAdmin(backend=first.name, state="draining"))
     before = first.hits
     seen = await r.send(10)
     assert first.hits == before
@@ -140,9 +184,9 @@ async def test_drain_stops_new_requests(rig):
     view = (await r.control.snapshot()).backend(first.name)
     assert view.admin == "draining"
     assert view.weight_effective == 0
-    await r.control.enable(first.name)
+    await r.control.act(SetAdmin(backend=first.name, state="active"))
     assert (await r.send(10)) == {first.name: 5, second.name: 5}
-    await r.control.disable(second.name)
+    await r.control.act(SetAdmin(backend=second.name, state="disabled"))
     assert (await r.send(4)) == {first.name: 4}
     assert (await r.control.snapshot()).backend(second.name).admin == "disabled"
 
@@ -150,25 +194,25 @@ async def test_drain_stops_new_requests(rig):
 async def test_set_weight(rig):
     r = await rig(2, balancer={"algorithm": "weighted_round_robin"})
     a, b = (x.name for x in r.backends)
-    await r.control.set_weight(a, 3)
+    await r.control.act(SetWeight(backend=a, weight=3))
     view = (await r.control.snapshot()).backend(a)
     assert view.weight_configured == 3
     assert view.weight_effective == 3
     assert (await r.send(40)) == {a: 30, b: 10}
-    await r.control.set_weight(b, 0)
+    await r.control.act(SetWeight(backend=b, weight=0))
     assert (await r.send(8)) == {a: 8}
 
 
 async def test_set_algorithm_changes_distribution(rig):
     r = await rig(2)
     a, b = (x.name for x in r.backends)
-    await r.control.set_weight(a, 3)
+    await r.control.act(SetWeight(backend=a, weight=3))
     assert (await r.send(40)) == {a: 20, b: 20}  # round robin ignores weights
-    await r.control.set_algorithm("weighted_round_robin")
+    await r.control.act(SetAlgorithm(algorithm="weighted_round_robin"))
     assert (await r.control.snapshot()).algorithm == "weighted_round_robin"
     assert (await r.send(40)) == {a: 30, b: 10}
     with pytest.raises(Invalid) as err:
-        await r.control.set_algorithm("fastest")
+        await r.control.act(SetAlgorithm(algorithm="fastest"))
     assert err.value.field == "algorithm"
     assert (await r.control.snapshot()).algorithm == "weighted_round_robin"
 
@@ -176,13 +220,13 @@ async def test_set_algorithm_changes_distribution(rig):
 async def test_force_breaker_open_stops_traffic_and_shows(rig):
     r = await rig(2)
     a, b = (x.name for x in r.backends)
-    await r.control.force_breaker(a, "open")
+    await r.control.act(ForceBreaker(backend=a, mode="open"))
     view = (await r.control.snapshot()).backend(a)
     assert view.breaker is not None
     assert view.breaker.state == "forced_open"
     assert view.breaker.reason == "forced by operator"
     assert (await r.send(10)) == {b: 10}
-    await r.control.force_breaker(a, "auto")
+    await r.control.act(ForceBreaker(backend=a, mode="auto"))
     assert (await r.control.snapshot()).backend(a).breaker.state == "closed"  # type: ignore[union-attr]
     assert (await r.send(10)) == {a: 5, b: 5}
     events = await r.control.events()
@@ -192,14 +236,14 @@ async def test_force_breaker_open_stops_traffic_and_shows(rig):
         ("forced_open", "closed"),
     ]
     # forcing the state it is already in is still on the timeline
-    await r.control.force_breaker(a, "auto")
+    await r.control.act(ForceBreaker(backend=a, mode="auto"))
     assert (await r.control.events())[-1].message == "breaker force auto: no change"
 
 
 async def test_events_appear_and_stream(rig):
     r = await rig(2)
     a, b = (x.name for x in r.backends)
-    await r.control.drain(a)
+    await r.control.act(SetAdmin(backend=a, state="draining"))
     events = await r.control.events()
     assert all(isinstance(e, Event) for e in events)
     last = events[-1]
@@ -216,8 +260,8 @@ async def test_events_appear_and_stream(rig):
                 return
 
     task = asyncio.create_task(consume())
-    await r.control.set_weight(b, 4)
-    await r.control.enable(a)
+    await r.control.act(SetWeight(backend=b, weight=4))
+    await r.control.act(SetAdmin(backend=a, state="active"))
     async with asyncio.timeout(10):
         await task
     assert [(e.backend, e.data["action"]) for e in got] == [(b, "weight"), (a, "active")]
@@ -238,29 +282,29 @@ async def test_errors_are_the_same(rig):
     r = await rig(1)
     name = r.backends[0].name
     with pytest.raises(NotFound):
-        await r.control.set_weight("nope", 1)
+        await r.control.act(SetWeight(backend="nope", weight=1))
     with pytest.raises(NotFound):
-        await r.control.drain("nope")
+        await r.control.act(SetAdmin(backend="nope", state="draining"))
     with pytest.raises(NotFound):
-        await r.control.remove_backend("nope")
+        await r.control.act(RemoveBackend(backend="nope"))
     with pytest.raises(Invalid) as err:
-        await r.control.set_weight(name, -2)
+        await r.control.act(SetWeight(backend=name, weight=-2))
     assert err.value.field == "weight"
     with pytest.raises(Invalid) as err:
-        await r.control.force_breaker(name, "ajar")  # type: ignore[arg-type]
+        await r.control.act(ForceBreaker(backend=name, mode="ajar"))  # type: ignore[arg-type]
     assert err.value.field == "mode"
     with pytest.raises(Invalid) as err:
-        await r.control.set_limits(rps=0)
+        await r.control.act(SetLimits(limits={"rps": 0}))
     assert err.value.field == "rps"
     with pytest.raises(Invalid) as err:
-        await r.control.add_backend("x", "gopher://x:70")
+        await r.control.act(AddBackend(name="x", url="gopher://x:70"))
     assert err.value.field == "url"
     with pytest.raises(Conflict):
-        await r.control.add_backend(name, r.backends[0].url)
+        await r.control.act(AddBackend(name=name, url=r.backends[0].url))
     with pytest.raises(Unavailable):
-        await r.control.fleet_kill(name)
+        await r.control.act(FleetKill(backend=name))
     with pytest.raises(Unavailable):
-        await r.control.fleet_knobs(name, latency_ms=1)
+        await r.control.act(FleetKnobs(backend=name, knobs={"latency_ms": 1}))
     assert (await r.control.snapshot()).backend(name).weight_configured == 1
 
 
@@ -269,14 +313,14 @@ async def test_read_only_refuses_every_action(rig):
     name = r.backends[0].name
     assert r.control.read_only
     for call in (
-        r.control.drain(name),
-        r.control.set_weight(name, 2),
-        r.control.set_algorithm("random"),
-        r.control.set_limits(rps=1),
-        r.control.force_breaker(name, "open"),
-        r.control.remove_backend(name),
-        r.control.add_backend("x", r.backends[0].url),
-        r.control.clear_fault(name),
+        r.control.act(SetAdmin(backend=name, state="draining")),
+        r.control.act(SetWeight(backend=name, weight=2)),
+        r.control.act(SetAlgorithm(algorithm="random")),
+        r.control.act(SetLimits(limits={"rps": 1})),
+        r.control.act(ForceBreaker(backend=name, mode="open")),
+        r.control.act(RemoveBackend(backend=name)),
+        r.control.act(AddBackend(name="x", url=r.backends[0].url)),
+        r.control.act(ClearFault(backend=name)),
     ):
         with pytest.raises(ReadOnly):
             await call
@@ -291,12 +335,12 @@ async def test_add_and_remove_backend(rig):
     (extra,) = [TestBackend("extra")]
     await extra.start()
     try:
-        await r.control.add_backend("extra", extra.url, weight=2)
+        await r.control.act(AddBackend(name="extra", url=extra.url, weight=2))
         view = (await r.control.snapshot()).backend("extra")
         assert view.url == extra.url
         assert view.weight_configured == 2
         assert (await r.send(10)) == {first.name: 5, "extra": 5}
-        await r.control.remove_backend("extra")
+        await r.control.act(RemoveBackend(backend="extra"))
         assert [b.name for b in (await r.control.snapshot()).backends] == [first.name]
         assert (await r.send(4)) == {first.name: 4}
     finally:
@@ -305,7 +349,7 @@ async def test_add_and_remove_backend(rig):
 
 async def test_limits(rig):
     r = await rig(1)
-    await r.control.set_limits(rps=1, burst=2)
+    await r.control.act(SetLimits(limits={"rps": 1, "burst": 2}))
     snap = await r.control.snapshot()
     assert snap.limits.config["rps"] == 1
     assert snap.limits.config["burst"] == 2
@@ -314,7 +358,7 @@ async def test_limits(rig):
     snap = await r.control.snapshot()
     assert snap.totals.rate_limited_total["global"] == seen["429"]
     assert snap.limits.global_rejected_total == seen["429"]
-    await r.control.set_limits(rps=None)
+    await r.control.act(SetLimits(limits={"rps": None}))
     assert (await r.control.snapshot()).limits.global_tokens is None
 
 
@@ -322,7 +366,7 @@ async def test_faults_are_set_shown_and_cleared(rig):
     r = await rig(2)
     name = r.backends[0].name
     spec = FaultSpec(kind="delay", ms=2, jitter_ms=1, percent=50, duration_s=30)  # type: ignore[arg-type]
-    await r.control.set_fault(name, spec)
+    await r.control.act(SetFault(backend=name, fault=spec))
     view = (await r.control.snapshot()).backend(name).fault
     assert view is not None
     assert view.spec == spec
@@ -330,7 +374,7 @@ async def test_faults_are_set_shown_and_cleared(rig):
     assert view.description == "delay 2±1 ms on 50% for 30 s"
     assert view.remaining_s is not None
     assert 0 < view.remaining_s <= 30
-    await r.control.clear_fault(name)
+    await r.control.act(ClearFault(backend=name))
     view = (await r.control.snapshot()).backend(name).fault
     assert view is not None
     assert not view.active
@@ -339,17 +383,17 @@ async def test_faults_are_set_shown_and_cleared(rig):
         (e.kind, e.data.get("change")) for e in await r.control.events() if e.backend == name
     ]
     assert changes[-2:] == [("fault", "set"), ("fault", "end")]
-    await r.control.clear_fault(name)  # nothing to clear: still on the timeline
+    await r.control.act(ClearFault(backend=name))  # nothing to clear: still on the timeline
     assert (await r.control.events())[-1].message == "no fault to clear"
     with pytest.raises(NotFound):
-        await r.control.set_fault("nope", spec)
+        await r.control.act(SetFault(backend="nope", fault=spec))
 
 
 async def test_actions_as_data(rig):
     r = await rig(2)
     a, b = (x.name for x in r.backends)
-    await apply(r.control, SetAdmin(backend=a, state="draining"))
-    await apply(r.control, SetWeight(backend=b, weight=7))
+    await r.control.act(SetAdmin(backend=a, state="draining"))
+    await r.control.act(SetWeight(backend=b, weight=7))
     snap = await r.control.snapshot()
     assert snap.backend(a).admin == "draining"
     assert snap.backend(b).weight_configured == 7
@@ -358,7 +402,9 @@ async def test_actions_as_data(rig):
 async def test_snapshot_json_round_trip(rig):
     r = await rig(2, balancer={"algorithm": "p2c_ewma"})
     await r.send(10)
-    await r.control.set_fault(r.backends[0].name, FaultSpec(kind="abort", status=502))  # type: ignore[arg-type]
+    await r.control.act(
+        SetFault(backend=r.backends[0].name, fault=FaultSpec(kind="abort", status=502))
+    )  # type: ignore[arg-type]
     snap = await r.control.snapshot()
     assert Snapshot.from_json(snap.to_json()) == snap
     assert Snapshot.from_json(snap.to_json_bytes()) == snap
@@ -379,12 +425,12 @@ async def test_http_stream_resumes_after_the_connection_drops(backends, balancer
     got: list[Event] = []
     stream = http.stream_events(lb.proxy.events.last_id)
     try:
-        await local.drain(a)
+        await local.act(SetAdmin(backend=a, state="draining"))
         async with asyncio.timeout(10):
             got.append(await anext(stream))
         await server.stop()
-        await local.enable(a)  # while nobody listens
-        await local.set_weight(b, 3)
+        await local.act(SetAdmin(backend=a, state="active"))  # while nobody listens
+        await local.act(SetWeight(backend=b, weight=3))
         server = AdminServer(
             AdminConfig(address=f"127.0.0.1:{port}"), local, keepalive_s=0.5, environ={}
         )
@@ -416,18 +462,75 @@ async def _unreachable(port: int) -> None:
         with pytest.raises(Unavailable, match="unreachable"):
             await http.snapshot()
         with pytest.raises(Unavailable):
-            await http.drain("x")
+            await http.act(SetAdmin(backend="x", state="draining"))
     finally:
         await http.aclose()
 
 
 async def test_rollback_clears_this_sessions_faults_only(rig):
     r = await rig(2)
+    if not hasattr(r.control, "rollback"):
+        pytest.skip("the thread bridge has no rollback: lbtui demo rolls back its inner control")
     a, b = (x.name for x in r.backends)
     proxy = r.lb.proxy
-    await r.control.set_fault(a, FaultSpec(kind="abort"))  # type: ignore[arg-type]
+    await r.control.act(SetFault(backend=a, fault=FaultSpec(kind="abort")))  # type: ignore[arg-type]
     proxy.set_fault(b, FaultSpec(kind="down"), owner="someone else")  # type: ignore[arg-type]
     assert await r.control.rollback() == [a]  # type: ignore[attr-defined]
     assert proxy.faults.get(a) is None
     assert proxy.faults.get(b) is not None
     assert await r.control.rollback() == []  # type: ignore[attr-defined]
+
+
+# -- the action contract: every Control, the recorded one too -----------------------------------
+
+
+def every_action(name: str, url: str) -> list[Action]:
+    """One of each kind of action, on backend ``name`` (``url`` for an added one)."""
+    made: dict[str, Action] = {
+        "add_backend": AddBackend(name="added", url=url),
+        "remove_backend": RemoveBackend(backend=name),
+        "set_weight": SetWeight(backend=name, weight=2),
+        "set_admin": SetAdmin(backend=name, state="draining"),
+        "set_algorithm": SetAlgorithm(algorithm="random"),
+        "set_limits": SetLimits(limits={"rps": 1000}),
+        "force_breaker": ForceBreaker(backend=name, mode="open"),
+        "set_fault": SetFault(backend=name, fault=FaultSpec(kind="abort")),  # type: ignore[arg-type]
+        "clear_fault": ClearFault(backend=name),
+        "fleet_kill": FleetKill(backend=name),
+        "fleet_restart": FleetRestart(backend=name),
+        "fleet_knobs": FleetKnobs(backend=name, knobs={"latency_ms": 1}),
+    }
+    assert set(made) == set(ACTION_KINDS), "a new action needs a line here"
+    return [made[k] for k in ACTION_KINDS]
+
+
+async def test_every_action_is_done_and_on_the_timeline(any_control):
+    r = await any_control(2)
+    a, b = (x.name for x in r.backends)
+    for action in every_action(a, r.backends[1].url):
+        if isinstance(action, RemoveBackend):
+            action = RemoveBackend(backend=b)  # keep ``a`` for the actions after it
+        before = (await r.control.snapshot()).last_event_id
+        try:
+            await r.control.act(action)
+        except Unavailable:
+            # fleet actions without a fleet (every control says so the same way)
+            assert action.kind.startswith("fleet_"), action
+            continue
+        assert (await r.control.snapshot()).last_event_id > before, action
+
+
+async def test_every_action_refused_when_read_only(any_control):
+    r = await any_control(2, read_only=True)
+    for action in every_action(r.backends[0].name, r.backends[1].url):
+        with pytest.raises(ReadOnly):
+            await r.control.act(action)
+
+
+async def test_actions_on_an_unknown_backend_say_not_found(any_control):
+    r = await any_control(2)
+    for action in every_action("nope", r.backends[1].url):
+        if getattr(action, "backend", None) != "nope" or action.kind.startswith("fleet_"):
+            continue
+        with pytest.raises(NotFound):
+            await r.control.act(action)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 from lbtui.control.errors import Conflict
-from lbtui.control.model import Event, EventKind, FaultKind
+from lbtui.control.model import Action, Event, EventKind, FaultKind, SetAdmin
 from lbtui.tui.app import LbtuiApp
 from lbtui.tui.recorded import RecordedControl
 from lbtui.tui.screens.choice import ChoiceScreen
@@ -332,10 +332,11 @@ async def test_rows_follow_membership_and_the_cursor_stays(recorded):
 
 
 async def test_a_failed_action_says_why(recorded):
-    async def refuse(name: str) -> None:
-        raise Conflict(f"{name} is being removed")
+    async def refuse(action: Action) -> None:
+        assert isinstance(action, SetAdmin)
+        raise Conflict(f"{action.backend} is being removed")
 
-    recorded.drain = refuse  # type: ignore[method-assign]
+    recorded.act = refuse  # type: ignore[method-assign]
     app = LbtuiApp(recorded)
     async with app.run_test(size=SIZE, notifications=True) as pilot:
         await ready(pilot)

@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 
 from lbtui.control.errors import Unauthorized, Unavailable
-from lbtui.control.model import Event, EventKind, FaultKind
+from lbtui.control.model import Event, EventKind, FaultKind, SetAdmin
 from lbtui.tui import forms
 from lbtui.tui.feed import (
     Backoff,
@@ -210,7 +210,7 @@ async def test_events_come_in_batches():
         await asyncio.wait_for(first.wait(), 5)
         assert len(batches) == 1  # the whole backlog in one message
         assert len(batches[0]) == 11
-        await control.drain("api-1")
+        await control.act(SetAdmin(backend="api-1", state="draining"))
         await asyncio.wait_for(done.wait(), 5)
     finally:
         task.cancel()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lbtui.control.errors import NotFound, ReadOnly
-from lbtui.control.model import EventKind, FaultKind, FaultSpec, Snapshot
+from lbtui.control.model import EventKind, FaultKind, FaultSpec, SetAdmin, SetFault, Snapshot
 from lbtui.tui.recorded import RecordedControl
 from tests.tui.recorded_fixture import MAIN, render_files
 
@@ -24,16 +24,16 @@ def test_fixture_round_trips(recorded):
 
 async def test_actions_are_recorded_and_confirmed_by_an_event(recorded):
     before = await recorded.events()
-    await recorded.set_fault("api-1", FaultSpec(kind=FaultKind.DOWN))
+    await recorded.act(SetFault(backend="api-1", fault=FaultSpec(kind=FaultKind.DOWN)))
     assert recorded.actions[-1].name == "set_fault"
     after = await recorded.events(before[-1].id)
     assert [e.kind for e in after] == [EventKind.ACTION]
     with pytest.raises(NotFound):
-        await recorded.drain("nope")
+        await recorded.act(SetAdmin(backend="nope", state="draining"))
 
 
 async def test_read_only_refuses():
     control = RecordedControl.load(MAIN, read_only=True)
     with pytest.raises(ReadOnly):
-        await control.drain("api-1")
+        await control.act(SetAdmin(backend="api-1", state="draining"))
     assert (await control.snapshot()).algorithm == "least_request"
