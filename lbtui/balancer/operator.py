@@ -1,25 +1,26 @@
 """Operator actions on the data plane: each changes the balancer's :class:`State` and is one event.
 
-Add, remove, reweigh, drain, disable or enable a backend; force its breaker; inject or clear a
-fault; change the algorithm or the admission limits. The control plane calls these (through
-``Control``), the health checker reports its results here, and with several processes serving
-each action done here is sent to the others through ``replicate`` (``workers.py``), where the
-same method runs again.
+:meth:`Operator.apply` takes a typed operation (``operations.py``) — add, remove, reweigh,
+drain, disable or enable a backend; force its breaker; inject or clear a fault; change the
+algorithm or the admission limits; an active health check's result — matches it to its handler
+below, and, with several processes serving, hands the same object to ``replicate`` so that
+every worker applies it too (``workers.py``). The control plane sends these (``LocalControl``),
+the health checker its results.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
+from lbtui.balancer import operations as ops
 from lbtui.balancer.pool import AdminState, Backend
 from lbtui.balancer.state import State
 from lbtui.config import ALGORITHM_NAMES, BackendConfig, LimitsConfig
 from lbtui.core.events import EventKind
 from lbtui.core.faults import FaultSpec
 
-Replicate = Callable[[str, tuple[Any, ...]], None]
-"""Sends an operator action done here to the other processes, as (method name, arguments)."""
+Replicate = Callable[[ops.Operation], None]
+"""Sends an operation done here to the other processes."""
 
 
 class Operator:
@@ -31,13 +32,41 @@ class Operator:
         self.events = state.events
         self.faults = state.faults
         self.replicate: Replicate | None = None
-        """Set by the primary of several processes: operator actions and health results done
-        here are sent to the others."""
+        """Set by the primary of several processes: operations applied here are sent to the
+        others."""
         self._membership_listeners: list[Callable[[Backend, bool], None]] = []
 
-    def _replicate(self, method: str, *args: Any) -> None:
+    def apply(self, op: ops.Operation) -> object:
+        """Carry out ``op`` (and send it to the other processes): what its handler returns."""
+        result: object = None
+        match op:
+            case ops.AddBackend(config=config):
+                result = self.add_backend(config)
+            case ops.RemoveBackend(backend=name):
+                result = self.remove_backend(name)
+            case ops.SetWeight(backend=name, weight=weight):
+                self.set_weight(name, weight)
+            case ops.SetAdmin(backend=name, admin=admin):
+                self.set_admin(name, admin)
+            case ops.ForceBreaker(backend=name, mode=mode):
+                self.force_breaker(name, mode)
+            case ops.SetFault(backend=name, spec=spec, owner=owner):
+                self.set_fault(name, spec, owner=owner)
+            case ops.ClearFault(backend=name):
+                result = self.clear_fault(name)
+            case ops.ClearFaults(owner=owner):
+                result = self.clear_faults(owner)
+            case ops.SetAlgorithm(algorithm=algorithm):
+                self.change_algorithm(algorithm)
+            case ops.SetLimits(limits=limits):
+                self.set_limits(limits)
+            case ops.HealthResult(backend=name, ok=ok, detail=detail):
+                backend = self.state.backends.get(name)
+                if backend is not None and backend.health is not None:
+                    backend.health.record_check(ok, self.clock(), detail)
         if self.replicate is not None:
-            self.replicate(method, args)
+            self.replicate(op)
+        return result
 
     # -- backends -----------------------------------------------------------------------------
 
@@ -56,7 +85,6 @@ class Operator:
         )
         for fn in self._membership_listeners:
             fn(backend, True)
-        self._replicate("add_backend", config)
         return backend
 
     def remove_backend(self, name: str) -> Backend:
@@ -73,7 +101,6 @@ class Operator:
         self.events.emit(EventKind.ACTION, "backend removed", backend=name, action="remove")
         for fn in self._membership_listeners:
             fn(backend, False)
-        self._replicate("remove_backend", name)
         return backend
 
     def on_membership(self, fn: Callable[[Backend, bool], None]) -> None:
@@ -99,7 +126,6 @@ class Operator:
             old=old,
             new=float(weight),
         )
-        self._replicate("set_weight", name, weight)
 
     def set_admin(self, name: str, admin: AdminState) -> None:
         """Drain (no new requests; in-flight ones finish), disable, or enable a backend."""
@@ -119,7 +145,6 @@ class Operator:
             old=old.value,
             new=admin.value,
         )
-        self._replicate("set_admin", name, admin)
 
     def force_breaker(self, name: str, mode: str) -> None:
         """``open``, ``closed``, ``disabled`` or ``auto``."""
@@ -128,21 +153,6 @@ class Operator:
         backend = self.state.backend(name)
         assert backend.breaker is not None
         backend.breaker.force(mode, self.clock())  # type: ignore[arg-type]
-        self._replicate("force_breaker", name, mode)
-
-    def health_result(self, backend: Backend, ok: bool, detail: str) -> None:
-        """An active check finished (called by the health checker)."""
-        if backend.health is not None:
-            backend.health.record_check(ok, self.clock(), detail)
-        self._replicate("health_result_of", backend.name, ok, detail)
-
-    def health_result_of(self, name: str, ok: bool, detail: str) -> None:
-        """:meth:`health_result` by backend name (the checks run in the primary process)."""
-        backend = self.state.backends.get(name)
-        if backend is not None:
-            self.health_result(backend, ok, detail)
-
-    # -- faults ---------------------------------------------------------------------------------
 
     def set_fault(self, name: str, spec: FaultSpec, *, owner: str | None = None) -> None:
         """Inject ``spec`` on backend ``name`` (replacing its fault, if any)."""
@@ -162,17 +172,12 @@ class Operator:
             duration_s=spec.duration_s,
             owner=owner,
         )
-        self._replicate("set_fault_of", name, spec, owner)
-
-    def set_fault_of(self, name: str, spec: FaultSpec, owner: str | None) -> None:
-        self.set_fault(name, spec, owner=owner)
 
     def clear_fault(self, name: str) -> FaultSpec | None:
         """Remove the fault on backend ``name``; the spec it had, or None."""
         spec = self.faults.clear(name, self.clock())
         if spec is not None:
             self._emit_fault_end(name, spec)
-        self._replicate("clear_fault", name)
         return spec
 
     def clear_faults(self, owner: str | None = None) -> list[str]:
@@ -182,7 +187,6 @@ class Operator:
             st = self.faults.stats(name)
             if st is not None:
                 self._emit_fault_end(name, st.spec)
-        self._replicate("clear_faults", owner)
         return names
 
     def expire_faults(self, now: float) -> None:
@@ -217,7 +221,6 @@ class Operator:
         for pool in state.pools:
             pool.set_algorithm(algorithm)
         state.key_from_ip = algorithm == "ip_hash" or state.hash_kind == "client_ip"
-        self._replicate("set_algorithm", algorithm)
 
     def change_algorithm(self, algorithm: str) -> None:
         old = self.state.default_pool.algorithm
@@ -233,7 +236,6 @@ class Operator:
     def set_limits(self, limits: LimitsConfig) -> None:
         """The one run-time entry point for changing admission limits."""
         self.state.admission.reconfigure(limits, self.clock())
-        self._replicate("set_limits", limits)
         changed = limits.model_dump(exclude_defaults=True)
         text = ", ".join(f"{k}={v}" for k, v in changed.items()) or "none (no limits)"
         self.events.emit(EventKind.LIMITS, f"limits changed: {text}")

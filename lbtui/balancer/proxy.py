@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from aiohttp import web
 
+from lbtui.balancer import operations as ops
 from lbtui.balancer.answers import Flag, error_answer
 from lbtui.balancer.exchange import (
     HOP_BY_HOP,
@@ -41,6 +42,7 @@ from lbtui.balancer.exchange import (
     to_web,
 )
 from lbtui.balancer.job import Route
+from lbtui.balancer.operations import Operation
 from lbtui.balancer.operator import Operator, Replicate
 from lbtui.balancer.pipeline import Pipeline
 from lbtui.balancer.pool import AdminState, Backend
@@ -155,49 +157,47 @@ class Proxy:
     def backend(self, name: str) -> Backend:
         return self.state.backend(name)
 
-    # -- operator actions (``operator.py``) ---------------------------------------------------
+    # -- operator actions (``operator.py``): each one a typed operation ----------------------
 
-    def add_backend(self, config: BackendConfig) -> Backend:
-        return self.operator.add_backend(config)
-
-    def remove_backend(self, name: str) -> Backend:
-        return self.operator.remove_backend(name)
+    def act(self, op: Operation) -> object:
+        """Apply ``op`` here (and in every worker): what its handler returns."""
+        return self.operator.apply(op)
 
     def on_membership(self, fn: Callable[[Backend, bool], None]) -> None:
         self.operator.on_membership(fn)
 
+    def health_result(self, backend: Backend, ok: bool, detail: str) -> None:
+        """An active check finished (the health checker's callback)."""
+        self.operator.apply(ops.HealthResult(backend.name, ok, detail))
+
+    # The same operations by name, for embedding code and tests.
+
+    def add_backend(self, config: BackendConfig) -> Backend:
+        return cast(Backend, self.act(ops.AddBackend(config)))
+
+    def remove_backend(self, name: str) -> Backend:
+        return cast(Backend, self.act(ops.RemoveBackend(name)))
+
     def set_weight(self, name: str, weight: float) -> None:
-        self.operator.set_weight(name, weight)
+        self.act(ops.SetWeight(name, weight))
 
     def set_admin(self, name: str, state: AdminState) -> None:
-        self.operator.set_admin(name, state)
+        self.act(ops.SetAdmin(name, state))
 
     def force_breaker(self, name: str, mode: str) -> None:
-        self.operator.force_breaker(name, mode)
+        self.act(ops.ForceBreaker(name, mode))
 
     def set_fault(self, name: str, spec: FaultSpec, *, owner: str | None = None) -> None:
-        self.operator.set_fault(name, spec, owner=owner)
-
-    def set_fault_of(self, name: str, spec: FaultSpec, owner: str | None) -> None:
-        self.operator.set_fault(name, spec, owner=owner)
+        self.act(ops.SetFault(name, spec, owner))
 
     def clear_fault(self, name: str) -> FaultSpec | None:
-        return self.operator.clear_fault(name)
+        return cast("FaultSpec | None", self.act(ops.ClearFault(name)))
 
     def clear_faults(self, owner: str | None = None) -> list[str]:
-        return self.operator.clear_faults(owner)
-
-    def set_algorithm(self, algorithm: str) -> None:
-        self.operator.set_algorithm(algorithm)
+        return cast("list[str]", self.act(ops.ClearFaults(owner)))
 
     def change_algorithm(self, algorithm: str) -> None:
-        self.operator.change_algorithm(algorithm)
+        self.act(ops.SetAlgorithm(algorithm))
 
     def set_limits(self, limits: LimitsConfig) -> None:
-        self.operator.set_limits(limits)
-
-    def health_result(self, backend: Backend, ok: bool, detail: str) -> None:
-        self.operator.health_result(backend, ok, detail)
-
-    def health_result_of(self, name: str, ok: bool, detail: str) -> None:
-        self.operator.health_result_of(name, ok, detail)
+        self.act(ops.SetLimits(limits))

@@ -50,9 +50,12 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any, cast
 
+from lbtui.balancer import operations as ops
+from lbtui.balancer.operations import HealthResult, Operation
 from lbtui.balancer.pool import AdminState
 from lbtui.balancer.proxy import Proxy
 from lbtui.balancer.shared import SharedLimits, SharedLimitsHandle
+from lbtui.balancer.state import SyncMessage
 from lbtui.config import Config
 from lbtui.core.breaker import BreakerState
 from lbtui.core.events import Event, EventKind
@@ -92,9 +95,11 @@ class WorkerArgs:
     """The primary's config, with the listener's port fixed to the one it bound."""
     index: int
     shared: SharedLimitsHandle
-    replay: list[tuple[str, tuple[Any, ...]]]
-    """Calls that bring a (re)started worker to the primary's current state
+    replay: list[Operation]
+    """Operations that bring a (re)started worker to the primary's current state
     (``WorkerGroup._catch_up``)."""
+    adopt: list[SyncMessage] = dataclasses.field(default_factory=list)
+    """Breaker trips and ejections in force, to adopt as the primary's."""
 
 
 class _Channel(asyncio.Protocol):
@@ -211,19 +216,20 @@ class _PrimaryLink:
                 ("event", event.kind.value, event.message, event.backend, event.at, event.data)
             )
 
-    def call(self, method: str, args: tuple[Any, ...]) -> None:
+    def apply(self, op: Operation) -> None:
+        """Apply an operation the primary applied (its events are the primary's to tell)."""
         self.muted = True
         try:
-            getattr(self.proxy, method)(*args)
+            self.proxy.act(op)
         except Exception as exc:  # the primary did it already; it cannot fail differently here
-            log.warning("replaying %s%r failed: %s", method, args, exc)
+            log.warning("applying %r failed: %s", op, exc)
         finally:
             self.muted = False
 
     def received(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
-        if kind == "call":
-            self.call(message[1], message[2])
+        if kind == "apply":
+            self.apply(message[1])
         elif kind == "adopt":
             self.proxy.adopt(message[1], message[2])
         elif kind == "stop":
@@ -237,8 +243,10 @@ async def _serve_worker(config: Config, args: WorkerArgs, conn: Connection) -> N
     shared = SharedLimits.attach(args.shared, args.index)
     proxy = Proxy(config, shared=shared)
     link = _PrimaryLink(proxy, args.index)
-    for method, call_args in args.replay:
-        link.call(method, call_args)
+    for op in args.replay:
+        link.apply(op)
+    for sync in args.adopt:
+        proxy.adopt(sync, "worker 0")
     proxy.on_sync = link.sync
     proxy.events.subscribe(link.event)
     server = BalancerServer(config, proxy, worker_index=args.index)
@@ -314,7 +322,7 @@ class WorkerGroup:
         self._backend_configs = {b.name: b for b in config.backends}
         """Every backend's config, those added at run time included."""
         self._workers: dict[int, _Worker] = {}
-        self._health: dict[str, deque[tuple[str, tuple[Any, ...]]]] = {}
+        self._health: dict[str, deque[HealthResult]] = {}
         self._health_keep = max(config.health.rise, config.health.fall)
         self._deaths: dict[int, deque[float]] = {}
         self._restarts: set[asyncio.Task[None]] = set()
@@ -340,8 +348,8 @@ class WorkerGroup:
     async def _spawn(self, index: int) -> _Worker:
         loop = asyncio.get_running_loop()
         here, there = SPAWN.Pipe(duplex=True)
-        config, replay = self._catch_up()
-        args = WorkerArgs(config.model_dump_json(), index, self.shared.handle, replay)
+        config, replay, adopt = self._catch_up()
+        args = WorkerArgs(config.model_dump_json(), index, self.shared.handle, replay, adopt)
         process = SPAWN.Process(
             target=worker_main, args=(args, there), name=f"lbtui-worker-{index}", daemon=True
         )
@@ -462,11 +470,11 @@ class WorkerGroup:
             EventKind.CONFIG, f"worker {index} started again (pid {pid})", worker=index, pid=pid
         )
 
-    def _catch_up(self) -> tuple[Config, list[tuple[str, tuple[Any, ...]]]]:
+    def _catch_up(self) -> tuple[Config, list[Operation], list[SyncMessage]]:
         """What a worker (re)started now needs to be where the primary is: the current state,
         not the history of actions (a history would bring back expired faults and old limits,
         and grow without end). The config carries the backends (with their weights), the
-        limits and the algorithm; the calls, the rest."""
+        limits and the algorithm; the operations and adopted trips and ejections, the rest."""
         p = self.proxy
         now = p.clock()
         names = [n for n in p.backends if n in self._backend_configs]
@@ -489,27 +497,25 @@ class WorkerGroup:
                 ),
             }
         )
-        calls: list[tuple[str, tuple[Any, ...]]] = []
-        msg: tuple[Any, ...]
+        calls: list[Operation] = []
+        adopt: list[SyncMessage] = []
         for name in names:
             b = p.backends[name]
             if b.admin is not AdminState.ACTIVE:
-                calls.append(("set_admin", (name, b.admin)))
+                calls.append(ops.SetAdmin(name, b.admin))
             if b.breaker is not None and b.breaker_enabled:
                 state = b.breaker.state
                 if state is BreakerState.FORCED_OPEN:
-                    calls.append(("force_breaker", (name, "open")))
+                    calls.append(ops.ForceBreaker(name, "open"))
                 elif state is BreakerState.DISABLED:
-                    calls.append(("force_breaker", (name, "disabled")))
+                    calls.append(ops.ForceBreaker(name, "disabled"))
                 elif state is BreakerState.OPEN:
                     st = b.breaker.stats(now)
                     # No time: the new breaker has nothing newer than this to keep.
-                    msg = ("breaker", name, "open", st.open_until, st.reason, None)
-                    calls.append(("adopt", (msg, "worker 0")))
+                    adopt.append(("breaker", name, "open", st.open_until, st.reason, None))
             ej = p.outliers.stats(name, now)
             if ej.ejected and ej.ejected_until is not None:
-                msg = ("eject", name, ej.ejected_until, ej.times_ejected, ej.reason)
-                calls.append(("adopt", (msg, "worker 0")))
+                adopt.append(("eject", name, ej.ejected_until, ej.times_ejected, ej.reason))
             fault = p.faults.stats(name)
             if fault is not None and fault.active:
                 spec = fault.spec
@@ -518,10 +524,10 @@ class WorkerGroup:
                     if left <= 0:
                         continue
                     spec = dataclasses.replace(spec, duration_s=left)
-                calls.append(("set_fault_of", (name, spec, fault.owner)))
+                calls.append(ops.SetFault(name, spec, fault.owner))
         for name in names:
             calls.extend(self._health.get(name, ()))
-        return config, calls
+        return config, calls, adopt
 
     # to workers
 
@@ -540,16 +546,18 @@ class WorkerGroup:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(w.process.pid, signal.SIGKILL)
 
-    def replicate(self, method: str, args: tuple[Any, ...]) -> None:
-        if method == "health_result_of":
-            kept = self._health.setdefault(args[0], deque(maxlen=self._health_keep))
-            kept.append((method, args))
-        elif method == "add_backend":
-            self._backend_configs[args[0].name] = args[0]
-        elif method == "remove_backend":
-            self._health.pop(args[0], None)
-            self._backend_configs.pop(args[0], None)
-        self._send_all(("call", method, args))
+    def replicate(self, op: Operation) -> None:
+        """Send an operation applied here to every worker (remembering what a worker started
+        later needs: backends added, the last health results)."""
+        match op:
+            case HealthResult(backend=name):
+                self._health.setdefault(name, deque(maxlen=self._health_keep)).append(op)
+            case ops.AddBackend(config=config):
+                self._backend_configs[config.name] = config
+            case ops.RemoveBackend(backend=name):
+                self._health.pop(name, None)
+                self._backend_configs.pop(name, None)
+        self._send_all(("apply", op))
 
     def _primary_sync(self, message: tuple[Any, ...]) -> None:
         self._send_all(("adopt", message, "worker 0"))

@@ -16,10 +16,11 @@ import itertools
 import math
 import os
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from pydantic import ValidationError
 
+from lbtui.balancer import operations as ops
 from lbtui.balancer.pool import AdminState as PoolAdminState
 from lbtui.balancer.proxy import Proxy
 from lbtui.config import ALGORITHM_NAMES, BackendConfig, LimitsConfig
@@ -137,7 +138,7 @@ class LocalControl:
         at the end of a console session or a run); the backends it cleared. Allowed when
         read-only: it only ever removes faults."""
         if self.faults.registry is self.proxy.faults:
-            return self.proxy.clear_faults(owner=self.owner)
+            return cast("list[str]", self.proxy.act(ops.ClearFaults(self.owner)))
         return self.faults.registry.clear_all(self.proxy.clock(), owner=self.owner)
 
     # --- helpers -----------------------------------------------------------------------------
@@ -167,14 +168,14 @@ class LocalControl:
                 self._add_backend(action)
             case RemoveBackend(backend=name):
                 self._known(name)
-                self.proxy.remove_backend(name)  # clears its fault too
+                self.proxy.act(ops.RemoveBackend(name))  # clears its fault too
             case SetWeight(backend=name, weight=weight):
                 w = _number(weight, "weight", 0, 1000)
                 self._known(name)
-                self.proxy.set_weight(name, w)
+                self.proxy.act(ops.SetWeight(name, w))
             case SetAdmin(backend=name, state=state):
                 self._known(name)
-                self.proxy.set_admin(name, _admin_state(state))
+                self.proxy.act(ops.SetAdmin(name, _admin_state(state)))
             case SetAlgorithm(algorithm=algorithm):
                 self._set_algorithm(algorithm)
             case SetLimits(limits=limits):
@@ -204,7 +205,7 @@ class LocalControl:
             raise invalid_from(exc) from None
         if config.name in self.proxy.backends:
             raise Conflict(f"a backend named {config.name!r} exists already", field="name")
-        self.proxy.add_backend(config)
+        self.proxy.act(ops.AddBackend(config))
 
     def _set_algorithm(self, name: str) -> None:
         if name not in ALGORITHM_NAMES:
@@ -212,7 +213,7 @@ class LocalControl:
                 f"algorithm: expected one of {', '.join(ALGORITHM_NAMES)}, got {name!r}",
                 field="algorithm",
             )
-        self.proxy.change_algorithm(name)
+        self.proxy.act(ops.SetAlgorithm(name))
 
     def _set_limits(self, limits: Mapping[str, Figure]) -> None:
         values: dict[str, Any] = self.proxy.admission.config.model_dump()
@@ -221,7 +222,7 @@ class LocalControl:
             config = LimitsConfig.model_validate(values)
         except ValidationError as exc:
             raise invalid_from(exc) from None
-        self.proxy.set_limits(config)
+        self.proxy.act(ops.SetLimits(config))
 
     def _force_breaker(self, name: str, mode: BreakerMode) -> None:
         if mode not in BREAKER_MODES:
@@ -231,7 +232,7 @@ class LocalControl:
         self._known(name)
         if self.proxy.backends[name].breaker is None:
             raise Unavailable(f"backend {name!r} has no circuit breaker")
-        if not self._emits(lambda: self.proxy.force_breaker(name, mode)):
+        if not self._emits(lambda: self.proxy.act(ops.ForceBreaker(name, mode))):
             # no transition (already in that state): the action still goes on the timeline
             self.proxy.events.emit(
                 EventKind.ACTION,
@@ -246,7 +247,7 @@ class LocalControl:
             raise Invalid(f"fault: expected a FaultSpec, got {type(fault).__name__}", field="fault")
         self._known(name)
         if self.faults.registry is self.proxy.faults:
-            self.proxy.set_fault(name, fault, owner=self.owner)  # its event says what and why
+            self.proxy.act(ops.SetFault(name, fault, self.owner))  # its event says what and why
             return
         self.faults.set(name, fault)
         self.proxy.events.emit(
@@ -262,7 +263,7 @@ class LocalControl:
     def _clear_fault(self, name: str) -> None:
         self._known(name)
         if self.faults.registry is self.proxy.faults:
-            old = self.proxy.clear_fault(name)  # emits the fault's end, with its proof
+            old = cast("FaultSpec | None", self.proxy.act(ops.ClearFault(name)))  # with its proof
         else:
             old = self.faults.clear(name)
             if old is not None:
