@@ -3,8 +3,8 @@
 The admin API listens on loopback without a token by default, so any web page the operator has
 open can try to reach it. A browser lets a page send a "simple" cross-origin request (POST with
 ``text/plain`` or a form body) without asking first, and a DNS-rebinding page gets its own name
-resolved to 127.0.0.1 and reads the answers too. Three checks close both, as Jupyter and the
-Docker/Kubernetes dashboards do (``allow_origin``, ``allowed_hosts``):
+resolved to 127.0.0.1 and reads the answers too. Three checks close both, as Jupyter's server
+(``allow_origin``, ``local_hostnames``) and Django (``ALLOWED_HOSTS``) do:
 
 - **Host**: the request names the API by one of its own addresses (loopback, the address it
   listens on or was reached at) or a name listed in ``[admin] allowed_hosts``; a rebinding page
