@@ -29,7 +29,7 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Input
+from textual.widgets import DataTable, Input
 
 from lbtui.config import Algorithm
 from lbtui.control.errors import ControlError
@@ -74,6 +74,7 @@ from lbtui.tui.view import fault_active, is_loopback_target, parse_sort, process
 from lbtui.tui.widgets.backends import BackendTable
 from lbtui.tui.widgets.detail import BackendDetail
 from lbtui.tui.widgets.events import EventLog
+from lbtui.tui.widgets.keys import KeyBar
 from lbtui.tui.widgets.load import LoadPanel
 from lbtui.tui.widgets.totals import HeaderState, TotalsBar
 
@@ -104,6 +105,7 @@ OWN_ACTIONS = MUTATING | {
     "filter",
     "clear_or_back",
     "view",
+    "toggle_detail",
     "pause",
     "cycle_sort",
     "reverse_sort",
@@ -136,6 +138,60 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("help", "Help: keys", "every key and what it does"),
 )
 
+HELP_GROUPS = ("Navigate", "Selected backend", "Balancer")
+HELP: dict[str, tuple[str, str]] = {
+    "view.toggle_detail": ("Navigate", "the selected backend's detail, full screen (again: back)"),
+    "view.main": ("Navigate", "main view: table, detail and events"),
+    "view.events": ("Navigate", "the event log, full screen"),
+    "view.detail": ("Navigate", "the selected backend's detail, full screen"),
+    "filter": ("Navigate", "filter backends and events (every column; terms are ANDed)"),
+    "back": ("Navigate", "clear the filter, or back to the main view"),
+    "sort.cycle": ("Navigate", "sort by the next column"),
+    "sort.reverse": ("Navigate", "reverse the sort order"),
+    "pause": ("Navigate", "pause / resume the display (data keeps coming)"),
+    "help": ("Navigate", "this help"),
+    "quit": ("Navigate", "quit (rolls back every fault this console set)"),
+    "backend.kill": (
+        "Selected backend",
+        "kill: SIGKILL its fleet process, or a proxy-side down fault (asks first)",
+    ),
+    "backend.slow": (
+        "Selected backend",
+        "slow: delay ± jitter on a share of requests, for a duration",
+    ),
+    "backend.errors": ("Selected backend", "errors: answer a status (503…) on a share of requests"),
+    "backend.hang": ("Selected backend", "hang: never answer (the proxy's timeout ends it)"),
+    "backend.restore": (
+        "Selected backend",
+        "restore: clear its fault; restart its process if dead",
+    ),
+    "backend.drain": (
+        "Selected backend",
+        "drain (again: undrain): no new requests, in-flight finish",
+    ),
+    "backend.disable": ("Selected backend", "disable (asks first) / enable"),
+    "backend.weight": ("Selected backend", "set its weight (0 asks first)"),
+    "backend.breaker": (
+        "Selected backend",
+        "breaker: force open (asks first) / closed / disabled / auto",
+    ),
+    "balancer.algorithm": ("Balancer", "balancing algorithm"),
+    "balancer.limits": ("Balancer", "limits: global rps and burst, per-client rps, max in-flight"),
+    "chaos.run": ("Balancer", "run a chaos experiment: live timeline, checks, then the verdict"),
+    "load.up": ("Balancer", "load generator rate × 1.25"),
+    "load.down": ("Balancer", "load generator rate ÷ 1.25"),
+}
+"""What each binding does, by binding id, in the order help lists them; every binding has a
+line here and every line a binding (``tests/tui/test_help.py``)."""
+
+WIDGET_KEYS: list[tuple[str, str]] = [
+    ("↑ ↓ PgUp PgDn", "move in the table or scroll a pane (mouse wheel too)"),
+    ("Tab / Shift+Tab", "next / previous pane"),
+    ("click a header", "sort by that column (again: reverse)"),
+    ("Ctrl+P", "command palette: every action by name"),
+]
+"""Keys the widgets answer to themselves (not the app's bindings)."""
+
 BREAKER_CHOICES = (
     ("auto", "auto — the breaker decides (normal)"),
     ("open", "open — reject every request to it (forced)"),
@@ -158,6 +214,7 @@ class LbtuiApp(App[None]):
         Binding("1", "view('main')", "main", show=False, id="view.main"),
         Binding("2", "view('events')", "events", show=False, id="view.events"),
         Binding("3", "view('detail')", "detail", show=False, id="view.detail"),
+        Binding("enter", "toggle_detail", "detail", show=False, id="view.toggle_detail"),
         Binding("p", "pause", "pause", id="pause"),
         Binding("S,shift+s", "cycle_sort", "sort", id="sort.cycle"),
         Binding("R,shift+r", "reverse_sort", "reverse", show=False, id="sort.reverse"),
@@ -226,7 +283,7 @@ class LbtuiApp(App[None]):
                     if self.load is not None:
                         yield LoadPanel(id="load")
                     yield EventLog(id="events")
-        yield Footer(compact=True)
+        yield KeyBar(id="keys", hide_action=self._hidden_in_footer)
 
     def on_mount(self) -> None:
         # The main screen's widgets, held once: ``query_one`` on the app searches the active
@@ -333,6 +390,10 @@ class LbtuiApp(App[None]):
 
     @on(DataTable.RowSelected, "#backends")
     def _selected(self, event: DataTable.RowSelected) -> None:
+        self.action_toggle_detail()
+
+    def action_toggle_detail(self) -> None:
+        """Enter: the selected backend's detail full screen; again (from any view): back."""
         self.action_view("main" if self.view == "detail" else "detail")
 
     def action_filter(self) -> None:
@@ -398,73 +459,42 @@ class LbtuiApp(App[None]):
     def _help_note(self) -> str:
         notes = []
         if self.read_only:
-            notes.append("read-only console: every action is hidden and refused")
+            notes.append("read-only console: the backend and balancer keys are refused")
         if self.load is None:
             notes.append("no load generator attached: +/- do nothing")
         return "; ".join(notes)
 
     def help_groups(self) -> list[tuple[str, list[tuple[str, str]]]]:
-        keys = self._keys()
+        """Every binding (``HELP`` says what each does), with the keys bound to it now, in
+        its group; then the keys the widgets answer to themselves. Built from the bindings,
+        so a key added without a line of help fails ``tests/tui/test_help.py``."""
+        keys = self.binding_keys()
+        groups: dict[str, list[tuple[str, str]]] = {g: [] for g in HELP_GROUPS}
+        for binding_id, (group, what) in HELP.items():
+            groups[group].append((keys.get(binding_id, "—"), what))
+        groups["Navigate"] += WIDGET_KEYS
+        return [(g, rows) for g, rows in groups.items() if rows]
 
-        def k(action: str) -> str:
-            return keys.get(action, "—")
-
-        views = " ".join(k(f"view('{v}')") for v in VIEWS)
-
-        navigate = [
-            ("↑ ↓ PgUp PgDn", "move in the table or scroll a pane (mouse wheel too)"),
-            ("Enter", "the selected backend's detail, full screen (again: back)"),
-            ("Tab / Shift+Tab", "next / previous pane"),
-            (views, "views: main · events full screen · detail full screen"),
-            (k("filter"), "filter backends and events (every column; terms are ANDed)"),
-            (k("clear_or_back"), "clear the filter, or back to the main view"),
-            (f"{k('cycle_sort')} / {k('reverse_sort')}", "sort by the next column / reverse"),
-            ("click a header", "sort by that column (again: reverse)"),
-            (k("pause"), "pause / resume the display"),
-            ("Ctrl+P", "command palette: every action by name"),
-            (k("help"), "this help"),
-            (k("quit"), "quit"),
-        ]
-        backend = [
-            (k("kill"), "kill: SIGKILL its fleet process, or proxy-side down fault (asks first)"),
-            (k("slow"), "slow: delay ± jitter on a share of requests, for a duration"),
-            (k("errors"), "errors: answer a status (503…) on a share of requests"),
-            (k("hang"), "hang: never answer (the proxy's timeout ends it)"),
-            (k("restore"), "restore: clear its fault; restart its process if dead"),
-            (k("drain"), "drain (again: undrain): no new requests, in-flight finish"),
-            (k("toggle_disable"), "disable (asks first) / enable"),
-            (k("weight"), "set its weight (0 asks first)"),
-            (k("breaker"), "breaker: force open (asks first) / closed / disabled / auto"),
-        ]
-        balancer = [
-            (k("algorithm"), "balancing algorithm"),
-            (k("limits"), "limits: global rps and burst, per-client rps, max in-flight"),
-            (f"{k('rate(True)')} / {k('rate(False)')}", "load generator rate × / ÷ 1.25"),
-        ]
-        groups = [("Navigate", navigate)]
-        if not self.read_only:
-            groups += [("Selected backend", backend), ("Balancer", balancer)]
-        return groups
-
-    def _keys(self) -> dict[str, str]:
-        """Action → the keys bound to it now, as displayed."""
-        out: dict[str, str] = {}
-        for b in self._bindings.key_to_bindings.values():
-            for binding in b:
-                display = self.get_key_display(binding)
-                out[binding.action] = (
-                    f"{out[binding.action]} {display}" if binding.action in out else display
-                )
-        return out
+    def binding_keys(self) -> dict[str, str]:
+        """Binding id → the keys bound to it now (a keymap may have moved them), as shown."""
+        out: dict[str, list[str]] = {}
+        for bindings in self._bindings.key_to_bindings.values():
+            for binding in bindings:
+                if binding.id is not None:
+                    out.setdefault(binding.id, []).append(self.get_key_display(binding))
+        return {k: " ".join(dict.fromkeys(v)) for k, v in out.items()}
 
     # --- read-only, palette
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in OWN_ACTIONS and self.screen is not self.screen_stack[0]:
             return False  # a dialog is open: its keys only (q in a dialog must not quit)
-        if self.read_only and action in MUTATING:
-            return False
+        # read-only: the actions stay bound so that their keys say why nothing happens
+        # (``_refused``); the footer and the palette leave them out
         return not (action == "rate" and self.load is None)
+
+    def _hidden_in_footer(self, action: str) -> bool:
+        return self.read_only and action.split("(")[0] in MUTATING
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
@@ -491,7 +521,11 @@ class LbtuiApp(App[None]):
 
     def _refused(self) -> bool:
         if self.read_only:
-            self.notify("read-only console: actions are refused", severity="warning")
+            self.notify(
+                "read-only console (--read-only): this action is refused; nothing was changed",
+                title="read-only",
+                severity="warning",
+            )
         return self.read_only
 
     def _act(self, label: str, call: Callable[[], Awaitable[object]]) -> None:

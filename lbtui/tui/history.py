@@ -41,7 +41,9 @@ class LatencyHistory:
             ring = self._samples.get(b.name)
             if ring is None:
                 ring = self._samples[b.name] = deque(maxlen=self.span_s)
-            p50, p99 = b.p50_ms or 0.0, b.p99_ms or 0.0  # None: too few samples, plotted as 0
+            # a window with too few samples has no percentile (None): a blank in the plot
+            p50 = b.p50_ms or 0.0
+            p99 = b.p99_ms or 0.0
             if ring and ring[-1].second == second:
                 last = ring[-1]
                 last.p50_ms = p50

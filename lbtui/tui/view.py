@@ -29,6 +29,7 @@ from lbtui.control.model import (
     FaultSpec,
     FaultView,
     Snapshot,
+    Windows,
 )
 
 Segment = tuple[str, str]
@@ -60,9 +61,16 @@ def rate_text(rps: float) -> str:
     return f"{rps / 1000:.1f}k"
 
 
+NO_SAMPLES = "—"
+"""A percentile over a window that holds too few samples to say (the snapshot's ``None``)."""
+
+
 def ms_text(ms: float | None) -> str:
-    """Milliseconds: ``0.42``, ``3.2``, ``123``, ``12.3k``; ``–`` for none (too few samples)."""
-    if ms is None or not math.isfinite(ms) or ms <= 0:
+    """Milliseconds: ``0.42``, ``3.2``, ``123``, ``12.3k``; ``—`` when the window holds too
+    few samples for the percentile (``None``)."""
+    if ms is None:
+        return NO_SAMPLES
+    if not math.isfinite(ms) or ms <= 0:
         return "–"
     if ms < 1:
         return f"{ms:.2f}"
@@ -188,13 +196,24 @@ STATE_STYLE: dict[State, str] = {
 STATE_ORDER: dict[State, int] = {"down": 0, "ejected": 1, "disabled": 2, "draining": 3, "up": 4}
 """Sorting by state puts the trouble first."""
 
+OPERATOR_REASON = "forced by operator"
+"""The reason a breaker gives for a state the operator forced (``lbtui.core.breaker``)."""
+
 BREAKER_LABEL = {
-    "open": ("⚡open", "bold red"),
-    "half_open": ("⚡half-open", "yellow"),
-    "forced_open": ("⚡forced", "bold red"),
-    "disabled": ("⚡off", "bright_black"),
+    "closed": ("closed", "bright_black"),
+    "open": ("OPEN", "bold red"),
+    "half_open": ("half-open", "yellow"),
+    "forced_open": ("OPEN (forced)", "bold red"),
+    "disabled": ("OFF (forced)", "bright_black"),
 }
-"""A closed breaker is normal and shows nothing."""
+"""The breaker column; a closed breaker is normal and reads grey."""
+FORCED_CLOSED = ("CLOSED (forced)", "cyan")
+
+
+def breaker_forced_closed(br: BreakerView) -> bool:
+    """Closed because the operator forced it so (it judges by itself again from a fresh
+    window, but the operator's choice is what explains the state)."""
+    return br.state == "closed" and br.reason == OPERATOR_REASON
 
 
 def process_dead(b: BackendView) -> bool:
@@ -216,13 +235,20 @@ def backend_state(b: BackendView) -> State:
 
 
 def state_cell(b: BackendView) -> Cell:
-    """``● up``, ``◐ draining``, ``⊘ ejected ⚡open`` …"""
+    """``● up``, ``◐ draining``, ``⊘ ejected`` … (the breaker has a column of its own)."""
     st = backend_state(b)
-    segs: list[Segment] = [(f"{STATE_SYMBOL[st]} {st}", STATE_STYLE[st])]
-    if b.breaker is not None and b.breaker.state in BREAKER_LABEL:
-        label, style = BREAKER_LABEL[b.breaker.state]
-        segs += [(" ", ""), (label, style)]
-    return tuple(segs)
+    return ((f"{STATE_SYMBOL[st]} {st}", STATE_STYLE[st]),)
+
+
+def breaker_cell(b: BackendView) -> Cell:
+    """``closed``, ``OPEN``, ``half-open``, ``OPEN (forced)``, ``CLOSED (forced)``,
+    ``OFF (forced)``; empty when the backend has no breaker."""
+    br = b.breaker
+    if br is None:
+        return ()
+    if breaker_forced_closed(br):
+        return (FORCED_CLOSED,)
+    return (BREAKER_LABEL.get(br.state, (br.state, "")),)
 
 
 def weight_text(b: BackendView) -> str:
@@ -249,12 +275,12 @@ def fault_spec_text(spec: FaultSpec) -> str:
 
 
 def fault_cell(f: FaultView | None) -> Cell:
-    """Short description, then requested → applied percentage: ``delay 200±50ms 50%→49%``.
+    """Short description, then requested → applied percentage: ``delay 200±50ms 50→49%``.
     A fault that ended stays, greyed, with its final figures."""
     if f is None:
         return ()
     applied = "–" if f.applied_percent is None else f"{f.applied_percent:.0f}%"
-    figures = f" {num(f.spec.percent)}%→{applied}"
+    figures = f" {num(f.spec.percent)}→{applied}"
     if not f.active:
         return (("ended ", "bright_black"), (fault_spec_text(f.spec) + figures, "bright_black"))
     return ((fault_spec_text(f.spec), "bold dark_orange"), (figures, "dark_orange"))
@@ -262,6 +288,25 @@ def fault_cell(f: FaultView | None) -> Cell:
 
 def fault_active(b: BackendView) -> bool:
     return b.fault is not None and b.fault.active
+
+
+FAILING_FAULTS = frozenset({"abort", "down", "reset", "hang"})
+"""Faults that fail the request they hit: a client that still got an answer was served by a
+retry on another backend (or a fallback)."""
+
+
+def _hidden_by_retries(f: FaultView) -> str:
+    """`` — retried on other backends`` when a failing fault's requests still ended well for
+    the client, so that ``applied 5 of 5; clients saw 200 ×5`` does not read as a
+    contradiction (issue 13, item 6)."""
+    if str(f.spec.kind) not in FAILING_FAULTS:
+        return ""
+    ok = sum(n for status, n in f.client_observed.items() if status[:1] in ("1", "2", "3"))
+    if ok == 0:
+        return ""
+    total = sum(f.client_observed.values())
+    who = "" if ok == total else f"{ok} "
+    return f" — {who}retried on other backends"
 
 
 def fault_proof(f: FaultView) -> str:
@@ -278,7 +323,7 @@ def fault_proof(f: FaultView) -> str:
     seen = ""
     if f.client_observed:
         parts = ", ".join(f"{k} ×{v}" for k, v in sorted(f.client_observed.items()))
-        seen = f"; clients saw {parts}"
+        seen = f"; clients saw {parts}{_hidden_by_retries(f)}"
     if not f.active:
         tail = f"; ended: {f.ended or 'ended'}"
     elif f.remaining_s is not None:
@@ -291,6 +336,15 @@ def fault_proof(f: FaultView) -> str:
 # --- the table row -----------------------------------------------------------------------------
 
 
+def window_text(seconds: float) -> str:
+    """``1s``, ``10s``, ``250ms``, ``1m``: how a column header names its window."""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:.0f}m"
+    return f"{num(round(seconds, 1))}s"
+
+
 @dataclass(frozen=True, slots=True)
 class Column:
     key: str
@@ -298,27 +352,64 @@ class Column:
     width: int
     right: bool = False
     """Right-aligned (numbers)."""
+    priority: int = 0
+    """0: always shown; otherwise columns are dropped highest number first as the terminal
+    narrows (as htop and k9s do)."""
+    window: Literal["rate", "percentile", ""] = ""
+    """Which window the header names after the label (``req/s 1s``)."""
+
+    def title(self, windows: Windows) -> str:
+        if not self.window:
+            return self.label
+        seconds = windows.rate_s if self.window == "rate" else windows.quantile_s
+        return f"{self.label} {window_text(seconds)}"
 
 
 COLUMNS: tuple[Column, ...] = (
     Column("name", "backend", 12),
-    Column("state", "state", 20),
-    Column("weight", "weight", 9, right=True),
-    Column("in_flight", "infl", 6, right=True),
-    Column("conns", "conn", 6, right=True),
-    Column("rps", "req/s", 7, right=True),
-    Column("spark", "last 60 s", 12),
-    Column("p50", "p50ms", 6, right=True),
-    Column("p99", "p99ms", 6, right=True),
-    Column("errors", "err%", 6, right=True),
-    Column("fault", "fault req→applied", 24),
-    Column("cpu", "cpu%", 6, right=True),
-    Column("rss", "rss", 9, right=True),
+    Column("state", "state", 10),
+    Column("breaker", "breaker", 15),
+    Column("weight", "weight", 7, right=True, priority=2),
+    Column("in_flight", "infl", 4, right=True, priority=4),
+    Column("conns", "conn", 4, right=True, priority=6),
+    Column("rps", "req/s", 6, right=True, window="rate"),
+    Column("spark", "last 60 s", 12, priority=5),
+    Column("p50", "p50", 5, right=True, priority=3, window="percentile"),
+    Column("p99", "p99", 5, right=True, window="percentile"),
+    Column("errors", "err%", 4, right=True),
+    Column("fault", "fault req→applied", 21, priority=1),
+    Column("cpu", "cpu%", 4, right=True, priority=7),
+    Column("rss", "rss", 9, right=True, priority=8),
 )
-"""Widths fit 160 columns with the cell padding; every label leaves room for a sort arrow."""
+"""Every column at 160 wide; at 80 the priority-0 ones (name, state, breaker, req/s, p99,
+err%) still fit, and the rest come back by priority as the width allows."""
 COLUMN_KEYS = tuple(c.key for c in COLUMNS)
 SORT_KEYS = tuple(k for k in COLUMN_KEYS if k != "spark")
 """What ``--sort`` and the ``S`` key accept (the sparkline sorts as req/s)."""
+CELL_PADDING = 1
+"""DataTable's default: one blank each side of a cell."""
+
+
+def column_width(col: Column, windows: Windows) -> int:
+    """Room for the widest value and the header with a sort arrow (so it never truncates)."""
+    return max(col.width, len(col.title(windows)) + 2)
+
+
+def fit_columns(width: int, windows: Windows) -> tuple[int, ...]:
+    """Indexes into ``COLUMNS`` of the columns that fit ``width`` cells, in display order:
+    every priority-0 column, then the others by priority while they fit (one that does not
+    fit is skipped, a narrower one after it may still come)."""
+    cost = [column_width(c, windows) + 2 * CELL_PADDING for c in COLUMNS]
+    shown = {i for i, c in enumerate(COLUMNS) if c.priority == 0}
+    used = sum(cost[i] for i in shown)
+    for i in sorted(
+        (i for i, c in enumerate(COLUMNS) if c.priority), key=lambda i: COLUMNS[i].priority
+    ):
+        if used + cost[i] <= width:
+            shown.add(i)
+            used += cost[i]
+    return tuple(sorted(shown))
+
 
 SPARK_WIDTH = 12
 
@@ -346,16 +437,18 @@ def backend_row(b: BackendView) -> tuple[Cell, ...]:
         cpu, rss = _plain(f"{p.cpu_percent:.0f}"), _plain(human_bytes(p.rss_bytes))
     over = b.max_rps is not None and b.rps > b.max_rps
     weight_style = "yellow" if b.weight_effective != b.weight_configured else ""
+    slow = b.p99_ms is not None and b.p99_ms >= 1000
     return (
         _plain(b.name, "bold"),
         state_cell(b),
+        breaker_cell(b),
         _plain(weight_text(b), weight_style),
         _plain(str(b.in_flight)),
         _plain(str(b.open_connections)),
         _plain(rate_text(b.rps), "bold red" if over else ""),
         _plain(sparkline(b.rps_series, SPARK_WIDTH), "cyan"),
         _plain(ms_text(b.p50_ms)),
-        _plain(ms_text(b.p99_ms), "yellow" if (b.p99_ms or 0.0) >= 1000 else ""),
+        _plain(ms_text(b.p99_ms), "yellow" if slow else ""),
         _plain(percent_text(b.error_ratio), error_style(b.error_ratio)),
         fault_cell(b.fault),
         cpu,
@@ -390,6 +483,18 @@ def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
     )
 
 
+BREAKER_ORDER = {
+    "OPEN": 0,
+    "OPEN (forced)": 1,
+    "half-open": 2,
+    "CLOSED (forced)": 3,
+    "OFF (forced)": 4,
+    "closed": 5,
+    "": 6,
+}
+"""Sorting by breaker puts the trouble first."""
+
+
 def sort_value(b: BackendView, column: str) -> tuple[object, ...]:
     """The key of ``b`` when sorting by ``column``; ties go by name."""
     tie = natural_key(b.name)
@@ -397,6 +502,8 @@ def sort_value(b: BackendView, column: str) -> tuple[object, ...]:
     match column:
         case "state":
             return (STATE_ORDER[backend_state(b)], tie)
+        case "breaker":
+            return (BREAKER_ORDER.get(cell_text(breaker_cell(b)), 9), tie)
         case "weight":
             return (b.weight_effective, b.weight_configured, tie)
         case "in_flight":
@@ -478,9 +585,15 @@ def breaker_reason(br: BreakerView, snapshot: Snapshot) -> Reason | None:
             )
             return Reason("HALF-OPEN", "yellow", f"{since} — {br.reason}{permits}")
         case "forced_open":
-            return Reason("FORCED OPEN", "bold red", f"{since} — {br.reason}")
+            return Reason("OPEN (forced)", "bold red", f"{since} — {br.reason}; b → auto")
         case "disabled":
-            return Reason("BREAKER OFF", "bright_black", f"{since} — {br.reason}")
+            return Reason(
+                "OFF (forced)", "bright_black", f"{since} — {br.reason}: no breaker; b → auto"
+            )
+        case "closed" if breaker_forced_closed(br):
+            return Reason(
+                "CLOSED (forced)", "cyan", f"{since} — {br.reason}; judging again from here"
+            )
     return None
 
 
@@ -598,6 +711,10 @@ class Figure:
     label: str
     value: str
     style: str = ""
+    short: str = ""
+    """The label on a narrow terminal (``L`` for ``imbalance L``); empty: the same."""
+    priority: int = 0
+    """0: always shown; otherwise dropped highest number first when the line is too narrow."""
 
 
 def totals_figures(s: Snapshot) -> list[Figure]:
@@ -605,16 +722,50 @@ def totals_figures(s: Snapshot) -> list[Figure]:
     t = s.totals
     success = t.success_ratio * 100
     succ_style = "bold red" if success < 95 else ("yellow" if success < 99.5 else "green")
+    rate = f"req/s {window_text(s.windows.rate_s)}"
     return [
-        Figure("req/s", rate_text(t.rps), "bold"),
-        Figure("in-flight", str(t.in_flight)),
+        Figure(rate, rate_text(t.rps), "bold", short="req/s"),
+        Figure("in-flight", str(t.in_flight), priority=3),
         Figure("success", f"{success:.1f} %", succ_style),
         Figure("429/s", rate_text(t.rate_limited_rps), "yellow" if t.rate_limited_rps else ""),
-        Figure("fallback/s", rate_text(t.fallback_rps), "yellow" if t.fallback_rps else ""),
-        Figure("retries/s", rate_text(t.retries_rps), "yellow" if t.retries_rps else ""),
-        Figure("imbalance L", f"{s.imbalance:.1f}", ""),
-        Figure("overload M", str(s.overload), "bold red" if s.overload > 0 else "green"),
+        Figure(
+            "fallback/s",
+            rate_text(t.fallback_rps),
+            "yellow" if t.fallback_rps else "",
+            short="fb/s",
+            priority=2,
+        ),
+        Figure(
+            "retries/s",
+            rate_text(t.retries_rps),
+            "yellow" if t.retries_rps else "",
+            short="retry/s",
+            priority=1,
+        ),
+        Figure("imbalance L", f"{s.imbalance:.1f}", "", short="L"),
+        Figure("overload M", str(s.overload), "bold red" if s.overload > 0 else "green", short="M"),
     ]
+
+
+def fit_figures(figures: Sequence[Figure], width: int) -> list[tuple[str, Figure]]:
+    """The figures that fit ``width`` cells, each with the label to show: every figure with
+    its full label while they fit; then the optional figures dropped, highest priority number
+    first; then short labels. The priority-0 figures are always kept."""
+
+    def cost(chosen: Sequence[tuple[str, Figure]], gap: int) -> int:
+        return sum(len(lbl) + 1 + len(f.value) + gap for lbl, f in chosen) + 1
+
+    kept = list(figures)
+    while True:
+        for gap in (3, 2):
+            chosen = [(f.label, f) for f in kept]
+            if cost(chosen, gap) <= width:
+                return chosen
+        optional = [f for f in kept if f.priority]
+        if not optional:
+            break
+        kept.remove(max(optional, key=lambda f: f.priority))
+    return [(f.short or f.label, f) for f in kept]
 
 
 def limits_text(config: dict[str, float | int | str | bool | None]) -> str:

@@ -51,7 +51,7 @@ def whole_facts(rows: Sequence[tuple[str, str]]) -> Table:
 def whole_why(b: BackendView, snapshot: Snapshot) -> Table:
     """The reasons' grid as ``build_detail`` built it in one table."""
     table = Table.grid(padding=(0, 1), expand=True)
-    table.add_column(width=12, no_wrap=True)
+    table.add_column(width=15, no_wrap=True)
     table.add_column(ratio=1)
     reasons = state_reasons(b, snapshot)
     for r in reasons:

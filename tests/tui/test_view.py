@@ -107,11 +107,8 @@ def test_resample_keeps_spikes():
 
 def test_state_symbols(snap):
     assert v.state_cell(snap.backend("api-1")) == (("⊘ ejected", "magenta"),)
-    assert v.state_cell(snap.backend("api-2")) == (
-        ("● up", "green"),
-        (" ", ""),
-        ("⚡open", "bold red"),
-    )
+    assert v.state_cell(snap.backend("api-2")) == (("● up", "green"),)
+    assert v.breaker_cell(snap.backend("api-2")) == (("OPEN", "bold red"),)
     assert v.cell_text(v.state_cell(snap.backend("api-3"))) == "◐ draining"
     assert v.cell_text(v.state_cell(snap.backend("api-4"))) == "● up"
     disabled = backend(snap, "api-4", admin="disabled")
@@ -125,13 +122,20 @@ def test_state_symbols(snap):
 def test_breaker_labels(snap):
     b = snap.backend("api-4")
     assert b.breaker is not None
-    for state, label in [
-        ("half_open", "⚡half-open"),
-        ("forced_open", "⚡forced"),
-        ("disabled", "⚡off"),
+    for state, reason, label in [
+        ("closed", "failure rate back under", "closed"),
+        ("half_open", "probe", "half-open"),
+        ("forced_open", "forced by operator", "OPEN (forced)"),
+        ("closed", "forced by operator", "CLOSED (forced)"),
+        ("disabled", "forced by operator", "OFF (forced)"),
     ]:
-        changed = backend(snap, "api-4", breaker=dataclasses.replace(b.breaker, state=state))
-        assert v.cell_text(v.state_cell(changed)).endswith(label)
+        br = dataclasses.replace(b.breaker, state=state, reason=reason)
+        changed = backend(snap, "api-4", breaker=br)
+        assert v.cell_text(v.breaker_cell(changed)) == label
+        assert v.cell_text(v.state_cell(changed)) == "● up"  # the breaker is not the state
+        titles = {r.title for r in v.state_reasons(changed, snap)}
+        if "forced" in label:
+            assert label in titles  # the detail says the same words as the table
 
 
 def test_weight_effective_over_configured(snap):
@@ -168,8 +172,8 @@ def test_fault_proof_requested_vs_applied(snap):
         "delay 200±50 ms on 50% — applied 455 of 902 eligible (50.4 % vs 50 % requested); "
         "clients saw 200 ×455; until cleared (r)"
     )
-    assert v.cell_text(v.fault_cell(snap.backend("api-4").fault)) == "delay 200±50ms 50%→50%"
-    assert v.cell_text(v.fault_cell(snap.backend("api-2").fault)) == "abort 503 60%→60%"
+    assert v.cell_text(v.fault_cell(snap.backend("api-4").fault)) == "delay 200±50ms 50→50%"
+    assert v.cell_text(v.fault_cell(snap.backend("api-2").fault)) == "abort 503 60→60%"
     assert "ends in 1 m 24 s" in reasons(snap.backend("api-2"), snap)["FAULT"]
 
 
@@ -282,7 +286,7 @@ def test_filter_matches_every_column(snap):
         return [b.name for b in snap.backends if v.matches(v.row_text(b), query)]
 
     assert hits("ejected") == ["api-1"]
-    assert hits("⚡open") == ["api-2"]
+    assert hits("open") == ["api-2"]
     assert hits("delay") == ["api-4"]
     assert hits("9103") == ["api-3"]  # the URL
     assert hits("API up") == ["api-2", "api-4"]
@@ -294,7 +298,7 @@ def test_filter_matches_every_column(snap):
 
 def test_totals_figures(snap):
     figs = {f.label: f for f in v.totals_figures(snap)}
-    assert figs["req/s"].value == "99"
+    assert figs["req/s 1s"].value == "99"  # the snapshot states its window
     assert figs["success"].value == "98.8 %"
     assert figs["overload M"].value == "1"
     assert figs["overload M"].style == "bold red"
@@ -346,3 +350,79 @@ def test_health_view_is_optional(snap):
     assert v.state_reasons(b, snap) == []
     assert v.cell_text(v.backend_row(b)[v.COLUMN_KEYS.index("cpu")]) == ""
     assert isinstance(snap.backend("api-4").health, HealthView)
+
+
+# --- every terminal size, words that do not contradict (issue 13, items 3 and 6)
+
+REQUIRED = ("name", "state", "breaker", "rps", "p99", "errors")
+
+
+@pytest.mark.parametrize("width", [80, 100, 120, 200])
+def test_columns_that_must_stay_fit_every_width(width):
+    windows = v.Windows()
+    shown = v.fit_columns(width - 2, windows)  # minus the vertical scrollbar
+    keys = [v.COLUMNS[i].key for i in shown]
+    assert set(REQUIRED) <= set(keys)
+    assert keys == [k for k in v.COLUMN_KEYS if k in keys]  # in their usual order
+    used = sum(v.column_width(v.COLUMNS[i], windows) + 2 for i in shown)
+    assert used <= width - 2
+
+
+def test_columns_come_back_by_priority_as_the_width_grows():
+    windows = v.Windows(rate_s=1.0, quantile_s=10.0)
+    counts = [len(v.fit_columns(w, windows)) for w in (78, 98, 118, 198)]
+    placeholders = {v.COLUMNS[i].key for i in v.fit_columns(98, v.Windows())}
+    assert "fault" in placeholders
+    assert counts == sorted(counts)
+    assert counts[0] == len(REQUIRED)
+    assert counts[-1] == len(v.COLUMNS)
+    at_100 = {v.COLUMNS[i].key for i in v.fit_columns(98, windows)}
+    assert "fault" in at_100  # the fault goes last but one from the optional columns
+    assert "rss" not in at_100
+
+
+def test_headers_name_their_window():
+    windows = v.Windows(rate_s=1.0, quantile_s=10.0)
+    titles = {c.key: c.title(windows) for c in v.COLUMNS}
+    assert titles["rps"] == "req/s 1s"
+    assert titles["p99"] == "p99 10s"
+    assert titles["p50"] == "p50 10s"
+    assert v.window_text(0.25) == "250ms"
+    assert v.window_text(60) == "1m"
+
+
+def test_a_window_without_enough_samples_reads_a_dash(snap):
+    assert v.ms_text(None) == "—"
+    b = backend(snap, "api-4", p50_ms=None, p99_ms=None)  # type: ignore[arg-type]
+    row = dict(zip(v.COLUMN_KEYS, (v.cell_text(c) for c in v.backend_row(b)), strict=True))
+    assert row["p50"] == row["p99"] == "—"
+    assert v.sort_value(b, "p99")[0] == -1.0
+
+
+@pytest.mark.parametrize("width", [80, 100, 120, 200])
+def test_header_figures_fit_and_keep_the_ones_that_matter(snap, width):
+    chosen = v.fit_figures(v.totals_figures(snap), width)
+    line = " " + "  ".join(f"{label} {f.value}" for label, f in chosen)
+    assert len(line) <= width
+    values = {f.label for _, f in chosen}
+    assert {"success", "429/s", "imbalance L", "overload M"} <= values
+    assert any(label.startswith("req/s") for label in values)
+    if width >= 120:
+        assert len(chosen) == len(v.totals_figures(snap))
+
+
+def test_fault_proof_says_when_retries_hid_the_effect(snap):
+    f = snap.backend("api-2").fault
+    assert f is not None
+    spec = dataclasses.replace(f.spec, percent=100.0)
+    hidden = dataclasses.replace(
+        f, spec=spec, applied=5, eligible=5, applied_percent=100.0, client_observed={"200": 5}
+    )
+    assert "clients saw 200 ×5 — retried on other backends" in v.fault_proof(hidden)
+    some = dataclasses.replace(hidden, client_observed={"200": 3, "503": 2})
+    assert "clients saw 200 ×3, 503 ×2 — 3 retried on other backends" in v.fault_proof(some)
+    seen = dataclasses.replace(hidden, client_observed={"503": 5})
+    assert "retried" not in v.fault_proof(seen)
+    delay = snap.backend("api-4").fault
+    assert delay is not None
+    assert "retried" not in v.fault_proof(delay)

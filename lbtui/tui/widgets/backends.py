@@ -40,8 +40,20 @@ from textual.strip import Strip
 from textual.widgets import DataTable
 from textual.widgets.data_table import ColumnKey, RowDoesNotExist, RowKey
 
-from lbtui.control.model import Snapshot
-from lbtui.tui.view import COLUMNS, SORT_KEYS, Cell, backend_row, matches, row_text, sort_names
+from lbtui.control.model import Snapshot, Windows
+from lbtui.tui.view import (
+    COLUMNS,
+    SORT_KEYS,
+    Cell,
+    backend_row,
+    fit_columns,
+    matches,
+    row_text,
+    sort_names,
+)
+from lbtui.tui.view import (
+    column_width as header_width,
+)
 
 _CACHE_MAX = 4096
 _COLUMN_INDEX = {c.key: i for i, c in enumerate(COLUMNS)}
@@ -197,18 +209,51 @@ class BackendTable(DataTable[Text]):
         self._snapshot: Snapshot | None = None
         self.updates = 0
         """Cells updated since start (for tests and the curious)."""
+        self.windows = Windows()
+        """The windows the headers name (``req/s 1s``), from the latest snapshot."""
+        self.shown_columns: tuple[int, ...] = ()
+        """Indexes into ``COLUMNS`` of the columns on screen, in order."""
 
     def on_mount(self) -> None:
-        for col in COLUMNS:
-            # room for the sort arrow, so the header never truncates
-            width = max(col.width, len(col.label) + 2)
-            self.add_column(self._label(col.key), key=col.key, width=width)
+        self._fit(self.app.size.width)
+
+    def on_resize(self) -> None:
+        self._fit(self.size.width)
+
+    def _fit(self, width: int) -> None:
+        """Show the columns that fit ``width`` (``view.fit_columns``), keeping room for the
+        vertical scrollbar; a change of columns rebuilds the table (on a resize, never on a
+        tick), and the cursor stays on its backend."""
+        if width <= 0:
+            return
+        room = width - self.styles.scrollbar_size_vertical
+        wanted = fit_columns(room, self.windows)
+        titles = [self._label(COLUMNS[i].key) for i in wanted]
+        if wanted == self.shown_columns and all(
+            self.columns[ColumnKey(COLUMNS[i].key)].label == t
+            for i, t in zip(wanted, titles, strict=True)
+        ):
+            return
+        selected = self.selected
+        self.clear(columns=True)
+        self._rows = {}
+        self._painted.clear()
+        self.shown_columns = wanted
+        for i in wanted:
+            col = COLUMNS[i]
+            self.add_column(
+                self._label(col.key), key=col.key, width=header_width(col, self.windows)
+            )
+        if self._snapshot is not None:
+            self.show(self._snapshot)
+            if selected is not None:
+                self.select(selected)
 
     # --- rendering
 
     def _label(self, key: str) -> Text:
         col = next(c for c in COLUMNS if c.key == key)
-        label = col.label
+        label = col.title(self.windows)
         if key == self.sort_column:
             label += " ▼" if self.sort_reverse else " ▲"
         return Text(label, justify="right" if col.right else "left", style="bold")
@@ -480,6 +525,10 @@ class BackendTable(DataTable[Text]):
     def show(self, snapshot: Snapshot) -> None:
         """Bring the table to ``snapshot``: add, remove and update rows; keep the cursor."""
         self._snapshot = snapshot
+        windows = snapshot.windows
+        if windows != self.windows:
+            self.windows = windows
+            self._fit(self.size.width or self.app.size.width)  # headers name the windows
         selected = self.selected
         rows: dict[str, tuple[Cell, ...]] = {}
         for b in snapshot.backends:
@@ -494,24 +543,27 @@ class BackendTable(DataTable[Text]):
                 del self._painted[key]
         in_place = self._content_keyed
         changed: list[str] = []
+        visible = self.shown_columns
         for name, row in rows.items():
             old = self._rows.get(name)
             if old is None:
-                self.add_row(
-                    *(self._text(c, col.right) for c, col in zip(row, COLUMNS, strict=True)),
-                    key=name,
-                )
+                self.add_row(*(self._text(row[i], COLUMNS[i].right) for i in visible), key=name)
             elif old != row:
                 data = self._data[RowKey(name)]
-                for c_old, c_new, col in zip(old, row, COLUMNS, strict=True):
-                    if c_old != c_new:
+                shown_changed = False
+                for i in visible:
+                    c_new = row[i]
+                    if old[i] != c_new:
+                        col = COLUMNS[i]
                         if in_place:
                             # the row is repainted below; the rendering is keyed by content
                             data[ColumnKey(col.key)] = self._text(c_new, col.right)
                         else:
                             self.update_cell(name, col.key, self._text(c_new, col.right))
                         self.updates += 1
-                changed.append(name)
+                        shown_changed = True
+                if shown_changed:
+                    changed.append(name)
             self._rows[name] = row
         if in_place and changed:
             self._refresh_rows(changed)
@@ -567,8 +619,9 @@ class BackendTable(DataTable[Text]):
     def set_sort(self, column: str | None, reverse: bool = False) -> None:
         self.sort_column = column
         self.sort_reverse = reverse
-        for col in COLUMNS:
-            self.columns[ColumnKey(col.key)].label = self._label(col.key)
+        for i in self.shown_columns:
+            key = COLUMNS[i].key
+            self.columns[ColumnKey(key)].label = self._label(key)
         self._update_count += 1
         self.refresh()
         if self._snapshot is not None:

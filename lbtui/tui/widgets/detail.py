@@ -18,6 +18,7 @@ from lbtui.control.model import BackendView, Event, Snapshot
 from lbtui.tui.history import LatencyHistory
 from lbtui.tui.view import (
     Reason,
+    breaker_cell,
     breaker_window,
     clock_text,
     event_segments,
@@ -46,20 +47,21 @@ PlotLine = tuple[str, str, int, str, str, str, str]
 
 
 def _plot_line(
-    label: str,
-    values: Sequence[float],
-    width: int,
-    span: str,
-    unit: str,
-    now: float | None = None,
+    label: str, values: Sequence[float], width: int, span: str, unit: str, now: float | None
 ) -> PlotLine:
-    """``now`` is the figure the table shows (the series' last value when not given), so the
-    pane and the table never disagree at the same moment."""
-    fmt = rate_text if unit == "req/s" else ms_text
-    if now is None:
-        now = values[-1] if values else 0.0
+    """``now`` is the figure the table shows (the same window), not the plot's last point."""
     hi = max(values, default=0.0)
-    return (label, sparkline(values, width), width, fmt(now), fmt(hi), unit, span)
+    if unit == "req/s":
+        return (
+            label,
+            sparkline(values, width),
+            width,
+            rate_text(now or 0.0),
+            rate_text(hi),
+            unit,
+            span,
+        )
+    return (label, sparkline(values, width), width, ms_text(now), ms_text(hi), unit, span)
 
 
 def _plot(text: Text, line: PlotLine) -> None:
@@ -88,7 +90,7 @@ def _why_row(r: Reason | None) -> Table:
     (a fixed one and a ratio one, expanded), so a grid renders as its rows' grids one after
     the other (``tests/tui/test_detail_parts.py``), and a row that did not change need not
     be rendered again."""
-    table = _grid(12)
+    table = _grid(15)
     if r is None:
         table.add_row(
             Text("● SERVING", "green"),
@@ -116,13 +118,17 @@ def detail_parts(
     """The pane about ``b``, top to bottom: the name line, the plots, the reasons, the facts,
     the recent events; each a part made of keyed pieces, so that what did not change need
     not be built, rendered or painted again."""
-    head_key = ("head", b.name, state_cell(b), b.url, b.zone)
+    breaker = breaker_cell(b) if b.breaker is not None and b.breaker.state != "closed" else ()
+    head_key = ("head", b.name, state_cell(b), breaker, b.url, b.zone)
 
     def head() -> Text:
         text = Text(no_wrap=True, overflow="ellipsis")
         text.append(f" {b.name} ", "bold reverse")
         text.append("  ")
         text.append_text(Text.assemble(*state_cell(b)))
+        if breaker:
+            text.append("  breaker ", "bright_black")
+            text.append_text(Text.assemble(*breaker))
         text.append(f"  {b.url}", "bright_black")
         if b.zone:
             text.append(f"  zone {b.zone}", "bright_black")
@@ -131,8 +137,8 @@ def detail_parts(
     plot_w = max(10, min(120, width - LABEL_W - 38))
     lines = (
         _plot_line("req/s", b.rps_series, plot_w, "60 s", "req/s", b.rps),
-        _plot_line("p50 ms", history.p50(b.name), plot_w, "2 min", "ms"),
-        _plot_line("p99 ms", history.p99(b.name), plot_w, "2 min", "ms"),
+        _plot_line("p50 ms", history.p50(b.name), plot_w, "2 min", "ms", b.p50_ms),
+        _plot_line("p99 ms", history.p99(b.name), plot_w, "2 min", "ms", b.p99_ms),
     )
 
     def plots() -> Text:

@@ -11,11 +11,7 @@ from textual.widgets import Static
 
 from lbtui.control.model import Snapshot
 from lbtui.tui.feed import Link
-from lbtui.tui.view import human_duration, limits_text, totals_figures
-
-PROBLEM_CHARS = 72
-"""The longest connection problem the header shows whole (aiohttp's can run to 150 characters);
-a longer one loses its middle."""
+from lbtui.tui.view import fit_figures, human_duration, limits_text, totals_figures
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,93 +28,151 @@ class HeaderState:
 
 
 class TotalsBar(Vertical):
-    """Two lines: target, algorithm, flags and link state; then the balancer-wide figures.
+    """Two lines, each fitted to the terminal's width: target, algorithm, flags and the link
+    state; then the balancer-wide figures. What does not fit is dropped by priority (the
+    limits first, then the algorithm…; the in-flight, fallback and retry rates before the
+    figures the issue names: req/s, success, 429/s, L, M), never wrapped over the next line.
+    While the link is down a third line says why, whole, wrapped at word boundaries.
 
     Each line is its own ``Static``, updated only when its text changed: the first changes
-    rarely, the second with every snapshot (and is all that is painted again then). Both
-    wrap as the two lines of one text would, and the bar (``height: 2``) clips what wraps
-    past its second row: a long first line (connection lost) pushes the figures out."""
+    rarely, the second with every snapshot (and is all that is painted again then)."""
 
     DEFAULT_CSS = """
-    TotalsBar > Static {
+    TotalsBar {
         height: auto;
+    }
+    TotalsBar > Static {
+        height: 1;
+    }
+    TotalsBar > #totals-3 {
+        height: auto;
+        display: none;
     }
     """
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
-        self._lines = (Static(id="totals-1"), Static(id="totals-2"))
-        self._shown: list[Text | None] = [None, None]
+        self._lines = (Static(id="totals-1"), Static(id="totals-2"), Static(id="totals-3"))
+        self._shown: list[Text | None] = [None, None, None]
+        self._last: tuple[Snapshot | None, HeaderState] | None = None
 
     def compose(self) -> ComposeResult:
         yield from self._lines
 
+    def on_resize(self) -> None:
+        if self._last is not None:
+            self.show(*self._last)
+
     def show(self, snapshot: Snapshot | None, state: HeaderState) -> None:
-        for i, line in enumerate(self.build(snapshot, state).split("\n")[:2]):
-            shown = self._shown[i]
-            if line == shown:
+        self._last = (snapshot, state)
+        width = self.size.width or self.app.size.width
+        lines = self.build(snapshot, state, width)
+        for i, line in enumerate(lines):
+            if i == 2:
+                self._lines[2].display = line is not None
+            if line is None or line == self._shown[i]:
                 continue
-            width = self._lines[i].size.width
-            # a line that fits on one row before and after keeps its height: no layout pass
-            fits = bool(width) and shown is not None and max(line.cell_len, shown.cell_len) <= width
             self._shown[i] = line
-            self._lines[i].update(line, layout=not fits)
+            self._lines[i].update(line, layout=i == 2)
 
     @staticmethod
-    def build(snapshot: Snapshot | None, state: HeaderState) -> Text:
-        line1 = Text()
-        line1.append(f" {state.title} ", "bold reverse")
-        line1.append("  ")
-        if state.remote:
-            line1.append(f" ⚠ REMOTE {state.target} ", "bold white on red")
-        else:
-            line1.append(state.target, "bold")
-        if snapshot is not None:
-            line1.append("  algorithm ", "bright_black")
-            line1.append(snapshot.algorithm, "bold cyan")
-            if snapshot.workers:
-                n = len(snapshot.workers)
-                up = sum(1 for w in snapshot.workers if w.alive)
-                line1.append("  processes ", "bright_black")
-                line1.append(
-                    f"{n}" if up == n else f"{up} of {n} up", "bold" if up == n else "bold yellow"
+    def build(
+        snapshot: Snapshot | None, state: HeaderState, width: int = 200
+    ) -> tuple[Text, Text, Text | None]:
+        """The two lines fitted to ``width``, and the problem line while the link is down."""
+        return (
+            _fit(_first_line(snapshot, state), width),
+            _figures_line(snapshot, width),
+            _problem_line(state),
+        )
+
+
+Piece = tuple[int, Text]
+"""``(priority, text)``: 0 always stays; higher numbers are dropped first."""
+
+
+def _piece(priority: int, *parts: tuple[str, str]) -> Piece:
+    return (priority, Text.assemble(*parts))
+
+
+def _first_line(snapshot: Snapshot | None, state: HeaderState) -> list[Piece]:
+    title, *more = state.title.split(" · ")
+    pieces: list[Piece] = [_piece(0, (f" {title} ", "bold reverse"))]
+    pieces += [_piece(7 + i, (f"  {m}", "bright_black")) for i, m in enumerate(more)]
+    if state.remote:
+        pieces.append(_piece(0, ("  ", ""), (f" ⚠ REMOTE {state.target} ", "bold white on red")))
+    else:
+        pieces.append(_piece(5, ("  ", ""), (state.target, "bold")))
+    if snapshot is not None:
+        pieces.append(
+            _piece(3, ("  algorithm ", "bright_black"), (snapshot.algorithm, "bold cyan"))
+        )
+        if snapshot.workers:
+            n = len(snapshot.workers)
+            up = sum(1 for w in snapshot.workers if w.alive)
+            text = f"{n}" if up == n else f"{up} of {n} up"
+            pieces.append(
+                _piece(
+                    4 if up == n else 0,
+                    ("  processes ", "bright_black"),
+                    (text, "bold" if up == n else "bold yellow"),
                 )
-            line1.append("  limits ", "bright_black")
-            line1.append(limits_text(snapshot.limits.config))
-        line1.append("  ")
-        link = state.link
-        if link.ok and snapshot is not None:
-            line1.append("● live", "green")
-        elif link.ok:
-            line1.append("◌ connecting…", "yellow")
-        else:
-            retry = (
-                "retrying now" if not link.retry_in_s else f"retrying in {link.retry_in_s:.0f} s"
             )
-            problem = link.problem
-            if len(problem) > PROBLEM_CHARS:  # keep the retry and the state's age on the line
-                tail = PROBLEM_CHARS // 3  # where the advice is ("— check --token")
-                problem = problem[: PROBLEM_CHARS - tail - 1] + "…" + problem[-tail:]
-            line1.append(f" ✖ connection lost: {problem} — {retry} ", "bold white on red")
-            if state.stale_s is not None:
-                line1.append(f"  showing state from {human_duration(state.stale_s)} ago", "yellow")
-        if snapshot is not None and snapshot.panic:
-            line1.append("  ")
-            line1.append(" PANIC: balancing over all backends ", "bold white on dark_red")
-        if state.paused:
-            line1.append("  ")
-            line1.append(" PAUSED (p) ", "bold black on yellow")
-        if state.read_only:
-            line1.append("  ")
-            line1.append(" READ-ONLY ", "bold black on cyan")
-        line2 = Text(" ")
-        if snapshot is None:
-            line2.append("waiting for the first snapshot…", "bright_black")
-        else:
-            for fig in totals_figures(snapshot):
-                line2.append(f"{fig.label} ", "bright_black")
-                line2.append(fig.value, fig.style)
-                line2.append("   ")
-        line1.no_wrap = True
-        line2.no_wrap = True
-        return Text("\n").join([line1, line2])
+        pieces.append(
+            _piece(6, ("  limits ", "bright_black"), (limits_text(snapshot.limits.config), ""))
+        )
+        if snapshot.panic:
+            pieces.append(
+                _piece(0, ("  ", ""), (" PANIC: balancing over all ", "bold white on dark_red"))
+            )
+    if state.paused:
+        pieces.append(_piece(0, ("  ", ""), (" PAUSED (p) ", "bold black on yellow")))
+    if state.read_only:
+        pieces.append(_piece(0, ("  ", ""), (" READ-ONLY ", "bold black on cyan")))
+    link = state.link
+    if link.ok and snapshot is not None:
+        pieces.append(_piece(0, ("  ", ""), ("● live", "green")))
+    elif link.ok:
+        pieces.append(_piece(0, ("  ", ""), ("◌ connecting…", "yellow")))
+    else:
+        retry = "retrying now" if not link.retry_in_s else f"retrying in {link.retry_in_s:.0f} s"
+        pieces.append(_piece(0, ("  ", ""), (f" ✖ disconnected — {retry} ", "bold white on red")))
+        if state.stale_s is not None:
+            age = human_duration(state.stale_s)
+            pieces.append(_piece(1, (f"  state from {age} ago", "yellow")))
+    return pieces
+
+
+def _fit(pieces: list[Piece], width: int) -> Text:
+    """The pieces that fit ``width``, dropping the highest priority number first; what still
+    does not fit ends in an ellipsis rather than wrapping."""
+    kept = list(pieces)
+    while sum(t.cell_len for _, t in kept) > width and any(p for p, _ in kept):
+        drop = max(range(len(kept)), key=lambda i: (kept[i][0], i))
+        del kept[drop]
+    line = Text(no_wrap=True, overflow="ellipsis", end="")
+    for _, text in kept:
+        line.append_text(text)
+    return line
+
+
+def _figures_line(snapshot: Snapshot | None, width: int) -> Text:
+    line = Text(" ", no_wrap=True, overflow="ellipsis", end="")
+    if snapshot is None:
+        line.append("waiting for the first snapshot…", "bright_black")
+        return line
+    chosen = fit_figures(totals_figures(snapshot), width)
+    gap = "   " if sum(len(lbl) + len(f.value) + 4 for lbl, f in chosen) + 1 <= width else "  "
+    for i, (label, fig) in enumerate(chosen):
+        if i:
+            line.append(gap)
+        line.append(f"{label} ", "bright_black")
+        line.append(fig.value, fig.style)
+    return line
+
+
+def _problem_line(state: HeaderState) -> Text | None:
+    """Why the link is down, whole: wrapped at word boundaries, never cut."""
+    if state.link.ok:
+        return None
+    return Text.assemble((" ✖ ", "bold red"), (state.link.problem, "red"))
