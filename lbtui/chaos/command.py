@@ -60,6 +60,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "durations, check windows) by F, e.g. 0.5 for a quick run",
     )
     run.add_argument("--quiet", "-q", action="store_true", help="no progress lines on stderr")
+    run.add_argument(
+        "--progress-json",
+        action="store_true",
+        help="progress on stderr as JSON lines (plan, actions, live checks, verdict) for a "
+        "program watching the run, as the console's c does",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -88,15 +94,21 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(sf: ScenarioFile, options: RunOptions, args: argparse.Namespace) -> int:
+    from lbtui.chaos.progress import Log, Progress, to_line
     from lbtui.chaos.runner import EXIT_SETUP, SetupError
     from lbtui.runtime import run_async
 
+    def tell(p: Progress) -> None:
+        print(to_line(p), file=sys.stderr, flush=True)
+
     def log(message: str) -> None:
-        if not args.quiet:
+        if args.progress_json:
+            tell(Log(message))
+        elif not args.quiet:
             print(message, file=sys.stderr, flush=True)
 
     try:
-        result = run_async(_main(sf, options, log))
+        result = run_async(_main(sf, options, log, tell if args.progress_json else None))
     except SetupError as exc:
         print(f"lbtui: chaos: {exc}", file=sys.stderr)
         return EXIT_SETUP
@@ -113,7 +125,9 @@ def _run(sf: ScenarioFile, options: RunOptions, args: argparse.Namespace) -> int
     return result.exit_code
 
 
-async def _main(sf: ScenarioFile, options: RunOptions, log: object) -> RunResult:
+async def _main(
+    sf: ScenarioFile, options: RunOptions, log: object, progress: object = None
+) -> RunResult:
     import asyncio
     import contextlib
     import signal
@@ -140,7 +154,7 @@ async def _main(sf: ScenarioFile, options: RunOptions, log: object) -> RunResult
             loop.add_signal_handler(sig, on_signal)
             installed.append(sig)
     try:
-        return await Experiment(sf, options, log).run(stop)
+        return await Experiment(sf, options, log, progress).run(stop)  # type: ignore[arg-type]
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)

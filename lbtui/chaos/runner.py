@@ -38,6 +38,7 @@ import httpx
 
 from lbtui import config as config_mod
 from lbtui.chaos.checks import CheckResult, Phases, evaluate_all
+from lbtui.chaos.progress import ActionFired, CheckLine, Finished, Progress, Started, Tick
 from lbtui.chaos.recording import (
     CLIENT_CLASSES,
     ActionRecord,
@@ -170,8 +171,12 @@ class Experiment:
         sf: ScenarioFile,
         options: RunOptions,
         log: Callable[[str], None] = lambda _m: None,
+        progress: Callable[[Progress], None] | None = None,
     ) -> None:
+        """``progress``: told what the run will do, each action as it fires, the checks'
+        status about once a second, and the verdict (``lbtui.chaos.progress``)."""
         self.sf = sf
+        self.progress = progress
         self.options = options
         self.sc = sf.scenario.scaled(options.scale)
         self.log = log
@@ -249,14 +254,37 @@ class Experiment:
         result.checks = evaluate_all(self.rec, self.sc)
         if result.verdict == "passed" and not all(c.passed for c in result.checks):
             result.verdict = "failed"
+        lines = [
+            CheckLine(c.name, "passed" if c.passed else "failed", c.figure) for c in result.checks
+        ]
+        self._tell(Finished(result.verdict, result.reason, lines))
         return result
+
+    def _tell(self, p: Progress) -> None:
+        """Progress to the watcher, if any; a watcher that fails does not stop the run."""
+        if self.progress is not None:
+            with contextlib.suppress(Exception):
+                self.progress(p)
+
+    def _live_checks(self) -> list[CheckLine]:
+        """Each check judged on what is recorded so far (``lbtui.chaos.progress``)."""
+        now = self.rec.end
+        out = []
+        for c in evaluate_all(self.rec, self.sc):
+            if c.window is not None and now < c.window[0]:
+                out.append(CheckLine(c.name, "waiting", ""))
+            else:
+                out.append(CheckLine(c.name, "holding" if c.passed else "failing", c.figure))
+        return out
 
     # --- setup and teardown ----------------------------------------------------------------------
 
     async def _setup(self) -> Snapshot:
         sc = self.sc
         if self.options.attach:
-            control = HttpControl(self.options.attach, self.options.token)
+            control = HttpControl(
+                self.options.attach, self.options.token, origin=f"chaos {self.sf.name}"
+            )
             self.control = control
             self.admin_url = control.base_url
             try:
@@ -364,6 +392,18 @@ class Experiment:
             f"chaos: load {load.rate:g}/s for {load.duration:g} s"
             + (f" (scale {self.options.scale:g})" if self.options.scale != 1 else "")
         )
+        if self.progress is not None:
+            steps = sorted(sc.timeline, key=lambda st: st.at)
+            with contextlib.suppress(Exception):
+                checks = [c.name for c in self._live_checks()]
+                self._tell(
+                    Started(
+                        self.sf.name,
+                        load.duration,
+                        [f"+{st.at:g}s {describe_step(st)}" for st in steps],
+                        checks,
+                    )
+                )
         period = 1.0 / self.options.sample_hz
         hard_end = self.t0 + load.duration + load.timeout + 10.0
         verdict: Verdict = "passed"
@@ -394,6 +434,9 @@ class Experiment:
                 if lost is not None:
                     verdict, reason = "error", lost
                     break
+                if self.progress is not None and n % max(1, round(self.options.sample_hz)) == 0:
+                    with contextlib.suppress(Exception):
+                        self._tell(Tick(_now() - self.t0, load.duration, self._live_checks()))
                 tripped = self._guard()
                 if tripped is not None:
                     verdict, reason = "aborted", tripped
@@ -588,12 +631,14 @@ class Experiment:
         except (ControlError, FleetError, ValueError, TimeoutError) as exc:
             why = str(exc) or type(exc).__name__
             self._record(i, step, description, start, False, why)
+            self._tell(ActionFired(i + 1, start - self.t0, description, False, why))
             self.log(f"  {start - self.t0:+7.2f}s  #{i + 1} {description}: FAILED: {why}")
             raise SetupError(f"timeline #{i + 1} ({description}) failed: {why}") from None
         late = start - self.t0 - step.at
         if late > LATE_S:
             detail = ", ".join(filter(None, [detail, f"{late:.2f} s late"]))
         self._record(i, step, description, start, True, detail)
+        self._tell(ActionFired(i + 1, start - self.t0, description, True, detail))
         took = _now() - start
         self.log(
             f"  {start - self.t0:+7.2f}s  #{i + 1} {description}: ok"

@@ -96,6 +96,7 @@ from lbtui.control.model import (
     event_to_json_bytes,
     events_to_json_bytes,
 )
+from lbtui.core.events import ORIGIN
 from lbtui.errors import ConfigError
 from lbtui.fleet.spec import is_loopback_host
 from lbtui.units import parse_hostport
@@ -319,6 +320,8 @@ class AdminServer:
         refusal = self._refusal(request)
         if refusal is not None:
             return _error(refusal)
+        origin = request.headers.get("X-Lbtui-Origin", "").strip()[:80] or None
+        token = ORIGIN.set(origin) if origin else None
         try:
             return await handler(request)
         except ControlError as exc:
@@ -331,6 +334,9 @@ class AdminServer:
             return resp
         except web.HTTPRequestEntityTooLarge:
             return _error(TooLarge(f"body: larger than {MAX_BODY_BYTES} bytes", field="body"))
+        finally:
+            if token is not None:
+                ORIGIN.reset(token)
 
     # --- seeing ------------------------------------------------------------------------------
 

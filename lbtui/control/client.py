@@ -68,7 +68,10 @@ class HttpControl:
         timeout_s: float = 3.0,
         stream_read_timeout_s: float = 40.0,
         reconnect_for_s: float = 10.0,
+        origin: str | None = None,
     ) -> None:
+        """``origin``: who acts through this client (``chaos NAME``); the balancer puts it on
+        the events its actions cause (``X-Lbtui-Origin``)."""
         self.base_url = base_url.rstrip("/")
         self.read_only = read_only
         self.timeout_s = timeout_s
@@ -80,6 +83,8 @@ class HttpControl:
         headers = {"Accept": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
+        if origin:
+            headers["X-Lbtui-Origin"] = origin
         self._client = httpx.AsyncClient(
             base_url=self.base_url,
             headers=headers,

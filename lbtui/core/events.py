@@ -11,8 +11,14 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from enum import StrEnum
+
+ORIGIN: ContextVar[str | None] = ContextVar("lbtui_event_origin", default=None)
+"""Who is acting now, when it is not the operator at a console: the admin API sets it from the
+``X-Lbtui-Origin`` header for the request it serves (a chaos run sends ``chaos NAME``), and
+every event emitted meanwhile carries it as ``data["origin"]``."""
 
 
 class EventKind(StrEnum):
@@ -66,6 +72,9 @@ class EventRing:
         at: float | None = None,
         **data: str | float | int | bool | None,
     ) -> Event:
+        origin = ORIGIN.get()
+        if origin is not None and "origin" not in data:
+            data["origin"] = origin
         now = self._clock()
         wall = self._wall()
         if at is not None:

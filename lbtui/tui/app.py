@@ -39,6 +39,7 @@ from lbtui.control.model import (
     BreakerMode,
     ClearFault,
     Event,
+    EventKind,
     FaultKind,
     FaultSpec,
     Figure,
@@ -347,6 +348,20 @@ class LbtuiApp(App[None]):
         new_events(self.events, message.events)
         if not self.paused:
             self.log_view.add(message.events)
+
+    def on_chaos_screen_run_started(self, message: ChaosScreen.RunStarted) -> None:
+        self._note(
+            f"chaos {message.name} started: {message.total_s:g} s of load, "
+            f"{message.actions} timeline action{'s' if message.actions != 1 else ''}"
+        )
+
+    def on_chaos_screen_run_ended(self, message: ChaosScreen.RunEnded) -> None:
+        self._note(f"chaos {message.name} ended: {message.verdict} — {message.meaning}")
+
+    def _note(self, text: str) -> None:
+        """An event of the console's own on its timeline (the balancer's events say what the
+        run did, each with ``[chaos NAME]``; these say when it began and ended)."""
+        self.log_view.note(EventKind.ACTION, text, time.monotonic(), time.time())
 
     def on_link_changed(self, message: LinkChanged) -> None:
         self.link = message.link

@@ -811,6 +811,8 @@ KIND_LABEL = {"retry_budget": "budget"}
 def event_segments(e: Event) -> Cell:
     """``12:03:07 breaker  b2     closed → open: failure rate …``"""
     kind = str(e.kind)
+    origin = e.data.get("origin")
+    by: Cell = ((f"  [{origin}]", "magenta"),) if origin else ()
     return (
         (clock_text(e.wall), "bright_black"),
         (" ", ""),
@@ -819,9 +821,11 @@ def event_segments(e: Event) -> Cell:
         (f"{e.backend or '·':<6}", "bold"),
         (" ", ""),
         (e.message, ""),
+        *by,
     )
 
 
 def event_text(e: Event) -> str:
     """What an event filter matches against."""
-    return f"{e.kind} {e.backend or ''} {e.message}".lower()
+    origin = e.data.get("origin") or ""
+    return f"{e.kind} {e.backend or ''} {e.message} {origin}".lower()

@@ -53,10 +53,37 @@ async def test_c_runs_a_scenario_and_shows_the_verdict(backends, balancer, tmp_p
             )
             screen = app.screen
             assert isinstance(screen, ChaosScreen)
+
+            def shown(widget: str) -> str:
+                return str(screen.query_one(widget).render())
+
+            # live: elapsed of total, the action ticked off as it fires, the checks so far
+            await wait_for(pilot, lambda: "s of 3 s" in shown("#chaos-status"), "elapsed", 30)
+            assert "Esc interrupts" in shown("#chaos-hint")
+            await wait_for(
+                pilot,
+                lambda: "✓ drain b1" in shown("#chaos-plan") and screen.returncode is None,
+                "the action as it fired, before the end",
+                30,
+            )
+            await wait_for(pilot, lambda: "holding" in shown("#chaos-plan"), "a live check", 30)
+            assert "clients see no errors" in shown("#chaos-plan")
             await wait_for(pilot, lambda: screen.returncode is not None, "the verdict", 60)
             assert screen.returncode == 0, screen.query_one("#chaos-log").lines
-            status = str(screen.query_one("#chaos-status").render())
+            status = shown("#chaos-status")
             assert "PASSED" in status
+            assert "passed" in shown("#chaos-plan")
+            assert "interrupts" not in shown("#chaos-hint")  # it has finished
+            # its start and end are on the timeline; what it did carries its name
+            notes = [e.message for e in app.log_view.shown if e.id < 0]
+            await wait_for(
+                pilot, lambda: len([e for e in app.log_view.shown if e.id < 0]) == 2, "notes"
+            )
+            notes = [e.message for e in app.log_view.shown if e.id < 0]
+            assert notes[-1].startswith("chaos tiny started: 3 s of load, 1 timeline action")
+            assert notes[0] == "chaos tiny ended: PASSED — every check held"
+            caused = [e for e in app.events if e.data.get("origin") == "chaos tiny"]
+            assert any(e.backend == "b1" for e in caused), app.events
             # the run rolled back its drain
             assert lb.proxy.backends["b1"].admin.value == "active"
             await pilot.press("escape")

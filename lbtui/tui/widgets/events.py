@@ -15,7 +15,7 @@ from textual.geometry import Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from lbtui.control.model import Event
+from lbtui.control.model import Event, EventKind
 from lbtui.tui.view import event_segments, event_text, matches
 
 KEEP = 2000
@@ -33,6 +33,9 @@ class EventLog(ScrollView, can_focus=True):
         self._strips: dict[int, Strip] = {}
         self._width = 0
         self.filter = ""
+        self._last_id = 0
+        """The newest balancer event added (the console's own notes have negative ids)."""
+        self._notes = 0
 
     @property
     def shown(self) -> list[Event]:
@@ -40,21 +43,33 @@ class EventLog(ScrollView, can_focus=True):
         return self._shown[::-1]
 
     def add(self, events: Iterable[Event]) -> None:
-        last = self._events[-1].id if self._events else 0
+        last = self._last_id
         fresh = [e for e in events if e.id > last]
         if not fresh:
             return
+        self._last_id = fresh[-1].id
+        self._append(fresh)
+
+    def note(self, kind: EventKind, message: str, at: float, wall: float) -> Event:
+        """An event of the console's own (a chaos run it started or ended), placed on the
+        log's timeline now; it has a negative id, so it never shadows the balancer's."""
+        self._notes += 1
+        event = Event(-self._notes, at, wall, kind, None, message)
+        self._append([event])
+        return event
+
+    def _append(self, fresh: list[Event]) -> None:
         self._events.extend(fresh)
         self._shown.extend(e for e in fresh if self._matches(e))
         if len(self._events) > KEEP:
-            drop = len(self._events) - KEEP
-            first_kept = self._events[drop].id
-            del self._events[:drop]
-            self._shown = [e for e in self._shown if e.id >= first_kept]
-            self._strips = {k: v for k, v in self._strips.items() if k >= first_kept}
+            del self._events[: len(self._events) - KEEP]
+            kept = {e.id for e in self._events}
+            self._shown = [e for e in self._shown if e.id in kept]
+            self._strips = {k: v for k, v in self._strips.items() if k in kept}
         self._resize()
 
     def clear(self) -> None:
+        self._last_id = 0
         self._events.clear()
         self._shown.clear()
         self._strips.clear()
