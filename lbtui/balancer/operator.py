@@ -113,6 +113,9 @@ class Operator:
         state = self.state
         backend = state.backend(name)
         old = backend.configured_weight
+        if old == float(weight):  # a no-op is not a transition (no "1 → 1" on the timeline)
+            self._unchanged(name, "weight", f"weight already {old:g}")
+            return
         backend.configured_weight = float(weight)
         for pool in state.pools:
             if backend in pool.backends:
@@ -131,6 +134,9 @@ class Operator:
         """Drain (no new requests; in-flight ones finish), disable, or enable a backend."""
         backend = self.state.backend(name)
         old = backend.admin
+        if old is admin:  # draining a draining backend keeps its since-time and its countdown
+            self._unchanged(name, admin.value, f"admin state already {admin.value}")
+            return
         backend.admin = admin
         backend.admin_since = self.clock()
         self.state.refresh_pools(backend.admin_since)
@@ -222,8 +228,16 @@ class Operator:
             pool.set_algorithm(algorithm)
         state.key_from_ip = algorithm == "ip_hash" or state.hash_kind == "client_ip"
 
+    def _unchanged(self, name: str | None, action: str, what: str) -> None:
+        """An operator action that found things as it wanted them: on the timeline as an
+        action, but not as a transition."""
+        self.events.emit(EventKind.ACTION, f"{what}: no change", backend=name, action=action)
+
     def change_algorithm(self, algorithm: str) -> None:
         old = self.state.default_pool.algorithm
+        if old == algorithm:
+            self._unchanged(None, "algorithm", f"algorithm already {algorithm}")
+            return
         self.set_algorithm(algorithm)
         self.events.emit(
             EventKind.CONFIG,

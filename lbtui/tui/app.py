@@ -270,6 +270,8 @@ class LbtuiApp(App[None]):
         self.paused = False
         self.view = "main"
         self.snapshots_seen = 0
+        self.refused: str | None = None
+        """Why the balancer refused this console (a wrong token); it has stopped."""
 
     # --- layout
 
@@ -364,6 +366,10 @@ class LbtuiApp(App[None]):
         self.log_view.note(EventKind.ACTION, text, time.monotonic(), time.time())
 
     def on_link_changed(self, message: LinkChanged) -> None:
+        if message.link.refused:
+            self.refused = message.link.problem
+            self.exit(return_code=2)
+            return
         self.link = message.link
         self.body.set_class(not self.link.ok and self.snapshot is not None, "-stale")
         self._header()

@@ -8,11 +8,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from lbtui.errors import UsageError
+from lbtui.errors import LbtuiError, UsageError
 from lbtui.units import parse_duration
 
 DEFAULT_REFRESH = "250ms"
 MIN_REFRESH_S = 0.05
+
+
+class TokenRefused(LbtuiError):
+    """The admin API answered 401: the token is wrong or missing. Not a connection problem,
+    so no retry: the command stops and exits 2."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -105,11 +110,34 @@ def run(args: argparse.Namespace) -> int:
         chaos=chaos,
     )
 
-    async def main() -> None:
+    async def main() -> str | None:
         try:
+            refused = await _refused(control)
+            if refused is not None:
+                return refused
             await app.run_async()
+            return app.refused
         finally:
             await control.aclose()
 
-    asyncio.run(main())
+    refused = asyncio.run(main())
+    if refused is not None:
+        raise TokenRefused(f"attach {args.url}: {refused}")
     return 0
+
+
+async def _refused(control: object) -> str | None:
+    """Why the admin API refuses this token, asked once before the screen is taken over; any
+    other failure (not reachable yet…) is the console's to show and retry."""
+    from lbtui.control.client import HttpControl
+    from lbtui.control.errors import Unauthorized
+    from lbtui.tui.feed import describe_error
+
+    assert isinstance(control, HttpControl)
+    try:
+        await asyncio.wait_for(control.snapshot(), 5.0)
+    except Unauthorized as exc:
+        return describe_error(exc)
+    except Exception:
+        return None
+    return None

@@ -51,7 +51,7 @@ class Backoff:
 def describe_error(exc: BaseException) -> str:
     """One short line for the header: what went wrong talking to the balancer."""
     if isinstance(exc, Unauthorized):
-        return f"unauthorized ({exc.message}) — check --token"
+        return f"the admin API refused the token (401: {exc.message}); check --token"
     if isinstance(exc, ControlError):
         return exc.message
     if isinstance(exc, TimeoutError):
@@ -72,6 +72,9 @@ class Link:
     retry_in_s: float | None = None
     failures: int = 0
     """Consecutive failed polls."""
+    refused: bool = False
+    """The balancer refused the token (401): not a connection problem, and no retry will
+    change it; the console stops (``lbtui attach`` exits 2)."""
 
 
 @dataclass
@@ -122,6 +125,9 @@ async def poll_snapshots(
         try:
             async with asyncio.timeout(timeout):
                 snap = await control.snapshot()
+        except Unauthorized as exc:
+            post(LinkChanged(Link(False, describe_error(exc), None, failures + 1, refused=True)))
+            return
         except (ControlError, OSError, TimeoutError, ConnectionError) as exc:
             problem = describe_error(exc)
         except Exception as exc:  # httpx and friends: whatever the transport raises

@@ -4,7 +4,10 @@ with backoff, and recovers by itself — it never crashes."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import socket
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -69,14 +72,21 @@ async def test_nothing_listening_then_the_server_appears(admin, http):
     control = http(f"http://127.0.0.1:{port}")
     app = LbtuiApp(control, refresh_s=0.1)
     async with app.run_test(size=SIZE) as pilot:
-        text = await wait_text(pilot, "connection lost")
+        text = await wait_text(pilot, "disconnected")
         assert f"http://127.0.0.1:{port}" in text
         assert "retrying in" in text
         assert app.is_running
+        # the whole reason, wrapped at word boundaries under the header, never cut
+        problem = app.link.problem
+        assert len(problem) > 30
+        assert str(app.query_one("#totals-3").render()).strip() == f"✖ {problem}"
+        words = " ".join(screen_text(app).split())
+        assert " ".join(problem.split()) in words
         server = await admin(port)
         await wait_for(pilot, lambda: app.link.ok and app.snapshot is not None, "recovered", 15)
         await wait_for(pilot, lambda: "b1" in screen_text(app), "backends shown")
-        assert "connection lost" not in screen_text(app)
+        assert "disconnected" not in screen_text(app)
+        assert not app.query_one("#totals-3").display
         # actions and the event stream work over the recovered link
         await pilot.press("d")
         lb_backend = server.control.proxy.backends["b1"]
@@ -95,21 +105,45 @@ async def test_server_goes_away_state_stays_greyed(admin, http):
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: app.snapshot is not None, "connected")
         await server.stop()
-        await wait_text(pilot, "connection lost")
+        await wait_text(pilot, "disconnected")
         # The age of the state shown follows within a refresh.
-        text = await wait_text(pilot, "showing state from")
+        text = await wait_text(pilot, "state from")
         assert "b1" in text  # the last known state is still there
         assert app.query_one("#body").has_class("-stale")
         assert app.query_one(BackendTable).row_count == 2
 
 
-async def test_wrong_token_says_so(admin, http):
+async def test_a_refused_token_stops_the_console_with_exit_2(admin, http):
+    """A 401 is not a connection problem: no retry will fix it (issue 13, item 5)."""
     server = await admin()
     app = LbtuiApp(http(server.url, token="wrong"), refresh_s=0.1)
     async with app.run_test(size=SIZE) as pilot:
-        text = await wait_text(pilot, "unauthorized")
-        assert "check --token" in text
-        assert app.is_running
+        await wait_for(pilot, lambda: app.refused is not None, "refused", 10)
+    assert app.return_code == 2
+    assert app.refused is not None
+    assert "refused the token (401" in app.refused
+    assert "check --token" in app.refused
+
+
+async def test_lbtui_attach_with_a_wrong_token_exits_2_and_says_why(admin):
+    server = await admin()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "lbtui", "attach", server.url, "--token", "wrong",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "LBTUI_ADMIN_TOKEN": ""},
+    )  # fmt: skip
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 2, (out, err)
+    message = err.decode()
+    assert f"lbtui: attach {server.url}: the admin API refused the token (401" in message
+    assert "check --token" in message
+    assert "Traceback" not in message
 
 
 async def test_read_only_attach_refuses_at_both_ends(admin, http):

@@ -149,7 +149,9 @@ def test_new_events_dedup_and_bound():
 
 
 def test_describe_error():
-    assert describe_error(Unauthorized("bad token")) == "unauthorized (bad token) — check --token"
+    assert describe_error(Unauthorized("bad token")) == (
+        "the admin API refused the token (401: bad token); check --token"
+    )
     assert describe_error(Unavailable("http://x: unreachable")) == "http://x: unreachable"
     assert describe_error(TimeoutError()) == "no answer (timeout)"
     assert describe_error(ConnectionRefusedError()) == "connection refused"

@@ -54,3 +54,15 @@ def test_slow_dialog_says_what_is_wrong(snap_compare):
         await pilot.pause()
 
     assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_before)
+
+
+def test_main_screen_at_80x24(snap_compare):
+    """The smallest terminal: the header keeps req/s, success, 429/s, L, M and the link; the
+    table keeps name, state, breaker, req/s, p99 and err% for every backend; nothing wraps
+    over anything; the footer has only whole keys."""
+    assert snap_compare(make_app(), terminal_size=(80, 24), run_before=loaded)
+
+
+def test_main_screen_at_120x40(snap_compare):
+    """A common terminal: the fault, weight and in-flight columns come back."""
+    assert snap_compare(make_app(), terminal_size=(120, 40), run_before=loaded)
