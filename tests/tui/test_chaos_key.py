@@ -90,3 +90,27 @@ async def test_c_runs_a_scenario_and_shows_the_verdict(backends, balancer, tmp_p
     finally:
         await control.aclose()
         await admin.stop()
+
+
+def test_progress_lines_round_trip_and_other_lines_stay_text():
+    from lbtui.chaos.progress import (
+        ActionFired,
+        CheckLine,
+        Finished,
+        Log,
+        Started,
+        Tick,
+        from_line,
+        to_line,
+    )
+
+    for p in (
+        Started("tiny", 3.0, ["+1s drain b1"], ["clients see no errors"]),
+        ActionFired(1, 1.02, "drain b1", True, ""),
+        Tick(2.0, 3.0, [CheckLine("clients see no errors", "holding", "0 % (0 of 80)")]),
+        Finished("passed", "", [CheckLine("clients see no errors", "passed", "0 %")]),
+        Log("chaos: rolling back"),
+    ):
+        assert from_line(to_line(p)) == p
+    assert from_line("Traceback (most recent call last):") is None
+    assert from_line('{"type": "tick"}') is None  # incomplete: shown as text, not a crash
