@@ -4,18 +4,19 @@ action, never as a transition such as ``draining → draining``."""
 from __future__ import annotations
 
 from lbtui.control.local import LocalControl
+from lbtui.control.model import SetAdmin, SetAlgorithm, SetWeight
 
 
 async def test_a_no_op_action_is_not_logged_as_a_transition(backends, balancer):
     lb = await balancer(await backends(2))
     control = LocalControl(lb.proxy)
-    await control.drain("b1")
+    await control.act(SetAdmin(backend="b1", state="draining"))
     since = lb.proxy.backends["b1"].admin_since
-    await control.drain("b1")  # again: nothing changes
-    await control.enable("b2")  # enabled already
-    await control.set_weight("b2", 1)  # the same weight
+    await control.act(SetAdmin(backend="b1", state="draining"))  # again: nothing changes
+    await control.act(SetAdmin(backend="b2", state="active"))  # enabled already
+    await control.act(SetWeight(backend="b2", weight=1))  # the same weight
     algorithm = (await control.snapshot()).algorithm
-    await control.set_algorithm(algorithm)
+    await control.act(SetAlgorithm(algorithm=algorithm))  # type: ignore[arg-type]
     events = [e for e in await control.events() if e.kind == "action" or e.kind == "config"]
     messages = [e.message for e in events]
     assert any("active → draining" in m for m in messages)  # the real change
