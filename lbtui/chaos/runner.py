@@ -266,6 +266,24 @@ class Experiment:
             with contextlib.suppress(Exception):
                 self.progress(p)
 
+    def _announce(self) -> None:
+        """Tell the watcher what the run will do: its length, its actions, its checks."""
+        if self.progress is None:
+            return
+        sc = self.sc
+        steps = sorted(sc.timeline, key=lambda st: st.at)
+        with contextlib.suppress(Exception):
+            checks = [c.name for c in self._live_checks()]
+            actions = [f"+{st.at:g}s {describe_step(st)}" for st in steps]
+            self._tell(Started(self.sf.name, sc.load.duration, actions, checks))
+
+    def _tick(self) -> None:
+        """About once a second: elapsed of total and the checks so far, to the watcher."""
+        if self.progress is None:
+            return
+        with contextlib.suppress(Exception):
+            self._tell(Tick(_now() - self.t0, self.sc.load.duration, self._live_checks()))
+
     def _live_checks(self) -> list[CheckLine]:
         """Each check judged on what is recorded so far (``lbtui.chaos.progress``)."""
         now = self.rec.end
@@ -392,18 +410,7 @@ class Experiment:
             f"chaos: load {load.rate:g}/s for {load.duration:g} s"
             + (f" (scale {self.options.scale:g})" if self.options.scale != 1 else "")
         )
-        if self.progress is not None:
-            steps = sorted(sc.timeline, key=lambda st: st.at)
-            with contextlib.suppress(Exception):
-                checks = [c.name for c in self._live_checks()]
-                self._tell(
-                    Started(
-                        self.sf.name,
-                        load.duration,
-                        [f"+{st.at:g}s {describe_step(st)}" for st in steps],
-                        checks,
-                    )
-                )
+        self._announce()
         period = 1.0 / self.options.sample_hz
         hard_end = self.t0 + load.duration + load.timeout + 10.0
         verdict: Verdict = "passed"
@@ -434,9 +441,8 @@ class Experiment:
                 if lost is not None:
                     verdict, reason = "error", lost
                     break
-                if self.progress is not None and n % max(1, round(self.options.sample_hz)) == 0:
-                    with contextlib.suppress(Exception):
-                        self._tell(Tick(_now() - self.t0, load.duration, self._live_checks()))
+                if n % max(1, round(self.options.sample_hz)) == 0:
+                    self._tick()
                 tripped = self._guard()
                 if tripped is not None:
                     verdict, reason = "aborted", tripped
