@@ -158,6 +158,25 @@ class ProxyConfig(_Section):
     twice as fast) or ``aiohttp`` (aiohttp's ClientSession)."""
     response_flags_header: bool = False
     """Add ``X-Lbtui-Flags`` to responses the balancer did not simply pass through."""
+    client_header_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    """Time a client has to send a whole request head once it began one (nginx's
+    ``client_header_timeout``, 60 s): past it the client gets 408 and the connection closes,
+    so that slowloris connections cannot hold the listener's file descriptors."""
+    client_body_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    """Time allowed between two reads of a request body (nginx's ``client_body_timeout``,
+    60 s; it does not run while lbtui itself stops reading because the backend is slower).
+    Past it the request ends: 408 if nothing was answered yet, the connections closed and the
+    in-flight slot freed."""
+    max_body_bytes: Annotated[int, Field(ge=0)] = 0
+    """Largest request body accepted (nginx's ``client_max_body_size``): a larger declared
+    length is answered 413 before anything reaches a backend; a chunked body that grows past
+    it is cut (413 if nothing was answered yet). 0 = no limit, the default: bodies are
+    streamed in constant memory, so size is the operator's policy, not a resource limit
+    (HAProxy and Envoy set none either; nginx's 1 MiB would refuse ordinary uploads)."""
+    max_upstream_header_bytes: Annotated[int, Field(ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
+    """Largest response head a backend may send (status line and headers, interim responses
+    included); a longer one closes that connection and the client gets 502 with the reason
+    (nginx's ``proxy_buffer_size`` plays this part there)."""
 
 
 class BreakerOverride(_Section):

@@ -7,6 +7,8 @@
         ├── UpstreamConnectError    no connection made (nothing was sent: always safe to retry)
         ├── UpstreamTimeout         connected, but no answer in time
         └── UpstreamBroken          the connection broke (reset, closed) during the exchange
+    ClientBodyError         (also a ConnectionError) a client's request body broke off: malformed,
+                            too slow, too big, or its connection closed; never the backend's fault
 
 Foreign errors (aiohttp, OS) are translated once, in the upstream client, with ``raise … from exc``.
 Errors carry data; the CLI and the TUI render them.
@@ -61,3 +63,17 @@ class UpstreamTimeout(UpstreamError):
 
 class UpstreamBroken(UpstreamError):
     reason = "upstream_reset"
+
+
+class ClientBodyError(LbtuiError, ConnectionError):
+    """A client's request body cannot be read to its end: malformed framing (400), too slow
+    (408), over ``max_body_bytes`` (413), or the client went away (``status`` 0).
+
+    A ``ConnectionError`` so that every path that already ends a request whose client is gone
+    ends this one too (its in-flight slot freed, nothing retried); the upstream client lets it
+    through untranslated, so the backend the body was going to is not blamed for it."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        self.status = status
+        self.detail = detail
+        super().__init__(detail)

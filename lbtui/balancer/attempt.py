@@ -31,7 +31,7 @@ from lbtui.balancer.state import State
 from lbtui.balancer.upstream import BackendResponse, Upstream
 from lbtui.core.faults import FaultKind
 from lbtui.core.record import FailureKind
-from lbtui.errors import UpstreamConnectError, UpstreamError, UpstreamTimeout
+from lbtui.errors import ClientBodyError, UpstreamConnectError, UpstreamError, UpstreamTimeout
 
 SMALL_RESPONSE_BYTES: Final = 256 * 1024
 """Responses up to this size (with a Content-Length) are read whole and sent in one write."""
@@ -154,6 +154,13 @@ class Attempts:
         except UpstreamError as exc:
             self.failed(job, backend, exc, t0)
             return None
+        except ClientBodyError:
+            # The client's body broke off mid-upload: the attempt ends unblamed (the backend's
+            # in-flight count and any half-open permit given back) and so does the request.
+            backend.record.in_flight -= 1
+            if backend.breaker is not None:
+                backend.breaker.release(self.clock())
+            raise
         return up
 
     def failed(self, job: Job, backend: Backend, exc: UpstreamError, t0: float) -> None:

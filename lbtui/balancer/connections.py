@@ -15,7 +15,14 @@ no coroutine at all can send with :meth:`LeanUpstream.send_nowait` and be called
 whole response (or the head of a big one, or an error) is in.
 
 Errors become ``UpstreamConnectError`` (nothing was sent), ``UpstreamTimeout`` and
-``UpstreamBroken`` here, once.
+``UpstreamBroken`` here, once. A client body that fails mid-upload (``ClientBodyError``) passes
+through untranslated: it is the client's doing, not the backend's.
+
+A backend is trusted with as little as nginx trusts it: a connection carries exactly the
+response it was asked for (bytes after it close the connection; they are never parsed as a
+second response), a response head over ``max_header_bytes`` or a status outside 100-599 is a
+broken exchange (the client gets a 502 that says so), and head bytes are counted per read, so a
+huge head costs one buffer, not a stalled loop.
 """
 
 from __future__ import annotations
@@ -30,7 +37,13 @@ from typing import Any, cast
 import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from lbtui.errors import UpstreamBroken, UpstreamConnectError, UpstreamError, UpstreamTimeout
+from lbtui.errors import (
+    ClientBodyError,
+    UpstreamBroken,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamTimeout,
+)
 
 HIGH_WATER = 256 * 1024
 """Response bytes buffered before the backend connection stops being read."""
@@ -67,7 +80,18 @@ _RESPONSE_ACTIONS: dict[bytes, int] = dict.fromkeys(HOP_BY_HOP_RAW, _DROP) | {
     b"server": _SERVER,
 }
 HAS_CTYPE, HAS_DATE, HAS_SERVER = 1, 2, 4
+MAX_HEADER_BYTES = 64 * 1024
+"""Default limit of a response head (``[proxy] max_upstream_header_bytes``)."""
 """Bits of ``LeanResponse.kept_flags``: which headers a listener adds when missing are there."""
+
+
+def authority(host: str, port: int) -> str:
+    """``host:port`` as a URL or a Host header writes it (an IPv6 address in brackets)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class _Untrusted(Exception):
+    """A backend sent what a response may not hold (raised from an llhttp callback)."""
 
 
 _ONE_TOKEN = {b"keep-alive": frozenset({b"keep-alive"}), b"close": frozenset({b"close"})}
@@ -126,6 +150,7 @@ class _Conn(asyncio.Protocol):
         "_deadline",
         "_done",
         "_error",
+        "_head_bytes",
         "_head_in",
         "_head_waiter",
         "_headers",
@@ -144,6 +169,7 @@ class _Conn(asyncio.Protocol):
         "_timeout_s",
         "_timer",
         "_timer_at",
+        "_untrusted",
         "_waiting",
         "_write_ok",
         "backend",
@@ -173,6 +199,8 @@ class _Conn(asyncio.Protocol):
         self._waiting = False
         self._timeout_s = 0.0
         self._headers: RawHeaders = []
+        self._head_bytes = 0
+        self._untrusted = ""
         self._kept: list[bytes] = []
         self._kept_flags = 0
         self._named: frozenset[bytes] | None = None
@@ -206,17 +234,48 @@ class _Conn(asyncio.Protocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def data_received(self, data: bytes) -> None:
+        if self._done:
+            # The response asked for is complete: whatever comes now is not one.
+            self.abort()
+            return
+        if not self._head_in:
+            # Bytes while a response head is due (an upper bound of the head's size: body
+            # bytes may follow in the same read; ``on_headers_complete`` makes sure).
+            self._head_bytes += len(data)
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
+        except Exception as exc:
+            self._parse_failed(exc)
+        if not self._head_in:
+            # Still in the head: refused after one buffer too many instead of being parsed
+            # (and concatenated by httptools) at length.
+            if self._head_bytes > self.pool.max_head and not self.closed:
+                self._fail(UpstreamBroken(self.backend, self._head_too_large()))
+        elif self._on_done is not None:
+            # Callback mode: the head is in, and with it the whole body when the response
+            # came in one piece (the usual small answer): hand it over now.
+            self._call_done(None)
+
+    def _head_too_large(self) -> str:
+        return f"response head over {self.pool.max_head} bytes"
+
+    def _head_size(self) -> int:
+        return 16 + sum(len(k) + len(v) + 4 for k, v in self._headers)
+
+    def _parse_failed(self, exc: Exception) -> None:
+        # sorted by isinstance: httptools' exceptions are untyped (see lbtui/build.py)
+        if self._done and self._error is None:
+            # Bytes after the complete response: never a second response. The one asked for
+            # stands; the connection is not used again.
+            self.abort()
+        elif isinstance(exc, httptools.HttpParserUpgrade):
             self._fail(UpstreamBroken(self.backend, "unexpected protocol upgrade"))
-        except httptools.HttpParserError as exc:
+        elif self._untrusted:
+            self._fail(UpstreamBroken(self.backend, self._untrusted))
+        elif isinstance(exc, httptools.HttpParserError):
             self._fail(UpstreamBroken(self.backend, f"invalid response: {str(exc)[:120]}"))
         else:
-            if self._on_done is not None and self._head_in:
-                # Callback mode: the head is in, and with it the whole body when the response
-                # came in one piece (the usual small answer): hand it over now.
-                self._call_done(None)
+            raise exc
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -249,6 +308,10 @@ class _Conn(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         # Sorted once, here: the lines a client gets (``kept``, rendered) and what the proxy
         # needs to know (length, chunked, Connection-named headers, Date/Server/Content-Type).
+        if self._done:
+            # A second response on one request (no ``on_message_begin`` callback: it would
+            # cost a call a response): refused before its lines touch the first one's.
+            raise _Untrusted("bytes after the response")
         self._headers.append((name, value))
         lname = name.lower()
         act = _RESPONSE_ACTIONS.get(lname)
@@ -272,7 +335,15 @@ class _Conn(asyncio.Protocol):
                 self._named = named if self._named is None else self._named | named
 
     def on_headers_complete(self) -> None:
+        if self._done:
+            raise _Untrusted("bytes after the response")
         status = self._status = self._parser.get_status_code()
+        if status < 100 or status > 599:
+            self._untrusted = f"invalid status {status}"
+            raise _Untrusted(self._untrusted)
+        if self._head_bytes > self.pool.max_head and self._head_size() > self.pool.max_head:
+            self._untrusted = self._head_too_large()
+            raise _Untrusted(self._untrusted)
         if 100 <= status < 200 and status != 101:
             # An interim response (100 Continue, 103 Early Hints): the final one follows.
             self._clear_head()
@@ -361,6 +432,7 @@ class _Conn(asyncio.Protocol):
 
     def _reset_exchange(self, skip_body: bool) -> None:
         self._clear_head()
+        self._head_bytes = 0
         self._status = 0
         self._head_in = False
         self._chunks.clear()
@@ -525,11 +597,13 @@ BackendConnection = _Conn
 class _HostPool:
     """Idle connections to one backend address, newest first."""
 
-    __slots__ = ("host", "idle", "open", "port")
+    __slots__ = ("host", "idle", "max_head", "open", "port")
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, max_head: int = MAX_HEADER_BYTES) -> None:
         self.host = host
         self.port = port
+        self.max_head = max_head
+        """Largest response head accepted on these connections."""
         self.idle: list[_Conn] = []
         self.open = 0
 
@@ -644,11 +718,13 @@ class LeanUpstream:
         read_timeout_s: float,
         keepalive_timeout_s: float = 30.0,
         max_idle_per_backend: int = 256,
+        max_header_bytes: int = MAX_HEADER_BYTES,
     ) -> None:
         self.connect_timeout_s = connect_timeout_s
         self.read_timeout_s = read_timeout_s
         self.keepalive_timeout_s = keepalive_timeout_s
         self.max_idle_per_backend = max_idle_per_backend
+        self.max_header_bytes = max_header_bytes
         self._pools: dict[tuple[str, int], _HostPool] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -682,7 +758,7 @@ class LeanUpstream:
         key = (host, port)
         pool = self._pools.get(key)
         if pool is None:
-            pool = self._pools[key] = _HostPool(host, port)
+            pool = self._pools[key] = _HostPool(host, port, self.max_header_bytes)
         return pool
 
     def idle_connection(self, host: str, port: int) -> _Conn | None:
@@ -737,7 +813,7 @@ class LeanUpstream:
         if type(headers) is HeadBlock:
             parts = [f"{method} {target} HTTP/1.1\r\n".encode("latin-1"), headers.block]
             if not headers.has_host:
-                parts.append(f"Host: {host}:{port}\r\n".encode("latin-1"))
+                parts.append(f"Host: {authority(host, port)}\r\n".encode("latin-1"))
             if body is not None and not headers.has_length:
                 if isinstance(body, bytes):
                     parts.append(b"Content-Length: %d\r\n" % len(body))
@@ -759,7 +835,7 @@ class LeanUpstream:
                 has_length = True
             lines.append(f"{k}: {v}\r\n")
         if not has_host:
-            lines.append(f"Host: {host}:{port}\r\n")
+            lines.append(f"Host: {authority(host, port)}\r\n")
         if isinstance(body, bytes):
             if not has_length:
                 lines.append(f"Content-Length: {len(body)}\r\n")
@@ -791,7 +867,7 @@ class LeanUpstream:
         conn = await self._checkout(name, host, port)
         try:
             await conn.exchange(head, body, chunked, skip_body, timeout)
-        except UpstreamError:
+        except (UpstreamError, ClientBodyError):
             conn.abort()
             raise
         except (OSError, RuntimeError) as exc:

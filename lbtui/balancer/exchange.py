@@ -148,6 +148,22 @@ class ClientRequest(Protocol):
         """Close the client connection at once (a response cut mid-body)."""
 
 
+def remove_dot_segments(path: str) -> str:
+    """RFC 3986 §5.2.4: ``/a/./b/../c`` is ``/a/c``; nothing climbs above the root. Routes
+    match on this; the backend still gets the raw target, byte for byte."""
+    out: list[str] = []
+    segments = path.split("/")
+    for seg in segments[1:]:
+        if seg == "..":
+            if out:
+                out.pop()
+        elif seg != ".":
+            out.append(seg)
+    if segments[-1] in (".", ".."):
+        out.append("")  # "/a/.." is the directory "/", not "/a"
+    return "/" + "/".join(out)
+
+
 # -- header rewriting over text (aiohttp) ---------------------------------------------------------
 
 
@@ -387,7 +403,8 @@ class AiohttpClient:
 
     @property
     def path(self) -> str:
-        return self.request.path
+        path = self.request.path
+        return remove_dot_segments(path) if "/." in path else path
 
     @property
     def headers(self) -> CIMultiDictProxy[str]:

@@ -15,8 +15,11 @@ from collections.abc import Callable
 
 import aiohttp
 
+from lbtui.balancer.connections import authority
 from lbtui.balancer.pool import Backend
 from lbtui.config import HealthConfig
+
+_BODY_CAP = 64 * 1024
 
 
 class HealthChecker:
@@ -72,11 +75,11 @@ class HealthChecker:
         """One check: ``(passed, detail)``."""
         session = self._session
         assert session is not None
-        url = f"http://{backend.host}:{backend.port}{backend.base_path}{self.config.path}"
+        url = f"http://{authority(backend.host, backend.port)}{backend.base_path}{self.config.path}"
         lo, hi = self.config.expect_status
         try:
             async with session.get(url, allow_redirects=False) as resp:
-                await resp.read()
+                await resp.content.read(_BODY_CAP)  # the status decides; the body is not kept
                 if lo <= resp.status <= hi:
                     return True, f"HTTP {resp.status}"
                 return False, f"HTTP {resp.status} (expected {lo}-{hi})"

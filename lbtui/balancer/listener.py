@@ -36,7 +36,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Coroutine
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import httptools
 from aiohttp._cookie_helpers import parse_cookie_header
@@ -57,10 +57,12 @@ from lbtui.balancer.exchange import (
     BackendHead,
     Result,
     Streamed,
+    remove_dot_segments,
     render_pairs,
     render_response_headers,
     request_block,
 )
+from lbtui.errors import ClientBodyError
 
 if TYPE_CHECKING:
     from lbtui.balancer.proxy import Proxy
@@ -89,6 +91,44 @@ _REQUEST_ACTIONS: dict[bytes, int] = dict.fromkeys(HOP_BY_HOP_RAW, _DROP) | {
 }
 """How the fast listener sorts a request header (by lower-case name); others pass through."""
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")}
+_ALLOW = b"Allow: GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH, TRACE\r\n"
+"""The methods a 405 names: what the balancer forwards (any method but CONNECT, in fact)."""
+_HOST_CHARS = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~%!$&'()*+,;=:[]"
+"""What a Host value may hold (RFC 3986 reg-name, IP literal, port)."""
+
+
+def refused_method(method: bytes) -> str:
+    """A method beside the usual ones, as text; CONNECT is refused (405: never tunnelled,
+    never forwarded, as nginx does)."""
+    if method == b"CONNECT":
+        raise BadRequest(405, "CONNECT is not supported")
+    return method.decode("latin-1")
+
+
+def http_version(version: str) -> bytes:
+    """The version a request is answered in: 1.0, or 1.1 for any later 1.x (RFC 9110 §2.5);
+    HTTP/0.9 and 2+ in an HTTP/1 head are refused (505)."""
+    if version == "1.0":
+        return b"1.0"
+    if version.startswith("1."):
+        return b"1.1"
+    raise BadRequest(505, f"HTTP/{version} is not supported")
+
+
+_GOOD_HOSTS: set[bytes] = set()
+"""Host values found valid (clients send the same few): a set lookup instead of a scan."""
+
+
+def valid_host(value: bytes) -> bool:
+    """A Host value nginx would take: not empty, only URI authority characters."""
+    ok = bool(value) and not value.translate(None, _HOST_CHARS) and value[:1] != b"."
+    if ok and len(value) <= 255:
+        if len(_GOOD_HOSTS) >= 4096:
+            _GOOD_HOSTS.clear()
+        _GOOD_HOSTS.add(value)
+    return ok
+
+
 _EMPTY_BODY_STATUS = frozenset({204, 304, *range(100, 200)})
 
 
@@ -248,6 +288,7 @@ class FastRequest:
         "conn",
         "content_length",
         "fwd",
+        "host_dup",
         "host_raw",
         "keep_alive",
         "method",
@@ -274,6 +315,7 @@ class FastRequest:
         self.xff: list[bytes] | None = None
         self.via: list[bytes] | None = None
         self.host_raw: bytes | None = None
+        self.host_dup = False
         self.cl: bytes | None = None
         self.named = False
         """Connection lists a header that is not hop-by-hop (then ``fwd`` is not used)."""
@@ -302,6 +344,8 @@ class FastRequest:
             self.fwd += (name, b": ", value, b"\r\n")
             if self.host_raw is None:
                 self.host_raw = value
+            else:
+                self.host_dup = True
         elif act == _LENGTH:
             self.fwd += (name, b": ", value, b"\r\n")
             if self.cl is None:
@@ -321,6 +365,47 @@ class FastRequest:
                 self.chunked = True
         elif act == _CONNECTION and not connection_tokens(value) <= HOP_BY_HOP_RAW:
             self.named = True
+
+    def check_host(self) -> None:
+        """RFC 9112 §3.2, as nginx: an HTTP/1.1 request has exactly one valid Host; an
+        HTTP/1.0 one may have none."""
+        host = self.host_raw
+        if host is None:
+            if self.version == b"1.1":
+                raise BadRequest(400, "no Host header")
+        elif self.host_dup:
+            raise BadRequest(400, "more than one Host header")
+        elif not valid_host(host):
+            raise BadRequest(400, "invalid Host header")
+
+    def other_form(self) -> None:
+        """A request target not in origin form: absolute form takes its authority as the Host
+        (RFC 9112 §3.2.2) and goes on in origin form; ``OPTIONS *`` goes as it is; anything
+        else is refused."""
+        target = self.raw_path
+        if target == "*" and self.method == "OPTIONS":
+            return
+        scheme, sep, rest = target.partition("://")
+        if not sep or scheme.lower() not in ("http", "https"):
+            raise BadRequest(400, "invalid request target")
+        end = len(rest)
+        for ch in "/?#":
+            i = rest.find(ch)
+            if 0 <= i < end:
+                end = i
+        host = rest[:end].encode("latin-1")
+        if "@" in rest[:end] or not valid_host(host):
+            raise BadRequest(400, "invalid authority in the request target")
+        path = rest[end:]
+        self.raw_path = path if path[:1] == "/" else "/" + path
+        # The headers are sorted again with the authority as the only Host.
+        raw = [(b"Host", host), *((k, v) for k, v in self.raw if k.lower() != b"host")]
+        self.raw = []
+        self.fwd = []
+        self.xff = self.via = self.host_raw = self.cl = None
+        self.host_dup = self.named = self.chunked = False
+        for k, v in raw:
+            self.add_header(k, v)
 
     # -- the request, as the pipeline reads it -------------------------------------------------
 
@@ -348,14 +433,16 @@ class FastRequest:
 
     @property
     def path(self) -> str:
+        """The path routes match: decoded, dot segments resolved (the raw target is what the
+        backend gets, byte for byte)."""
         raw = self.raw_path
-        if "%" not in raw and "?" not in raw and "#" not in raw:
+        if "%" not in raw and "?" not in raw and "#" not in raw and "/." not in raw:
             return raw
         path, _, query = raw.partition("?")
         path = path.partition("#")[0]
         with contextlib.suppress(ValueError):
-            return URL.build(path=path, query_string=query, encoded=True).path
-        return path
+            path = URL.build(path=path, query_string=query, encoded=True).path
+        return remove_dot_segments(path) if "/." in path else path
 
     @property
     def body_exists(self) -> bool:
@@ -463,23 +550,57 @@ class FastRequest:
         conn.task = conn.loop.create_task(conn.run(self, rest))
 
 
+# What a client connection is doing: exactly one of these at a time (``ClientConnection.life``),
+# changed only by its transition methods (``_serve``, ``_done``, ``_next``, ``_last``, ``close``),
+# so that what may happen next is read off one field instead of seven flags:
+#
+#     IDLE ──head──► SERVING ──answer out──► IDLE            (keep-alive)
+#                       │                 ├─► WAIT_WRITE     (client not reading: next waits)
+#                       │                 └─► WAIT_BODY      (its body still coming: discarded)
+#                       └─refused/timed out─► LAST ──answer out──► CLOSED
+#     any ──close / connection lost──► CLOSED
+#
+# What is being read (a head, a body, nothing) is the parser's side, kept apart: a pipelined
+# request's head may be read while another is served. Plain int constants, not an Enum: they
+# are compared on every request, and compile to C ints.
+IDLE: Final = 0
+"""Nothing in the pipeline; the keep-alive timeout runs."""
+SERVING: Final = 1
+"""``active`` is in the pipeline."""
+LAST: Final = 2
+"""``active`` is in the pipeline and the connection closes after its answer (a refused
+pipelined request, a timed-out or malformed body): reading has stopped."""
+WAIT_WRITE: Final = 3
+"""The last answer is out but the client is not reading: the next request waits for the write
+buffer to drain."""
+WAIT_BODY: Final = 4
+"""The last answer went out before its request body was all in: the rest is discarded, then
+the next request is served."""
+CLOSED: Final = 5
+LIFE_NAMES: Final = ("idle", "serving", "last", "wait_write", "wait_body", "closed")
+
+
 class ClientConnection(asyncio.Protocol):
-    """One client connection: parse, queue, serve in order, answer."""
+    """One client connection: parse, queue, serve in order, answer.
+
+    Client timeouts (header, body, keep-alive) share one timer a connection, which looks at
+    the connection's state when it fires and sets itself again for the earliest deadline, at
+    most ``FastListener.tick_s`` ahead: no timer is set or cancelled per request or per read,
+    yet none fires late (every timeout is at least ``tick_s``)."""
 
     __slots__ = (
-        "_after_body",
-        "_after_drain",
-        "_close_after",
-        "_closing",
+        "_body_t",
         "_drain",
         "_head_bytes",
+        "_head_t0",
         "_idle_since",
-        "_idle_timer",
         "_in_head",
         "_parsing",
         "_paused",
         "_queue",
+        "_timer",
         "active",
+        "life",
         "listener",
         "local_host",
         "loop",
@@ -498,20 +619,22 @@ class ClientConnection(asyncio.Protocol):
         self.remote = ""
         self.remote_raw = b""
         self.local_host = ""
+        self.life: int = IDLE
+        """One of ``IDLE`` … ``CLOSED`` (see the diagram above ``IDLE``)."""
         self._head_bytes = 0
         self._in_head = False
+        """llhttp is inside a request head (since ``_head_t0``)."""
+        self._head_t0 = 0.0
+        self._body_t = 0.0
+        """When request body bytes last arrived (or reading last resumed)."""
         self._parsing: FastRequest | None = None
         self._queue: collections.deque[FastRequest] = collections.deque()
         self.active: FastRequest | None = None
         self.task: asyncio.Task[None] | None = None
         self._paused: set[str] = set()
         self._drain: asyncio.Future[None] | None = None
-        self._closing = False
-        self._close_after = False
-        self._after_drain = False
-        self._after_body: FastRequest | None = None
         self._idle_since = 0.0
-        self._idle_timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
 
@@ -529,29 +652,30 @@ class ClientConnection(asyncio.Protocol):
             with contextlib.suppress(OSError):
                 raw_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.listener.connections.add(self)
-        self._arm_idle()
+        now = self.loop.time()
+        self._idle_since = now
+        self._timer = self.loop.call_at(now + self.listener.tick_s, self._tick)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._closing = True
+        self.life = CLOSED
         self.transport = None
         self.listener.forget(self)
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
-        gone = ConnectionResetError("the client closed the connection")
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        gone = ClientBodyError(0, "the client closed the connection")
         for req in (self._parsing, self.active, *self._queue):
             if req is not None and req.body is not None:
                 req.body.fail(gone)
         self._queue.clear()
         d = self._drain
         if d is not None and not d.done():
-            d.set_exception(gone)
+            d.set_exception(ConnectionResetError("the client closed the connection"))
             d.exception()
 
     def data_received(self, data: bytes) -> None:
-        if self._closing:
+        if self.life == CLOSED:
             return
-        self._idle_since = -1.0
         if self._in_head:
             self._head_bytes += len(data)
         try:
@@ -566,8 +690,8 @@ class ClientConnection(asyncio.Protocol):
 
     def _parse_failed(self, exc: Exception) -> None:
         if isinstance(exc, httptools.HttpParserUpgrade):
-            # Upgrade and CONNECT are not tunnelled: the request is served as a plain one
-            # (its Upgrade header dropped as hop-by-hop) and the connection then closes.
+            # Upgrade is not tunnelled: the request is served as a plain one (its Upgrade
+            # header dropped as hop-by-hop) and the connection then closes.
             req = self._parsing or (self._queue[-1] if self._queue else self.active)
             if req is not None:
                 req.keep_alive = False
@@ -594,15 +718,14 @@ class ClientConnection(asyncio.Protocol):
         d = self._drain
         if d is not None and not d.done():
             d.set_result(None)
-        if self._after_drain:
-            self._after_drain = False
-            if self.active is None:
-                self._next()
+        if self.life == WAIT_WRITE:
+            self._next()
 
     # -- llhttp callbacks ----------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
         self._in_head = True
+        self._head_t0 = self.loop.time()
         self._parsing = FastRequest(self)
 
     def on_url(self, url: bytes) -> None:
@@ -628,12 +751,20 @@ class ClientConnection(asyncio.Protocol):
         assert req is not None
         parser = self.parser
         method_b = parser.get_method()
-        req.method = _METHODS.get(method_b) or method_b.decode("latin-1")
+        method = _METHODS.get(method_b)
+        if method is None:
+            method = refused_method(method_b)
+        req.method = method
         url = req.url
         req.raw_path = (url[0] if len(url) == 1 else b"".join(url)).decode("latin-1")
         version = parser.get_http_version()
-        req.version = b"1.1" if version == "1.1" else version.encode()
+        req.version = b"1.1" if version == "1.1" else http_version(version)
         req.keep_alive = parser.should_keep_alive()
+        host = req.host_raw
+        if host is None or req.host_dup or host not in _GOOD_HOSTS:
+            req.check_host()
+        if req.raw_path[:1] != "/":
+            req.other_form()
         cl = req.cl
         if cl is not None:
             try:
@@ -641,11 +772,16 @@ class ClientConnection(asyncio.Protocol):
             except ValueError:
                 raise BadRequest(400, "invalid Content-Length") from None
             if length > 0:
+                limit = self.listener.max_body_bytes
+                if limit and length > limit:
+                    raise BadRequest(413, f"request body over {limit} bytes")
                 req.body = BodyStream(self)
         if req.chunked and req.body is None:
             req.body = BodyStream(self)
-        if self.active is None and not self._closing:
-            self._start(req)
+        if req.body is not None:
+            self._body_t = self.loop.time()
+        if self.life == IDLE:
+            self._serve(req)
         else:
             self._queue.append(req)
             if len(self._queue) >= MAX_QUEUED:
@@ -653,8 +789,14 @@ class ClientConnection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         req = self._parsing
-        if req is not None and req.body is not None:
-            req.body.feed(body)
+        if req is not None:
+            stream = req.body
+            if stream is not None:
+                limit = self.listener.max_body_bytes
+                if limit and stream.received + len(body) > limit:
+                    raise BadRequest(413, f"request body over {limit} bytes")
+                self._body_t = self.loop.time()
+                stream.feed(body)
 
     def on_message_complete(self) -> None:
         req = self._parsing
@@ -663,14 +805,14 @@ class ClientConnection(asyncio.Protocol):
             return
         if req.body is not None:
             req.body.feed_eof()
-        if req is self._after_body:
+        if self.life == WAIT_BODY:
             # Its answer went out before its body was all in (discarded): now go on.
-            self._after_body = None
             self._next()
 
-    # -- serving ----------------------------------------------------------------------------------
+    # -- serving: the transitions of ``life`` ------------------------------------------------------
 
-    def _start(self, req: FastRequest) -> None:
+    def _serve(self, req: FastRequest) -> None:
+        self.life = SERVING
         self.active = req
         self.listener.proxy.pipeline.serve(req)
 
@@ -678,6 +820,14 @@ class ClientConnection(asyncio.Protocol):
         """The rest of a request the pipeline could not finish without waiting."""
         try:
             result = await rest
+        except ClientBodyError as exc:
+            # Its body broke off (malformed, too slow, too big, gone): the pipeline has let go
+            # of the slot and the backend connection; the client gets why, if it can.
+            self.task = None
+            if req.status == 0 and exc.status:
+                self._write_refusal(exc.status)
+            self.close()
+            return
         except (ConnectionError, asyncio.CancelledError):
             self.task = None
             self.close()
@@ -704,65 +854,95 @@ class ClientConnection(asyncio.Protocol):
 
     def _done(self, req: FastRequest) -> None:
         self.active = None
-        if not req.keep_alive or self._closing or self.transport is None:
-            self.close()
-            return
-        if self._close_after:
-            self.close()
+        if self.life != SERVING or not req.keep_alive or self.transport is None:
+            self.close()  # LAST, or closed meanwhile, or the request asked for it
             return
         body = req.body
         if body is not None and not body.eof:
             body.discard()  # the answer is out; the rest of the body goes nowhere
             if req is self._parsing:
-                self._after_body = req
+                self.life = WAIT_BODY
                 return  # on_message_complete goes on
         self._next()
 
     def _next(self) -> None:
         d = self._drain
         if d is not None and not d.done():
-            self._after_drain = True  # the client is not reading its answers: wait
+            self.life = WAIT_WRITE  # the client is not reading its answers: wait
             return
         if self._queue:
             nxt = self._queue.popleft()
             if len(self._queue) < MAX_QUEUED:
                 self.resume("queue")
-            if not self._closing:
-                self._start(nxt)
-                return
-        if self._closing or self.listener.stopping:
+            self._serve(nxt)
+            return
+        if self.listener.stopping:
             self.close()
             return
-        self._arm_idle()
-
-    # -- idle connections ---------------------------------------------------------------------
-
-    def _arm_idle(self) -> None:
+        self.life = IDLE
         self._idle_since = self.loop.time()
-        if self._idle_timer is None:
-            self._idle_timer = self.loop.call_later(
-                self.listener.keepalive_timeout_s, self._idle_check
-            )
 
-    def _idle_check(self) -> None:
-        self._idle_timer = None
-        if self._closing:
+    def _last(self) -> None:
+        """Serve what is active, then close: nothing more is read or queued."""
+        self.life = LAST
+        self._queue.clear()
+        self.pause("refused")
+
+    # -- client timeouts: one timer a connection -------------------------------------------------
+
+    def _tick(self) -> None:
+        self._timer = None
+        life = self.life
+        if life == CLOSED:
             return
-        since = self._idle_since
-        timeout = self.listener.keepalive_timeout_s
-        if since < 0 or self.active is not None:
-            # Busy (or was since): look again a full timeout from now.
-            self._idle_timer = self.loop.call_later(timeout, self._idle_check)
-            return
-        left = since + timeout - self.loop.time()
-        if left > 0:
-            self._idle_timer = self.loop.call_later(left, self._idle_check)
+        listener = self.listener
+        now = self.loop.time()
+        due = now + listener.tick_s
+        if self._paused:
+            pass  # reading is stopped on our side: nothing is the client's to be late with
+        elif self._in_head:
+            deadline = self._head_t0 + listener.header_timeout_s
+            if now >= deadline:
+                self._head_timed_out()
+                return
+            due = min(due, deadline)
+        elif self._parsing is not None:
+            body = self._parsing.body
+            if body is not None and not body.eof:
+                deadline = self._body_t + listener.body_timeout_s
+                if now >= deadline:
+                    self._body_timed_out(body)
+                    return
+                due = min(due, deadline)
+        elif life == IDLE:
+            deadline = self._idle_since + listener.keepalive_timeout_s
+            if now >= deadline:
+                self.close()
+                return
+            due = min(due, deadline)
+        self._timer = self.loop.call_at(due, self._tick)
+
+    def _head_timed_out(self) -> None:
+        log.debug("request head from %s timed out", self.remote)
+        if self.life == IDLE or self.life == WAIT_WRITE:
+            self._write_refusal(408)
+            self.close()
+        else:
+            self._last()  # a pipelined head: answer the request in flight, then close
+            self._timer = self.loop.call_at(self.loop.time() + self.listener.tick_s, self._tick)
+
+    def _body_timed_out(self, body: BodyStream) -> None:
+        log.debug("request body from %s timed out", self.remote)
+        body.fail(ClientBodyError(408, "client body timeout"))
+        if self.life == SERVING or self.life == LAST:
+            self._last()  # the pipeline ends the request (408 if nothing was sent), then close
+            self._timer = self.loop.call_at(self.loop.time() + self.listener.tick_s, self._tick)
         else:
             self.close()
 
     @property
     def idle(self) -> bool:
-        return self.active is None and not self._queue and self._parsing is None
+        return self.life == IDLE and not self._queue and self._parsing is None
 
     # -- flow control -------------------------------------------------------------------------
 
@@ -777,12 +957,14 @@ class ClientConnection(asyncio.Protocol):
         if why in self._paused:
             self._paused.discard(why)
             if not self._paused and self.transport is not None:
+                # The client's clocks start again now: it could not send while we did not read.
+                self._head_t0 = self._body_t = self.loop.time()
                 with contextlib.suppress(RuntimeError):
                     self.transport.resume_reading()
 
     async def send(self, data: bytes) -> None:
         t = self.transport
-        if t is None or self._closing:
+        if t is None or self.life == CLOSED:
             raise ConnectionResetError("the client connection is closed")
         t.write(data)
         d = self._drain
@@ -791,7 +973,7 @@ class ClientConnection(asyncio.Protocol):
 
     async def send_parts(self, parts: tuple[bytes, ...]) -> None:
         t = self.transport
-        if t is None or self._closing:
+        if t is None or self.life == CLOSED:
             raise ConnectionResetError("the client connection is closed")
         t.writelines(parts)
         d = self._drain
@@ -823,7 +1005,7 @@ class ClientConnection(asyncio.Protocol):
         """A whole answer (headers rendered by ``render_response_headers``) in one write."""
         req.status = status
         t = self.transport
-        if t is None or self._closing:
+        if t is None or self.life == CLOSED:
             return
         if (
             reason is None
@@ -860,37 +1042,52 @@ class ClientConnection(asyncio.Protocol):
             parts.append(body)
         t.write(b"".join(parts))
 
-    def _refuse(self, status: int, detail: str) -> None:
-        """A request refused before the pipeline: the status, then the connection closes."""
+    def _write_refusal(self, status: int) -> None:
+        """The listener's own short answer (``status: phrase``), after which it closes."""
         t = self.transport
-        if t is not None and not self._closing and self.active is None:
-            text = f"{status}: {_phrase(status) or 'Bad Request'}"
-            body = text.encode()
-            head = (
-                _STATUS_11.get(status, b"HTTP/1.1 400 Bad Request\r\n")
-                + b"Content-Type: text/plain; charset=utf-8\r\n"
-                + b"Content-Length: %d\r\n" % len(body)
-                + _DATE.line()
-                + b"Server: " + _SERVER + b"\r\n"
-                + b"Connection: close\r\n\r\n"
-            )  # fmt: skip
-            t.write(head + body)
+        if t is None or self.life == CLOSED:
+            return
+        text = f"{status}: {_phrase(status) or 'Bad Request'}"
+        body = text.encode()
+        head = (
+            _STATUS_11.get(status, b"HTTP/1.1 400 Bad Request\r\n")
+            + (_ALLOW if status == 405 else b"")
+            + b"Content-Type: text/plain; charset=utf-8\r\n"
+            + b"Content-Length: %d\r\n" % len(body)
+            + _DATE.line()
+            + b"Server: " + _SERVER + b"\r\n"
+            + b"Connection: close\r\n\r\n"
+        )  # fmt: skip
+        t.write(head + body)
+
+    def _refuse(self, status: int, detail: str) -> None:
+        """A request refused by the listener: the status, then the connection closes.
+
+        While a request is served, what failed is either its own body (then the body fails,
+        and the pipeline ends the request at once: the status if nothing was answered, its
+        slot and backend connection freed) or a pipelined request behind it (answered with
+        nothing; the connection closes after the answer in flight)."""
         log.debug("refused a request from %s: %s", self.remote, detail)
-        self._queue.clear()
-        if self.active is None:
+        life = self.life
+        if life in (IDLE, WAIT_WRITE):
+            self._write_refusal(status)
             self.close()
-        else:
-            self._close_after = True  # answer what is in flight, then close
-            self.pause("refused")
+        elif life in (SERVING, LAST):
+            req = self._parsing
+            if req is not None and req.body is not None and not req.body.eof:
+                req.body.fail(ClientBodyError(status, detail))
+            self._last()
+        elif life == WAIT_BODY:
+            self.close()  # the rest of an answered request's body is bad: nothing more to say
 
     def close(self) -> None:
-        self._closing = True
+        self.life = CLOSED
         t = self.transport
         if t is not None:
             t.close()
 
     def abort(self) -> None:
-        self._closing = True
+        self.life = CLOSED
         t = self.transport
         if t is not None:
             t.abort()
@@ -913,7 +1110,14 @@ class FastListener:
         max_head: int = 64 * 1024,
     ) -> None:
         self.proxy = proxy
+        p = proxy.config.proxy
         self.keepalive_timeout_s = keepalive_timeout_s
+        self.header_timeout_s = p.client_header_timeout_s
+        self.body_timeout_s = p.client_body_timeout_s
+        self.max_body_bytes = p.max_body_bytes
+        """0 = no limit."""
+        self.tick_s = min(keepalive_timeout_s, self.header_timeout_s, self.body_timeout_s)
+        """The longest a connection's timer sleeps: the shortest timeout, so none fires late."""
         self.max_line = max_line
         self.max_field = max_field
         self.max_headers = max_headers

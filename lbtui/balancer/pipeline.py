@@ -74,6 +74,7 @@ class Pipeline:
                 connect_timeout_s=p.connect_timeout_ms / 1e3,
                 read_timeout_s=p.read_timeout_ms / 1e3,
                 max_idle_per_backend=p.keepalive_per_backend,
+                max_header_bytes=p.max_upstream_header_bytes,
             )
         else:
             self.upstream = Upstream(

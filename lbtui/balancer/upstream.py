@@ -17,11 +17,31 @@ import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from lbtui.balancer.connections import authority
 from lbtui.balancer.pool import Backend
-from lbtui.errors import UpstreamBroken, UpstreamConnectError, UpstreamError, UpstreamTimeout
+from lbtui.errors import (
+    ClientBodyError,
+    UpstreamBroken,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamTimeout,
+)
 
 CHUNK = 64 * 1024
 _SKIP_AUTO = frozenset({"User-Agent", "Accept", "Accept-Encoding", "Content-Type"})
+
+
+def client_body_error(exc: BaseException) -> ClientBodyError | None:
+    """The client body failure behind an error aiohttp raised while uploading, if that is
+    what it was (aiohttp wraps what the body iterator raised)."""
+    seen: BaseException | None = exc
+    for _ in range(4):
+        if seen is None:
+            return None
+        if isinstance(seen, ClientBodyError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def translate(backend: str, exc: BaseException, *, read_timeout_s: float) -> UpstreamError:
@@ -185,7 +205,8 @@ class Upstream:
         if session is None:
             raise RuntimeError("Upstream.start() was not awaited")
         url = URL(
-            f"http://{backend.host}:{backend.port}{backend.base_path}{raw_path}", encoded=True
+            f"http://{authority(backend.host, backend.port)}{backend.base_path}{raw_path}",
+            encoded=True,
         )
         read_s = self.read_timeout_s if read_timeout_s is None else read_timeout_s
         timeout = (
@@ -205,5 +226,11 @@ class Upstream:
                     method, url, headers=headers, data=body, allow_redirects=False, timeout=timeout
                 )
         except Exception as exc:
+            body_error = client_body_error(exc)
+            if body_error is not None:
+                raise body_error from None
             raise translate(backend.name, exc, read_timeout_s=read_s) from exc
+        if not 100 <= resp.status <= 599:
+            resp.close()
+            raise UpstreamBroken(backend.name, f"invalid status {resp.status}")
         return UpstreamResponse(resp, backend.name, read_s)
