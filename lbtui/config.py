@@ -64,6 +64,17 @@ MAX_DEPTH = 32
 """Tables and arrays nested deeper than this are refused (a real config nests 3 deep)."""
 
 
+MAX_BREAKER_WINDOW = 10_000
+"""A breaker window is allocated whole (a slot per call or per second): a typo of 10**12 must
+not be an allocation of a terabyte."""
+
+
+Rate = Annotated[float, Field(ge=1e-6, le=1e9)]
+"""Requests per second, from one in 11½ days to a billion: outside that range a bucket's
+arithmetic (burst ÷ rate) leaves the numbers a float or a 64-bit slot can hold."""
+Burst = Annotated[float, Field(ge=1, le=1e9)]
+
+
 class _Section(BaseModel):
     # inf and nan are numbers TOML can spell but no setting can mean
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -184,7 +195,7 @@ class BreakerOverride(_Section):
 
     enabled: bool | None = None
     window: Literal["count", "time"] | None = None
-    window_size: Annotated[int, Field(ge=1)] | None = None
+    window_size: Annotated[int, Field(ge=1, le=MAX_BREAKER_WINDOW)] | None = None
     min_calls: Annotated[int, Field(ge=1)] | None = None
     failure_rate: Annotated[float, Field(gt=0, le=100)] | None = None
     slow_call_rate: Annotated[float, Field(gt=0, le=100)] | None = None
@@ -201,7 +212,7 @@ class BackendConfig(_Section):
     """``http://HOST:PORT`` (a path prefix is allowed and is prepended to every request)."""
     weight: Annotated[float, Field(ge=0, le=1000)] = 1
     """Relative share of traffic; 0 takes no new requests."""
-    max_rps: Annotated[float, Field(gt=0)] | None = None
+    max_rps: Rate | None = None
     """Per-backend cap (R_max): at its cap the backend is skipped, like a full server."""
     zone: str | None = None
     """Free-form label shown by the console (rack, zone, pool)."""
@@ -224,13 +235,13 @@ def _status_list(v: list[int]) -> list[int]:
 class LimitsConfig(_Section):
     """Admission control, checked before any backend is chosen; rejections answer 429."""
 
-    rps: Annotated[float, Field(gt=0)] | None = None
+    rps: Rate | None = None
     """Global token bucket: requests per second admitted over time (None = no global limit)."""
-    burst: Annotated[float, Field(ge=1)] | None = None
+    burst: Burst | None = None
     """Global bucket size: requests admitted at once after a quiet spell (default: max(1, rps))."""
-    per_client_rps: Annotated[float, Field(gt=0)] | None = None
+    per_client_rps: Rate | None = None
     """One bucket per client key (None = no per-client limit)."""
-    per_client_burst: Annotated[float, Field(ge=1)] | None = None
+    per_client_burst: Burst | None = None
     client_key: str = "client_ip"
     """What identifies a client: ``client_ip`` or ``header:NAME``."""
     max_clients: Annotated[int, Field(ge=1)] = 100_000
@@ -255,8 +266,8 @@ class BreakerSettings(_Section):
     enabled: bool = True
     window: Literal["count", "time"] = "count"
     """``count``: the last ``window_size`` calls; ``time``: the calls of the last
-    ``window_size`` seconds."""
-    window_size: Annotated[int, Field(ge=1)] = 20
+    ``window_size`` seconds. At most 10,000: the window is kept per backend, slot by slot."""
+    window_size: Annotated[int, Field(ge=1, le=MAX_BREAKER_WINDOW)] = 20
     min_calls: Annotated[int, Field(ge=1)] = 10
     """No judgement before this many calls are in the window."""
     failure_rate: Annotated[float, Field(gt=0, le=100)] = 50.0
