@@ -536,7 +536,15 @@ class BackendTable(DataTable[Text]):
             if self.filter and not matches(row_text(b, row), self.filter):
                 continue
             rows[b.name] = row
-        for name in [n for n in self._rows if n not in rows]:
+        gone = [n for n in self._rows if n not in rows]
+        if len(gone) > 32 and 4 * len(gone) > len(self._rows):
+            # DataTable.remove_row is linear in the rows: a filter that hides most of 1,000
+            # rows is quicker to show from an empty table than row by row (3.6 s vs 0.1 s)
+            self.clear()
+            self._rows.clear()
+            self._painted.clear()
+            gone = []
+        for name in gone:
             self.remove_row(name)
             del self._rows[name]
             for key in [k for k in self._painted if k[0] == name]:
