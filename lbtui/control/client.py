@@ -19,11 +19,13 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+from pydantic import TypeAdapter
 
 from lbtui.control.errors import ControlError, NotFound, ReadOnly, Unavailable
 from lbtui.control.model import (
     Action,
     ActionResult,
+    BackendView,
     ClearFault,
     Event,
     SetFault,
@@ -34,6 +36,20 @@ from lbtui.control.model import (
 from lbtui.fleet.spec import is_loopback_host
 
 API = "/api/v1"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StateMeta:
+    """What ``/api/v1/state`` says beside the snapshot (absent from an older balancer)."""
+
+    version: int | None = None
+    epoch: str | None = None
+    delta: bool = False
+    names: list[str] | None = None
+    """Every backend, in order, when the answer carries only the changed ones."""
+
+
+_STATE_META = TypeAdapter(StateMeta)
 
 
 async def parse_sse(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str | None, str]]:
@@ -79,6 +95,11 @@ class HttpControl:
         """Longer than the server's keep-alive period: silence past it means a dead link."""
         self.reconnect_for_s = reconnect_for_s
         self._faults_set: set[str] = set()
+        self._version: int | None = None
+        self._epoch: str | None = None
+        self._views: dict[str, BackendView] = {}
+        self.changed: frozenset[str] | None = None
+        """Backends the last snapshot changed, when it came as a delta; ``None``: any."""
         """Backends this client set a fault on: what :meth:`rollback` clears."""
         headers = {"Accept": "application/json"}
         if token:
@@ -141,13 +162,37 @@ class HttpControl:
     # --- seeing ------------------------------------------------------------------------------
 
     async def snapshot(self) -> Snapshot:
+        """The state; after the first, only what changed since is sent (``?since``), merged
+        here into the views kept from earlier answers. A balancer that does not know
+        ``since`` answers in full, and that is read as it comes."""
+        params = {}
+        if self._version is not None and self._epoch is not None:
+            params = {"since": str(self._version), "epoch": self._epoch}
         try:
-            resp = await self._client.get(f"{API}/state")
+            resp = await self._client.get(f"{API}/state", params=params)
         except httpx.HTTPError as exc:
             raise self._unreachable(exc) from exc
         if resp.status_code >= 400:
             self._result(resp)
-        return Snapshot.from_json(resp.content)
+        snap = Snapshot.from_json(resp.content)
+        meta = _STATE_META.validate_json(resp.content)
+        if meta.delta and meta.names is not None and meta.epoch == self._epoch:
+            known = self._views
+            for view in snap.backends:
+                known[view.name] = view
+            merged = [v for n in meta.names if (v := known.get(n)) is not None]
+            complete = len(merged) == len(meta.names)
+            self._views = {v.name: v for v in merged}
+            self.changed = frozenset(v.name for v in snap.backends)
+            snap = dataclasses.replace(snap, backends=merged)
+        else:
+            complete = True
+            self._views = {v.name: v for v in snap.backends}
+            self.changed = None
+        # an incomplete merge (cannot happen unless answers were lost): ask in full next time
+        self._version = meta.version if complete else None
+        self._epoch = meta.epoch
+        return snap
 
     async def events(self, since_id: int = 0) -> list[Event]:
         out: list[Event] = []

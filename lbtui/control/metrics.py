@@ -39,7 +39,7 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.registry import Collector
 
-from lbtui.balancer.pool import AdminState
+from lbtui.balancer.pool import AdminState, Backend
 from lbtui.balancer.proxy import Proxy
 from lbtui.control.faults import FaultLink
 from lbtui.control.snapshot import worker_views
@@ -95,8 +95,13 @@ class Family:
 
 def families(proxy: Proxy, faults: FaultLink | None) -> list[Family]:
     """Every lbtui metric of ``proxy``, read now."""
-    now = proxy.clock()
-    backends = list(proxy.backends.values())
+    per_backend = backend_families(proxy, list(proxy.backends.values()), proxy.clock())
+    return balancer_families(proxy, faults, per_backend)
+
+
+def backend_families(proxy: Proxy, backends: Sequence[Backend], now: float) -> list[Family]:
+    """The families labelled by backend, with the samples of ``backends`` (none: the empty
+    families, for their names and help)."""
     requests = Family(
         "lbtui_requests",
         "counter",
@@ -158,12 +163,6 @@ def families(proxy: Proxy, faults: FaultLink | None) -> list[Family]:
         "Response body bytes received from the backend.",
         ("backend",),
     )
-    injected = Family(
-        "lbtui_faults_injected",
-        "counter",
-        "Requests a proxy-side fault was applied to, by backend and fault kind.",
-        ("backend", "kind"),
-    )
     outliers = proxy.outliers
     for b in backends:
         name = b.name
@@ -197,6 +196,32 @@ def families(proxy: Proxy, faults: FaultLink | None) -> list[Family]:
         retries.values.append((label, rec.retries_total))
         bytes_in.values.append((label, rec.bytes_in_total))
         bytes_out.values.append((label, rec.bytes_out_total))
+    return [
+        requests,
+        failures,
+        duration,
+        in_flight,
+        up,
+        weight,
+        ejected,
+        breaker,
+        opened,
+        retries,
+        bytes_in,
+        bytes_out,
+    ]
+
+
+def balancer_families(
+    proxy: Proxy, faults: FaultLink | None, per_backend: list[Family]
+) -> list[Family]:
+    """Every family, with ``per_backend`` (from :func:`backend_families`) in their place."""
+    injected = Family(
+        "lbtui_faults_injected",
+        "counter",
+        "Requests a proxy-side fault was applied to, by backend and fault kind.",
+        ("backend", "kind"),
+    )
     if faults is not None:
         for (backend, fault_kind), n in sorted(faults.applied_totals().items()):
             injected.values.append(((backend, fault_kind), n))
@@ -273,18 +298,7 @@ def families(proxy: Proxy, faults: FaultLink | None) -> list[Family]:
     return [
         worker_requests,
         worker_up,
-        requests,
-        failures,
-        duration,
-        in_flight,
-        up,
-        weight,
-        ejected,
-        breaker,
-        opened,
-        retries,
-        bytes_in,
-        bytes_out,
+        *per_backend,
         injected,
         client,
         client_in_flight,
@@ -332,6 +346,8 @@ def make_registry(proxy: Proxy, faults: FaultLink | None = None) -> CollectorReg
 
 def _go_float(value: float) -> str:
     """A sample value as Prometheus (and ``prometheus_client.utils.floatToGoString``) write it."""
+    if type(value) is int and 0 <= value < 1_000_000:  # a count: the common case
+        return f"{value}.0"
     d = float(value)
     if math.isinf(d):
         return "+Inf" if d > 0 else "-Inf"
@@ -346,6 +362,8 @@ def _go_float(value: float) -> str:
 
 
 def _escape(v: str) -> str:
+    if "\\" not in v and "\n" not in v and '"' not in v:
+        return v
     return v.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
 
@@ -353,33 +371,41 @@ def _label_text(names: Sequence[str], values: Sequence[str]) -> str:
     """``{a="x",b="y"}`` with the labels sorted by name, as ``generate_latest`` writes them."""
     if not names:
         return ""
-    pairs = sorted(zip(names, values, strict=True))
+    pairs = sorted(zip(names, values, strict=True)) if len(names) > 1 else [(names[0], values[0])]
     return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in pairs) + "}"
+
+
+def header_text(fam: Family) -> str:
+    name = fam.name + "_total" if fam.kind == "counter" else fam.name
+    doc = fam.help.replace("\\", r"\\").replace("\n", r"\n")
+    return f"# HELP {name} {doc}\n# TYPE {name} {fam.kind}\n"
+
+
+def sample_text(fam: Family) -> str:
+    """The sample lines of ``fam``, without its header."""
+    out: list[str] = []
+    add = out.append
+    name = fam.name + "_total" if fam.kind == "counter" else fam.name
+    if fam.kind == "histogram":
+        for values, buckets, total, count in fam.histograms:
+            inner = _label_text(fam.labels, values)[1:-1]
+            sep = "," if inner else ""
+            for le, n in zip(_BOUND_LABELS, buckets, strict=True):
+                add(f'{name}_bucket{{{inner}{sep}le="{le}"}} {_go_float(n)}\n')
+            add(f'{name}_bucket{{{inner}{sep}le="+Inf"}} {_go_float(count)}\n')
+            labels = "{" + inner + "}" if inner else ""
+            add(f"{name}_count{labels} {_go_float(count)}\n")
+            add(f"{name}_sum{labels} {_go_float(total)}\n")
+    else:
+        for values, value in fam.values:
+            add(f"{name}{_label_text(fam.labels, values)} {_go_float(value)}\n")
+    return "".join(out)
 
 
 def render_families(fams: Sequence[Family]) -> bytes:
     """The text exposition format (``CONTENT_TYPE``) of ``fams``: the bytes prometheus-client's
     ``generate_latest`` writes for :class:`BalancerCollector`."""
-    out: list[str] = []
-    add = out.append
-    for fam in fams:
-        name = fam.name + "_total" if fam.kind == "counter" else fam.name
-        doc = fam.help.replace("\\", r"\\").replace("\n", r"\n")
-        add(f"# HELP {name} {doc}\n# TYPE {name} {fam.kind}\n")
-        if fam.kind == "histogram":
-            for values, buckets, total, count in fam.histograms:
-                inner = _label_text(fam.labels, values)[1:-1]
-                sep = "," if inner else ""
-                for le, n in zip(_BOUND_LABELS, buckets, strict=True):
-                    add(f'{name}_bucket{{{inner}{sep}le="{le}"}} {_go_float(n)}\n')
-                add(f'{name}_bucket{{{inner}{sep}le="+Inf"}} {_go_float(count)}\n')
-                labels = "{" + inner + "}" if inner else ""
-                add(f"{name}_count{labels} {_go_float(count)}\n")
-                add(f"{name}_sum{labels} {_go_float(total)}\n")
-            continue
-        for values, value in fam.values:
-            add(f"{name}{_label_text(fam.labels, values)} {_go_float(value)}\n")
-    return "".join(out).encode()
+    return "".join(header_text(f) + sample_text(f) for f in fams).encode()
 
 
 def render(proxy: Proxy, faults: FaultLink | None = None) -> bytes:

@@ -117,7 +117,7 @@ def connection_counter(proxy: Proxy) -> ConnectionCount | None:
     return add
 
 
-def _scorer(proxy: Proxy) -> Balancer[Backend] | None:
+def scorer_for(proxy: Proxy) -> Balancer[Backend] | None:
     pool = proxy.default_pool
     return pool.balancer if pool.algorithm == "p2c_ewma" else None
 
@@ -273,7 +273,7 @@ def build_snapshot(
     if wall is None:
         wall = time.time()
     connections = connection_counter(proxy)
-    scorer = _scorer(proxy)
+    scorer = scorer_for(proxy)
     processes = process_views(fleet)
     views = [
         backend_view(
@@ -287,6 +287,13 @@ def build_snapshot(
         )
         for b in list(proxy.backends.values())
     ]
+    return assemble(proxy, views, now, wall)
+
+
+def assemble(proxy: Proxy, views: list[BackendView], now: float, wall: float) -> Snapshot:
+    """The snapshot around backend ``views`` already read: the totals, limits and workers read
+    now, and the balance figures computed from the views (``statecache`` hands in views it
+    kept from earlier reads)."""
     t = proxy.merged_record().figures(now)
     totals = BalancerTotals(
         rps=t.rps,

@@ -249,6 +249,11 @@ class HealthState:
     def is_up(self) -> bool:
         return self._state is _UP
 
+    @property
+    def checks_total(self) -> int:
+        """Checks reported so far: a view of this state is stale once it has moved."""
+        return self._checks
+
     # -- report ---------------------------------------------------------------------------
 
     def record_check(self, ok: bool, now: float, detail: str = "") -> HealthTransition | None:

@@ -2,8 +2,11 @@
 
 ``poll_snapshots`` asks the ``Control`` for a snapshot every ``refresh_s`` (bounded by a timeout)
 and posts ``SnapshotArrived``; a burst of those collapses to the newest (``can_replace``, as in
-toolong's messages). ``follow_events`` streams events and posts them in batches
-(``EventsArrived``) so that a storm of events costs one repaint, not hundreds.
+toolong's messages). Over HTTP the control asks only for what changed since its last read
+(``?since``) and says which backends those were (``changed``), so a console watching 1,000 quiet
+backends costs the balancer what one watching 10 does. ``follow_events`` streams events and
+posts them in batches (``EventsArrived``) so that a storm of events costs one repaint, not
+hundreds.
 
 When the control fails (unreachable, unauthorized, connection lost, timeout) the snapshot loop
 posts ``LinkChanged`` with the problem and a countdown, and retries with exponential backoff
@@ -85,8 +88,17 @@ class SnapshotArrived(Message):
     events_known: int = 0
     """The newest event id the console had when it asked: a snapshot whose ``last_event_id``
     is below it comes from a balancer that restarted (ids start over)."""
+    changed: frozenset[str] | None = None
+    """Backends that changed since the previous snapshot, when the control knows (an attach
+    reads deltas); ``None``: any may have. Widgets may redraw only those rows."""
 
     def can_replace(self, message: Message) -> bool:
+        # a burst collapses to the newest, which then may carry changes it did not list
+        if isinstance(message, SnapshotArrived) and self.changed is not None:
+            if message.changed is None:
+                self.changed = None
+            else:
+                self.changed = self.changed | message.changed
         return isinstance(message, SnapshotArrived)
 
 
@@ -138,7 +150,8 @@ async def poll_snapshots(
                 failures = 0
                 backoff.reset()
                 post(LinkChanged(Link(ok=True)))
-            post(SnapshotArrived(snap, took, known))
+            changed: frozenset[str] | None = getattr(control, "changed", None)
+            post(SnapshotArrived(snap, took, known, changed))
             await asyncio.sleep(max(0.0, refresh_s - took))
             continue
         failures += 1

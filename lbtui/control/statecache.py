@@ -1,0 +1,236 @@
+"""``StateCache``: ``GET /api/v1/state`` at the cost of what changed, never a long pause.
+
+The admin API runs on the event loop that serves traffic, so every millisecond it spends there
+is a millisecond every request in flight waits (1,000 backends: 46 ms a poll, read and
+serialised whole). Three things keep that cost small and short:
+
+- **per-backend views kept with their JSON** and rebuilt only when the backend may have
+  changed: a new outcome or health check (a cheap key of counters read from its record), an
+  event naming it (every change of state, weight, breaker, ejection or fault is one), or the
+  next tick of its rolling windows (1 s, their slot) while it shows anything that moves with
+  time (traffic in the last minute, a countdown, a fault, a score). A backend idle for a minute
+  costs one key a poll;
+- **work in slices**: the rebuild yields to the loop every ``slice_s`` (1 ms), so proxied
+  requests never wait behind more than one slice;
+- **deltas**: each rebuilt view whose JSON differs takes the next ``version``; a console that
+  sends ``?since=VERSION&epoch=EPOCH`` gets the totals and only the backends changed since
+  (plus the list of names, for order and removals), so watching 1,000 quiet backends costs
+  what watching 10 does. ``epoch`` is new at each start: versions of another run are refused
+  with a full answer.
+
+The answer is ``Snapshot`` JSON (what ``Snapshot.from_json`` reads) with ``version`` and
+``epoch`` added, and ``delta: true`` and ``names`` when it carries changes only. Figures of a
+backend with no new outcome are at most one tick old; the totals are read at each answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import secrets
+import time
+from dataclasses import dataclass
+
+from pydantic import TypeAdapter
+
+from lbtui.balancer.pool import Backend
+from lbtui.control.local import LocalControl
+from lbtui.control.model import BackendView
+from lbtui.control.snapshot import (
+    ConnectionCount,
+    assemble,
+    backend_view,
+    connection_counter,
+    process_views,
+    scorer_for,
+)
+from lbtui.core.events import EventRing
+
+TICK_S = 1.0
+"""The rolling windows' slot: a backend's time-driven figures move once a tick."""
+SLICE_S = 0.001
+"""Longest stretch of rebuilding between two yields to the event loop."""
+_CHECK_EVERY = 8
+"""Backends rebuilt between two looks at the clock."""
+_BACKEND = TypeAdapter(BackendView)
+_CALM_BREAKER = ("closed", "disabled")
+
+
+@dataclass(slots=True)
+class _Entry:
+    key: tuple[object, ...]
+    tick: int
+    view: BackendView
+    json: bytes
+    version: int
+    moving: bool
+    """The view shows something that changes with time alone: rebuild it every tick."""
+
+
+def _moving(v: BackendView) -> bool:
+    if v.rps or v.bytes_per_s or v.error_ratio or v.in_flight or any(v.rps_series):
+        return True
+    if v.breaker is not None and (
+        v.breaker.state not in _CALM_BREAKER or v.breaker.retry_in_s is not None
+    ):
+        return True
+    if v.health is not None and v.health.slow_start_remaining_s is not None:
+        return True
+    return bool(v.ejected or v.fault is not None or v.score is not None or v.process is not None)
+
+
+def _key(
+    proxy_peers: dict[int, object], b: Backend, connections: ConnectionCount | None
+) -> tuple[object, ...]:
+    """What moves when the backend gets an outcome or a health check (not events: those are
+    read from the ring)."""
+    r = b.record
+    h = b.health
+    peers = tuple(id(p) for p in proxy_peers.values()) if proxy_peers else ()
+    return (
+        r.requests_total,
+        r.in_flight,
+        r.latency.count,
+        r.retries_total,
+        h.checks_total if h is not None else -1,
+        connections(b, r.in_flight) if connections is not None else 0,
+        b.weight,
+        peers,
+    )
+
+
+class EventCursor:
+    """Reads the event ring from where it last stopped: which backends events named since."""
+
+    def __init__(self, ring: EventRing) -> None:
+        self._ring = ring
+        self._id = 0
+
+    def touched(self) -> set[str] | None:
+        """Backends named by events since the last call; ``None`` when every backend may have
+        changed (an event about the whole balancer, or events lost off the ring)."""
+        ring = self._ring
+        last = ring.last_id
+        if last == self._id:
+            return set()
+        events = ring.since(self._id)
+        lost = last < self._id or not events or events[0].id != self._id + 1
+        self._id = last
+        if lost or any(e.backend is None for e in events):
+            return None
+        return {e.backend for e in events if e.backend is not None}
+
+
+class StateCache:
+    """The state of ``control``'s balancer, kept per backend for the admin API."""
+
+    def __init__(
+        self, control: LocalControl, *, slice_s: float = SLICE_S, tick_s: float = TICK_S
+    ) -> None:
+        self.control = control
+        self.slice_s = slice_s
+        self.tick_s = tick_s
+        self.epoch = secrets.token_hex(6)
+        self.version = 0
+        self._entries: dict[str, _Entry] = {}
+        self._cursor = EventCursor(control.proxy.events)
+        self._names: list[str] = []
+        self._names_json = b"[]"
+        self._refreshing: asyncio.Task[None] | None = None
+        self.rebuilt = 0
+        """Views rebuilt so far (what the tests read)."""
+        self.busy_s = 0.0
+        """Time the last answer held the event loop, all slices together."""
+        self.longest_s = 0.0
+        """Its longest slice: the longest a proxied request could have waited behind it."""
+
+    # --- reading -----------------------------------------------------------------------------
+
+    async def body(self, since: int | None = None, epoch: str | None = None) -> bytes:
+        """The state as JSON: everything, or (``since`` from this ``epoch``) only the backends
+        changed after version ``since``."""
+        await self.refresh()
+        started = time.perf_counter()
+        proxy = self.control.proxy
+        now = proxy.clock()
+        entries = [e for n in self._names if (e := self._entries.get(n)) is not None]
+        snap = assemble(proxy, [e.view for e in entries], now, time.time())
+        delta = since is not None and epoch == self.epoch and 0 <= since <= self.version
+        after = since if since is not None and delta else -1
+        parts = [e.json for e in entries if e.version > after]
+        head = dataclasses.replace(snap, backends=[]).to_json_bytes()
+        body = head.replace(b'"backends":[]', b'"backends":[' + b",".join(parts) + b"]", 1)
+        extra = b'{"version":%d,"epoch":%b,' % (self.version, json.dumps(self.epoch).encode())
+        if delta:
+            extra += b'"delta":true,"names":' + self._names_json + b","
+        spent = time.perf_counter() - started
+        self.busy_s += spent
+        self.longest_s = max(self.longest_s, spent)
+        return extra + body[1:]
+
+    async def refresh(self) -> None:
+        """Bring every view up to date; callers arriving meanwhile share the same pass."""
+        task = self._refreshing
+        if task is None or task.done():
+            task = self._refreshing = asyncio.ensure_future(self._refresh())
+        await asyncio.shield(task)
+
+    # --- rebuilding --------------------------------------------------------------------------
+
+    async def _refresh(self) -> None:
+        started = time.perf_counter()
+        control = self.control
+        proxy = control.proxy
+        touched = self._cursor.touched()
+        connections = connection_counter(proxy)
+        scorer = scorer_for(proxy)
+        processes = process_views(control.fleet)
+        peers: dict[int, object] = dict(proxy.peer_records)
+        backends = list(proxy.backends.values())
+        now = proxy.clock()
+        tick = int(now / self.tick_s)
+        self.busy_s = self.longest_s = 0.0
+        for i, b in enumerate(backends):
+            if i % _CHECK_EVERY == 0 and (spent := time.perf_counter() - started) > self.slice_s:
+                self.busy_s += spent
+                self.longest_s = max(self.longest_s, spent)
+                await asyncio.sleep(0)
+                started = time.perf_counter()
+                now = proxy.clock()
+                tick = int(now / self.tick_s)
+            name = b.name
+            if proxy.backends.get(name) is not b:  # removed (or replaced) meanwhile
+                continue
+            key = _key(peers, b, connections)
+            e = self._entries.get(name)
+            forced = touched is None or name in touched
+            if e is not None and not forced and e.key == key and (e.tick == tick or not e.moving):
+                continue
+            view = backend_view(
+                proxy,
+                b,
+                now,
+                connections=connections,
+                scorer=scorer,
+                process=processes.get(name),
+                faults=control.faults,
+            )
+            data = _BACKEND.dump_json(view)
+            self.rebuilt += 1
+            if e is None or data != e.json:
+                self.version += 1
+                version = self.version
+            else:
+                version = e.version
+            self._entries[name] = _Entry(key, tick, view, data, version, _moving(view))
+        names = list(proxy.backends)
+        if names != self._names:
+            for gone in self._entries.keys() - set(names):
+                del self._entries[gone]
+            self._names = names
+            self._names_json = json.dumps(names, separators=(",", ":")).encode()
+            self.version += 1  # a removal is a change too
+        spent = time.perf_counter() - started
+        self.busy_s += spent
+        self.longest_s = max(self.longest_s, spent)

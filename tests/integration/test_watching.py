@@ -1,0 +1,224 @@
+"""Watching costs what changed: ``/api/v1/state`` deltas, the per-backend state and metrics
+caches (same answers as reading everything), and rebuilds that yield to the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+from aiohttp import web
+
+from lbtui.balancer.proxy import Proxy
+from lbtui.config import AdminConfig, from_dict
+from lbtui.control.api import AdminServer
+from lbtui.control.client import HttpControl
+from lbtui.control.exposition import Exposition
+from lbtui.control.local import LocalControl
+from lbtui.control.metrics import render
+from lbtui.control.model import RemoveBackend, SetWeight, Snapshot
+from lbtui.control.snapshot import build_snapshot
+from lbtui.control.statecache import StateCache
+
+
+async def send(client: Any, url: str, n: int) -> None:
+    for _ in range(n):
+        async with client.get(url) as r:
+            await r.read()
+
+
+@pytest.fixture
+async def admin(backends, balancer) -> AsyncIterator[Callable[..., Awaitable[Any]]]:
+    """``(lb, server)`` for a balancer on ``n`` real backends with its admin API."""
+    started: list[AdminServer] = []
+
+    async def make(n: int = 3) -> Any:
+        lb = await balancer(await backends(n))
+        server = AdminServer(AdminConfig(address="127.0.0.1:0"), LocalControl(lb.proxy), environ={})
+        await server.start()
+        started.append(server)
+        return lb, server
+
+    yield make
+    for server in started:
+        await server.stop()
+
+
+def fleet(n: int, clock: Callable[[], float]) -> Proxy:
+    backends = [{"name": f"b{i}", "url": f"http://127.0.0.1:{10000 + i}"} for i in range(n)]
+    return Proxy(from_dict({"backends": backends}, "test"), clock=clock)
+
+
+def traffic(proxy: Proxy, names: list[str], now: float) -> None:
+    for name in names:
+        rec = proxy.backends[name].record
+        rec.started(now)
+        rec.finished(200, 0.004, 10, 64, now)
+
+
+# --- deltas over HTTP -------------------------------------------------------------------------
+
+
+async def test_a_console_gets_only_what_changed(admin, client):
+    lb, server = await admin(3)
+    await send(client, lb.url + "/", 6)
+    control = HttpControl(server.url)
+    try:
+        first = await control.snapshot()
+        assert control.changed is None  # the first answer is whole
+        assert [b.requests_total for b in first.backends] == [2, 2, 2]
+
+        names = [b.name for b in first.backends]
+        await control.act(SetWeight(backend=names[1], weight=7))
+        second = await control.snapshot()
+        assert names[1] in (control.changed or ())
+        assert second.backend(names[1]).weight_configured == 7
+        # the merged answer is what a whole one says
+        whole = Snapshot.from_json(
+            (await httpx.AsyncClient().get(server.url + "/api/v1/state")).content
+        )
+        assert [b.name for b in second.backends] == [b.name for b in whole.backends]
+        assert [b.weight_configured for b in second.backends] == [
+            b.weight_configured for b in whole.backends
+        ]
+
+        await control.act(RemoveBackend(backend=names[0]))
+        third = await control.snapshot()
+        assert [b.name for b in third.backends] == names[1:]
+    finally:
+        await control.aclose()
+
+
+async def test_a_delta_of_a_quiet_balancer_is_empty(admin):
+    _lb, server = await admin(3)
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        full = (await http.get("/api/v1/state")).json()
+        assert "delta" not in full
+        assert len(full["backends"]) == 3
+        since = {"since": full["version"], "epoch": full["epoch"]}
+        quiet = (await http.get("/api/v1/state", params=since)).json()
+        assert quiet["delta"] is True
+        assert quiet["backends"] == []
+        assert quiet["names"] == [b["name"] for b in full["backends"]]
+        # another run's versions, or versions from the future: the whole state
+        for params in ({"since": 0, "epoch": "other"}, {"since": 10**9, "epoch": full["epoch"]}):
+            again = (await http.get("/api/v1/state", params=params)).json()
+            assert "delta" not in again
+            assert len(again["backends"]) == 3
+        bad = await http.get("/api/v1/state", params={"since": "x"})
+        assert bad.status_code == 422
+
+
+async def test_attach_reads_an_older_balancer_whole():
+    """A balancer from before deltas answers the whole state and ignores ``since``: the client
+    reads each answer as it comes and never asks with ``since``."""
+    proxy = fleet(3, time.monotonic)
+    asked: list[dict[str, str]] = []
+
+    async def state(request: web.Request) -> web.Response:
+        asked.append(dict(request.query))
+        return web.Response(
+            body=build_snapshot(proxy).to_json_bytes(), content_type="application/json"
+        )
+
+    app = web.Application()
+    app.router.add_get("/api/v1/state", state)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    control = HttpControl(f"http://127.0.0.1:{port}")
+    try:
+        for _ in range(3):
+            snap = await control.snapshot()
+            assert [b.name for b in snap.backends] == ["b0", "b1", "b2"]
+            assert control.changed is None
+        assert asked == [{}, {}, {}]
+    finally:
+        await control.aclose()
+        await runner.cleanup()
+
+
+# --- the caches say what reading everything says -----------------------------------------------
+
+
+async def test_the_state_cache_answers_what_a_full_read_does():
+    t = [1000.0]
+    proxy = fleet(40, lambda: t[0])
+    cache = StateCache(LocalControl(proxy))
+    names = list(proxy.backends)
+    for step in range(30):
+        t[0] += 1.0  # a new tick: every view that moves with time is read again
+        traffic(proxy, names[step % 7 :: 7], t[0])
+        cached = Snapshot.from_json(await cache.body())
+        whole = build_snapshot(proxy, t[0])
+        assert cached.backends == whole.backends, step
+        assert cached.imbalance == pytest.approx(whole.imbalance)
+    # within a tick a new outcome shows at once; figures over windows are the tick's
+    t[0] += 0.3
+    traffic(proxy, names[:1], t[0])
+    cached = Snapshot.from_json(await cache.body())
+    assert (
+        cached.backends[0].requests_total == build_snapshot(proxy, t[0]).backends[0].requests_total
+    )
+    # nothing new and the same tick: nothing is rebuilt
+    rebuilt = cache.rebuilt
+    await cache.body()
+    assert cache.rebuilt == rebuilt
+    # a minute later every window is empty: idle backends stop costing a rebuild per tick
+    t[0] += 120
+    await cache.body()
+    rebuilt = cache.rebuilt
+    for _ in range(3):
+        t[0] += 1.0
+        await cache.body()
+    assert cache.rebuilt == rebuilt
+
+
+async def test_cached_metrics_are_the_bytes_render_writes(admin, client):
+    lb, server = await admin(3)
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        for round_ in range(3):
+            await send(client, lb.url + "/", 4 + round_)
+            await send(client, lb.url + "/?status=503", round_)
+            if round_ == 1:
+                lb.proxy.force_breaker(next(iter(lb.proxy.backends)), "open")
+            text = (await http.get("/metrics")).content
+            assert text == render(lb.proxy, server.control.faults), round_
+
+
+async def test_big_rebuilds_yield_to_the_event_loop():
+    t = [1000.0]
+    proxy = fleet(600, lambda: t[0])
+    traffic(proxy, list(proxy.backends), t[0])
+    cache = StateCache(LocalControl(proxy), slice_s=0.001)
+    expo = Exposition(proxy, None, slice_s=0.001)
+    ticks = 0
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not done.is_set():
+            ticks += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    before = ticks
+    body = await cache.body()
+    during_state = ticks - before
+    before = ticks
+    text = await expo.render()
+    during_metrics = ticks - before
+    done.set()
+    await task
+    assert len(json.loads(body)["backends"]) == 600
+    assert text == render(proxy, None)
+    # 600 views take tens of milliseconds: other tasks ran between the slices
+    assert during_state >= 3, during_state
+    assert during_metrics >= 3, during_metrics
