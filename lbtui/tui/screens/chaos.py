@@ -26,7 +26,7 @@ from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Vertical
+from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import RichLog, Static
@@ -180,13 +180,13 @@ class ChaosScreen(ModalScreen[int | None]):
         with Vertical(id="dialog", classes="chaos"):
             yield Static(f"chaos · {self.scenario.name}", id="question")
             yield Static("starting…", id="chaos-status")
-            yield Static("", id="chaos-plan")
-            yield RichLog(id="chaos-log", wrap=True, markup=False, max_lines=500)
             yield Static(
                 "Esc interrupts the run (it rolls back) · Esc again closes",
                 id="chaos-hint",
                 classes="hint",
             )
+            yield VerticalScroll(Static("", id="chaos-plan"), id="chaos-plan-box")
+            yield RichLog(id="chaos-log", wrap=True, markup=False, max_lines=500)
 
     def on_mount(self) -> None:
         self.run_experiment()
