@@ -366,7 +366,7 @@ class Column:
 
 
 COLUMNS: tuple[Column, ...] = (
-    Column("name", "backend", 12),
+    Column("name", "backend", 11),
     Column("state", "state", 10),
     Column("breaker", "breaker", 15),
     Column("weight", "weight", 7, right=True, priority=2),
@@ -377,7 +377,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("p50", "p50", 5, right=True, priority=3, window="percentile"),
     Column("p99", "p99", 5, right=True, window="percentile"),
     Column("errors", "err%", 4, right=True),
-    Column("fault", "fault req→applied", 21, priority=1),
+    Column("fault", "fault req→applied", 23, priority=1),
     Column("cpu", "cpu%", 4, right=True, priority=7),
     Column("rss", "rss", 9, right=True, priority=8),
 )

@@ -43,9 +43,12 @@ class TotalsBar(Vertical):
     }
     TotalsBar > Static {
         height: 1;
+        text-wrap: nowrap;
+        text-overflow: ellipsis;
     }
     TotalsBar > #totals-3 {
         height: auto;
+        text-wrap: wrap;
         display: none;
     }
     """
