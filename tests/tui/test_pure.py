@@ -244,3 +244,27 @@ def test_a_long_connection_problem_is_shown_whole_and_the_figures_keep_their_lin
     assert problem in why.plain
     ok = dataclasses.replace(state, link=Link(ok=True))
     assert TotalsBar.build(None, ok, 80)[2] is None
+
+
+def test_the_header_names_the_target_once_and_keeps_it_at_80_columns():
+    from lbtui.tui.feed import Link
+    from lbtui.tui.widgets.totals import HeaderState, TotalsBar
+
+    admin = "http://127.0.0.1:41665"
+    state = HeaderState(
+        target=admin,
+        remote=False,
+        read_only=True,
+        paused=False,
+        link=Link(ok=True),
+        stale_s=None,
+        title=f"lbtui demo · balancer http://127.0.0.1:46521 · admin {admin}",
+    )
+    wide = TotalsBar.build(None, state, 200)[0].plain
+    assert wide.count(admin) == 1
+    assert "balancer http://127.0.0.1:46521" in wide
+    narrow = TotalsBar.build(None, state, 80)[0].plain
+    assert f"admin {admin}" in narrow
+    assert "READ-ONLY" in narrow  # flags and the link state are never dropped
+    assert "connecting" in narrow
+    assert len(narrow) <= 80

@@ -100,12 +100,16 @@ def _piece(priority: int, *parts: tuple[str, str]) -> Piece:
 
 def _first_line(snapshot: Snapshot | None, state: HeaderState) -> list[Piece]:
     title, *more = state.title.split(" · ")
+    # the part of the title that names the target (lbtui demo's "admin URL") stands for it
+    named = next((m for m in more if m.split() and m.split()[-1] == state.target), None)
     pieces: list[Piece] = [_piece(0, (f" {title} ", "bold reverse"))]
-    pieces += [_piece(7 + i, (f"  {m}", "bright_black")) for i, m in enumerate(more)]
+    pieces += [
+        _piece(7 + i, (f"  {m}", "bright_black")) for i, m in enumerate(more) if m is not named
+    ]
     if state.remote:
         pieces.append(_piece(0, ("  ", ""), (f" ⚠ REMOTE {state.target} ", "bold white on red")))
     else:
-        pieces.append(_piece(5, ("  ", ""), (state.target, "bold")))
+        pieces.append(_piece(5, ("  ", ""), (named or state.target, "bold")))
     if snapshot is not None:
         pieces.append(
             _piece(3, ("  algorithm ", "bright_black"), (snapshot.algorithm, "bold cyan"))
