@@ -152,9 +152,15 @@ class Pipeline:
                 answer = self.attempts.respond_whole(
                     job, backend, up, t0, self.state.is_failure(status), conn.take_body()
                 )
-                result, flag = self.succeeded(job, answer)
-                self._end(job, status, flag)
-                client.finish(result)
+                # ``succeeded`` and ``_end``, written out: this is the usual request's path.
+                flag = job.flag
+                if job.faulted:
+                    self._observe_faults(job, status)
+                    flag = flag or Flag.FAULT
+                if job.admitted:
+                    self.admission.release()
+                self.record.answered(status, flag, self.clock())
+                client.finish(answer)
                 return
             client.spawn(self.rest(job, pending=(backend, t0, up)))
         except Exception as exc:
