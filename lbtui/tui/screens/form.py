@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
@@ -38,7 +38,7 @@ class FormScreen(ModalScreen[Any]):
         self.build = build
 
     def compose(self) -> ComposeResult:
-        with Vertical(id="dialog", classes="form"):
+        with _Scroll(id="dialog", classes="form"):
             yield Static(self.title_text, id="question")
             if self.note:
                 yield Static(self.note, classes="hint")
@@ -100,3 +100,8 @@ class FormScreen(ModalScreen[Any]):
 
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+
+class _Scroll(VerticalScroll, can_focus=False):
+    """The dialog's body: it scrolls on a short terminal (80×24) so that every field and the
+    buttons can be reached; the fields keep the focus (Tab moves between them)."""
