@@ -22,6 +22,7 @@ from lbtui.balancer.pool import Backend
 from lbtui.balancer.proxy import Proxy
 from lbtui.control.faults import FaultLink
 from lbtui.control.metrics import (
+    Prefixes,
     backend_families,
     balancer_families,
     header_text,
@@ -35,8 +36,8 @@ _CHECK_EVERY = 8
 @dataclass(slots=True)
 class _Lines:
     key: tuple[object, ...]
-    parts: list[str]
-    """One string of sample lines per family of ``backend_families``, in its order."""
+    parts: list[bytes]
+    """The sample lines of each family of ``backend_families``, in its order, encoded."""
 
 
 def _key(proxy: Proxy, b: Backend, now: float, peers: tuple[int, ...]) -> tuple[object, ...]:
@@ -66,6 +67,7 @@ class Exposition:
         self.slice_s = slice_s
         self._lines: dict[str, _Lines] = {}
         self._cursor = EventCursor(proxy.events)
+        self._prefixes: Prefixes = {}
         self._lock = asyncio.Lock()
         self.busy_s = 0.0
         """Time the last scrape held the event loop, all slices together."""
@@ -104,23 +106,26 @@ class Exposition:
             if had is not None and had.key == key and touched is not None and b.name not in touched:
                 continue
             fams = backend_families(proxy, [b], now)
-            self._lines[b.name] = _Lines(key, [sample_text(f) for f in fams])
+            parts = [sample_text(f, self._prefixes).encode() for f in fams]
+            self._lines[b.name] = _Lines(key, parts)
             self.rewritten += 1
         if len(self._lines) > len(proxy.backends):
             for gone in self._lines.keys() - proxy.backends.keys():
                 del self._lines[gone]
-        names = [n for n in proxy.backends if n in self._lines]
+            self._prefixes.clear()  # those of the backends gone with them
+        lines = self._lines
+        columns = list(zip(*(lines[n].parts for n in proxy.backends if n in lines), strict=True))
         empty = backend_families(proxy, [], now)
         placeholders = {id(f): k for k, f in enumerate(empty)}
-        out: list[str] = []
+        out: list[bytes] = []
         for fam in balancer_families(proxy, self.faults, empty):
-            out.append(header_text(fam))
             k = placeholders.get(id(fam))
             if k is None:
-                out.append(sample_text(fam))
+                out.append((header_text(fam) + sample_text(fam)).encode())
             else:
-                lines = self._lines
-                out.extend(lines[n].parts[k] for n in names)
-        body = "".join(out).encode()
+                out.append(header_text(fam).encode())
+                if columns:
+                    out.append(b"".join(columns[k]))
+        body = b"".join(out)
         self._spent(started)
         return body

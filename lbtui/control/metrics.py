@@ -381,24 +381,44 @@ def header_text(fam: Family) -> str:
     return f"# HELP {name} {doc}\n# TYPE {name} {fam.kind}\n"
 
 
-def sample_text(fam: Family) -> str:
-    """The sample lines of ``fam``, without its header."""
+Prefixes = dict[tuple[str, tuple[str, ...]], tuple[str, ...]]
+"""Sample-line prefixes by (family, label values): what :func:`sample_text` may keep between
+calls, so that a backend's lines are written again without escaping and sorting its labels."""
+
+
+def _prefixes(fam: Family, name: str, values: tuple[str, ...]) -> tuple[str, ...]:
+    """Everything before the value on each line of ``fam``'s sample ``values``."""
+    if fam.kind != "histogram":
+        return (f"{name}{_label_text(fam.labels, values)} ",)
+    inner = _label_text(fam.labels, values)[1:-1]
+    sep = "," if inner else ""
+    labels = "{" + inner + "}" if inner else ""
+    bounds = (*_BOUND_LABELS, "+Inf")
+    return (
+        *(f'{name}_bucket{{{inner}{sep}le="{le}"}} ' for le in bounds),
+        f"{name}_count{labels} ",
+        f"{name}_sum{labels} ",
+    )
+
+
+def sample_text(fam: Family, cache: Prefixes | None = None) -> str:
+    """The sample lines of ``fam``, without its header; ``cache`` keeps the line prefixes."""
     out: list[str] = []
     add = out.append
     name = fam.name + "_total" if fam.kind == "counter" else fam.name
+    cache = {} if cache is None else cache
     if fam.kind == "histogram":
         for values, buckets, total, count in fam.histograms:
-            inner = _label_text(fam.labels, values)[1:-1]
-            sep = "," if inner else ""
-            for le, n in zip(_BOUND_LABELS, buckets, strict=True):
-                add(f'{name}_bucket{{{inner}{sep}le="{le}"}} {_go_float(n)}\n')
-            add(f'{name}_bucket{{{inner}{sep}le="+Inf"}} {_go_float(count)}\n')
-            labels = "{" + inner + "}" if inner else ""
-            add(f"{name}_count{labels} {_go_float(count)}\n")
-            add(f"{name}_sum{labels} {_go_float(total)}\n")
+            key = (name, values)
+            pre = cache.get(key) or cache.setdefault(key, _prefixes(fam, name, values))
+            for p, n in zip(pre, (*buckets, count, count), strict=False):
+                add(f"{p}{_go_float(n)}\n")
+            add(f"{pre[-1]}{_go_float(total)}\n")
     else:
         for values, value in fam.values:
-            add(f"{name}{_label_text(fam.labels, values)} {_go_float(value)}\n")
+            key = (name, values)
+            pre = cache.get(key) or cache.setdefault(key, _prefixes(fam, name, values))
+            add(f"{pre[0]}{_go_float(value)}\n")
     return "".join(out)
 
 
