@@ -5,11 +5,11 @@ is a millisecond every request in flight waits (1,000 backends: 46 ms a poll, re
 serialised whole). Three things keep that cost small and short:
 
 - **per-backend views kept with their JSON** and rebuilt only when the backend may have
-  changed: a new outcome or health check (a cheap key of counters read from its record), an
-  event naming it (every change of state, weight, breaker, ejection or fault is one), or the
-  next tick of its rolling windows (1 s, their slot) while it shows anything that moves with
-  time (traffic in the last minute, a countdown, a fault, a score). A backend idle for a minute
-  costs one key a poll;
+  changed: a new outcome (a cheap key of counters read from its record), an event naming it
+  (every change of state, weight, breaker, ejection or fault is one), or the next tick of its
+  rolling windows (1 s, their slot) while it shows anything that moves with time (traffic in
+  the last minute, a countdown, a fault, a score) or has had a health check since. A backend
+  idle for a minute costs one key a poll;
 - **work in slices**: the rebuild yields to the loop every ``slice_s`` (1 ms), so proxied
   requests never wait behind more than one slice;
 - **deltas**: each rebuilt view whose JSON differs takes the next ``version``; a console that
@@ -66,6 +66,10 @@ class _Entry:
     version: int
     moving: bool
     """The view shows something that changes with time alone: rebuild it every tick."""
+    checks: int
+    """Health checks reported when it was built: a check that changes no state (the runs of
+    passed and failed checks, the last one's detail) is shown at the next tick, not at once —
+    at 1,000 backends checked every 2 s that is 500 rebuilds a second saved."""
 
 
 def _moving(v: BackendView) -> bool:
@@ -86,14 +90,12 @@ def _key(
     """What moves when the backend gets an outcome or a health check (not events: those are
     read from the ring)."""
     r = b.record
-    h = b.health
     peers = tuple(id(p) for p in proxy_peers.values()) if proxy_peers else ()
     return (
         r.requests_total,
         r.in_flight,
         r.latency.count,
         r.retries_total,
-        h.checks_total if h is not None else -1,
         connections(b, r.in_flight) if connections is not None else 0,
         b.weight,
         peers,
@@ -205,7 +207,13 @@ class StateCache:
             key = _key(peers, b, connections)
             e = self._entries.get(name)
             forced = touched is None or name in touched
-            if e is not None and not forced and e.key == key and (e.tick == tick or not e.moving):
+            checks = b.health.checks_total if b.health is not None else 0
+            if (
+                e is not None
+                and not forced
+                and e.key == key
+                and (e.tick == tick or not (e.moving or e.checks != checks))
+            ):
                 continue
             view = backend_view(
                 proxy,
@@ -223,7 +231,7 @@ class StateCache:
                 version = self.version
             else:
                 version = e.version
-            self._entries[name] = _Entry(key, tick, view, data, version, _moving(view))
+            self._entries[name] = _Entry(key, tick, view, data, version, _moving(view), checks)
         names = list(proxy.backends)
         if names != self._names:
             for gone in self._entries.keys() - set(names):

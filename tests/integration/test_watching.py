@@ -222,3 +222,30 @@ async def test_big_rebuilds_yield_to_the_event_loop():
     # 600 views take tens of milliseconds: other tasks ran between the slices
     assert during_state >= 3, during_state
     assert during_metrics >= 3, during_metrics
+
+
+async def test_a_health_check_shows_at_the_next_tick():
+    """A check that changes no state (one more passed) waits for the tick; a fall is an event
+    and shows at once."""
+    t = [1000.0]
+    backends = [{"name": f"b{i}", "url": f"http://127.0.0.1:{10000 + i}"} for i in range(3)]
+    config = from_dict({"backends": backends, "health": {"enabled": True, "fall": 1}}, "test")
+    proxy = Proxy(config, clock=lambda: t[0])
+    cache = StateCache(LocalControl(proxy))
+    await cache.body()
+    health = proxy.backends["b1"].health
+    assert health is not None
+    health.record_check(True, t[0], "HTTP 200")
+    t[0] += 0.1
+    same_tick = Snapshot.from_json(await cache.body()).backend("b1")
+    assert same_tick.health is not None
+    assert same_tick.health.consecutive_successes == 0
+    t[0] += 1.0
+    next_tick = Snapshot.from_json(await cache.body()).backend("b1")
+    assert next_tick.health is not None
+    assert next_tick.health.consecutive_successes == 1
+    proxy.health_result(proxy.backends["b1"], False, "HTTP 503")
+    t[0] += 0.1
+    fell = Snapshot.from_json(await cache.body()).backend("b1")
+    assert fell.health is not None
+    assert fell.health.state == "down"
