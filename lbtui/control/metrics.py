@@ -348,6 +348,10 @@ def _go_float(value: float) -> str:
     """A sample value as Prometheus (and ``prometheus_client.utils.floatToGoString``) write it."""
     if type(value) is int and 0 <= value < 1_000_000:  # a count: the common case
         return f"{value}.0"
+    if value == 1.0:  # gauges and one-hot states
+        return "1.0"
+    if value == 0.0 and math.copysign(1.0, value) > 0:
+        return "0.0"
     d = float(value)
     if math.isinf(d):
         return "+Inf" if d > 0 else "-Inf"
@@ -403,23 +407,31 @@ def _prefixes(fam: Family, name: str, values: tuple[str, ...]) -> tuple[str, ...
 
 def sample_text(fam: Family, cache: Prefixes | None = None) -> str:
     """The sample lines of ``fam``, without its header; ``cache`` keeps the line prefixes."""
-    out: list[str] = []
-    add = out.append
     name = fam.name + "_total" if fam.kind == "counter" else fam.name
-    cache = {} if cache is None else cache
+    prefixes: list[str] = []
+    values: list[float] = []
     if fam.kind == "histogram":
-        for values, buckets, total, count in fam.histograms:
-            key = (name, values)
-            pre = cache.get(key) or cache.setdefault(key, _prefixes(fam, name, values))
-            for p, n in zip(pre, (*buckets, count, count), strict=False):
-                add(f"{p}{_go_float(n)}\n")
-            add(f"{pre[-1]}{_go_float(total)}\n")
+        for labels, buckets, total, count in fam.histograms:
+            key = (name, labels)
+            pre = cache.get(key) if cache is not None else None
+            if pre is None:
+                pre = _prefixes(fam, name, labels)
+                if cache is not None:
+                    cache[key] = pre
+            prefixes.extend(pre)
+            values.extend(buckets)
+            values += (count, count, total)
     else:
-        for values, value in fam.values:
-            key = (name, values)
-            pre = cache.get(key) or cache.setdefault(key, _prefixes(fam, name, values))
-            add(f"{pre[0]}{_go_float(value)}\n")
-    return "".join(out)
+        for labels, value in fam.values:
+            key = (name, labels)
+            pre = cache.get(key) if cache is not None else None
+            if pre is None:
+                pre = _prefixes(fam, name, labels)
+                if cache is not None:
+                    cache[key] = pre
+            prefixes.append(pre[0])
+            values.append(value)
+    return "".join([f"{p}{_go_float(v)}\n" for p, v in zip(prefixes, values, strict=True)])
 
 
 def render_families(fams: Sequence[Family]) -> bytes:
