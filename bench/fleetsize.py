@@ -237,7 +237,6 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=1, help="quiet/watched pairs per size")
     parser.add_argument("--rate", type=float, default=RATE, help="open-loop req/s")
     parser.add_argument("--quick", action="store_true", help="sizes 10,100; 3-second phases")
-    parser.add_argument("--json", metavar="FILE", help="also write the figures to FILE")
     args = parser.parse_args()
     if args.console:
         return console(args.console, args.seconds, 3.0)
