@@ -26,9 +26,11 @@ from lbtui.control.metrics import (
     backend_families,
     balancer_families,
     header_text,
+    member_now,
     sample_text,
 )
 from lbtui.control.statecache import SLICE_S, EventCursor
+from lbtui.core.balance import Member
 
 _CHECK_EVERY = 8
 
@@ -93,6 +95,7 @@ class Exposition:
         peers = tuple(id(p) for p in proxy.peer_records.values())
         backends = list(proxy.backends.values())
         now = proxy.clock()
+        members: dict[str, Member] = {}
         for i, b in enumerate(backends):
             if i % _CHECK_EVERY == 0 and time.perf_counter() - started > self.slice_s:
                 self._spent(started)
@@ -101,6 +104,7 @@ class Exposition:
                 now = proxy.clock()
             if proxy.backends.get(b.name) is not b:  # removed meanwhile
                 continue
+            members[b.name] = member_now(proxy, b, now)  # rates move with time: every scrape
             key = _key(proxy, b, now, peers)
             had = self._lines.get(b.name)
             if had is not None and had.key == key and touched is not None and b.name not in touched:
@@ -118,7 +122,7 @@ class Exposition:
         empty = backend_families(proxy, [], now)
         placeholders = {id(f): k for k, f in enumerate(empty)}
         out: list[bytes] = []
-        for fam in balancer_families(proxy, self.faults, empty):
+        for fam in balancer_families(proxy, self.faults, empty, members):
             k = placeholders.get(id(fam))
             if k is None:
                 out.append((header_text(fam) + sample_text(fam)).encode())

@@ -25,7 +25,7 @@ under a bound when its bucket's middle is at or below it, exact to the histogram
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate
 from typing import Literal
@@ -42,7 +42,8 @@ from prometheus_client.registry import Collector
 from lbtui.balancer.pool import AdminState, Backend
 from lbtui.balancer.proxy import Proxy
 from lbtui.control.faults import FaultLink
-from lbtui.control.snapshot import worker_views
+from lbtui.control.snapshot import pool_views, worker_views
+from lbtui.core.balance import Member
 from lbtui.core.breaker import BreakerState
 from lbtui.core.record import CODE_CLASSES, FailureKind
 from lbtui.core.window import N_BUCKETS, bucket_value
@@ -95,8 +96,50 @@ class Family:
 
 def families(proxy: Proxy, faults: FaultLink | None) -> list[Family]:
     """Every lbtui metric of ``proxy``, read now."""
-    per_backend = backend_families(proxy, list(proxy.backends.values()), proxy.clock())
-    return balancer_families(proxy, faults, per_backend)
+    now = proxy.clock()
+    backends = list(proxy.backends.values())
+    per_backend = backend_families(proxy, backends, now)
+    members = {b.name: member_now(proxy, b, now) for b in backends}
+    return balancer_families(proxy, faults, per_backend, members)
+
+
+def member_now(proxy: Proxy, b: Backend, now: float) -> Member:
+    """What the balance figures (L, M) need of backend ``b`` now: its rates over the "now"
+    window and whether it takes new requests (as ``lbtui_backend_up`` says, and as the pick
+    decides while its pool panics). Read at every scrape: rates move with time alone."""
+    rec = proxy.merged_backend_record(b)
+    state = b.breaker.state if b.breaker is not None else BreakerState.DISABLED
+    admitting = b.admin is AdminState.ACTIVE and state not in _DOWN_STATES
+    return Member(
+        rate=rec.rps(now),
+        weight=b.weight,
+        eligible=admitting and b.healthy() and not proxy.outliers.is_ejected(b.name, now),
+        demand=rec.demand_rps(now),
+        max_rps=b.max_rps,
+        admitting=admitting,
+    )
+
+
+def pool_families(proxy: Proxy, members: Mapping[str, Member]) -> list[Family]:
+    """L and M of each pool (the same computation as the state's ``pools``)."""
+    pools = pool_views(proxy, members)
+    imbalance = Family(
+        "lbtui_imbalance",
+        "gauge",
+        "Imbalance L of each pool: sum over its eligible backends of |rate - weighted share| "
+        "in requests per second, rates over the last second (0 = perfectly balanced).",
+        ("pool",),
+        [((p.name,), p.imbalance) for p in pools],
+    )
+    overload = Family(
+        "lbtui_overloaded_backends",
+        "gauge",
+        "Overload M of each pool: eligible backends whose demand (requests sent plus picks "
+        "their max_rps refused, over the last second) exceeds their max_rps.",
+        ("pool",),
+        [((p.name,), p.overload) for p in pools],
+    )
+    return [imbalance, overload]
 
 
 def backend_families(proxy: Proxy, backends: Sequence[Backend], now: float) -> list[Family]:
@@ -213,9 +256,13 @@ def backend_families(proxy: Proxy, backends: Sequence[Backend], now: float) -> l
 
 
 def balancer_families(
-    proxy: Proxy, faults: FaultLink | None, per_backend: list[Family]
+    proxy: Proxy,
+    faults: FaultLink | None,
+    per_backend: list[Family],
+    members: Mapping[str, Member],
 ) -> list[Family]:
-    """Every family, with ``per_backend`` (from :func:`backend_families`) in their place."""
+    """Every family, with ``per_backend`` (from :func:`backend_families`) in their place;
+    ``members`` (:func:`member_now` of every backend) give the pools' L and M."""
     injected = Family(
         "lbtui_faults_injected",
         "counter",
@@ -300,6 +347,7 @@ def balancer_families(
         worker_up,
         *per_backend,
         injected,
+        *pool_families(proxy, members),
         client,
         client_in_flight,
         limited,

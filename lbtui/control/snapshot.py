@@ -35,49 +35,63 @@ from lbtui.control.model import (
     WorkerView,
     finite,
 )
-from lbtui.core.balance import Member, pool_imbalance, pool_overload
+from lbtui.core.balance import Member, overloaded, pool_imbalance, pool_overload
 from lbtui.core.balancing import Balancer
 from lbtui.fleet.supervisor import Fleet
 
 _OPEN = ("open", "forced_open")
 
 
-def takes_requests(v: BackendView, panic: bool = False) -> bool:
-    """Whether the backend of ``v`` takes new requests now, as the proxy's pick decides it:
-    active, breaker not open, and (unless its pool panics) up and not ejected."""
-    if v.admin != AdminState.ACTIVE.value:
-        return False
-    if v.breaker is not None and v.breaker.state in _OPEN:
-        return False
-    if panic:
-        return True
-    return not v.ejected and (v.health is None or v.health.state == "up")
+def member_of(v: BackendView) -> Member:
+    """What the balance figures need of one backend's view."""
+    admitting = v.admin == AdminState.ACTIVE.value and (
+        v.breaker is None or v.breaker.state not in _OPEN
+    )
+    return Member(
+        rate=v.rps,
+        weight=v.weight_effective,
+        eligible=v.eligible,
+        demand=v.demand_rps,
+        max_rps=v.max_rps,
+        admitting=admitting,
+    )
 
 
-def pool_views(proxy: Proxy, views: Sequence[BackendView]) -> list[PoolView]:
-    """Each pool's balance figures over its eligible backends, the default pool first."""
-    by_name = {v.name: v for v in views}
-    out: list[PoolView] = []
+def named_pools(proxy: Proxy) -> list[tuple[str, str | None, Pool]]:
+    """Every pool with its name (``default``, ``routes[i]``) and what its route matches."""
     named: list[tuple[str, str | None, Pool]] = [("default", None, proxy.default_pool)]
     for i, r in enumerate(proxy.state.routes):
         named.append((f"routes[{i}]", f"{r.host or '*'}{r.path_prefix}", r.pool))
-    for name, match, pool in named:
-        members = [by_name[b.name] for b in pool.backends if b.name in by_name]
-        live = [v for v in members if takes_requests(v, pool.panic)]
-        figures = [Member(v.rps, v.weight_effective, True, v.demand_rps, v.max_rps) for v in live]
+    return named
+
+
+def pool_views(proxy: Proxy, members: Mapping[str, Member]) -> list[PoolView]:
+    """Each pool's balance figures over its eligible backends, the default pool first
+    (``members`` by backend name; ``/metrics`` builds them from the records, the snapshot from
+    its views: one computation for both)."""
+    out: list[PoolView] = []
+    for name, match, pool in named_pools(proxy):
+        names = [b.name for b in pool.backends if b.name in members]
+        group = [members[n] for n in names]
+        live = [n for n, m in zip(names, group, strict=True) if m.counts(pool.panic)]
         out.append(
             PoolView(
                 name=name,
                 route=match,
-                backends=[v.name for v in members],
-                eligible=[v.name for v in live],
+                backends=names,
+                eligible=live,
                 panic=pool.panic,
-                rps=sum(v.rps for v in live),
-                imbalance=pool_imbalance(figures),
-                overload=pool_overload(figures),
+                rps=sum(members[n].rate for n in live),
+                imbalance=pool_imbalance(group, pool.panic),
+                overload=pool_overload(group, pool.panic),
             )
         )
     return out
+
+
+def overload_total(pools: Sequence[PoolView], members: Mapping[str, Member]) -> int:
+    """M over the balancer: the backends over their cap in some pool, each counted once."""
+    return sum(1 for n in {n for p in pools for n in p.eligible} if overloaded(members[n]))
 
 
 ConnectionCount = Callable[[Backend, int], int]
@@ -311,8 +325,8 @@ def assemble(proxy: Proxy, views: list[BackendView], now: float, wall: float) ->
         flags_total=t.flags_total,
         rps_series=t.rps_series,
     )
-    pools = pool_views(proxy, views)
-    live = {n for p in pools for n in p.eligible}
+    members = {v.name: member_of(v) for v in views}
+    pools = pool_views(proxy, members)
     return Snapshot(
         at=now,
         wall=wall,
@@ -320,11 +334,7 @@ def assemble(proxy: Proxy, views: list[BackendView], now: float, wall: float) ->
         totals=totals,
         limits=limits_view(proxy, now),
         imbalance=sum(p.imbalance for p in pools),
-        overload=sum(
-            1
-            for v in views
-            if v.name in live and v.max_rps is not None and v.demand_rps > v.max_rps
-        ),
+        overload=overload_total(pools, members),
         panic=proxy.default_pool.panic,
         backends=views,
         last_event_id=proxy.events.last_id,

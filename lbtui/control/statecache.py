@@ -7,9 +7,9 @@ serialised whole). Three things keep that cost small and short:
 - **per-backend views kept with their JSON** and rebuilt only when the backend may have
   changed: a new outcome (a cheap key of counters read from its record), an event naming it
   (every change of state, weight, breaker, ejection or fault is one), or the next tick of its
-  rolling windows (1 s, their slot) while it shows anything that moves with time (traffic in
-  the last minute, a countdown, a fault, a score) or has had a health check since. A backend
-  idle for a minute costs one key a poll;
+  rolling windows (100 ms, the "now" slot) while it shows anything that moves with time
+  (traffic in the last minute, a countdown, a fault, a score) or has had a health check since.
+  A backend idle for a minute costs one key a poll;
 - **work in slices**: the rebuild yields to the loop every ``slice_s`` (1 ms), so proxied
   requests never wait behind more than one slice;
 - **deltas**: each rebuilt view whose JSON differs takes the next ``version``; a console that
@@ -46,9 +46,12 @@ from lbtui.control.snapshot import (
     scorer_for,
 )
 from lbtui.core.events import EventRing
+from lbtui.core.window import RATE_SLOTS, RATE_WINDOW_S
 
-TICK_S = 1.0
-"""The rolling windows' slot: a backend's time-driven figures move once a tick."""
+TICK_S = RATE_WINDOW_S / RATE_SLOTS
+"""The "now" window's slot (100 ms): a backend's time-driven figures move once a tick (a
+backend that stops receiving must read under a tenth of its rate within 2 s, so its view
+cannot be a whole second old)."""
 SLICE_S = 0.001
 """Longest stretch of rebuilding between two yields to the event loop."""
 _CHECK_EVERY = 8

@@ -31,6 +31,15 @@ class Member:
     demand: float = 0.0
     """``rate`` plus the picks its cap refused, per second."""
     max_rps: float | None = None
+    admitting: bool | None = None
+    """Active and breaker not open: what counts while the pool panics (health and ejection
+    are ignored then, as the pick ignores them). ``None``: the same as ``eligible``."""
+
+    def counts(self, panic: bool = False) -> bool:
+        """Whether it is one of the backends L and M are computed over."""
+        if panic and self.admitting is not None:
+            return self.admitting
+        return self.eligible
 
 
 def imbalance(rates: Sequence[float], weights: Sequence[float]) -> float:
@@ -45,12 +54,17 @@ def imbalance(rates: Sequence[float], weights: Sequence[float]) -> float:
     return sum(abs(r - total / n) for r in rates)
 
 
-def pool_imbalance(members: Sequence[Member]) -> float:
-    """L over the eligible ``members``."""
-    live = [m for m in members if m.eligible]
+def pool_imbalance(members: Sequence[Member], panic: bool = False) -> float:
+    """L over the eligible ``members`` (those ``counts(panic)``)."""
+    live = [m for m in members if m.counts(panic)]
     return imbalance([m.rate for m in live], [m.weight for m in live])
 
 
-def pool_overload(members: Sequence[Member]) -> int:
+def overloaded(m: Member) -> bool:
+    """Its demand exceeds its cap."""
+    return m.max_rps is not None and m.demand > m.max_rps
+
+
+def pool_overload(members: Sequence[Member], panic: bool = False) -> int:
     """M: eligible ``members`` whose demand exceeds their cap."""
-    return sum(1 for m in members if m.eligible and m.max_rps is not None and m.demand > m.max_rps)
+    return sum(1 for m in members if m.counts(panic) and overloaded(m))

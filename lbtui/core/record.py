@@ -226,6 +226,10 @@ class BackendRecord:
         """Attempts started per second over the "now" window."""
         return self._rate.rate(now)
 
+    def demand_rps(self, now: float) -> float:
+        """``rps`` plus the picks refused at the cap, per second over the "now" window."""
+        return self._rate.rate(now) + self._refused.rate(now)
+
     def figures(self, now: float) -> BackendFigures:
         done = self._done.total(now)
         errors = self._errors.total(now)
@@ -234,6 +238,7 @@ class BackendRecord:
         if samples >= MIN_QUANTILE_SAMPLES:
             qs = [q * 1e3 for q in quantiles_of(counts, samples, (0.5, 0.9, 0.99, 0.999))]
         rps = self._rate.rate(now)
+        demand = rps + self._refused.rate(now)
         return BackendFigures(
             in_flight=self.in_flight,
             requests_total=self.requests_total,
@@ -249,7 +254,7 @@ class BackendRecord:
             p99_ms=qs[2],
             p999_ms=qs[3],
             rps_series=[*self._series.complete_series(now)[1:], rps],
-            demand_rps=rps + self._refused.rate(now),
+            demand_rps=demand,
             refused_at_cap_total=self.refused_at_cap_total,
             latency_samples=samples,
         )
