@@ -242,7 +242,9 @@ class BackendView:
     ``cost``); ``None`` for algorithms without a score. An infinite cost is ``None``."""
     demand_rps: float = 0.0
     """``rps`` plus the picks refused because the backend was at its ``max_rps``: what M
-    compares with the cap."""
+    compares with the cap. A pick the cap refuses is made again among the others; under
+    round robin the capped backend then stays next in the rotation, so every request it turns
+    away counts (its demand reads as the requests that came to it first, not its 1/n share)."""
     refused_at_cap_total: int = 0
     """Picks refused because the backend was at its ``max_rps``, since start."""
     latency_samples: int = 0
