@@ -180,6 +180,12 @@ async def test_the_state_cache_answers_what_a_full_read_does():
     assert cache.rebuilt == rebuilt
 
 
+def _timeless(text: bytes) -> bytes:
+    """Without the pools' L samples: L is read from rates over the last second, which move
+    between two reads however little time passes."""
+    return b"\n".join(x for x in text.split(b"\n") if not x.startswith(b"lbtui_imbalance{"))
+
+
 async def test_cached_metrics_are_the_bytes_render_writes(admin, client):
     lb, server = await admin(3)
     async with httpx.AsyncClient(base_url=server.url) as http:
@@ -189,7 +195,7 @@ async def test_cached_metrics_are_the_bytes_render_writes(admin, client):
             if round_ == 1:
                 lb.proxy.force_breaker(next(iter(lb.proxy.backends)), "open")
             text = (await http.get("/metrics")).content
-            assert text == render(lb.proxy, server.control.faults), round_
+            assert _timeless(text) == _timeless(render(lb.proxy, server.control.faults)), round_
 
 
 async def test_big_rebuilds_yield_to_the_event_loop():
