@@ -237,7 +237,7 @@ async def test_a_health_check_shows_at_the_next_tick():
     backends = [{"name": f"b{i}", "url": f"http://127.0.0.1:{10000 + i}"} for i in range(3)]
     config = from_dict({"backends": backends, "health": {"enabled": True, "fall": 1}}, "test")
     proxy = Proxy(config, clock=lambda: t[0])
-    cache = StateCache(LocalControl(proxy))
+    cache = StateCache(LocalControl(proxy), tick_s=1.0)  # (the tick's length is not the point)
     await cache.body()
     health = proxy.backends["b1"].health
     assert health is not None
