@@ -193,6 +193,13 @@ WIDGET_KEYS: list[tuple[str, str]] = [
 ]
 """Keys the widgets answer to themselves (not the app's bindings)."""
 
+FIGURES: list[tuple[str, str]] = [
+    ("req/s · err%", "over the last 1 s, sliding (p50/p99 over 10 s; — when under 10 samples)"),
+    ("imbalance L", "Σ |rate − weighted share| over each pool's eligible backends; 0 = even"),
+    ("overload M", "eligible backends whose demand (sent + refused at the cap) > max_rps"),
+]
+"""What the header's and table's figures mean (``lbtui.core.window``, ``lbtui.core.balance``)."""
+
 BREAKER_CHOICES = (
     ("auto", "auto — the breaker decides (normal)"),
     ("open", "open — reject every request to it (forced)"),
@@ -494,6 +501,7 @@ class LbtuiApp(App[None]):
         for binding_id, (group, what) in HELP.items():
             groups[group].append((keys.get(binding_id, "—"), what))
         groups["Navigate"] += WIDGET_KEYS
+        groups["Figures"] = FIGURES
         return [(g, rows) for g, rows in groups.items() if rows]
 
     def binding_keys(self) -> dict[str, str]:

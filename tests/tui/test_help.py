@@ -31,6 +31,8 @@ async def test_help_lists_every_key_bound_now():
         text = screen_text(app)
         assert "run a chaos experiment" in text
         assert "(again: back)" in text
+        assert "imbalance L" in text  # the balance figures, one line each
+        assert "overload M" in text
 
 
 async def test_enter_toggles_the_detail_even_in_the_full_screen_detail():
