@@ -19,7 +19,8 @@ the same output.
 
 from __future__ import annotations
 
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
+from http import HTTPStatus
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -30,11 +31,13 @@ from lbtui.balancer.connections import (
     HAS_DATE,
     HAS_SERVER,
     RESPONSE_DROP_RAW,
+    ChunkIterator,
     HeadBlock,
     LeanResponse,
     RawHeaders,
     connection_tokens,
 )
+from lbtui.errors import ClientBodyError
 
 HOP_BY_HOP = frozenset(
     {
@@ -146,6 +149,44 @@ class ClientRequest(Protocol):
 
     def cut(self) -> None:
         """Close the client connection at once (a response cut mid-body)."""
+
+
+# -- HTTP at the edge (RFC 9112 / 9110, as nginx): shared by both listeners ----------------------
+
+ALLOW = b"Allow: GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH, TRACE\r\n"
+"""The methods a 405 names: what the balancer forwards (any method but CONNECT, in fact)."""
+_HOST_CHARS = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~%!$&'()*+,;=:[]"
+"""What a Host value may hold (RFC 3986 reg-name, IP literal, port)."""
+GOOD_HOSTS: set[bytes] = set()
+"""Host values found valid (clients send the same few): a set lookup instead of a scan."""
+
+
+def valid_host(value: bytes) -> bool:
+    """A Host value nginx would take: not empty, only URI authority characters."""
+    ok = bool(value) and not value.translate(None, _HOST_CHARS) and value[:1] != b"."
+    if ok and len(value) <= 255:
+        if len(GOOD_HOSTS) >= 4096:
+            GOOD_HOSTS.clear()
+        GOOD_HOSTS.add(value)
+    return ok
+
+
+def split_absolute(target: str) -> tuple[bytes, str]:
+    """An absolute-form target's authority (the request's Host, RFC 9112 §3.2.2) and the
+    origin-form target that goes on; ``ValueError`` saying why when it is not one."""
+    scheme, sep, rest = target.partition("://")
+    if not sep or scheme.lower() not in ("http", "https"):
+        raise ValueError("invalid request target")
+    end = len(rest)
+    for ch in "/?#":
+        i = rest.find(ch)
+        if 0 <= i < end:
+            end = i
+    host = rest[:end].encode("latin-1")
+    if "@" in rest[:end] or not valid_host(host):
+        raise ValueError("invalid authority in the request target")
+    path = rest[end:]
+    return host, path if path[:1] == "/" else "/" + path
 
 
 def remove_dot_segments(path: str) -> str:
@@ -365,18 +406,133 @@ def response_headers_raw(raw: RawHeaders) -> RawHeaders:
 # -- the aiohttp listener's side ------------------------------------------------------------------
 
 
+class CheckedBody:
+    """An aiohttp request body as the pipeline reads it: a read error (a malformed chunk, a
+    body cut short, the client gone) or a size over ``max_body_bytes`` is a
+    ``ClientBodyError``, as on the fast listener, so that the request ends the same way."""
+
+    __slots__ = ("_content", "_limit", "_read")
+
+    def __init__(self, content: Any, limit: int) -> None:
+        self._content = content
+        self._limit = limit
+        self._read = 0
+
+    async def readany(self) -> bytes:
+        try:
+            chunk: bytes = await self._content.readany()
+        except ClientBodyError:
+            raise
+        except ConnectionError as exc:
+            raise ClientBodyError(0, "the client closed the connection") from exc
+        except Exception as exc:  # aiohttp's payload errors (untyped for mypyc: isinstance)
+            raise ClientBodyError(400, f"invalid request body: {exc}") from exc
+        self._read += len(chunk)
+        if self._limit and self._read > self._limit:
+            raise ClientBodyError(413, f"request body over {self._limit} bytes")
+        return chunk
+
+    async def read(self) -> bytes:
+        parts: list[bytes] = []
+        while chunk := await self.readany():
+            parts.append(chunk)
+        return b"".join(parts)
+
+    def __aiter__(self) -> ChunkIterator:
+        return ChunkIterator(self.readany)
+
+
+def edge_refusal(request: web.BaseRequest, max_body_bytes: int) -> web.Response | None:
+    """What the fast listener refuses at the edge, for a request aiohttp's server parsed:
+    CONNECT (405), HTTP/2+ in an HTTP/1 head (505), a missing, repeated or invalid Host
+    on HTTP/1.1 (400), a declared body over ``max_body_bytes`` (413). None: go on."""
+    if request.version.major != 1 or request.version.minor > 1:
+        # aiohttp would answer in the request's version ("HTTP/0.9 505"): close instead.
+        if request.transport is not None:
+            request.transport.close()
+        return refusal(505)
+    if request.method == "CONNECT":
+        return refusal(405)
+    target = request.raw_path
+    if target[:1] != "/" and target != "*":
+        try:
+            split_absolute(target)
+        except ValueError:
+            return refusal(400)
+    hosts = request.headers.getall("Host", ())
+    if len(hosts) > 1 or (not hosts and request.version.minor >= 1):
+        return refusal(400)
+    if hosts and not valid_host(hosts[0].encode("utf-8", "surrogateescape")):
+        return refusal(400)
+    length = request.content_length
+    if max_body_bytes and length is not None and length > max_body_bytes:
+        return refusal(413)
+    return None
+
+
+def refusal(status: int) -> web.Response:
+    """The balancer's own short answer to a refused request; the connection then closes."""
+    phrase = HTTPStatus(status).phrase
+    resp = web.Response(status=status, text=f"{status}: {phrase}")
+    if status == 405:
+        resp.headers["Allow"] = ALLOW[7:-2].decode()
+    resp.force_close()
+    return resp
+
+
+async def handle_aiohttp(
+    serve: Callable[[AiohttpClient], None], request: web.BaseRequest, max_body_bytes: int
+) -> web.StreamResponse:
+    """The aiohttp listener's handler around the pipeline's driver (``serve``): the edge
+    checks first, and a request whose body broke off answered 400/408/413 (or cut, when its
+    answer had begun) instead of a traceback."""
+    refused = edge_refusal(request, max_body_bytes)
+    if refused is not None:
+        return refused
+    client = AiohttpClient(request, max_body_bytes)
+    serve(client)
+    try:
+        return to_web(await client.outcome())
+    except ClientBodyError as exc:
+        stream = client.stream
+        if stream is not None and stream.prepared:
+            client.cut()
+            return stream
+        return refusal(exc.status or 400)
+
+
 class AiohttpClient:
     """:class:`ClientRequest` over an aiohttp ``BaseRequest``; the handler awaits what the
     pipeline hands to ``finish`` or ``spawn`` (it never answers from a backend's callback)."""
 
-    __slots__ = ("_stream", "method", "raw_path", "remote", "request", "rest", "result")
+    __slots__ = (
+        "_authority",
+        "_body",
+        "_stream",
+        "method",
+        "raw_path",
+        "remote",
+        "request",
+        "rest",
+        "result",
+    )
 
-    def __init__(self, request: web.BaseRequest) -> None:
+    def __init__(self, request: web.BaseRequest, max_body_bytes: int = 0) -> None:
         self.request = request
         self.method = request.method
         self.raw_path = request.raw_path
         self.remote = request.remote or ""
         self._stream: web.StreamResponse | None = None
+        self._body = CheckedBody(request.content, max_body_bytes)
+        self._authority: str | None = None
+        """An absolute-form target's authority: the request's Host (RFC 9112 §3.2.2)."""
+        if self.raw_path[:1] != "/" and self.raw_path != "*":
+            try:
+                host, self.raw_path = split_absolute(self.raw_path)
+            except ValueError:
+                pass  # aiohttp took it: it goes on as it came
+            else:
+                self._authority = host.decode("latin-1")
         self.result: Result | None = None
         self.rest: Coroutine[Any, Any, Result] | None = None
 
@@ -399,7 +555,7 @@ class AiohttpClient:
 
     @property
     def host(self) -> str:
-        return self.request.host
+        return self._authority or self.request.host
 
     @property
     def path(self) -> str:
@@ -420,16 +576,20 @@ class AiohttpClient:
 
     @property
     def content(self) -> Any:
-        return self.request.content
+        return self._body
 
     def cookie(self, name: str) -> str | None:
         return self.request.cookies.get(name)
 
     async def read(self) -> bytes:
-        return await self.request.read()
+        return await self._body.read()
 
     def forward_headers(self, proto: str) -> list[tuple[str, str]]:
-        return request_headers(self.request.headers, self.remote, proto)
+        if self._authority is None:
+            return request_headers(self.request.headers, self.remote, proto)
+        headers = CIMultiDict(self.request.headers)
+        headers["Host"] = self._authority
+        return request_headers(headers, self.remote, proto)
 
     def response_headers(
         self, up: BackendHead, extra: list[tuple[str, str]] | None
@@ -458,6 +618,11 @@ class AiohttpClient:
     async def finish_stream(self) -> None:
         assert self._stream is not None
         await self._stream.write_eof()
+
+    @property
+    def stream(self) -> web.StreamResponse | None:
+        """The streamed response, once ``open_stream`` made it."""
+        return self._stream
 
     def cut(self) -> None:
         if self.request.transport is not None:

@@ -52,6 +52,8 @@ from lbtui.balancer.connections import (
     connection_tokens,
 )
 from lbtui.balancer.exchange import (
+    ALLOW,
+    GOOD_HOSTS,
     VIA,
     Answer,
     BackendHead,
@@ -61,6 +63,8 @@ from lbtui.balancer.exchange import (
     render_pairs,
     render_response_headers,
     request_block,
+    split_absolute,
+    valid_host,
 )
 from lbtui.errors import ClientBodyError
 
@@ -91,10 +95,6 @@ _REQUEST_ACTIONS: dict[bytes, int] = dict.fromkeys(HOP_BY_HOP_RAW, _DROP) | {
 }
 """How the fast listener sorts a request header (by lower-case name); others pass through."""
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")}
-_ALLOW = b"Allow: GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH, TRACE\r\n"
-"""The methods a 405 names: what the balancer forwards (any method but CONNECT, in fact)."""
-_HOST_CHARS = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~%!$&'()*+,;=:[]"
-"""What a Host value may hold (RFC 3986 reg-name, IP literal, port)."""
 
 
 def refused_method(method: bytes) -> str:
@@ -113,20 +113,6 @@ def http_version(version: str) -> bytes:
     if version.startswith("1."):
         return b"1.1"
     raise BadRequest(505, f"HTTP/{version} is not supported")
-
-
-_GOOD_HOSTS: set[bytes] = set()
-"""Host values found valid (clients send the same few): a set lookup instead of a scan."""
-
-
-def valid_host(value: bytes) -> bool:
-    """A Host value nginx would take: not empty, only URI authority characters."""
-    ok = bool(value) and not value.translate(None, _HOST_CHARS) and value[:1] != b"."
-    if ok and len(value) <= 255:
-        if len(_GOOD_HOSTS) >= 4096:
-            _GOOD_HOSTS.clear()
-        _GOOD_HOSTS.add(value)
-    return ok
 
 
 _EMPTY_BODY_STATUS = frozenset({204, 304, *range(100, 200)})
@@ -385,19 +371,10 @@ class FastRequest:
         target = self.raw_path
         if target == "*" and self.method == "OPTIONS":
             return
-        scheme, sep, rest = target.partition("://")
-        if not sep or scheme.lower() not in ("http", "https"):
-            raise BadRequest(400, "invalid request target")
-        end = len(rest)
-        for ch in "/?#":
-            i = rest.find(ch)
-            if 0 <= i < end:
-                end = i
-        host = rest[:end].encode("latin-1")
-        if "@" in rest[:end] or not valid_host(host):
-            raise BadRequest(400, "invalid authority in the request target")
-        path = rest[end:]
-        self.raw_path = path if path[:1] == "/" else "/" + path
+        try:
+            host, self.raw_path = split_absolute(target)
+        except ValueError as exc:
+            raise BadRequest(400, str(exc)) from None
         # The headers are sorted again with the authority as the only Host.
         raw = [(b"Host", host), *((k, v) for k, v in self.raw if k.lower() != b"host")]
         self.raw = []
@@ -761,7 +738,7 @@ class ClientConnection(asyncio.Protocol):
         req.version = b"1.1" if version == "1.1" else http_version(version)
         req.keep_alive = parser.should_keep_alive()
         host = req.host_raw
-        if host is None or req.host_dup or host not in _GOOD_HOSTS:
+        if host is None or req.host_dup or host not in GOOD_HOSTS:
             req.check_host()
         if req.raw_path[:1] != "/":
             req.other_form()
@@ -1051,7 +1028,7 @@ class ClientConnection(asyncio.Protocol):
         body = text.encode()
         head = (
             _STATUS_11.get(status, b"HTTP/1.1 400 Bad Request\r\n")
-            + (_ALLOW if status == 405 else b"")
+            + (ALLOW if status == 405 else b"")
             + b"Content-Type: text/plain; charset=utf-8\r\n"
             + b"Content-Length: %d\r\n" % len(body)
             + _DATE.line()

@@ -36,10 +36,9 @@ from lbtui.balancer.answers import Flag, error_answer
 from lbtui.balancer.exchange import (
     HOP_BY_HOP,
     VIA,
-    AiohttpClient,
+    handle_aiohttp,
     request_headers,
     response_headers,
-    to_web,
 )
 from lbtui.balancer.job import Route
 from lbtui.balancer.operations import Operation
@@ -150,9 +149,7 @@ class Proxy:
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """The aiohttp listener's handler: the same driver as the fast listener's."""
-        client = AiohttpClient(request)
-        self.pipeline.serve(client)
-        return to_web(await client.outcome())
+        return await handle_aiohttp(self.pipeline.serve, request, self.config.proxy.max_body_bytes)
 
     def backend(self, name: str) -> Backend:
         return self.state.backend(name)

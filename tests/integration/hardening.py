@@ -87,13 +87,21 @@ def close_wait() -> int:
     return sum(1 for c in conns if c.status == psutil.CONN_CLOSE_WAIT)
 
 
-@pytest.fixture(name="fast")
-async def fast_fixture() -> AsyncIterator[Callable[..., Awaitable[BalancerServer]]]:
-    """The balancer on the fast listener (what ``lbtui serve`` runs), with config sections."""
+def client_connections(lb: BalancerServer) -> int:
+    """Client connections the balancer holds open, on either listener."""
+    if lb._fast is not None:
+        return len(lb._fast.connections)
+    assert lb._runner is not None
+    server = lb._runner.server
+    assert server is not None
+    return len(server.connections)  # type: ignore[attr-defined]
+
+
+async def _balancers(engine: str) -> AsyncIterator[Callable[..., Awaitable[BalancerServer]]]:
     started: list[BalancerServer] = []
 
     async def make(backend_urls: list[str], /, **sections: Any) -> BalancerServer:
-        data: dict[str, Any] = {"listener": {"address": "127.0.0.1:0"}}
+        data: dict[str, Any] = {"listener": {"address": "127.0.0.1:0", "engine": engine}}
         data["backends"] = [{"name": f"b{i + 1}", "url": u} for i, u in enumerate(backend_urls)]
         data.update(sections)
         server = BalancerServer(config_mod.from_dict(data, "test"))
@@ -104,3 +112,20 @@ async def fast_fixture() -> AsyncIterator[Callable[..., Awaitable[BalancerServer
     yield make
     for s in started:
         await s.stop()
+
+
+@pytest.fixture(name="fast")
+async def fast_fixture() -> AsyncIterator[Callable[..., Awaitable[BalancerServer]]]:
+    """The balancer on the fast listener (what ``lbtui serve`` runs), with config sections:
+    the client timeouts are the fast listener's alone."""
+    async for make in _balancers("fast"):
+        yield make
+
+
+@pytest.fixture(name="either", params=["fast", "aiohttp"])
+async def either_fixture(
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[Callable[..., Awaitable[BalancerServer]]]:
+    """The balancer on each listener (``[listener] engine``): what must hold on both."""
+    async for make in _balancers(request.param):
+        yield make
