@@ -435,7 +435,7 @@ def backend_row(b: BackendView) -> tuple[Cell, ...]:
         cpu, rss = _plain("dead", "bold red"), _plain("")
     else:
         cpu, rss = _plain(f"{p.cpu_percent:.0f}"), _plain(human_bytes(p.rss_bytes))
-    over = b.max_rps is not None and b.rps > b.max_rps
+    over = b.eligible and b.max_rps is not None and b.demand_rps > b.max_rps  # counts in M
     weight_style = "yellow" if b.weight_effective != b.weight_configured else ""
     slow = b.p99_ms is not None and b.p99_ms >= 1000
     return (
@@ -640,12 +640,13 @@ def state_reasons(b: BackendView, snapshot: Snapshot) -> list[Reason]:
             else ""
         )
         out.append(Reason("SLOW START", "cyan", f"{factor * 100:.0f} % of weight{left}"))
-    if b.max_rps is not None and b.rps > b.max_rps:
+    if b.eligible and b.max_rps is not None and b.demand_rps > b.max_rps:
         out.append(
             Reason(
                 "OVER CAP",
                 "bold red",
-                f"{rate_text(b.rps)} req/s > max_rps {num(b.max_rps)} (counts in M)",
+                f"demand {rate_text(b.demand_rps)} req/s > max_rps {num(b.max_rps)}: "
+                f"carries {rate_text(b.rps)}, the cap refused the rest (counts in M)",
             )
         )
     if b.fault is not None and b.fault.active:

@@ -126,6 +126,7 @@ def _backend(name: str, port: int, **kw: object) -> BackendView:
         score=None,
     )
     base.update(kw)
+    base.setdefault("demand_rps", base["rps"])  # nothing refused at a cap
     return BackendView(**base)  # type: ignore[arg-type]
 
 
@@ -273,7 +274,7 @@ def build_snapshot() -> Snapshot:
             peak_in_flight=41,
         ),
         imbalance=round(imbalance, 1),
-        overload=sum(1 for b in backends if b.max_rps is not None and b.rps > b.max_rps),
+        overload=sum(1 for b in backends if b.max_rps is not None and b.demand_rps > b.max_rps),
         panic=False,
         backends=backends,
         last_event_id=11,

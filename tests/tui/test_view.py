@@ -223,7 +223,9 @@ def test_health_down_slow_start_disabled_dead_overcap(snap):
         snap, "api-4", process=ProcessView(pid=77, alive=False, cpu_percent=0, rss_bytes=0)
     )
     assert reasons(dead, snap)["PROCESS DEAD"] == "pid 77 is gone; r restarts it"
-    assert reasons(snap.backend("api-4"), snap)["OVER CAP"].startswith("96 req/s > max_rps 80")
+    assert reasons(snap.backend("api-4"), snap)["OVER CAP"].startswith(
+        "demand 96 req/s > max_rps 80"
+    )
 
 
 def test_a_healthy_backend_has_no_reasons(snap):
