@@ -1,6 +1,6 @@
 """One client exchange as the pipeline sees it, whichever listener accepted it.
 
-The pipeline (``proxy.py``) reads a request and answers it through :class:`ClientRequest`, so
+The pipeline (``pipeline.py``) reads a request and answers it through :class:`ClientRequest`, so
 that the same policy runs behind both listeners: aiohttp's low-level server
 (:class:`AiohttpClient` adapts its request) and the Protocol-level fast listener
 (``listener.py``). A pipeline run ends with a :data:`Result`:
