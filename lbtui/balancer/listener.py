@@ -587,6 +587,8 @@ class ClientConnection(asyncio.Protocol):
         "task",
         "transport",
     )
+    remote: str
+    """The client's address, as text (declared here: ``FastRequest`` reads it first)."""
 
     def __init__(self, listener: FastListener) -> None:
         self.listener = listener
