@@ -142,6 +142,7 @@ async def time_to_a_tenth(rig: Rig, name: str, former: float, act: Awaitable[Any
         ls.append((await rig.state())["imbalance"])
         await asyncio.sleep(0.05)
     rig.ls = ls  # type: ignore[attr-defined]
+    rig.acted_at = t0  # type: ignore[attr-defined]
     return took
 
 
@@ -151,9 +152,10 @@ OFFERED = 400.0
 
 async def test_a_killed_backend_reads_under_a_tenth_within_2_s_and_l_stays_small(rig):
     r = await rig(4)
-    gen, task = r.load(OFFERED, 12.0)
+    gen, task = r.load(OFFERED, 25.0)
     try:
         s = await balanced(r, 0.85 * OFFERED / 4)
+        assert next(b for b in s["backends"] if b["name"] == "f2")["p99_ms"] is not None
         before = rates(s)["f2"]
         took = await time_to_a_tenth(r, "f2", before, r.fleet.kill("f2"))
         ls: list[float] = r.ls  # type: ignore[attr-defined]
@@ -171,25 +173,38 @@ async def test_a_killed_backend_reads_under_a_tenth_within_2_s_and_l_stays_small
         assert after["imbalance"] <= 0.15 * total
         assert sorted(ls)[len(ls) // 2] <= 0.15 * total
         assert after["overload"] == 0
+
+        # its latency is not shown as current once its samples have aged out of the window
+        async def no_p99() -> bool:
+            f2 = next(b for b in (await r.state())["backends"] if b["name"] == "f2")
+            return f2["p99_ms"] is None
+
+        await until(no_p99, 14.0, "f2's p99 to read — (null)")
+        print(f"f2's p99 read null {time.monotonic() - r.acted_at:.1f} s after the kill")
     finally:
         gen.stop()
         await task
 
 
-async def test_a_drained_backend_reads_under_a_tenth_within_2_s(rig):
+@pytest.mark.parametrize(
+    ("how", "path", "body"),
+    [("drain", "drain", None), ("breaker open", "breaker", {"mode": "open"})],
+)
+async def test_a_backend_taken_out_reads_under_a_tenth_within_2_s(rig, how, path, body):
     r = await rig(4)
     gen, task = r.load(OFFERED, 10.0)
     try:
         s = await balanced(r, 0.85 * OFFERED / 4)
         before = rates(s)["f3"]
-        drain = r.http.post("/api/v1/backends/f3/drain", headers=AUTH)
-        took = await time_to_a_tenth(r, "f3", before, drain)
+        act = r.http.post(f"/api/v1/backends/f3/{path}", json=body, headers=AUTH)
+        took = await time_to_a_tenth(r, "f3", before, act)
         ls: list[float] = r.ls  # type: ignore[attr-defined]
         after = await r.state()
         print(
-            f"\ndrain: f3 {before:.0f} req/s -> under a tenth in {took:.2f} s; "
+            f"\n{how}: f3 {before:.0f} req/s -> under a tenth in {took:.2f} s; "
             f"L max {max(ls):.1f} (total {after['totals']['rps']:.0f} req/s)"
         )
+        assert "f3" not in after["pools"][0]["eligible"]
         assert took <= 2.0
         assert max(ls) <= 0.15 * after["totals"]["rps"]
     finally:
