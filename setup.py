@@ -70,7 +70,17 @@ def compiler_problem() -> str | None:
     return None
 
 
+def metadata_only(argv: list[str]) -> bool:
+    """Whether this run only writes metadata: pip runs ``setup.py`` three times (requirements,
+    metadata, the wheel) and only the last builds anything, so the first two neither compile
+    (mypyc's analysis alone takes a while) nor speak."""
+    commands = [a for a in argv[1:] if not a.startswith("-")]
+    return bool(commands) and commands[0] in ("egg_info", "dist_info")
+
+
 def ext_modules() -> list[object]:
+    if metadata_only(sys.argv):
+        return []
     if os.environ.get("LBTUI_PURE", "") not in ("", "0"):
         say("LBTUI_PURE is set: installing the pure-Python build (nothing compiled)")
         return []

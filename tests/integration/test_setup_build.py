@@ -61,3 +61,24 @@ def test_a_working_compiler_is_found() -> None:
         start_new_session=True,
     )
     assert r.stdout.strip().splitlines()[-1] == "None", r.stdout + r.stderr
+
+
+def test_metadata_runs_neither_compile_nor_speak() -> None:
+    """pip runs setup.py for requirements and metadata before the wheel: only the wheel's run
+    compiles (mypyc's analysis is minutes of an install) and says what it does."""
+    code = (
+        "import sys, runpy; ns = runpy.run_path('setup.py', run_name='probe'); "
+        "sys.argv = ['setup.py', 'dist_info', '--output-dir', 'x']; print(ns['ext_modules']()); "
+        "sys.argv = ['setup.py', 'egg_info']; print(ns['ext_modules']())"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO), "CC": "/nonexistent/cc"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        start_new_session=True,
+    )
+    assert r.stdout.split() == ["[]", "[]"], r.stdout + r.stderr
+    assert "lbtui:" not in r.stderr
