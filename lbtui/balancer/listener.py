@@ -595,8 +595,10 @@ class ClientConnection(asyncio.Protocol):
         self.loop = listener.loop
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
-        self.remote = ""
-        self.remote_raw = b""
+        # declared: _Request reads them before this class is analysed (mypyc's build fails
+        # with "Cannot determine type" otherwise)
+        self.remote: str = ""
+        self.remote_raw: bytes = b""
         self.local_host = ""
         self.life: int = IDLE
         """One of ``IDLE`` … ``CLOSED`` (see the diagram above ``IDLE``)."""
