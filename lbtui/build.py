@@ -34,6 +34,7 @@ COMPILED_MODULES: tuple[str, ...] = (
     "lbtui.balancer.attempt",
     "lbtui.balancer.connections",
     "lbtui.balancer.exchange",
+    "lbtui.balancer.fast_request",
     "lbtui.balancer.job",
     "lbtui.balancer.listener",
     "lbtui.balancer.pipeline",
