@@ -281,7 +281,7 @@ class FastRequest:
         """Connection lists a header that is not hop-by-hop (then ``fwd`` is not used)."""
         self.version = b"1.1"
         self.keep_alive = True
-        self.remote = conn.remote
+        self.remote: str = conn.remote
         self.content_length: int | None = None
         self.chunked = False
         self.upgrade = False

@@ -139,15 +139,15 @@ class ClientConnection(asyncio.Protocol):
     """The client's address, as text (declared here: ``FastRequest`` reads it first)."""
 
     def __init__(self, listener: FastListener) -> None:
-        self.listener = listener
-        self.loop = listener.loop
+        self.listener: FastListener = listener
+        self.loop: asyncio.AbstractEventLoop = listener.loop
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
-        # declared: _Request reads them before this class is analysed (mypyc's build fails
-        # with "Cannot determine type" otherwise)
+        # declared: FastRequest reads them, and mypyc's build analyses it first ("Cannot
+        # determine type" otherwise)
         self.remote: str = ""
         self.remote_raw: bytes = b""
-        self.local_host = ""
+        self.local_host: str = ""
         self.life: int = IDLE
         """One of ``IDLE`` … ``CLOSED`` (see the diagram above ``IDLE``)."""
         self._head_bytes = 0
@@ -651,7 +651,7 @@ class FastListener:
         self.max_field = max_field
         self.max_headers = max_headers
         self.max_head = max_head
-        self.loop = asyncio.get_running_loop()
+        self.loop: asyncio.AbstractEventLoop = asyncio.get_running_loop()
         self.connections: set[ClientConnection] = set()
         self.stopping = False
         self._server: asyncio.AbstractServer | None = None
