@@ -32,7 +32,7 @@ import collections
 import contextlib
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any, cast
+from typing import Any, Final, cast
 
 import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -70,15 +70,42 @@ HOP_BY_HOP_RAW = frozenset(
 """Hop-by-hop header names (lower case): never forwarded, either way."""
 RESPONSE_DROP_RAW = HOP_BY_HOP_RAW | {b"content-length"}
 """Response headers never passed to the client as they are (the length is set anew)."""
-_DROP, _LENGTH, _TE, _CONNECTION, _CTYPE, _DATE, _SERVER = range(7)
-_RESPONSE_ACTIONS: dict[bytes, int] = dict.fromkeys(HOP_BY_HOP_RAW, _DROP) | {
-    b"content-length": _LENGTH,
-    b"transfer-encoding": _TE,
-    b"connection": _CONNECTION,
-    b"content-type": _CTYPE,
-    b"date": _DATE,
-    b"server": _SERVER,
-}
+PASS: Final = -1
+"""``sort_line``'s verdict for a line that simply passes through (it is rendered already)."""
+DROP: Final = 0
+"""The action of a hop-by-hop line: never forwarded, either way."""
+
+
+def sort_table(special: dict[bytes, int]) -> dict[bytes, int]:
+    """A side's sorting table: the hop-by-hop names dropped, ``special`` names given to the
+    caller (action codes above 0), every other name passing through."""
+    return dict.fromkeys(HOP_BY_HOP_RAW, DROP) | special
+
+
+def sort_line(table: dict[bytes, int], kept: list[bytes], name: bytes, value: bytes) -> int:
+    """One HTTP/1 header line sorted by its lower-case name, the same way on both sides (the
+    listener's request lines, the upstream's response lines): a line ``table`` does not name
+    is rendered into ``kept`` (``Name: value\r\n``; ``Proxy-*`` lines never are) and
+    :data:`PASS` returned; otherwise its action, for the caller to act on (rendering it too
+    when it keeps the line)."""
+    lname = name.lower()
+    act = table.get(lname, PASS)
+    if act == PASS and not lname.startswith(b"proxy-"):
+        kept += (name, b": ", value, b"\r\n")
+    return act
+
+
+_LENGTH, _TE, _CONNECTION, _CTYPE, _DATE, _SERVER = range(1, 7)
+_RESPONSE_ACTIONS: dict[bytes, int] = sort_table(
+    {
+        b"content-length": _LENGTH,
+        b"transfer-encoding": _TE,
+        b"connection": _CONNECTION,
+        b"content-type": _CTYPE,
+        b"date": _DATE,
+        b"server": _SERVER,
+    }
+)
 HAS_CTYPE, HAS_DATE, HAS_SERVER = 1, 2, 4
 MAX_HEADER_BYTES = 64 * 1024
 """Default limit of a response head (``[proxy] max_upstream_header_bytes``)."""
@@ -313,12 +340,10 @@ class _Conn(asyncio.Protocol):
             # cost a call a response): refused before its lines touch the first one's.
             raise _Untrusted("bytes after the response")
         self._headers.append((name, value))
-        lname = name.lower()
-        act = _RESPONSE_ACTIONS.get(lname)
-        if act is None:
-            if not lname.startswith(b"proxy-"):
-                self._kept += (name, b": ", value, b"\r\n")
-        elif act >= _CTYPE:
+        act = sort_line(_RESPONSE_ACTIONS, self._kept, name, value)
+        if act <= DROP:
+            return
+        if act >= _CTYPE:
             self._kept += (name, b": ", value, b"\r\n")
             self._kept_flags |= (
                 HAS_CTYPE if act == _CTYPE else HAS_DATE if act == _DATE else HAS_SERVER

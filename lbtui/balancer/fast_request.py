@@ -25,11 +25,14 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from lbtui.balancer.connections import (
+    DROP,
     HOP_BY_HOP_RAW,
     ChunkIterator,
     HeadBlock,
     RawHeaders,
     connection_tokens,
+    sort_line,
+    sort_table,
 )
 from lbtui.balancer.exchange import (
     VIA,
@@ -56,17 +59,19 @@ MAX_QUEUED = 16
 SERVER = SERVER_SOFTWARE.encode()
 SERVER_LINE_END = b"Server: " + SERVER + b"\r\n\r\n"
 _VIA_RAW = VIA.encode()
-_DROP, _HOST, _LENGTH, _XFF, _VIA, _TE, _CONNECTION = range(7)
-_REQUEST_ACTIONS: dict[bytes, int] = dict.fromkeys(HOP_BY_HOP_RAW, _DROP) | {
-    b"host": _HOST,
-    b"content-length": _LENGTH,
-    b"x-forwarded-for": _XFF,
-    b"via": _VIA,
-    b"x-forwarded-proto": _DROP,
-    b"x-forwarded-host": _DROP,
-    b"transfer-encoding": _TE,
-    b"connection": _CONNECTION,
-}
+_HOST, _LENGTH, _XFF, _VIA, _TE, _CONNECTION = range(1, 7)
+REQUEST_ACTIONS: dict[bytes, int] = sort_table(
+    {
+        b"host": _HOST,
+        b"content-length": _LENGTH,
+        b"x-forwarded-for": _XFF,
+        b"via": _VIA,
+        b"x-forwarded-proto": DROP,
+        b"x-forwarded-host": DROP,
+        b"transfer-encoding": _TE,
+        b"connection": _CONNECTION,
+    }
+)
 """How the fast listener sorts a request header (by lower-case name); others pass through."""
 METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")}
 
@@ -293,14 +298,15 @@ class FastRequest:
         self._stream_chunked = False
 
     def add_header(self, name: bytes, value: bytes) -> None:
-        """One header line, sorted (llhttp's ``on_header``, via the connection)."""
+        """One header line, sorted (what llhttp's ``on_header`` does, via the connection)."""
         self.raw.append((name, value))
-        lname = name.lower()
-        act = _REQUEST_ACTIONS.get(lname)
-        if act is None:
-            if not lname.startswith(b"proxy-"):
-                self.fwd += (name, b": ", value, b"\r\n")
-        elif act == _HOST:
+        act = sort_line(REQUEST_ACTIONS, self.fwd, name, value)
+        if act > DROP:
+            self.special(act, name, value)
+
+    def special(self, act: int, name: bytes, value: bytes) -> None:
+        """A line ``REQUEST_ACTIONS`` names: what the pipeline needs is kept aside."""
+        if act == _HOST:
             self.fwd += (name, b": ", value, b"\r\n")
             if self.host_raw is None:
                 self.host_raw = value

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 import httptools
 
+from lbtui.balancer.connections import DROP, sort_line
 from lbtui.balancer.exchange import (
     ALLOW,
     GOOD_HOSTS,
@@ -56,6 +57,7 @@ from lbtui.balancer.fast_request import (
     EMPTY_BODY_STATUS,
     MAX_QUEUED,
     METHODS,
+    REQUEST_ACTIONS,
     SERVER,
     SERVER_LINE_END,
     STATUS_11,
@@ -267,7 +269,10 @@ class ClientConnection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         req = self._parsing
         assert req is not None
-        req.add_header(name, value)
+        req.raw.append((name, value))
+        act = sort_line(REQUEST_ACTIONS, req.fwd, name, value)
+        if act > DROP:
+            req.special(act, name, value)
         if len(name) + len(value) > self.listener.max_field:
             raise BadRequest(431, "header field too large")
         if len(req.raw) > self.listener.max_headers:
