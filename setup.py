@@ -31,7 +31,7 @@ from setuptools import setup
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from lbtui.build import COMPILED_MODULES  # (the list lives beside the code)
 
-COMPILE_MINUTES = "2–4"
+COMPILE_MINUTES = "2–6"
 """What a fresh compiled install took on 2 cores, lightly to heavily loaded (README: "Set up
 on a fresh machine")."""
 
