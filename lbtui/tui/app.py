@@ -357,6 +357,7 @@ class LbtuiApp(App[None]):
         new_events(self.events, message.events)
         if not self.paused:
             self.log_view.add(message.events)
+            self._detail()  # its recent events, now rather than at the next snapshot
 
     def on_chaos_screen_run_started(self, message: ChaosScreen.RunStarted) -> None:
         self._note(

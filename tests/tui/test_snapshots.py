@@ -23,6 +23,9 @@ async def loaded(pilot: Pilot[None]) -> None:
     app = pilot.app
     assert isinstance(app, LbtuiApp)
     await wait_for(pilot, lambda: app.snapshot is not None and len(app.events) >= 11, "loaded")
+    seen = app.snapshots_seen
+    # one more snapshot after the events: every pane has drawn both, whatever the timing
+    await wait_for(pilot, lambda: app.snapshots_seen > seen, "a snapshot after the events")
     await pilot.pause()
 
 
