@@ -55,6 +55,7 @@ from lbtui.control.model import (
     SetWeight,
     Snapshot,
 )
+from lbtui.control.threaded import ThreadedControl
 from lbtui.fleet.supervisor import FleetError
 
 UNDO_TIMEOUT_S = 10.0
@@ -147,7 +148,7 @@ async def roll_back(
     async def step(what: str, coro: Any) -> None:
         await _step(steps, what, coro, log)
 
-    if isinstance(control, LocalControl | HttpControl):
+    if isinstance(control, LocalControl | HttpControl | ThreadedControl):
         try:
             cleared = await asyncio.wait_for(control.rollback(), UNDO_TIMEOUT_S)
         except (ControlError, TimeoutError) as exc:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from lbtui.control.interface import Control
 from lbtui.control.model import Action, ActionResult, Event, Snapshot
@@ -55,6 +55,14 @@ class ThreadedControl:
 
     async def act(self, action: Action) -> ActionResult:
         return await self._call(lambda: self._inner.act(action))
+
+    async def rollback(self) -> list[str]:
+        """The inner control's rollback (the faults this session set), on its loop."""
+        inner = self._inner
+        undo = getattr(inner, "rollback", None)
+        if undo is None:
+            return []
+        return cast("list[str]", await self._call(undo))
 
     async def aclose(self) -> None:
         return None

@@ -469,8 +469,6 @@ async def _unreachable(port: int) -> None:
 
 async def test_rollback_clears_this_sessions_faults_only(rig):
     r = await rig(2)
-    if not hasattr(r.control, "rollback"):
-        pytest.skip("the thread bridge has no rollback: lbtui demo rolls back its inner control")
     a, b = (x.name for x in r.backends)
     proxy = r.lb.proxy
     await r.control.act(SetFault(backend=a, fault=FaultSpec(kind="abort")))  # type: ignore[arg-type]
