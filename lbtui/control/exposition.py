@@ -32,7 +32,7 @@ from lbtui.control.metrics import (
 from lbtui.control.statecache import SLICE_S, EventCursor
 from lbtui.core.balance import Member
 
-_CHECK_EVERY = 8
+_CHECK_EVERY = 2
 
 
 @dataclass(slots=True)
@@ -123,6 +123,10 @@ class Exposition:
         placeholders = {id(f): k for k, f in enumerate(empty)}
         out: list[bytes] = []
         for fam in balancer_families(proxy, self.faults, empty, members):
+            if time.perf_counter() - started > self.slice_s:
+                self._spent(started)
+                await asyncio.sleep(0)
+                started = time.perf_counter()
             k = placeholders.get(id(fam))
             if k is None:
                 out.append((header_text(fam) + sample_text(fam)).encode())

@@ -304,10 +304,16 @@ def build_snapshot(
     return assemble(proxy, views, now, wall)
 
 
-def assemble(proxy: Proxy, views: list[BackendView], now: float, wall: float) -> Snapshot:
+def assemble(
+    proxy: Proxy,
+    views: list[BackendView],
+    now: float,
+    wall: float,
+    balance: tuple[dict[str, Member], list[PoolView]] | None = None,
+) -> Snapshot:
     """The snapshot around backend ``views`` already read: the totals, limits and workers read
     now, and the balance figures computed from the views (``statecache`` hands in views it
-    kept from earlier reads)."""
+    kept from earlier reads, and their members and pool views while no view has changed)."""
     t = proxy.merged_record().figures(now)
     totals = BalancerTotals(
         rps=t.rps,
@@ -325,8 +331,10 @@ def assemble(proxy: Proxy, views: list[BackendView], now: float, wall: float) ->
         flags_total=t.flags_total,
         rps_series=t.rps_series,
     )
-    members = {v.name: member_of(v) for v in views}
-    pools = pool_views(proxy, members)
+    if balance is None:
+        members = {v.name: member_of(v) for v in views}
+        balance = (members, pool_views(proxy, members))
+    members, pools = balance
     return Snapshot(
         at=now,
         wall=wall,
