@@ -33,6 +33,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -175,6 +176,77 @@ def measure(size: int, args: argparse.Namespace) -> SizeResult:
     return out
 
 
+# --- the handlers alone, in CPU time ----------------------------------------------------------
+
+
+def cpu_table(sizes: list[int]) -> str:
+    """``--cpu``: what one answer costs in thread CPU time (not disturbed by other processes
+    on a shared machine), on a balancer built in this process whose every backend has had a
+    request: the whole state and ``/metrics`` read the old way (everything, every time), and
+    through the caches with nothing changed, an eighth of the backends changed, and all (the
+    clock held: within one tick of the windows, so "none" is what a quiet poll costs)."""
+    headers = ["backends", "state, all", "metrics, all"]
+    for what in ("none", "1/8", "all"):
+        headers += [f"state, {what} changed", f"metrics, {what} changed"]
+    return table(headers, [[str(n), *(f"{x:.1f}" for x in _cpu_row(n))] for n in sizes])
+
+
+def _cpu_row(n: int) -> list[float]:
+    import random
+
+    from lbtui.balancer.proxy import Proxy
+    from lbtui.config import from_dict
+    from lbtui.control.exposition import Exposition
+    from lbtui.control.local import LocalControl
+    from lbtui.control.metrics import render
+    from lbtui.control.snapshot import build_snapshot
+    from lbtui.control.statecache import StateCache
+
+    backends = [{"name": f"b{i + 1}", "url": f"http://{HOST}:{10000 + i}"} for i in range(n)]
+    proxy = Proxy(from_dict({"backends": backends}, "bench"), clock=lambda: 1000.0)
+    names = list(proxy.backends)
+    cache = StateCache(LocalControl(proxy), slice_s=10.0)
+    expo = Exposition(proxy, None, slice_s=10.0)
+
+    def traffic(k: int) -> None:
+        for name in random.sample(names, k):
+            rec = proxy.backends[name].record
+            rec.started(1000.0)
+            rec.finished(200, 0.002, 0, 64, 1000.0)
+
+    async def old() -> None:
+        build_snapshot(proxy).to_json_bytes()
+
+    async def old_metrics() -> None:
+        render(proxy, None)
+
+    def cached(k: int, metrics: bool) -> Callable[[], Awaitable[object]]:
+        async def answer() -> object:
+            traffic(k)
+            return await (expo.render() if metrics else cache.body())
+
+        return answer
+
+    async def best(fn: Callable[[], Awaitable[object]]) -> float:
+        times = []
+        for _ in range(3):
+            t = time.thread_time()
+            await fn()
+            times.append(time.thread_time() - t)
+        return min(times) * 1e3
+
+    async def row() -> list[float]:
+        traffic(n)
+        await cached(0, False)()
+        await cached(0, True)()
+        out = [await best(old), await best(old_metrics)]
+        for k in (0, max(1, n // 8), n):
+            out += [await best(cached(k, False)), await best(cached(k, True))]
+        return out
+
+    return asyncio.run(row())
+
+
 # --- output ------------------------------------------------------------------------------------
 
 
@@ -237,6 +309,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=1, help="quiet/watched pairs per size")
     parser.add_argument("--rate", type=float, default=RATE, help="open-loop req/s")
     parser.add_argument("--quick", action="store_true", help="sizes 10,100; 3-second phases")
+    parser.add_argument(
+        "--cpu", action="store_true", help="only the handlers' CPU per answer, in this process"
+    )
     args = parser.parse_args()
     if args.console:
         return console(args.console, args.seconds, 3.0)
@@ -249,6 +324,10 @@ def main() -> int:
         parser.error(f"--sizes: expected comma-separated whole numbers, got {args.sizes!r}")
     if not sizes or min(sizes) < 1:
         parser.error("--sizes: expected at least one size of 1 or more")
+    if args.cpu:
+        print("CPU ms (thread time, best of 3) of one answer; 'all': read the old way, everything")
+        print(cpu_table(sizes))
+        return 0
     load_before = os.getloadavg()[0]
     results = [measure(n, args) for n in sizes]
     print(
