@@ -302,8 +302,8 @@ class LoadGenerator:
         )
         # What exists before the run lives through it: out of the collector's scans, so that
         # the generator's own pauses, which it would count as the target's latency, stay short
-        # (a full collection of an unfrozen bench process took 14 ms mid-run). Undone at the end.
-        gc.collect()
+        # (a full collection of an unfrozen bench process took 14 ms mid-run). Undone at the end;
+        # no collection first, which would delay the first request (freeze alone is instant).
         gc.freeze()
         self._t0 = self._seg_t0 = loop.time()
         # Latencies are timed with perf_counter: uvloop's loop.time() moves in whole
