@@ -450,32 +450,43 @@ def edge_refusal(request: web.BaseRequest, max_body_bytes: int) -> web.Response 
         # aiohttp would answer in the request's version ("HTTP/0.9 505"): close instead.
         if request.transport is not None:
             request.transport.close()
-        return refusal(505)
+        return refused_response(505)
     if request.method == "CONNECT":
-        return refusal(405)
+        return refused_response(405)
     target = request.raw_path
     if target[:1] != "/" and target != "*":
         try:
             split_absolute(target)
         except ValueError:
-            return refusal(400)
+            return refused_response(400)
     hosts = request.headers.getall("Host", ())
     if len(hosts) > 1 or (not hosts and request.version.minor >= 1):
-        return refusal(400)
+        return refused_response(400)
     if hosts and not valid_host(hosts[0].encode("utf-8", "surrogateescape")):
-        return refusal(400)
+        return refused_response(400)
     length = request.content_length
     if max_body_bytes and length is not None and length > max_body_bytes:
-        return refusal(413)
+        return refused_response(413)
     return None
 
 
-def refusal(status: int) -> web.Response:
-    """The balancer's own short answer to a refused request; the connection then closes."""
-    phrase = HTTPStatus(status).phrase
-    resp = web.Response(status=status, text=f"{status}: {phrase}")
-    if status == 405:
-        resp.headers["Allow"] = ALLOW[7:-2].decode()
+def refusal(status: int) -> Answer:
+    """The balancer's own short answer to a request it refuses at the edge (``status: phrase``
+    as text, ``Allow`` with a 405); the connection closes after it. Both listeners send this
+    one answer: aiohttp's through :func:`refused_response`, the fast one rendered as is."""
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Bad Request"
+    headers = [("Allow", ALLOW[7:-2].decode())] if status == 405 else []
+    headers.append(("Content-Type", "text/plain; charset=utf-8"))
+    return Answer(status, None, headers, f"{status}: {phrase}".encode())
+
+
+def refused_response(status: int) -> web.Response:
+    """:func:`refusal` for aiohttp, closing the connection after it."""
+    resp = to_web(refusal(status))
+    assert isinstance(resp, web.Response)
     resp.force_close()
     return resp
 
@@ -498,7 +509,7 @@ async def handle_aiohttp(
         if stream is not None and stream.prepared:
             client.cut()
             return stream
-        return refusal(exc.status or 400)
+        return refused_response(exc.status or 400)
 
 
 class AiohttpClient:

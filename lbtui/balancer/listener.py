@@ -46,10 +46,10 @@ import httptools
 
 from lbtui.balancer.connections import DROP, sort_line
 from lbtui.balancer.exchange import (
-    ALLOW,
     GOOD_HOSTS,
     Answer,
     Result,
+    refusal,
     render_pairs,
 )
 from lbtui.balancer.fast_request import (
@@ -66,7 +66,6 @@ from lbtui.balancer.fast_request import (
     FastRequest,
     framing,
     http_version,
-    phrase,
     refused_method,
     status_line,
 )
@@ -581,18 +580,21 @@ class ClientConnection(asyncio.Protocol):
         t = self.transport
         if t is None or self.life == CLOSED:
             return
-        text = f"{status}: {phrase(status) or 'Bad Request'}"
-        body = text.encode()
-        head = (
-            STATUS_11.get(status, b"HTTP/1.1 400 Bad Request\r\n")
-            + (ALLOW if status == 405 else b"")
-            + b"Content-Type: text/plain; charset=utf-8\r\n"
-            + b"Content-Length: %d\r\n" % len(body)
-            + DATE.line()
-            + b"Server: " + SERVER + b"\r\n"
-            + b"Connection: close\r\n\r\n"
-        )  # fmt: skip
-        t.write(head + body)
+        answer = refusal(status)  # the same answer aiohttp's listener sends
+        body = answer.body
+        t.write(
+            b"".join(
+                (
+                    STATUS_11.get(status, b"HTTP/1.1 400 Bad Request\r\n"),
+                    render_pairs(cast("list[tuple[str, str]]", answer.headers)).block,
+                    b"Content-Length: %d\r\n" % len(body),
+                    DATE.line(),
+                    b"Server: " + SERVER + b"\r\n",
+                    b"Connection: close\r\n\r\n",
+                    body,
+                )
+            )
+        )
 
     def _refuse(self, status: int, detail: str) -> None:
         """A request refused by the listener: the status, then the connection closes.
