@@ -11,7 +11,8 @@ serialised whole). Three things keep that cost small and short:
   it shows a rate, 1 s otherwise (traffic in the last minute, a countdown, a fault, a score, a
   health check since). A backend idle for a minute costs one key a poll;
 - **work in slices**: the rebuild yields to the loop every ``slice_s`` (0.5 ms), so proxied
-  requests never wait behind more than one slice;
+  requests wait behind one slice at a time (the answer's assembly is one more step: the pools'
+  balance figures, read again over every view when one has changed, and the join);
 - **deltas**: each rebuilt view whose JSON differs takes the next ``version``; a console that
   sends ``?since=VERSION&epoch=EPOCH`` gets the totals and only the backends changed since
   (plus the list of names, for order and removals), so watching 1,000 quiet backends costs
