@@ -118,10 +118,16 @@ class Exposition:
                 del self._lines[gone]
             self._prefixes.clear()  # those of the backends gone with them
         lines = self._lines
+        self._spent(started)
+        await asyncio.sleep(0)
+        started = time.perf_counter()
         columns = list(zip(*(lines[n].parts for n in proxy.backends if n in lines), strict=True))
         empty = backend_families(proxy, [], now)
         placeholders = {id(f): k for k, f in enumerate(empty)}
         out: list[bytes] = []
+        self._spent(started)
+        await asyncio.sleep(0)  # the balance figures next: over every backend, in one step
+        started = time.perf_counter()
         for fam in balancer_families(proxy, self.faults, empty, members):
             if time.perf_counter() - started > self.slice_s:
                 self._spent(started)

@@ -312,8 +312,8 @@ def assemble(
     balance: tuple[dict[str, Member], list[PoolView]] | None = None,
 ) -> Snapshot:
     """The snapshot around backend ``views`` already read: the totals, limits and workers read
-    now, and the balance figures computed from the views (``statecache`` hands in views it
-    kept from earlier reads, and their members and pool views while no view has changed)."""
+    now, and the balance figures computed from the views, or given as ``balance`` (members and
+    pool views: ``statecache`` keeps them, with its views' JSON, while none has changed)."""
     t = proxy.merged_record().figures(now)
     totals = BalancerTotals(
         rps=t.rps,
