@@ -11,9 +11,9 @@ What compiling asks of that source (mypy strict already asks most of it):
 - a compiled class is a C struct: its attributes are declared, its methods cannot be replaced on
   an instance, and its fields hold their declared types, checked on every write. So config
   classes that validate whatever they are given are ``@mypyc_attr(native_class=False)`` and
-  read their fields untyped (``me: Any = self``) until checked; shared-memory subclasses of the
-  limiters are compiled too (``balancer.shared``), as an interpreted subclass of a compiled
-  class is not called through its overrides from compiled code;
+  read their fields untyped (``me: Any = self``) until checked; an interpreted subclass of a
+  compiled class is not called through its overrides from compiled code (the shared-memory
+  limiters, ``balancer.shared``, subclass nothing: they sit behind ``core.limiting.LimitStore``);
 - a compiled class is unpickled by calling it with no arguments, then given its state: the
   pickled ones (records, windows) take defaults for every constructor argument;
 - a wrong argument type fails on entry with ``TypeError`` (``int object expected; got

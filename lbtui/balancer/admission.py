@@ -20,11 +20,13 @@ from lbtui.balancer.answers import json_answer
 from lbtui.balancer.exchange import Answer
 from lbtui.config import LimitsConfig
 from lbtui.core.limiting import (
-    ConcurrencyLimit,
-    KeyedLimiter,
+    Bucket,
+    Concurrency,
+    KeyedBuckets,
+    LimitStore,
+    MemoryLimits,
     QuotaPolicy,
     RateLimitDecision,
-    TokenBucket,
     ratelimit_headers,
 )
 
@@ -57,15 +59,13 @@ class Admission:
     ) -> None:
         self.config = config
         self.shared = shared
-        self.bucket: TokenBucket | None = None
+        self.store: LimitStore = shared if shared is not None else MemoryLimits()
+        """Where the limiters keep their state: this process, or the shared zone."""
+        self.bucket: Bucket | None = None
         self.global_policy: QuotaPolicy | None = None
-        self.clients: KeyedLimiter | None = None
+        self.clients: KeyedBuckets | None = None
         self.client_policy: QuotaPolicy | None = None
-        self.concurrency: ConcurrencyLimit = (
-            ConcurrencyLimit(config.max_in_flight)
-            if shared is None
-            else shared.concurrency_limit(config.max_in_flight)
-        )
+        self.concurrency: Concurrency = self.store.concurrency_limit(config.max_in_flight)
         kind, _, name = config.client_key.partition(":")
         self.client_header: str | None = name if kind == "header" else None
         self._lock_once = False
@@ -76,10 +76,8 @@ class Admission:
             burst = c.burst if c.burst is not None else max(1.0, c.rps)
             if self.bucket is not None:
                 self.bucket.reconfigure(c.rps, burst, now)
-            elif self.shared is not None:
-                self.bucket = self.shared.token_bucket("global", c.rps, burst, now)
             else:
-                self.bucket = TokenBucket(c.rps, burst, now)
+                self.bucket = self.store.token_bucket("global", c.rps, burst, now)
             self.global_policy = QuotaPolicy.for_bucket("global", c.rps, burst)
         else:
             self.bucket = None
@@ -90,12 +88,10 @@ class Admission:
             )
             if self.clients is not None:
                 self.clients.reconfigure(c.per_client_rps, pburst, now)
-            elif self.shared is not None:
-                self.clients = self.shared.keyed_limiter(
+            else:
+                self.clients = self.store.keyed_limiter(
                     c.per_client_rps, pburst, max_keys=c.max_clients
                 )
-            else:
-                self.clients = KeyedLimiter(c.per_client_rps, pburst, max_keys=c.max_clients)
             self.client_policy = QuotaPolicy.for_bucket("per-client", c.per_client_rps, pburst)
         else:
             self.clients = None

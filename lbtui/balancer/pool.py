@@ -17,7 +17,7 @@ from lbtui.config import BackendConfig, BreakerSettings
 from lbtui.core.balancing import Balancer, make_balancer
 from lbtui.core.breaker import BreakerConfig, CircuitBreaker
 from lbtui.core.health import HealthState
-from lbtui.core.limiting import TokenBucket
+from lbtui.core.limiting import Bucket, LimitStore, MemoryLimits
 from lbtui.core.record import BackendRecord
 
 if TYPE_CHECKING:
@@ -37,15 +37,14 @@ def breaker_config(
 
 def cap_bucket(
     name: str, max_rps: float | None, now: float, shared: SharedLimits | None = None
-) -> TokenBucket | None:
+) -> Bucket | None:
     """The bucket that enforces backend ``name``'s ``max_rps`` (a small burst: a cap, not a
     quota); with ``shared``, one bucket for all the balancer's processes."""
     if max_rps is None:
         return None
     burst = max(2.0, max_rps / 10)
-    if shared is not None:
-        return shared.token_bucket(f"cap:{name}", max_rps, burst, now)
-    return TokenBucket(max_rps, burst, now)
+    store: LimitStore = shared if shared is not None else MemoryLimits()
+    return store.token_bucket(f"cap:{name}", max_rps, burst, now)
 
 
 class AdminState(StrEnum):
@@ -104,7 +103,7 @@ class Backend:
         self.record = BackendRecord()
         self.breaker: CircuitBreaker | None = None
         self.breaker_enabled = False
-        self.cap: TokenBucket | None = None
+        self.cap: Bucket | None = None
         self.health: HealthState | None = None
         self._weight = self.configured_weight
 

@@ -22,10 +22,11 @@ one lock from the ``spawn`` context; the workers attach through a picklable
     clients  2 × (capacity + 15)   per-client buckets: fingerprint, tat
 
 A bucket is its GCRA ``tat`` (see :mod:`lbtui.core.limiting`): one float per bucket is the whole
-shared state. A named bucket runs the core's own ``TokenBucket`` code on it; the client table
-repeats the few lines of GCRA of ``KeyedLimiter``. Names and client keys are found by a 64-bit
-BLAKE2b fingerprint (not ``hash()``, which is salted per process); two keys share a bucket only
-if their fingerprints collide, with odds of about ``n² / 2⁶⁵`` for ``n`` keys.
+shared state, and the arithmetic on it is the core's (:class:`~lbtui.core.limiting.Gcra`), for
+the named buckets and the client table alike: this module keeps state, the core decides. Names
+and client keys are found by a 64-bit BLAKE2b fingerprint (not ``hash()``, which is salted per
+process); two keys share a bucket only if their fingerprints collide, with odds of about
+``n² / 2⁶⁵`` for ``n`` keys.
 
 Every change is made under the one lock, held for a microsecond or two of arithmetic, never
 across I/O. Reads that only report (a token bucket's ``peek``, ``tokens``, ``retry_after``,
@@ -36,10 +37,11 @@ plain limiters are. A process killed while it holds the lock (a ``SIGKILL`` in t
 microsecond) leaves it held and the others waiting: nginx frees a dead worker's zone mutex by
 the pid it records; here the primary calls :meth:`SharedLimits.unstick`.
 
-The limiters here are drop-ins for :class:`~lbtui.core.limiting.TokenBucket`,
-:class:`~lbtui.core.limiting.KeyedLimiter` and :class:`~lbtui.core.limiting.ConcurrencyLimit`
-(subclasses, the same results for the same calls; the client table evicts differently at
-capacity), with the counters of their ``stats`` summed over all processes. As in the core,
+The limiters here are this zone's side of the core's storage seam
+(:class:`~lbtui.core.limiting.LimitStore`: ``token_bucket``, ``keyed_limiter``,
+``concurrency_limit``), the same results for the same calls as the memory store's (the client
+table evicts differently at capacity), with the counters of their ``stats`` summed over all
+processes. They subclass nothing and read nothing private of the core. As in the core,
 nothing reads a clock: every call takes ``now``.
 
 Workers must be started with ``multiprocessing`` (they then share the primary's resource
@@ -65,15 +67,14 @@ from typing import Any
 from mypy_extensions import mypyc_attr
 
 from lbtui.core.limiting import (
-    _EPS,
+    REFUSED,
     BucketStats,
-    ConcurrencyLimit,
     ConcurrencyStats,
-    KeyedLimiter,
+    Gcra,
     KeyedStats,
     RateLimitDecision,
-    TokenBucket,
-    _check_rate_burst,
+    check_max_in_flight,
+    check_rate_burst,
 )
 
 __all__ = [
@@ -228,19 +229,19 @@ class SharedLimits:
         self._owner = owner
         self._closed = False
         self._raw_lock = handle.lock
-        self._lock = _Guard(handle.lock)
+        self.lock = _Guard(handle.lock)
         buf = shm.buf
         if buf is None:
             raise ValueError(f"shared memory {shm.name!r} is closed")
         self._buf = buf
-        self._q = buf.cast("q")
+        self.ints = buf.cast("q")
         # ``Any``: typeshed calls every memoryview item an int, and a compiled build would check
         # these floats against that.
-        self._d: Any = buf.cast("d")
-        self._rows = _HEADER_WORDS
-        self._named = self._rows + handle.workers * _ROW_WORDS
-        self._clients = self._named + handle.named_slots * _NAMED_WORDS
-        self._end = self._clients + (handle.client_slots + _WINDOW - 1) * 2
+        self.floats: Any = buf.cast("d")
+        self.rows_start = _HEADER_WORDS
+        self.named_start = self.rows_start + handle.workers * _ROW_WORDS
+        self.clients_start = self.named_start + handle.named_slots * _NAMED_WORDS
+        self._end = self.clients_start + (handle.client_slots + _WINDOW - 1) * 2
 
     @staticmethod
     def _words(workers: int, named_slots: int, client_slots: int) -> int:
@@ -272,13 +273,13 @@ class SharedLimits:
             shm.close()
             shm.unlink()
             raise
-        q = zone._q
+        q = zone.ints
         q[_H_LAYOUT] = _LAYOUT
         q[_H_WORKERS] = workers
         q[_H_NAMED] = named
         q[_H_CLIENTS] = clients
         q[_K_MAX_KEYS] = max_clients
-        zone._clear_clients()
+        zone.clear_clients()
         q[_H_MAGIC] = _MAGIC
         return zone
 
@@ -296,7 +297,7 @@ class SharedLimits:
         shm = SharedMemory(handle.shm_name)
         size = cls._words(handle.workers, handle.named_slots, handle.client_slots) * 8
         zone = cls(shm, handle, worker, False)
-        q = zone._q
+        q = zone.ints
         if shm.size < size or (
             q[_H_MAGIC],
             q[_H_LAYOUT],
@@ -306,8 +307,8 @@ class SharedLimits:
         ) != (_MAGIC, _LAYOUT, handle.workers, handle.named_slots, handle.client_slots):
             zone.close()
             raise ValueError(f"shared memory {handle.shm_name!r} is not this limits zone")
-        with zone._lock:
-            q[zone._row + _R_IN_FLIGHT] = 0
+        with zone.lock:
+            q[zone.row + _R_IN_FLIGHT] = 0
         return zone
 
     @property
@@ -317,22 +318,22 @@ class SharedLimits:
     def forget_worker(self, worker: int) -> None:
         """Worker ``worker`` is gone, and so are its requests: its ``in_flight`` stops
         counting against the concurrency cap (its totals are kept). For the primary."""
-        with self._lock:
-            self._q[self._rows + worker * _ROW_WORDS + _R_IN_FLIGHT] = 0
+        with self.lock:
+            self.ints[self.rows_start + worker * _ROW_WORDS + _R_IN_FLIGHT] = 0
 
     @property
     def worker(self) -> int:
         return self._worker
 
     @property
-    def _row(self) -> int:
-        return self._rows + self._worker * _ROW_WORDS
+    def row(self) -> int:
+        return self.rows_start + self._worker * _ROW_WORDS
 
     @property
     def guard(self) -> _Guard:
         """The lock, to hold across several decisions (``with zone.guard:``): the views'
         own taking of it inside is then a counter, not a semaphore."""
-        return self._lock
+        return self.lock
 
     def unstick(self, timeout_s: float = 2.0) -> bool:
         """Free the lock if a dead process left it held; returns whether it had to.
@@ -353,8 +354,8 @@ class SharedLimits:
         if self._closed:
             return
         self._closed = True
-        self._q.release()
-        self._d.release()
+        self.ints.release()
+        self.floats.release()
         self._shm.close()
         if self._owner:
             with contextlib.suppress(FileNotFoundError):
@@ -375,16 +376,16 @@ class SharedLimits:
 
     def token_bucket(self, name: str, rate: float, burst: float, now: float) -> SharedTokenBucket:
         """The bucket called ``name``: created full if no process has made it yet, otherwise
-        attached as it is (then set to ``rate`` and ``burst`` as :meth:`TokenBucket.reconfigure`
+        attached as it is (then set to ``rate`` and ``burst`` as ``TokenBucket.reconfigure``
         would, if they differ)."""
-        inner = TokenBucket(rate, burst, now)  # checks rate and burst
+        inner = Gcra(rate, burst)  # checks rate and burst
         fp = _fingerprint(name)
-        q, d = self._q, self._d
+        q, d = self.ints, self.floats
         n = self._handle.named_slots
         home = fp & (n - 1)
-        with self._lock:
+        with self.lock:
             for probe in range(n):  # slots are never freed: linear probing to the first empty
-                slot = self._named + ((home + probe) & (n - 1)) * _NAMED_WORDS
+                slot = self.named_start + ((home + probe) & (n - 1)) * _NAMED_WORDS
                 found = q[slot + _N_FP]
                 if found == fp:
                     break
@@ -398,7 +399,7 @@ class SharedLimits:
                     break
             else:
                 raise RuntimeError(f"all {n} shared token buckets are in use (named_slots)")
-        bucket = SharedTokenBucket(self, slot, inner, now)
+        bucket = SharedTokenBucket(self, slot, inner)
         bucket.reconfigure(rate, burst, now)
         return bucket
 
@@ -411,12 +412,12 @@ class SharedLimits:
         recorded for the stats; the table's size was fixed by ``create``'s ``max_clients``.
         """
         limiter = SharedKeyedLimiter(self, rate, burst, max_keys)
-        q, d = self._q, self._d
+        q, d = self.ints, self.floats
         rate, burst = float(rate), float(burst)
-        with self._lock:
+        with self.lock:
             if not q[_K_CONFIGURED] or d[_K_RATE] != rate or d[_K_BURST] != burst:
                 if q[_K_CONFIGURED]:
-                    self._clear_clients()
+                    self.clear_clients()
                 d[_K_RATE] = rate
                 d[_K_BURST] = burst
                 q[_K_CONFIGURED] = 1
@@ -430,45 +431,39 @@ class SharedLimits:
         limit.reconfigure(max_in_flight)
         return limit
 
-    def _clear_clients(self) -> None:
-        self._buf[self._clients * 8 : self._end * 8] = _EMPTY_SLOT * (
+    def clear_clients(self) -> None:
+        self._buf[self.clients_start * 8 : self._end * 8] = _EMPTY_SLOT * (
             self._handle.client_slots + _WINDOW - 1
         )
-        self._q[_K_KEYS] = 0
-        self._q[_K_CURSOR] = 0
+        self.ints[_K_KEYS] = 0
+        self.ints[_K_CURSOR] = 0
 
 
-class SharedTokenBucket(TokenBucket):
-    """A :class:`TokenBucket` whose ``tat``, rate, burst and counters are in shared memory.
+class SharedTokenBucket:
+    """A token bucket (``lbtui.core.limiting.Bucket``) whose ``tat``, rate, burst and counters
+    are in shared memory; the arithmetic is the core's :class:`Gcra`, run under the lock for a
+    decision."""
 
-    Each call loads the shared state into a plain bucket, runs the core's method on it and,
-    for a decision, stores ``tat`` back and counts, all under the lock.
-    """
+    __slots__ = ("_acquire", "_d", "_g", "_lock", "_q", "_release", "_s", "_zone")
 
-    __slots__ = ("_acquire", "_b", "_d", "_lock", "_q", "_release", "_s", "_zone")
-
-    def __init__(self, zone: SharedLimits, slot: int, inner: TokenBucket, now: float) -> None:
-        super().__init__(inner.rate, inner.burst, now)
+    def __init__(self, zone: SharedLimits, slot: int, gcra: Gcra) -> None:
         self._zone = zone  # the segment stays mapped while a view is alive
-        self._d = zone._d
-        self._q = zone._q
-        self._lock = zone._lock
-        self._acquire = zone._lock.acquire
-        self._release = zone._lock.release
+        self._d = zone.floats
+        self._q = zone.ints
+        self._lock = zone.lock
+        self._acquire = zone.lock.acquire
+        self._release = zone.lock.release
         self._s = slot
-        self._b = inner
+        self._g = gcra
 
-    def _load(self) -> TokenBucket:
-        """The plain bucket, with the shared state. (This view's own ``_rate`` and ``_burst``
-        remember the plain bucket's, to notice a reconfiguration cheaply.)"""
-        d, s = self._d, self._s
+    def _gcra(self) -> Gcra:
+        """The arithmetic for the rate and burst in shared memory (another process may have
+        changed them)."""
+        d, s, g = self._d, self._s, self._g
         rate, burst = d[s + _N_RATE], d[s + _N_BURST]
-        if rate != self._rate or burst != self._burst:  # reconfigured, maybe by another process
-            self._b = TokenBucket(rate, burst, 0.0)
-            self._rate, self._burst = rate, burst
-        b = self._b
-        b._tat = d[s + _N_TAT]
-        return b
+        if rate != g.rate or burst != g.burst:
+            g = self._g = Gcra(rate, burst)
+        return g
 
     @property
     def rate(self) -> float:
@@ -478,63 +473,64 @@ class SharedTokenBucket(TokenBucket):
     def burst(self) -> float:
         return float(self._d[self._s + _N_BURST])
 
-    def allow(self, now: float, cost: float = 1.0) -> bool:
-        s = self._s
+    def _take(self, now: float, cost: float) -> tuple[bool, float, Gcra]:
+        """Decide under the lock: (allowed, ``tat`` afterwards, the arithmetic used)."""
+        s, d = self._s, self._d
         self._acquire()  # not ``with``: the lock's __enter__ and __exit__ are Python calls
         try:
-            b = self._load()
-            allowed = b.allow(now, cost)
-            self._d[s + _N_TAT] = b._tat
+            g = self._gcra()
+            tat = d[s + _N_TAT]
+            new = g.take(tat, now, cost)
+            allowed = new != REFUSED
+            if allowed:
+                d[s + _N_TAT] = tat = new
             self._q[s + (_N_ALLOWED if allowed else _N_REJECTED)] += 1
         finally:
             self._release()
-        return allowed
+        return allowed, tat, g
+
+    def allow(self, now: float, cost: float = 1.0) -> bool:
+        return self._take(now, cost)[0]
 
     def decide(self, now: float, cost: float = 1.0) -> RateLimitDecision:
-        s = self._s
-        self._acquire()
-        try:
-            b = self._load()
-            decision = b.decide(now, cost)
-            self._d[s + _N_TAT] = b._tat
-            self._q[s + (_N_ALLOWED if decision.allowed else _N_REJECTED)] += 1
-        finally:
-            self._release()
-        return decision
+        allowed, tat, g = self._take(now, cost)
+        return g.decision(allowed, tat, now, cost)
 
     def peek(self, now: float, cost: float = 1.0) -> bool:
-        return self._load().peek(now, cost)
+        return self._gcra().peek(self._d[self._s + _N_TAT], now, cost)
 
     def retry_after(self, now: float, cost: float = 1.0) -> float:
-        return self._load().retry_after(now, cost)
+        return self._gcra().retry_after(self._d[self._s + _N_TAT], now, cost)
 
     def reset_after(self, now: float) -> float:
-        return self._load().reset_after(now)
+        return self._gcra().reset_after(self._d[self._s + _N_TAT], now)
 
     def tokens(self, now: float) -> float:
-        return self._load().tokens(now)
+        return self._gcra().tokens(self._d[self._s + _N_TAT], now)
 
     def reconfigure(self, rate: float, burst: float, now: float) -> None:
-        """As :meth:`TokenBucket.reconfigure`, for every process; a call that changes nothing
+        """As ``TokenBucket.reconfigure``, for every process; a call that changes nothing
         (the same change made again by another process) keeps the state as it is."""
-        _check_rate_burst(rate, burst)
+        new = Gcra(rate, burst)
         s, d = self._s, self._d
         with self._lock:
-            b = self._load()
-            if b.rate == float(rate) and b.burst == float(burst):
+            g = self._gcra()
+            if g.rate == new.rate and g.burst == new.burst:
                 return
-            b.reconfigure(rate, burst, now)
-            d[s + _N_TAT] = b._tat
-            d[s + _N_BURST] = self._burst = b.burst
-            d[s + _N_RATE] = self._rate = b.rate
+            d[s + _N_TAT] = g.rescaled(d[s + _N_TAT], now, new)
+            d[s + _N_BURST] = new.burst
+            d[s + _N_RATE] = new.rate
+            self._g = new
 
     def stats(self, now: float) -> BucketStats:
-        b, q, s = self._load(), self._q, self._s
-        return BucketStats(b.rate, b.burst, b.tokens(now), q[s + _N_ALLOWED], q[s + _N_REJECTED])
+        g, q, s = self._gcra(), self._q, self._s
+        tokens = g.tokens(self._d[s + _N_TAT], now)
+        return BucketStats(g.rate, g.burst, tokens, q[s + _N_ALLOWED], q[s + _N_REJECTED])
 
 
-class SharedKeyedLimiter(KeyedLimiter):
-    """A :class:`KeyedLimiter` whose buckets are a fixed open-addressing table in shared memory.
+class SharedKeyedLimiter:
+    """A keyed limiter (``lbtui.core.limiting.KeyedBuckets``) whose buckets are a fixed
+    open-addressing table in shared memory.
 
     A key lives in one of the ``16`` slots from its home slot (its fingerprint modulo the
     capacity). A new key takes an empty slot of that window, else one whose bucket is full
@@ -551,6 +547,7 @@ class SharedKeyedLimiter(KeyedLimiter):
         "_cap",
         "_d",
         "_fps",
+        "_g",
         "_lock",
         "_mask",
         "_q",
@@ -559,14 +556,15 @@ class SharedKeyedLimiter(KeyedLimiter):
     )
 
     def __init__(self, zone: SharedLimits, rate: float, burst: float, max_keys: int) -> None:
-        super().__init__(rate, burst, max_keys=max_keys)
+        _positive_int("max_keys", max_keys)
+        self._g = Gcra(rate, burst)  # checks rate and burst
         self._zone = zone
-        self._d = zone._d
-        self._q = zone._q
-        self._lock = zone._lock
-        self._acquire = zone._lock.acquire
-        self._release = zone._lock.release
-        self._base = zone._clients
+        self._d = zone.floats
+        self._q = zone.ints
+        self._lock = zone.lock
+        self._acquire = zone.lock.acquire
+        self._release = zone.lock.release
+        self._base = zone.clients_start
         self._cap = zone.handle.client_slots
         self._mask = self._cap - 1
         self._fps: dict[Hashable, int] = {}
@@ -580,16 +578,14 @@ class SharedKeyedLimiter(KeyedLimiter):
             fp = fps[key] = _fingerprint(key)
         return fp
 
-    def _sync(self) -> None:
-        """Take the rate and burst in shared memory (another process may have changed them)."""
-        d = self._d
+    def _sync(self) -> Gcra:
+        """The arithmetic for the rate and burst in shared memory (another process may have
+        changed them)."""
+        d, g = self._d, self._g
         rate, burst = d[_K_RATE], d[_K_BURST]
-        if rate != self._rate or burst != self._burst:
-            self._rate = rate
-            self._burst = burst
-            self._interval = 1.0 / rate
-            self._tau = burst / rate
-            self._limit = self._tau + _EPS
+        if rate != g.rate or burst != g.burst:
+            g = self._g = Gcra(rate, burst)
+        return g
 
     def _find(self, fp: int) -> int:
         """The word index of ``fp``'s slot, or -1."""
@@ -610,19 +606,19 @@ class SharedKeyedLimiter(KeyedLimiter):
 
     def _take(self, fp: int, now: float, cost: float) -> tuple[bool, float]:
         """Decide under the lock: (allowed, the key's ``tat`` afterwards or ``now``)."""
-        self._sync()
+        g = self._sync()
         q, d = self._q, self._d
         slot = self._find(fp)
         if slot >= 0:
             tat = d[slot + 1]
-            new = (tat if tat > now else now) + cost * self._interval
-            if new - now <= self._limit:
+            new = g.take(tat, now, cost)
+            if new != REFUSED:
                 d[slot + 1] = new
                 q[_K_ALLOWED] += 1
                 return True, new
             q[_K_REJECTED] += 1
             return False, tat
-        if cost > self._burst:
+        if cost > g.burst:
             q[_K_REJECTED] += 1
             return False, now
         home = self._base + (fp & self._mask) * 2
@@ -635,7 +631,7 @@ class SharedKeyedLimiter(KeyedLimiter):
             q[_K_EXPIRED] += 1
         else:
             q[_K_EVICTED] += 1
-        new = now + cost * self._interval
+        new = now + cost * g.interval
         d[slot + 1] = new
         q[slot] = fp
         q[_K_ALLOWED] += 1
@@ -672,47 +668,27 @@ class SharedKeyedLimiter(KeyedLimiter):
             allowed, tat = self._take(fp, now, cost)
         finally:
             self._release()
-        burst = self._burst
-        debt = tat - now
-        if debt <= _EPS:  # full: only a cost above the burst is refused
-            return RateLimitDecision(allowed, burst, 0.0, 0.0 if allowed else math.inf)
-        left = burst - debt * self._rate
-        if allowed:
-            retry = 0.0
-        elif cost > burst:
-            retry = math.inf
-        else:
-            wait = debt + cost * self._interval - self._tau
-            retry = wait if wait > _EPS else 0.0
-        return RateLimitDecision(allowed, left if left > _EPS else 0.0, debt, retry)
+        return self._g.decision(allowed, tat, now, cost)
+
+    def _tat_and_gcra(self, key: Hashable, now: float) -> tuple[float, Gcra]:
+        with self._lock:
+            return self._tat(key, now), self._g
 
     def peek(self, key: Hashable, now: float, cost: float = 1.0) -> bool:
-        with self._lock:
-            tat = self._tat(key, now)
-        if tat < now:
-            tat = now
-        return tat + cost * self._interval - now <= self._limit
+        tat, g = self._tat_and_gcra(key, now)
+        return g.peek(tat, now, cost)
 
     def retry_after(self, key: Hashable, now: float, cost: float = 1.0) -> float:
-        with self._lock:
-            tat = self._tat(key, now)
-        if cost > self._burst:
-            return math.inf
-        wait = tat - now + cost * self._interval - self._tau
-        return wait if wait > _EPS else 0.0
+        tat, g = self._tat_and_gcra(key, now)
+        return g.retry_after(tat, now, cost)
 
     def reset_after(self, key: Hashable, now: float) -> float:
-        with self._lock:
-            wait = self._tat(key, now) - now
-        return wait if wait > _EPS else 0.0
+        tat, g = self._tat_and_gcra(key, now)
+        return g.reset_after(tat, now)
 
     def remaining(self, key: Hashable, now: float) -> float:
-        with self._lock:
-            debt = self._tat(key, now) - now
-        if debt <= 0:
-            return self._burst
-        left = self._burst - debt * self._rate
-        return left if left > _EPS else 0.0
+        tat, g = self._tat_and_gcra(key, now)
+        return g.tokens(tat, now)
 
     def sweep(self, now: float) -> int:
         """Free the full buckets in the next 512 slots of the table (round robin over all
@@ -742,12 +718,12 @@ class SharedKeyedLimiter(KeyedLimiter):
 
         O(capacity) under the lock: an operator's action, not for the request path.
         """
-        _check_rate_burst(rate, burst)
+        check_rate_burst(rate, burst)
         new_rate, new_burst = float(rate), float(burst)
         q, d = self._q, self._d
         with self._lock:
-            self._sync()
-            old_rate, old_burst = self._rate, self._burst
+            old = self._sync()
+            old_rate, old_burst = old.rate, old.burst
             if (old_rate, old_burst) == (new_rate, new_burst):
                 return
             slots = self._cap + _WINDOW - 1
@@ -789,8 +765,9 @@ class SharedKeyedLimiter(KeyedLimiter):
         )
 
 
-class SharedConcurrencyLimit(ConcurrencyLimit):
-    """A :class:`ConcurrencyLimit` over all processes: one row of counts per process.
+class SharedConcurrencyLimit:
+    """A concurrency limit (``lbtui.core.limiting.Concurrency``) over all processes: one row
+    of counts per process.
 
     Unlimited, :meth:`try_acquire` and :meth:`release` touch only this process's row, without
     the lock. With a cap, :meth:`try_acquire` sums ``in_flight`` over the rows under the lock;
@@ -802,15 +779,15 @@ class SharedConcurrencyLimit(ConcurrencyLimit):
     __slots__ = ("_acquire", "_lock", "_q", "_release", "_row", "_rows_end", "_rows_start", "_zone")
 
     def __init__(self, zone: SharedLimits, max_in_flight: int | None) -> None:
-        super().__init__(max_in_flight)
+        check_max_in_flight(max_in_flight)
         self._zone = zone
-        self._q = zone._q
-        self._lock = zone._lock
-        self._acquire = zone._lock.acquire
-        self._release = zone._lock.release
-        self._row = zone._row
-        self._rows_start = zone._rows
-        self._rows_end = zone._named
+        self._q = zone.ints
+        self._lock = zone.lock
+        self._acquire = zone.lock.acquire
+        self._release = zone.lock.release
+        self._row = zone.row
+        self._rows_start = zone.rows_start
+        self._rows_end = zone.named_start
 
     def _column(self, offset: int) -> list[int]:
         start = self._rows_start + offset
@@ -865,7 +842,7 @@ class SharedConcurrencyLimit(ConcurrencyLimit):
 
     def reconfigure(self, max_in_flight: int | None) -> None:
         """Change the cap for every process; requests above a lowered cap finish."""
-        cap = self._checked(max_in_flight)
+        cap = check_max_in_flight(max_in_flight)
         with self._lock:
             self._q[_C_MAX] = cap or 0
 

@@ -37,16 +37,23 @@ import math
 from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple, Protocol
 
 from mypy_extensions import mypyc_attr
 
 __all__ = [
+    "REFUSED",
+    "Bucket",
     "BucketStats",
+    "Concurrency",
     "ConcurrencyLimit",
     "ConcurrencyStats",
+    "Gcra",
+    "KeyedBuckets",
     "KeyedLimiter",
     "KeyedStats",
+    "LimitStore",
+    "MemoryLimits",
     "QuotaPolicy",
     "RateLimitDecision",
     "TokenBucket",
@@ -54,12 +61,13 @@ __all__ = [
     "retry_after_value",
 ]
 
-_EPS = 1e-9
+EPS = _EPS = 1e-9
 """Slack in seconds for float rounding, so that a bucket of 5 at rate 10 admits all five at once
 and a wait of 2.0000000001 s is still announced as 2 s. A nanosecond is far below any clock."""
 
 
-def _check_rate_burst(rate: float, burst: float) -> None:
+def check_rate_burst(rate: float, burst: float) -> None:
+    """Refuse a rate or burst no bucket can have (see the module's docstring)."""
     if not (rate > 0 and math.isfinite(rate)):
         raise ValueError(
             f"rate must be a finite number of requests per second above 0, got {rate!r} "
@@ -134,13 +142,91 @@ class RateLimitDecision(NamedTuple):
     never can be (a cost above the burst)."""
 
 
+REFUSED: Final = -math.inf
+"""What :meth:`Gcra.take` returns for a request it refuses (no ``tat`` is ever -inf)."""
+
+
+def check_max_in_flight(max_in_flight: int | None) -> int | None:
+    """A concurrency cap as given, or a clear error: a whole number of at least 1, or None."""
+    if max_in_flight is None:
+        return None
+    if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int):
+        raise ValueError(f"max_in_flight must be a whole number or None, got {max_in_flight!r}")
+    if max_in_flight < 1:
+        raise ValueError(
+            f"max_in_flight must be at least 1, got {max_in_flight} (None means unlimited)"
+        )
+    return max_in_flight
+
+
+class Gcra:
+    """The GCRA arithmetic of one ``(rate, burst)``, on a ``tat`` kept elsewhere.
+
+    What every store runs on the one float it keeps per bucket (``TokenBucket`` in memory, the
+    shared-memory zone of ``lbtui.balancer.shared``): the algorithm lives here once, the stores
+    only keep ``tat`` and make a read-decide-write atomic."""
+
+    __slots__ = ("burst", "interval", "limit", "rate", "tau")
+
+    def __init__(self, rate: float, burst: float) -> None:
+        check_rate_burst(rate, burst)
+        self.rate = float(rate)
+        self.burst = float(burst)
+        self.interval = 1.0 / self.rate
+        self.tau = self.burst / self.rate
+        self.limit = self.tau + _EPS
+
+    def take(self, tat: float, now: float, cost: float) -> float:
+        """The ``tat`` after admitting ``cost`` now, or :data:`REFUSED`."""
+        new = (tat if tat > now else now) + cost * self.interval
+        return new if new - now <= self.limit else REFUSED
+
+    def peek(self, tat: float, now: float, cost: float) -> bool:
+        return (tat if tat > now else now) + cost * self.interval - now <= self.limit
+
+    def retry_after(self, tat: float, now: float, cost: float) -> float:
+        if cost > self.burst:
+            return math.inf
+        wait = tat - now + cost * self.interval - self.tau
+        return wait if wait > _EPS else 0.0
+
+    def reset_after(self, tat: float, now: float) -> float:
+        wait = tat - now
+        return wait if wait > _EPS else 0.0
+
+    def tokens(self, tat: float, now: float) -> float:
+        debt = tat - now
+        if debt <= 0:
+            return self.burst
+        left = self.burst - debt * self.rate
+        return left if left > _EPS else 0.0
+
+    def decision(self, allowed: bool, tat: float, now: float, cost: float) -> RateLimitDecision:
+        """What the response headers need after a decision left the bucket at ``tat``."""
+        debt = tat - now
+        if debt <= _EPS:  # full: only a cost above the burst is refused
+            return RateLimitDecision(allowed, self.burst, 0.0, 0.0 if allowed else math.inf)
+        left = self.burst - debt * self.rate
+        return RateLimitDecision(
+            allowed,
+            left if left > _EPS else 0.0,
+            debt,
+            0.0 if allowed else self.retry_after(tat, now, cost),
+        )
+
+    def rescaled(self, tat: float, now: float, new: Gcra) -> float:
+        """The ``tat`` under ``new`` settings that keeps the tokens held (capped to its burst)."""
+        held = min(self.tokens(tat, now), new.burst)
+        return now + (new.burst - held) / new.rate
+
+
 class TokenBucket:
     """One token bucket: ``rate`` tokens a second, at most ``burst`` held; starts full."""
 
     __slots__ = ("_allowed", "_burst", "_interval", "_limit", "_rate", "_rejected", "_tat", "_tau")
 
     def __init__(self, rate: float, burst: float, now: float) -> None:
-        _check_rate_burst(rate, burst)
+        check_rate_burst(rate, burst)
         self._rate = float(rate)
         self._burst = float(burst)
         self._interval = 1.0 / self._rate
@@ -215,7 +301,7 @@ class TokenBucket:
 
     def reconfigure(self, rate: float, burst: float, now: float) -> None:
         """Change rate and burst at run time; the tokens held are kept, capped to the new burst."""
-        _check_rate_burst(rate, burst)
+        check_rate_burst(rate, burst)
         held = min(self.tokens(now), float(burst))
         self._rate = float(rate)
         self._burst = float(burst)
@@ -257,7 +343,7 @@ class KeyedLimiter:
     )
 
     def __init__(self, rate: float, burst: float, *, max_keys: int = 100_000) -> None:
-        _check_rate_burst(rate, burst)
+        check_rate_burst(rate, burst)
         if isinstance(max_keys, bool) or not isinstance(max_keys, int) or max_keys < 1:
             raise ValueError(f"max_keys must be a whole number of at least 1, got {max_keys!r}")
         self._rate = float(rate)
@@ -373,7 +459,7 @@ class KeyedLimiter:
 
         O(keys held): meant for an operator's change, not for the request path.
         """
-        _check_rate_burst(rate, burst)
+        check_rate_burst(rate, burst)
         old_rate, old_burst = self._rate, self._burst
         new_rate, new_burst = float(rate), float(burst)
         refreshed: OrderedDict[Hashable, float] = OrderedDict()
@@ -444,15 +530,7 @@ class ConcurrencyLimit:
 
     @staticmethod
     def _checked(max_in_flight: int | None) -> int | None:
-        if max_in_flight is None:
-            return None
-        if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int):
-            raise ValueError(f"max_in_flight must be a whole number or None, got {max_in_flight!r}")
-        if max_in_flight < 1:
-            raise ValueError(
-                f"max_in_flight must be at least 1, got {max_in_flight} (None means unlimited)"
-            )
-        return max_in_flight
+        return check_max_in_flight(max_in_flight)
 
     @property
     def max_in_flight(self) -> int | None:
@@ -493,6 +571,100 @@ class ConcurrencyLimit:
         return ConcurrencyStats(
             self._max, self._in_flight, self._peak, self._acquired, self._rejected
         )
+
+
+# --- the storage seam ---------------------------------------------------------------------------
+
+
+class Bucket(Protocol):
+    """A token bucket, wherever its state is kept (``TokenBucket``: this process's memory)."""
+
+    @property
+    def rate(self) -> float: ...
+
+    @property
+    def burst(self) -> float: ...
+
+    def allow(self, now: float, cost: float = 1.0) -> bool: ...
+
+    def decide(self, now: float, cost: float = 1.0) -> RateLimitDecision: ...
+
+    def peek(self, now: float, cost: float = 1.0) -> bool: ...
+
+    def tokens(self, now: float) -> float: ...
+
+    def reconfigure(self, rate: float, burst: float, now: float) -> None: ...
+
+    def stats(self, now: float) -> BucketStats: ...
+
+
+class KeyedBuckets(Protocol):
+    """One bucket per client key, wherever kept (``KeyedLimiter``: this process's memory)."""
+
+    @property
+    def rate(self) -> float: ...
+
+    @property
+    def burst(self) -> float: ...
+
+    def __len__(self) -> int: ...
+
+    def allow(self, key: Hashable, now: float, cost: float = 1.0) -> bool: ...
+
+    def decide(self, key: Hashable, now: float, cost: float = 1.0) -> RateLimitDecision: ...
+
+    def remaining(self, key: Hashable, now: float) -> float: ...
+
+    def sweep(self, now: float) -> int: ...
+
+    def reconfigure(self, rate: float, burst: float, now: float) -> None: ...
+
+    def stats(self, now: float) -> KeyedStats: ...
+
+
+class Concurrency(Protocol):
+    """A cap on requests in flight, wherever counted (``ConcurrencyLimit``: this process)."""
+
+    @property
+    def max_in_flight(self) -> int | None: ...
+
+    @property
+    def in_flight(self) -> int: ...
+
+    def try_acquire(self) -> bool: ...
+
+    def peek(self) -> bool: ...
+
+    def release(self) -> None: ...
+
+    def reconfigure(self, max_in_flight: int | None) -> None: ...
+
+    def stats(self) -> ConcurrencyStats: ...
+
+
+class LimitStore(Protocol):
+    """Where limiter state is kept: :class:`MemoryLimits` (one process), the shared-memory zone
+    (``lbtui.balancer.shared.SharedLimits``, several processes of one balancer); a Redis store
+    is the next one (GCRA in one Lua call a decision). The algorithms stay here, in the core."""
+
+    def token_bucket(self, name: str, rate: float, burst: float, now: float) -> Bucket: ...
+
+    def keyed_limiter(self, rate: float, burst: float, *, max_keys: int) -> KeyedBuckets: ...
+
+    def concurrency_limit(self, max_in_flight: int | None) -> Concurrency: ...
+
+
+class MemoryLimits:
+    """The limiters in this process's memory."""
+
+    def token_bucket(self, name: str, rate: float, burst: float, now: float) -> TokenBucket:
+        return TokenBucket(rate, burst, now)
+
+    def keyed_limiter(self, rate: float, burst: float, *, max_keys: int) -> KeyedLimiter:
+        return KeyedLimiter(rate, burst, max_keys=max_keys)
+
+    def concurrency_limit(self, max_in_flight: int | None) -> ConcurrencyLimit:
+        return ConcurrencyLimit(max_in_flight)
 
 
 # --- IETF RateLimit headers -----------------------------------------------------------------
@@ -540,7 +712,7 @@ class QuotaPolicy:
     def for_bucket(cls, name: str, rate: float, burst: float) -> QuotaPolicy:
         """The policy a token bucket can honestly promise: ``floor(burst)`` requests per
         ``ceil(burst / rate)`` seconds (see the module docstring for why)."""
-        _check_rate_burst(rate, burst)
+        check_rate_burst(rate, burst)
         return cls(name, math.floor(burst + _EPS), max(1, math.ceil(burst / rate - _EPS)))
 
 
