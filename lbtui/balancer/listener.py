@@ -103,7 +103,6 @@ WAIT_BODY: Final = 4
 """The last answer went out before its request body was all in: the rest is discarded, then
 the next request is served."""
 CLOSED: Final = 5
-LIFE_NAMES: Final = ("idle", "serving", "last", "wait_write", "wait_body", "closed")
 
 
 class ClientConnection(asyncio.Protocol):
