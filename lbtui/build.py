@@ -13,7 +13,7 @@ What compiling asks of that source (mypy strict already asks most of it):
   classes that validate whatever they are given are ``@mypyc_attr(native_class=False)`` and
   read their fields untyped (``me: Any = self``) until checked; an interpreted subclass of a
   compiled class is not called through its overrides from compiled code (the shared-memory
-  limiters, ``balancer.shared``, subclass nothing: they sit behind ``core.limiting.LimitStore``);
+  limiters, ``balancer.shared``, subclass nothing: they sit behind ``core.limitstore.LimitStore``);
 - a compiled class is unpickled by calling it with no arguments, then given its state: the
   pickled ones (records, windows) take defaults for every constructor argument;
 - a wrong argument type fails on entry with ``TypeError`` (``int object expected; got
@@ -46,6 +46,7 @@ COMPILED_MODULES: tuple[str, ...] = (
     "lbtui.core.breaker",
     "lbtui.core.ejection",
     "lbtui.core.limiting",
+    "lbtui.core.limitstore",
     "lbtui.core.record",
     "lbtui.core.window",
     "lbtui.core.retry",

@@ -19,16 +19,8 @@ from typing import TYPE_CHECKING
 from lbtui.balancer.answers import json_answer
 from lbtui.balancer.exchange import Answer
 from lbtui.config import LimitsConfig
-from lbtui.core.limiting import (
-    Bucket,
-    Concurrency,
-    KeyedBuckets,
-    LimitStore,
-    MemoryLimits,
-    QuotaPolicy,
-    RateLimitDecision,
-    ratelimit_headers,
-)
+from lbtui.core.limiting import QuotaPolicy, RateLimitDecision, ratelimit_headers
+from lbtui.core.limitstore import Bucket, Concurrency, KeyedBuckets, LimitStore, MemoryLimits
 
 if TYPE_CHECKING:
     from lbtui.balancer.shared import SharedLimits

@@ -17,7 +17,7 @@ from lbtui.config import BackendConfig, BreakerSettings
 from lbtui.core.balancing import Balancer, make_balancer
 from lbtui.core.breaker import BreakerConfig, CircuitBreaker
 from lbtui.core.health import HealthState
-from lbtui.core.limiting import Bucket, LimitStore, MemoryLimits
+from lbtui.core.limitstore import Bucket, LimitStore, MemoryLimits
 from lbtui.core.record import BackendRecord
 
 if TYPE_CHECKING:

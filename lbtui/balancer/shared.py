@@ -22,7 +22,7 @@ one lock from the ``spawn`` context; the workers attach through a picklable
     clients  2 × (capacity + 15)   per-client buckets: fingerprint, tat
 
 A bucket is its GCRA ``tat`` (see :mod:`lbtui.core.limiting`): one float per bucket is the whole
-shared state, and the arithmetic on it is the core's (:class:`~lbtui.core.limiting.Gcra`), for
+shared state, and the arithmetic on it is the core's (:class:`~lbtui.core.limitstore.Gcra`), for
 the named buckets and the client table alike: this module keeps state, the core decides. Names
 and client keys are found by a 64-bit BLAKE2b fingerprint (not ``hash()``, which is salted per
 process); two keys share a bucket only if their fingerprints collide, with odds of about
@@ -38,7 +38,7 @@ microsecond) leaves it held and the others waiting: nginx frees a dead worker's 
 the pid it records; here the primary calls :meth:`SharedLimits.unstick`.
 
 The limiters here are this zone's side of the core's storage seam
-(:class:`~lbtui.core.limiting.LimitStore`: ``token_bucket``, ``keyed_limiter``,
+(:class:`~lbtui.core.limitstore.LimitStore`: ``token_bucket``, ``keyed_limiter``,
 ``concurrency_limit``), the same results for the same calls as the memory store's (the client
 table evicts differently at capacity), with the counters of their ``stats`` summed over all
 processes. They subclass nothing and read nothing private of the core. As in the core,
@@ -67,15 +67,14 @@ from typing import Any
 from mypy_extensions import mypyc_attr
 
 from lbtui.core.limiting import (
-    REFUSED,
     BucketStats,
     ConcurrencyStats,
-    Gcra,
     KeyedStats,
     RateLimitDecision,
     check_max_in_flight,
     check_rate_burst,
 )
+from lbtui.core.limitstore import REFUSED, Gcra
 
 __all__ = [
     "SharedConcurrencyLimit",
@@ -440,7 +439,7 @@ class SharedLimits:
 
 
 class SharedTokenBucket:
-    """A token bucket (``lbtui.core.limiting.Bucket``) whose ``tat``, rate, burst and counters
+    """A token bucket (``lbtui.core.limitstore.Bucket``) whose ``tat``, rate, burst and counters
     are in shared memory; the arithmetic is the core's :class:`Gcra`, run under the lock for a
     decision."""
 
@@ -529,7 +528,7 @@ class SharedTokenBucket:
 
 
 class SharedKeyedLimiter:
-    """A keyed limiter (``lbtui.core.limiting.KeyedBuckets``) whose buckets are a fixed
+    """A keyed limiter (``lbtui.core.limitstore.KeyedBuckets``) whose buckets are a fixed
     open-addressing table in shared memory.
 
     A key lives in one of the ``16`` slots from its home slot (its fingerprint modulo the
@@ -766,7 +765,7 @@ class SharedKeyedLimiter:
 
 
 class SharedConcurrencyLimit:
-    """A concurrency limit (``lbtui.core.limiting.Concurrency``) over all processes: one row
+    """A concurrency limit (``lbtui.core.limitstore.Concurrency``) over all processes: one row
     of counts per process.
 
     Unlimited, :meth:`try_acquire` and :meth:`release` touch only this process's row, without

@@ -37,26 +37,21 @@ import math
 from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import Any, Final, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 from mypy_extensions import mypyc_attr
 
 __all__ = [
-    "REFUSED",
-    "Bucket",
     "BucketStats",
-    "Concurrency",
     "ConcurrencyLimit",
     "ConcurrencyStats",
-    "Gcra",
-    "KeyedBuckets",
     "KeyedLimiter",
     "KeyedStats",
-    "LimitStore",
-    "MemoryLimits",
     "QuotaPolicy",
     "RateLimitDecision",
     "TokenBucket",
+    "check_max_in_flight",
+    "check_rate_burst",
     "ratelimit_headers",
     "retry_after_value",
 ]
@@ -142,10 +137,6 @@ class RateLimitDecision(NamedTuple):
     never can be (a cost above the burst)."""
 
 
-REFUSED: Final = -math.inf
-"""What :meth:`Gcra.take` returns for a request it refuses (no ``tat`` is ever -inf)."""
-
-
 def check_max_in_flight(max_in_flight: int | None) -> int | None:
     """A concurrency cap as given, or a clear error: a whole number of at least 1, or None."""
     if max_in_flight is None:
@@ -157,67 +148,6 @@ def check_max_in_flight(max_in_flight: int | None) -> int | None:
             f"max_in_flight must be at least 1, got {max_in_flight} (None means unlimited)"
         )
     return max_in_flight
-
-
-class Gcra:
-    """The GCRA arithmetic of one ``(rate, burst)``, on a ``tat`` kept elsewhere.
-
-    What every store runs on the one float it keeps per bucket (``TokenBucket`` in memory, the
-    shared-memory zone of ``lbtui.balancer.shared``): the algorithm lives here once, the stores
-    only keep ``tat`` and make a read-decide-write atomic."""
-
-    __slots__ = ("burst", "interval", "limit", "rate", "tau")
-
-    def __init__(self, rate: float, burst: float) -> None:
-        check_rate_burst(rate, burst)
-        self.rate = float(rate)
-        self.burst = float(burst)
-        self.interval = 1.0 / self.rate
-        self.tau = self.burst / self.rate
-        self.limit = self.tau + _EPS
-
-    def take(self, tat: float, now: float, cost: float) -> float:
-        """The ``tat`` after admitting ``cost`` now, or :data:`REFUSED`."""
-        new = (tat if tat > now else now) + cost * self.interval
-        return new if new - now <= self.limit else REFUSED
-
-    def peek(self, tat: float, now: float, cost: float) -> bool:
-        return (tat if tat > now else now) + cost * self.interval - now <= self.limit
-
-    def retry_after(self, tat: float, now: float, cost: float) -> float:
-        if cost > self.burst:
-            return math.inf
-        wait = tat - now + cost * self.interval - self.tau
-        return wait if wait > _EPS else 0.0
-
-    def reset_after(self, tat: float, now: float) -> float:
-        wait = tat - now
-        return wait if wait > _EPS else 0.0
-
-    def tokens(self, tat: float, now: float) -> float:
-        debt = tat - now
-        if debt <= 0:
-            return self.burst
-        left = self.burst - debt * self.rate
-        return left if left > _EPS else 0.0
-
-    def decision(self, allowed: bool, tat: float, now: float, cost: float) -> RateLimitDecision:
-        """What the response headers need after a decision left the bucket at ``tat``."""
-        debt = tat - now
-        if debt <= _EPS:  # full: only a cost above the burst is refused
-            return RateLimitDecision(allowed, self.burst, 0.0, 0.0 if allowed else math.inf)
-        left = self.burst - debt * self.rate
-        return RateLimitDecision(
-            allowed,
-            left if left > _EPS else 0.0,
-            debt,
-            0.0 if allowed else self.retry_after(tat, now, cost),
-        )
-
-    def rescaled(self, tat: float, now: float, new: Gcra) -> float:
-        """The ``tat`` under ``new`` settings that keeps the tokens held (capped to its burst)."""
-        held = min(self.tokens(tat, now), new.burst)
-        return now + (new.burst - held) / new.rate
 
 
 class TokenBucket:
@@ -571,100 +501,6 @@ class ConcurrencyLimit:
         return ConcurrencyStats(
             self._max, self._in_flight, self._peak, self._acquired, self._rejected
         )
-
-
-# --- the storage seam ---------------------------------------------------------------------------
-
-
-class Bucket(Protocol):
-    """A token bucket, wherever its state is kept (``TokenBucket``: this process's memory)."""
-
-    @property
-    def rate(self) -> float: ...
-
-    @property
-    def burst(self) -> float: ...
-
-    def allow(self, now: float, cost: float = 1.0) -> bool: ...
-
-    def decide(self, now: float, cost: float = 1.0) -> RateLimitDecision: ...
-
-    def peek(self, now: float, cost: float = 1.0) -> bool: ...
-
-    def tokens(self, now: float) -> float: ...
-
-    def reconfigure(self, rate: float, burst: float, now: float) -> None: ...
-
-    def stats(self, now: float) -> BucketStats: ...
-
-
-class KeyedBuckets(Protocol):
-    """One bucket per client key, wherever kept (``KeyedLimiter``: this process's memory)."""
-
-    @property
-    def rate(self) -> float: ...
-
-    @property
-    def burst(self) -> float: ...
-
-    def __len__(self) -> int: ...
-
-    def allow(self, key: Hashable, now: float, cost: float = 1.0) -> bool: ...
-
-    def decide(self, key: Hashable, now: float, cost: float = 1.0) -> RateLimitDecision: ...
-
-    def remaining(self, key: Hashable, now: float) -> float: ...
-
-    def sweep(self, now: float) -> int: ...
-
-    def reconfigure(self, rate: float, burst: float, now: float) -> None: ...
-
-    def stats(self, now: float) -> KeyedStats: ...
-
-
-class Concurrency(Protocol):
-    """A cap on requests in flight, wherever counted (``ConcurrencyLimit``: this process)."""
-
-    @property
-    def max_in_flight(self) -> int | None: ...
-
-    @property
-    def in_flight(self) -> int: ...
-
-    def try_acquire(self) -> bool: ...
-
-    def peek(self) -> bool: ...
-
-    def release(self) -> None: ...
-
-    def reconfigure(self, max_in_flight: int | None) -> None: ...
-
-    def stats(self) -> ConcurrencyStats: ...
-
-
-class LimitStore(Protocol):
-    """Where limiter state is kept: :class:`MemoryLimits` (one process), the shared-memory zone
-    (``lbtui.balancer.shared.SharedLimits``, several processes of one balancer); a Redis store
-    is the next one (GCRA in one Lua call a decision). The algorithms stay here, in the core."""
-
-    def token_bucket(self, name: str, rate: float, burst: float, now: float) -> Bucket: ...
-
-    def keyed_limiter(self, rate: float, burst: float, *, max_keys: int) -> KeyedBuckets: ...
-
-    def concurrency_limit(self, max_in_flight: int | None) -> Concurrency: ...
-
-
-class MemoryLimits:
-    """The limiters in this process's memory."""
-
-    def token_bucket(self, name: str, rate: float, burst: float, now: float) -> TokenBucket:
-        return TokenBucket(rate, burst, now)
-
-    def keyed_limiter(self, rate: float, burst: float, *, max_keys: int) -> KeyedLimiter:
-        return KeyedLimiter(rate, burst, max_keys=max_keys)
-
-    def concurrency_limit(self, max_in_flight: int | None) -> ConcurrencyLimit:
-        return ConcurrencyLimit(max_in_flight)
 
 
 # --- IETF RateLimit headers -----------------------------------------------------------------

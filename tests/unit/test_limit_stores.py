@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from lbtui.balancer.shared import SharedLimits
-from lbtui.core.limiting import LimitStore, MemoryLimits
+from lbtui.core.limitstore import LimitStore, MemoryLimits
 
 
 @pytest.fixture(params=["memory", "shared"])
