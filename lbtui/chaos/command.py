@@ -95,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(sf: ScenarioFile, options: RunOptions, args: argparse.Namespace) -> int:
     from lbtui.chaos.progress import Log, Progress, to_line
-    from lbtui.chaos.runner import EXIT_SETUP, SetupError
+    from lbtui.chaos.runner import EXIT_SETUP
+    from lbtui.chaos.system import SetupError
     from lbtui.runtime import run_async
 
     def tell(p: Progress) -> None:

@@ -22,6 +22,10 @@ fault the runner sets also carries a duration that ends it shortly after the run
 so even a runner killed with SIGKILL leaves no fault on for good. A fleet the runner started is
 stopped (every process by its PID, SIGTERM then SIGKILL); its processes also die with the
 runner (``PR_SET_PDEATHSIG``).
+
+What the run starts or attaches to, and what the fleet's processes report, is
+:class:`~lbtui.chaos.system.System`; the guardrails are judged by
+:func:`lbtui.chaos.guardrails.tripped`. This module keeps the run's clock and its phases.
 """
 
 from __future__ import annotations
@@ -34,18 +38,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
-from lbtui import config as config_mod
 from lbtui.chaos.checks import CheckResult, Phases, evaluate_all
+from lbtui.chaos.guardrails import tripped as tripped_by
 from lbtui.chaos.progress import ActionFired, CheckLine, Finished, Progress, Started, Tick
 from lbtui.chaos.recording import (
     CLIENT_CLASSES,
     ActionRecord,
     BackendSample,
-    ProcessTally,
     Recording,
-    RollbackStep,
     RunEvent,
     Sample,
     Verdict,
@@ -53,7 +53,6 @@ from lbtui.chaos.recording import (
 )
 from lbtui.chaos.scenario import ScenarioFile
 from lbtui.chaos.steps import (
-    AddBackendStep,
     Kill,
     Knobs,
     LoadRate,
@@ -64,16 +63,13 @@ from lbtui.chaos.steps import (
     step_backend,
     step_end,
 )
+from lbtui.chaos.system import Member, SetupError, System
 from lbtui.chaos.undo import Changes, roll_back
-from lbtui.control.client import HttpControl
 from lbtui.control.errors import ControlError
-from lbtui.control.interface import Control
 from lbtui.control.model import Event, SetFault, Snapshot
-from lbtui.control.runtime import BalancerRuntime, run_balancer
 from lbtui.errors import LbtuiError
-from lbtui.fleet.spec import is_loopback_host
-from lbtui.fleet.supervisor import BackendStats, Fleet, FleetError
-from lbtui.loadgen import LoadGenerator, LoadReport, check_loopback
+from lbtui.fleet.supervisor import FleetError
+from lbtui.loadgen import LoadGenerator, LoadReport
 
 SAMPLE_HZ = 4.0
 TALLY_EVERY = 4
@@ -104,10 +100,6 @@ EXIT_CODES: dict[Verdict, int] = {
 }
 
 
-class SetupError(LbtuiError):
-    """The experiment could not start: nothing was measured (exit 2)."""
-
-
 @dataclass(frozen=True, slots=True)
 class RunOptions:
     attach: str | None = None
@@ -117,14 +109,6 @@ class RunOptions:
     """The balancer's listener URL (attached), overriding ``[load] target``."""
     scale: float = 1.0
     sample_hz: float = SAMPLE_HZ
-
-
-@dataclass(frozen=True, slots=True)
-class Member:
-    name: str
-    url: str
-    pid: int | None
-    character: str
 
 
 @dataclass
@@ -181,20 +165,14 @@ class Experiment:
         self.sc = sf.scenario.scaled(options.scale)
         self.log = log
         self.rec = Recording()
-        self.fleet: Fleet | None = None
-        self.runtime: BalancerRuntime | None = None
-        self.control: Control | None = None
+        self.system = System(sf, self.sc, self.rec, log)
         self.gen: LoadGenerator | None = None
-        self.target = ""
-        self.admin_url: str | None = None
         self.t0 = 0.0
         self._offset: float | None = None
         self._offset_rtt = float("inf")
         self._prev_latency: list[int] | None = None
         self._last_snapshot_ok = 0.0
-        self._urls: dict[str, str] = {}
         self._undo: Changes | None = None
-        self._http: httpx.AsyncClient | None = None
         self._samples_taken = 0
         self._events: list[Event] = []
 
@@ -222,13 +200,15 @@ class Experiment:
         follower: asyncio.Task[None] | None = None
         try:
             try:
-                baseline = await self._setup()
+                baseline = await self.system.start(
+                    self.options.attach, self.options.token, self.options.target
+                )
             except (LbtuiError, OSError) as exc:
                 if isinstance(exc, SetupError):
                     raise
                 raise SetupError(str(exc)) from exc
-            result.target, result.admin = self.target, self.admin_url
-            result.members = self._members()
+            result.target, result.admin = self.system.target, self.system.admin_url
+            result.members = self.system.members()
             result.algorithm = baseline.algorithm
             self._undo = Changes(baseline)
             follower = asyncio.create_task(self._follow(baseline.last_event_id))
@@ -237,16 +217,19 @@ class Experiment:
             else:
                 result.verdict, result.reason = await self._drive(stop, baseline)
         finally:
-            if self._undo is not None and self.control is not None:
+            if self._undo is not None and self.system.control is not None:
                 self.log("chaos: rolling back")
                 self.rec.rollback += await roll_back(
-                    self._undo, self.control, fleet_owned=self.fleet is not None, log=self.log
+                    self._undo,
+                    self.system.control,
+                    fleet_owned=self.system.fleet is not None,
+                    log=self.log,
                 )
             if follower is not None:
                 await asyncio.sleep(0)  # let the rollback's events arrive
                 follower.cancel()
                 await asyncio.gather(follower, return_exceptions=True)
-            await self._teardown()
+            await self.system.stop()
             self._place_events()
         if self.gen is not None:
             result.load = self.gen.report()
@@ -295,104 +278,13 @@ class Experiment:
                 out.append(CheckLine(c.name, "holding" if c.passed else "failing", c.figure))
         return out
 
-    # --- setup and teardown ----------------------------------------------------------------------
-
-    async def _setup(self) -> Snapshot:
-        sc = self.sc
-        if self.options.attach:
-            control = HttpControl(
-                self.options.attach, self.options.token, origin=f"chaos {self.sf.name}"
-            )
-            self.control = control
-            self.admin_url = control.base_url
-            try:
-                snap = await control.snapshot()
-            except ControlError as exc:
-                raise SetupError(f"--attach {self.options.attach}: {exc}") from None
-            target = self.options.target or sc.load.target
-            if target is None:
-                raise SetupError(
-                    "--attach needs the balancer's listener URL: give --target URL or [load] target"
-                )
-            check_loopback(target)
-            self.target = target.rstrip("/")
-            known = {b.name for b in snap.backends}
-            added = {s.backend for s in sc.timeline if isinstance(s, AddBackendStep)}
-            for i, step in enumerate(sc.timeline):
-                name = step_backend(step)
-                if name is not None and name not in known | added:
-                    raise SetupError(
-                        f"{self.sf.path}: timeline[{i}].backend: the balancer has no backend "
-                        f"named {name!r} (it has {', '.join(sorted(known))})"
-                    )
-            self._urls = {b.name: b.url for b in snap.backends}
-            self._http = httpx.AsyncClient(timeout=1.0, trust_env=False)
-            self.log(f"chaos: attached to {control.base_url}; load to {self.target}")
-            system = sc.system
-            if system.fleet or system.backends or system.config or system.balancer:
-                self.log("chaos: --attach: the scenario's [system] is not started")
-            return snap
-        specs = list(self.sf.fleet)
-        self.log(f"chaos: starting a fleet of {len(specs)} ({self.sf.fleet_source})")
-        self.fleet = Fleet(specs)
-        try:
-            await self.fleet.start()
-        except FleetError as exc:
-            raise SetupError(f"the fleet could not start: {exc}") from None
-        pids = ", ".join(f"{m.name} pid {m.pid}" for m in self.fleet.backends)
-        self.log(f"chaos: fleet up: {pids}")
-        self._urls = {m.name: m.url for m in self.fleet.backends}
-        standby = set(sc.system.standby)
-        data = dict(self.sf.balancer or {})
-        data["backends"] = [
-            {"name": m.name, "url": m.url} for m in self.fleet.backends if m.name not in standby
-        ]
-        cfg = config_mod.from_dict(data, self.sf.config_source)
-        self.runtime = run_balancer(cfg, fleet=self.fleet)
-        await self.runtime.start()
-        self.control = self.runtime.control
-        self.target = self.runtime.server.url
-        if self.runtime.admin is not None:
-            self.admin_url = self.runtime.admin.url
-        self.log(
-            f"chaos: balancer {self.target}"
-            + (f" (watch it: lbtui attach {self.admin_url})" if self.admin_url else "")
-        )
-        return await self.control.snapshot()
-
-    def _members(self) -> list[Member]:
-        if self.fleet is None:
-            return [Member(n, u, None, "") for n, u in self._urls.items()]
-        return [
-            Member(m.name, m.url, m.pid, m.spec.character or m.spec.describe())
-            for m in self.fleet.backends
-        ]
-
-    async def _teardown(self) -> None:
-        if self.runtime is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.runtime.stop(), 30)
-            self.runtime = None
-        if self.fleet is not None:
-            pids = [m.pid for m in self.fleet.backends if m.pid is not None]
-            await self.fleet.stop()
-            self.rec.rollback.append(
-                RollbackStep("fleet stopped", True, "pids " + ", ".join(str(p) for p in pids))
-            )
-            self.fleet = None
-        if isinstance(self.control, HttpControl):
-            await self.control.aclose()
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
-
     # --- the load, the sampler and the guardrails -----------------------------------------------
 
     async def _drive(self, stop: asyncio.Event, baseline: Snapshot) -> tuple[Verdict, str]:
         sc = self.sc
         load = sc.load
         gen = LoadGenerator(
-            self.target + "/",
+            self.system.target + "/",
             load.rate,
             load.duration,
             connections=load.connections,
@@ -443,7 +335,7 @@ class Experiment:
                     break
                 if n % max(1, round(self.options.sample_hz)) == 0:
                     self._tick()
-                tripped = self._guard()
+                tripped = tripped_by(self.rec, self.sc.guardrails)
                 if tripped is not None:
                     verdict, reason = "aborted", tripped
                     self.log(f"chaos: guardrail: {tripped}; aborting")
@@ -460,7 +352,7 @@ class Experiment:
             await asyncio.gather(load_task, return_exceptions=True)
         with contextlib.suppress(Exception):
             await self._sample()
-            await self._tally_all()
+            await self.system.tally_all()
         if verdict == "passed" and load_task.done() and not load_task.cancelled():
             exc = load_task.exception()
             if exc is not None:
@@ -478,10 +370,10 @@ class Experiment:
 
     async def _sample(self) -> str | None:
         """Read a snapshot and the load's counters; a reason when the target is lost."""
-        assert self.control is not None
+        assert self.system.control is not None
         before = _now()
         try:
-            snap = await asyncio.wait_for(self.control.snapshot(), SNAPSHOT_TIMEOUT_S)
+            snap = await asyncio.wait_for(self.system.control.snapshot(), SNAPSHOT_TIMEOUT_S)
         except (ControlError, TimeoutError) as exc:
             if _now() - self._last_snapshot_ok > LOST_AFTER_S:
                 return f"the balancer stopped answering: {exc}"
@@ -493,7 +385,7 @@ class Experiment:
         self._add_sample(snap, after)
         self._samples_taken += 1
         if self._samples_taken % TALLY_EVERY == 0:
-            await self._tally_all()
+            await self.system.tally_all()
         return None
 
     def _add_sample(self, snap: Snapshot, now: float, *, baseline_sample: bool = False) -> None:
@@ -548,39 +440,12 @@ class Experiment:
             )
         )
 
-    def _guard(self) -> str | None:
-        g = self.sc.guardrails
-        if g.error_rate_above is None and g.p99_above_ms is None:
-            return None
-        now = self.rec.end
-        if now < g.for_:
-            return None
-        start = now - g.for_
-        if g.error_rate_above is not None:
-            counts = self.rec.client_counts(start, now)
-            total = sum(counts.values())
-            errors = counts["5xx"] + counts["transport"]
-            if total >= 10 and 100.0 * errors / total > g.error_rate_above:
-                return (
-                    f"client error rate {100.0 * errors / total:.1f} % "
-                    f"({errors} of {total}) > {g.error_rate_above:g} % "
-                    f"for {g.for_:g} s (at {now:.1f} s)"
-                )
-        if g.p99_above_ms is not None:
-            p99, n = self.rec.client_p99_ms(start, now)
-            if n >= 10 and p99 > g.p99_above_ms:
-                return (
-                    f"client p99 {p99:.0f} ms > {g.p99_above_ms:g} ms for {g.for_:g} s "
-                    f"(at {now:.1f} s)"
-                )
-        return None
-
     # --- the event stream -----------------------------------------------------------------------
 
     async def _follow(self, since: int) -> None:
-        assert self.control is not None
+        assert self.system.control is not None
         with contextlib.suppress(ControlError):
-            async for ev in self.control.stream_events(since):
+            async for ev in self.system.control.stream_events(since):
                 self._events.append(ev)
 
     def _place_events(self) -> None:
@@ -610,13 +475,13 @@ class Experiment:
             await self._step(i, step)
 
     async def _step(self, i: int, step: Step) -> None:
-        assert self.control is not None
+        assert self.system.control is not None
         assert self._undo is not None
         name = step_backend(step)
         description = describe_step(step)
         if isinstance(step, Kill | Restart) and name is not None:
-            await self._tally(name)
-        knobs_before = await self._knobs(name) if isinstance(step, Knobs) and name else None
+            await self.system.tally(name)
+        knobs_before = await self.system.knobs(name) if isinstance(step, Knobs) and name else None
         self._undo.note(step, knobs_before)
         start = _now()
         detail = ""
@@ -625,14 +490,14 @@ class Experiment:
                 assert self.gen is not None
                 self.gen.set_rate(step.rate)
             else:
-                action = step_action(step, self._urls)
+                action = step_action(step, self.system.urls)
                 if isinstance(action, SetFault) and self.options.attach:
                     action, detail = self._bounded(action, step.at)
                 if action is not None:
-                    await asyncio.wait_for(self.control.act(action), STEP_TIMEOUT_S)
-                if isinstance(step, Restart) and self.fleet is not None and name:
-                    detail = f"pid {self.fleet.member(name).pid}"
-                elif isinstance(step, Kill) and self.fleet is not None and name:
+                    await asyncio.wait_for(self.system.control.act(action), STEP_TIMEOUT_S)
+                if isinstance(step, Restart) and self.system.fleet is not None and name:
+                    detail = f"pid {self.system.fleet.member(name).pid}"
+                elif isinstance(step, Kill) and self.system.fleet is not None and name:
                     detail = "process reaped"
         except (ControlError, FleetError, ValueError, TimeoutError) as exc:
             why = str(exc) or type(exc).__name__
@@ -681,59 +546,6 @@ class Experiment:
             )
         )
 
-    # --- the fleet's own bookkeeping ------------------------------------------------------------
-
-    async def _stats(self, name: str) -> BackendStats | None:
-        if self.fleet is not None:
-            member = next((m for m in self.fleet.backends if m.name == name), None)
-            if member is None or not member.alive:
-                return None
-            try:
-                return await self.fleet.stats(name)
-            except FleetError:
-                return None
-        url = self._urls.get(name)
-        if url is None or self._http is None or not _loopback_url(url):
-            return None
-        try:
-            resp = await self._http.get(url + "/_fleet/stats")
-            if resp.status_code != 200:
-                return None
-            return BackendStats.from_json(resp.json())
-        except (httpx.HTTPError, ValueError, KeyError, TypeError):
-            return None
-
-    async def _tally(self, name: str) -> None:
-        st = await self._stats(name)
-        if st is not None:
-            self.rec.processes[(name, st.pid)] = ProcessTally(
-                backend=name,
-                pid=st.pid,
-                requests=st.requests_total,
-                by_method=dict(st.by_method),
-                request_ids_repeated=st.request_ids_repeated,
-                request_ids_capped=st.request_ids_capped,
-            )
-
-    async def _tally_all(self) -> None:
-        names = list(self._urls)
-        await asyncio.gather(*(self._tally(n) for n in names))
-
-    async def _knobs(self, name: str) -> dict[str, Any] | None:
-        """A fleet backend's knobs before the run changes them (attached only: a fleet the
-        run started is stopped at the end anyway)."""
-        url = self._urls.get(name)
-        if self.fleet is not None or self._http is None or url is None or not _loopback_url(url):
-            return None
-        try:
-            resp = await self._http.get(url + "/_fleet/control")
-            data = resp.json()
-            return data if resp.status_code == 200 and isinstance(data, dict) else None
-        except (httpx.HTTPError, ValueError):
-            return None
-
-    # --- undo -----------------------------------------------------------------------------------
-
 
 def _now() -> float:
     """The run's clock: ``time.monotonic()``, read fresh each time (uvloop's ``loop.time()``
@@ -746,8 +558,3 @@ def _latency_counts(gen: LoadGenerator) -> list[int] | None:
     """The load generator's corrected-latency histogram (bucket counts since its start): a
     p99 over an arbitrary window of the run is the difference of two of these."""
     return gen.latency_counts()
-
-
-def _loopback_url(url: str) -> bool:
-    host = httpx.URL(url).host
-    return bool(host) and is_loopback_host(host)

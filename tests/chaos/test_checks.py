@@ -23,8 +23,9 @@ from lbtui.chaos.recording import (
     Sample,
 )
 from lbtui.chaos.report import render_html, render_json, render_junit, render_text
-from lbtui.chaos.runner import Member, RunResult
+from lbtui.chaos.runner import RunResult
 from lbtui.chaos.scenario import Scenario
+from lbtui.chaos.system import Member
 from lbtui.core.window import bucket_of
 from tests.chaos.conftest import assert_self_contained
 
