@@ -64,6 +64,7 @@ from lbtui.tui.feed import (
     new_events,
     poll_snapshots,
 )
+from lbtui.tui.figures import is_loopback_target
 from lbtui.tui.history import LatencyHistory
 from lbtui.tui.load import LoadHandle, stepped_rate
 from lbtui.tui.screens.chaos import ChaosScreen, ChaosTarget, scenario_files
@@ -71,7 +72,7 @@ from lbtui.tui.screens.choice import ChoiceScreen
 from lbtui.tui.screens.confirm import ConfirmScreen
 from lbtui.tui.screens.form import FormScreen
 from lbtui.tui.screens.help import HelpScreen
-from lbtui.tui.view import fault_active, is_loopback_target, parse_sort, process_dead
+from lbtui.tui.view import fault_active, parse_sort, process_dead
 from lbtui.tui.widgets.backends import BackendTable
 from lbtui.tui.widgets.detail import BackendDetail
 from lbtui.tui.widgets.events import EventLog

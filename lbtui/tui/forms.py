@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lbtui.control.model import FaultKind, FaultSpec
-from lbtui.tui.view import num
+from lbtui.tui.numbers import num
 from lbtui.units import parse_duration
 
 Parser = Callable[[str], Any]

@@ -8,19 +8,18 @@ formatting be unit-tested without an app (STYLE.md, "three layers of TUI tests")
 A table cell is a ``Cell``: a tuple of ``(text, style)`` segments. Cells are hashable and cheap
 to compare, so the backends table can tell which cells changed since the last snapshot and
 update only those, and cache the Rich ``Text`` built for each distinct cell.
+
+This module holds the backend table's row (state, breaker, faults, columns, sorting) and the
+event lines; the figures it prints come from ``lbtui.tui.numbers``, and the detail pane's
+reasons and the header's figures have modules of their own (``reasons``, ``figures``).
 """
 
 from __future__ import annotations
 
-import ipaddress
-import math
 import re
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Literal
-from urllib.parse import urlsplit
 
 from lbtui.control.model import (
     BackendView,
@@ -28,152 +27,22 @@ from lbtui.control.model import (
     Event,
     FaultSpec,
     FaultView,
-    Snapshot,
     Windows,
+)
+from lbtui.tui.numbers import (
+    clock_text,
+    human_bytes,
+    human_duration,
+    ms_text,
+    num,
+    percent_text,
+    rate_text,
+    sparkline,
 )
 
 Segment = tuple[str, str]
 """``(text, rich style)``; an empty style is the default colour."""
 Cell = tuple[Segment, ...]
-
-# --- numbers -----------------------------------------------------------------------------------
-
-
-def num(x: float) -> str:
-    """A short number for people: ``0.4``, ``1``, ``0.33``, ``12.5``, ``1250``."""
-    if not math.isfinite(x):
-        return "∞" if x > 0 else "–"
-    if x == int(x) and abs(x) < 1e6:
-        return str(int(x))
-    if abs(x) >= 100:
-        return f"{x:.0f}"
-    return f"{x:.2f}".rstrip("0").rstrip(".")
-
-
-def rate_text(rps: float) -> str:
-    """Requests per second: ``0``, ``3.2``, ``123``, ``12.3k``."""
-    if rps <= 0:
-        return "0"
-    if rps < 10:
-        return f"{rps:.1f}"
-    if rps < 10_000:
-        return f"{rps:.0f}"
-    return f"{rps / 1000:.1f}k"
-
-
-NO_SAMPLES = "—"
-"""A percentile over a window that holds too few samples to say (the snapshot's ``None``)."""
-
-
-def ms_text(ms: float | None) -> str:
-    """Milliseconds: ``0.42``, ``3.2``, ``123``, ``12.3k``; ``—`` when the window holds too
-    few samples for the percentile (``None``)."""
-    if ms is None:
-        return NO_SAMPLES
-    if not math.isfinite(ms) or ms <= 0:
-        return "–"
-    if ms < 1:
-        return f"{ms:.2f}"
-    if ms < 10:
-        return f"{ms:.1f}"
-    if ms < 10_000:
-        return f"{ms:.0f}"
-    return f"{ms / 1000:.1f}k"
-
-
-def percent_text(ratio: float) -> str:
-    """A ratio (0..1) as a percentage without the sign: ``0``, ``0.4``, ``12.5``, ``100``."""
-    p = ratio * 100
-    if p <= 0:
-        return "0"
-    if p < 10:
-        return f"{p:.1f}"
-    return f"{p:.0f}"
-
-
-def human_duration(seconds: float | None) -> str:
-    """``250 ms``, ``3.2 s``, ``42 s``, ``5 m 03 s``, ``2 h 05 m``; ``–`` for unknown."""
-    if seconds is None or not math.isfinite(seconds):
-        return "–"
-    s = max(seconds, 0.0)
-    if s < 1:
-        return f"{s * 1000:.0f} ms"
-    if s < 10:
-        return f"{s:.1f} s"
-    if s < 60:
-        return f"{s:.0f} s"
-    if s < 3600:
-        m, sec = divmod(int(s), 60)
-        return f"{m} m {sec:02d} s"
-    h, rem = divmod(int(s), 3600)
-    return f"{h} h {rem // 60:02d} m"
-
-
-def human_bytes(n: float) -> str:
-    """``512 B``, ``4.0 KiB``, ``12.3 MiB``, ``1.5 GiB``."""
-    value = float(max(n, 0))
-    if value < 1024:
-        return f"{value:.0f} B"
-    for unit in ("KiB", "MiB", "GiB", "TiB"):
-        value /= 1024
-        if value < 1024 or unit == "TiB":
-            return f"{value:.1f} {unit}"
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def clock_text(wall: float) -> str:
-    """Wall-clock time of day ``HH:MM:SS`` (local time)."""
-    return time.strftime("%H:%M:%S", time.localtime(wall))
-
-
-def wall_of(snapshot: Snapshot, at: float) -> float:
-    """The Unix time of monotonic ``at`` on the balancer's clock (model.py, "Times")."""
-    return snapshot.wall - (snapshot.at - at)
-
-
-# --- sparklines --------------------------------------------------------------------------------
-
-BLOCKS = "▁▂▃▄▅▆▇█"
-
-
-def resample(values: Sequence[float], width: int) -> list[float]:
-    """At most ``width`` values; each is the maximum of its bucket, so a spike stays visible."""
-    n = len(values)
-    if width <= 0:
-        return []
-    if n <= width:
-        return list(values)
-    out = []
-    for i in range(width):
-        lo, hi = i * n // width, (i + 1) * n // width
-        out.append(max(values[lo:hi]))
-    return out
-
-
-def sparkline(values: Sequence[float], width: int | None = None, top: float | None = None) -> str:
-    """A one-line plot in unicode blocks, scaled to ``top`` (default: the largest value).
-
-    Zero is a blank, any positive value at least ``▁``, so an idle stretch reads as idle.
-    """
-    # memoised: fifty backends' series change once a second, the console asks four times
-    return _sparkline(tuple(values), width, top)
-
-
-@lru_cache(maxsize=1024)
-def _sparkline(values: tuple[float, ...], width: int | None, top: float | None) -> str:
-    vals = resample(values, width) if width is not None else list(values)
-    hi = top if top is not None else max(vals, default=0.0)
-    if hi <= 0:
-        return " " * len(vals)
-    out = []
-    for v in vals:
-        if v <= 0 or not math.isfinite(v):
-            out.append(" ")
-        else:
-            idx = min(len(BLOCKS) - 1, max(0, math.ceil(v / hi * len(BLOCKS)) - 1))
-            out.append(BLOCKS[idx])
-    return "".join(out)
-
 
 # --- backend state -----------------------------------------------------------------------------
 
@@ -548,245 +417,6 @@ def parse_sort(text: str) -> tuple[str, bool]:
     if key not in SORT_KEYS:
         raise ValueError(f"cannot sort by {text!r}; choose one of {', '.join(SORT_KEYS)}")
     return key, reverse
-
-
-# --- the detail pane: every non-normal state with its reason -----------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Reason:
-    title: str
-    """``OPEN``, ``EJECTED`` … in capitals."""
-    style: str
-    text: str
-    """The rest of the line: since when, why, and what comes next."""
-
-
-def _since(snapshot: Snapshot, at: float) -> str:
-    return f"since {clock_text(wall_of(snapshot, at))}"
-
-
-def breaker_reason(br: BreakerView, snapshot: Snapshot) -> Reason | None:
-    since = _since(snapshot, br.since)
-    match br.state:
-        case "open":
-            if br.retry_in_s is None:
-                nxt = ""
-            elif br.retry_in_s <= 0:
-                nxt = "; half-open probe due"
-            else:
-                nxt = f"; half-open probe in {human_duration(br.retry_in_s)}"
-            return Reason("OPEN", "bold red", f"{since} — {br.reason}{nxt}")
-        case "half_open":
-            permits = (
-                f"; {br.half_open_permits} probe calls left"
-                if br.half_open_permits is not None
-                else ""
-            )
-            return Reason("HALF-OPEN", "yellow", f"{since} — {br.reason}{permits}")
-        case "forced_open":
-            return Reason("OPEN (forced)", "bold red", f"{since} — {br.reason}; b → auto")
-        case "disabled":
-            return Reason(
-                "OFF (forced)", "bright_black", f"{since} — {br.reason}: no breaker; b → auto"
-            )
-        case "closed" if breaker_forced_closed(br):
-            return Reason(
-                "CLOSED (forced)", "cyan", f"{since} — {br.reason}; judging again from here"
-            )
-    return None
-
-
-def state_reasons(b: BackendView, snapshot: Snapshot) -> list[Reason]:
-    """Why ``b`` is not simply up and serving, one line per state (PRODUCT.md, gap 2)."""
-    out: list[Reason] = []
-    if b.admin == "disabled":
-        since = f"{_since(snapshot, b.admin_since)} " if b.admin_since else ""
-        out.append(Reason("DISABLED", "bright_black", f"{since}by the operator; x enables it"))
-    if process_dead(b):
-        pid = b.process.pid if b.process is not None else None
-        out.append(Reason("PROCESS DEAD", "bold red", f"pid {pid} is gone; r restarts it"))
-    if b.health is not None and b.health.state == "down":
-        h = b.health
-        detail = (
-            f"; last check: {h.last_check_detail}"
-            if h.last_check_detail and h.last_check_detail not in h.reason
-            else ""
-        )
-        out.append(Reason("DOWN", "bold red", f"{_since(snapshot, h.since)} — {h.reason}{detail}"))
-    if b.ejected:
-        if b.ejected_until is None:
-            back = "until further notice"
-        else:
-            back = f"readmitted in {human_duration(b.ejected_until - snapshot.at)}"
-        out.append(Reason("EJECTED", "magenta", f"{b.ejection_reason}; {back}"))
-    if b.breaker is not None:
-        r = breaker_reason(b.breaker, snapshot)
-        if r is not None:
-            out.append(r)
-    if b.admin == "draining":
-        since = f"{_since(snapshot, b.admin_since)} — " if b.admin_since else ""
-        left = (
-            "drained: nothing in flight"
-            if b.in_flight == 0
-            else f"{b.in_flight} request{'s' if b.in_flight != 1 else ''} in flight left"
-        )
-        out.append(Reason("DRAINING", "yellow", f"{since}no new requests; {left}"))
-    if b.health is not None and (factor := b.health.slow_start_factor) is not None:
-        h = b.health
-        left = (
-            f"; {human_duration(h.slow_start_remaining_s)} to full weight"
-            if h.slow_start_remaining_s is not None
-            else ""
-        )
-        out.append(Reason("SLOW START", "cyan", f"{factor * 100:.0f} % of weight{left}"))
-    if b.eligible and b.max_rps is not None and b.demand_rps > b.max_rps:
-        out.append(
-            Reason(
-                "OVER CAP",
-                "bold red",
-                f"demand {rate_text(b.demand_rps)} req/s > max_rps {num(b.max_rps)}: "
-                f"carries {rate_text(b.rps)}, the cap refused the rest (counts in M)",
-            )
-        )
-    if b.fault is not None and b.fault.active:
-        out.append(Reason("FAULT", "bold dark_orange", fault_proof(b.fault)))
-    elif b.fault is not None:
-        out.append(Reason("FAULT ENDED", "bright_black", fault_proof(b.fault)))
-    return out
-
-
-def breaker_window(br: BreakerView) -> str:
-    """The breaker's window against its thresholds."""
-
-    def rate(r: float | None) -> str:
-        return "–" if r is None else f"{r:.0f} %"
-
-    judged = "" if br.calls >= br.min_calls else f"; not judged below {br.min_calls} calls"
-    return (
-        f"{br.window} window of {br.window_size}: {br.calls} calls, "
-        f"failures {br.failures} = {rate(br.failure_rate)} (opens at ≥ "
-        f"{num(br.failure_rate_threshold)} %), slow {br.slow_calls} = "
-        f"{rate(br.slow_call_rate)} (≥ {num(br.slow_call_rate_threshold)} % over "
-        f"{human_duration(br.slow_call_s)}){judged}; opened {br.times_opened}× since start"
-    )
-
-
-def score_text(score: dict[str, float | None]) -> str:
-    """p2c_ewma's cost and its parts (PRODUCT.md: the score's parts)."""
-
-    def f(key: str) -> str:
-        v = score.get(key)
-        return "∞" if v is None else num(round(v, 2))
-
-    known = ("ewma_ms", "in_flight", "penalty", "cost")
-    if all(k in score for k in known):
-        text = (
-            f"cost {f('cost')} = ewma {f('ewma_ms')} ms × (in-flight {f('in_flight')} + 1)"
-            f", penalty {f('penalty')}"
-        )
-    else:
-        text = ""
-    extra = [f"{k} {f(k)}" for k in score if k not in known]
-    return "; ".join(x for x in [text, ", ".join(extra)] if x)
-
-
-# --- header ------------------------------------------------------------------------------------
-
-
-def is_loopback_target(target: str) -> bool:
-    """Whether an attach target (a URL, or ``in-process``) stays on this machine."""
-    if "://" not in target:
-        return True
-    host = urlsplit(target).hostname or ""
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-@dataclass(frozen=True, slots=True)
-class Figure:
-    label: str
-    value: str
-    style: str = ""
-    short: str = ""
-    """The label on a narrow terminal (``L`` for ``imbalance L``); empty: the same."""
-    priority: int = 0
-    """0: always shown; otherwise dropped highest number first when the line is too narrow."""
-
-
-def totals_figures(s: Snapshot) -> list[Figure]:
-    """The header's balancer-wide figures."""
-    t = s.totals
-    success = t.success_ratio * 100
-    succ_style = "bold red" if success < 95 else ("yellow" if success < 99.5 else "green")
-    rate = f"req/s {window_text(s.windows.rate_s)}"
-    return [
-        Figure(rate, rate_text(t.rps), "bold", short="req/s"),
-        Figure("in-flight", str(t.in_flight), priority=3),
-        Figure("success", f"{success:.1f} %", succ_style),
-        Figure("429/s", rate_text(t.rate_limited_rps), "yellow" if t.rate_limited_rps else ""),
-        Figure(
-            "fallback/s",
-            rate_text(t.fallback_rps),
-            "yellow" if t.fallback_rps else "",
-            short="fb/s",
-            priority=2,
-        ),
-        Figure(
-            "retries/s",
-            rate_text(t.retries_rps),
-            "yellow" if t.retries_rps else "",
-            short="retry/s",
-            priority=1,
-        ),
-        Figure("imbalance L", f"{s.imbalance:.1f}", "", short="L"),
-        Figure("overload M", str(s.overload), "bold red" if s.overload > 0 else "green", short="M"),
-    ]
-
-
-def fit_figures(figures: Sequence[Figure], width: int) -> list[tuple[str, Figure]]:
-    """The figures that fit ``width`` cells, each with the label to show: every figure with
-    its full label while they fit; then the optional figures dropped, highest priority number
-    first; then short labels. The priority-0 figures are always kept."""
-
-    def cost(chosen: Sequence[tuple[str, Figure]], gap: int) -> int:
-        return sum(len(lbl) + 1 + len(f.value) + gap for lbl, f in chosen) + 1
-
-    kept = list(figures)
-    while True:
-        for gap in (3, 2):
-            chosen = [(f.label, f) for f in kept]
-            if cost(chosen, gap) <= width:
-                return chosen
-        optional = [f for f in kept if f.priority]
-        if not optional:
-            break
-        kept.remove(max(optional, key=lambda f: f.priority))
-    return [(f.short or f.label, f) for f in kept]
-
-
-def limits_text(config: dict[str, float | int | str | bool | None]) -> str:
-    """The limits in force, e.g. ``rps 100 burst 200 · per client 10 · in-flight 64``."""
-
-    def fig(key: str) -> str | None:
-        v = config.get(key)
-        if v is None or isinstance(v, bool | str):
-            return None
-        return num(float(v))
-
-    parts = []
-    if (rps := fig("rps")) is not None:
-        burst = fig("burst")
-        parts.append(f"rps {rps}" + (f" burst {burst}" if burst is not None else ""))
-    if (per_client := fig("per_client_rps")) is not None:
-        parts.append(f"per client {per_client}")
-    if (conc := fig("max_in_flight")) is not None:
-        parts.append(f"in-flight ≤ {conc}")
-    return " · ".join(parts) if parts else "no limits"
 
 
 # --- events ------------------------------------------------------------------------------------

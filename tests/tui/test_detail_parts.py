@@ -19,7 +19,7 @@ from rich.text import Text
 
 from lbtui.control.model import BackendView, Event, Snapshot
 from lbtui.tui.history import LatencyHistory
-from lbtui.tui.view import state_reasons
+from lbtui.tui.reasons import state_reasons
 from lbtui.tui.widgets.detail import (
     LABEL_W,
     _fact_row,

@@ -17,6 +17,8 @@ from lbtui.control.model import (
     ProcessView,
     Snapshot,
 )
+from lbtui.tui import figures, numbers
+from lbtui.tui import reasons as pane
 from lbtui.tui import view as v
 from tests.tui.recorded_fixture import AT, WALL, build_snapshot
 
@@ -38,19 +40,19 @@ def backend(snap: Snapshot, name: str, **changes: object) -> BackendView:
     [(0.4, "0.4"), (1.0, "1"), (1 / 3, "0.33"), (12.5, "12.5"), (1250.4, "1250"), (0, "0")],
 )
 def test_num(x, text):
-    assert v.num(x) == text
+    assert numbers.num(x) == text
 
 
 def test_rate_ms_percent():
-    assert [v.rate_text(x) for x in (0, 3.25, 123.4, 12_345)] == ["0", "3.2", "123", "12.3k"]
-    assert [v.ms_text(x) for x in (0, 0.42, 3.21, 251.0, 12_345)] == [
+    assert [numbers.rate_text(x) for x in (0, 3.25, 123.4, 12_345)] == ["0", "3.2", "123", "12.3k"]
+    assert [numbers.ms_text(x) for x in (0, 0.42, 3.21, 251.0, 12_345)] == [
         "–",
         "0.42",
         "3.2",
         "251",
         "12.3k",
     ]
-    assert [v.percent_text(x) for x in (0, 0.004, 0.58, 1.0)] == ["0", "0.4", "58", "100"]
+    assert [numbers.percent_text(x) for x in (0, 0.004, 0.58, 1.0)] == ["0", "0.4", "58", "100"]
 
 
 @pytest.mark.parametrize(
@@ -66,7 +68,7 @@ def test_rate_ms_percent():
     ],
 )
 def test_human_duration(s, text):
-    assert v.human_duration(s) == text
+    assert numbers.human_duration(s) == text
 
 
 @pytest.mark.parametrize(
@@ -74,32 +76,32 @@ def test_human_duration(s, text):
     [(512, "512 B"), (4096, "4.0 KiB"), (12.3 * 2**20, "12.3 MiB"), (1.5 * 2**30, "1.5 GiB")],
 )
 def test_human_bytes(n, text):
-    assert v.human_bytes(n) == text
+    assert numbers.human_bytes(n) == text
 
 
 def test_clock_uses_the_snapshot_pair(snap):
-    assert v.clock_text(WALL) == "12:03:07"
-    assert v.clock_text(v.wall_of(snap, AT - 4.8)) == "12:03:02"
+    assert numbers.clock_text(WALL) == "12:03:07"
+    assert numbers.clock_text(numbers.wall_of(snap, AT - 4.8)) == "12:03:02"
 
 
 # --- sparklines
 
 
 def test_sparkline_scales_to_max_and_keeps_idle_blank():
-    assert v.sparkline([0, 1, 2, 4, 8]) == " ▁▂▄█"
-    assert v.sparkline([0, 0]) == "  "
-    assert v.sparkline([]) == ""
-    assert v.sparkline([5, 5], top=10) == "▄▄"
+    assert numbers.sparkline([0, 1, 2, 4, 8]) == " ▁▂▄█"
+    assert numbers.sparkline([0, 0]) == "  "
+    assert numbers.sparkline([]) == ""
+    assert numbers.sparkline([5, 5], top=10) == "▄▄"
 
 
 def test_resample_keeps_spikes():
     values = [0.0] * 60
     values[31] = 9.0
-    out = v.resample(values, 12)
+    out = numbers.resample(values, 12)
     assert len(out) == 12
     assert max(out) == 9.0
-    assert v.resample([1, 2], 12) == [1, 2]
-    assert len(v.sparkline(list(range(60)), 12)) == 12
+    assert numbers.resample([1, 2], 12) == [1, 2]
+    assert len(numbers.sparkline(list(range(60)), 12)) == 12
 
 
 # --- states and reasons
@@ -133,7 +135,7 @@ def test_breaker_labels(snap):
         changed = backend(snap, "api-4", breaker=br)
         assert v.cell_text(v.breaker_cell(changed)) == label
         assert v.cell_text(v.state_cell(changed)) == "● up"  # the breaker is not the state
-        titles = {r.title for r in v.state_reasons(changed, snap)}
+        titles = {r.title for r in pane.state_reasons(changed, snap)}
         if "forced" in label:
             assert label in titles  # the detail says the same words as the table
 
@@ -144,7 +146,7 @@ def test_weight_effective_over_configured(snap):
 
 
 def reasons(b: BackendView, snap: Snapshot) -> dict[str, str]:
-    return {r.title: r.text for r in v.state_reasons(b, snap)}
+    return {r.title: r.text for r in pane.state_reasons(b, snap)}
 
 
 def test_breaker_open_reason_says_why_since_when_and_what_next(snap):
@@ -230,20 +232,20 @@ def test_health_down_slow_start_disabled_dead_overcap(snap):
 
 def test_a_healthy_backend_has_no_reasons(snap):
     healthy = backend(snap, "api-4", fault=None, max_rps=None)
-    assert v.state_reasons(healthy, snap) == []
+    assert pane.state_reasons(healthy, snap) == []
 
 
 def test_breaker_window_and_score(snap):
     br = snap.backend("api-2").breaker
     assert isinstance(br, BreakerView)
-    assert v.breaker_window(br) == (
+    assert pane.breaker_window(br) == (
         "count window of 20: 21 calls, failures 13 = 62 % (opens at ≥ 50 %), slow 0 = 0 % "
         "(≥ 100 % over 1.0 s); opened 3× since start"
     )
-    assert v.score_text({"ewma_ms": 12.34, "in_flight": 2, "penalty": 0.0, "cost": 37.02}) == (
+    assert pane.score_text({"ewma_ms": 12.34, "in_flight": 2, "penalty": 0.0, "cost": 37.02}) == (
         "cost 37.02 = ewma 12.34 ms × (in-flight 2 + 1), penalty 0"
     )
-    assert v.score_text({"ewma_ms": 1, "in_flight": 0, "penalty": 0, "cost": None}).startswith(
+    assert pane.score_text({"ewma_ms": 1, "in_flight": 0, "penalty": 0, "cost": None}).startswith(
         "cost ∞"
     )
 
@@ -299,21 +301,21 @@ def test_filter_matches_every_column(snap):
 
 
 def test_totals_figures(snap):
-    figs = {f.label: f for f in v.totals_figures(snap)}
+    figs = {f.label: f for f in figures.totals_figures(snap)}
     assert figs["req/s 1s"].value == "99"  # the snapshot states its window
     assert figs["success"].value == "98.8 %"
     assert figs["overload M"].value == "1"
     assert figs["overload M"].style == "bold red"
     assert figs["imbalance L"].value == "94.6"
     calm = dataclasses.replace(snap, overload=0)
-    assert {f.label: f for f in v.totals_figures(calm)}["overload M"].style == "green"
+    assert {f.label: f for f in figures.totals_figures(calm)}["overload M"].style == "green"
 
 
 def test_limits_text():
-    assert v.limits_text({"rps": 500.0, "burst": 1000.0, "max_in_flight": 256}) == (
+    assert figures.limits_text({"rps": 500.0, "burst": 1000.0, "max_in_flight": 256}) == (
         "rps 500 burst 1000 · in-flight ≤ 256"
     )
-    assert v.limits_text({"rps": None}) == "no limits"
+    assert figures.limits_text({"rps": None}) == "no limits"
 
 
 @pytest.mark.parametrize(
@@ -328,7 +330,7 @@ def test_limits_text():
     ],
 )
 def test_loopback_target(target, loopback):
-    assert v.is_loopback_target(target) is loopback
+    assert figures.is_loopback_target(target) is loopback
 
 
 def test_event_line():
@@ -349,7 +351,7 @@ def test_fault_spec_text():
 
 def test_health_view_is_optional(snap):
     b = backend(snap, "api-4", health=None, breaker=None, process=None, fault=None, max_rps=None)
-    assert v.state_reasons(b, snap) == []
+    assert pane.state_reasons(b, snap) == []
     assert v.cell_text(v.backend_row(b)[v.COLUMN_KEYS.index("cpu")]) == ""
     assert isinstance(snap.backend("api-4").health, HealthView)
 
@@ -394,7 +396,7 @@ def test_headers_name_their_window():
 
 
 def test_a_window_without_enough_samples_reads_a_dash(snap):
-    assert v.ms_text(None) == "—"
+    assert numbers.ms_text(None) == "—"
     b = backend(snap, "api-4", p50_ms=None, p99_ms=None)  # type: ignore[arg-type]
     row = dict(zip(v.COLUMN_KEYS, (v.cell_text(c) for c in v.backend_row(b)), strict=True))
     assert row["p50"] == row["p99"] == "—"
@@ -403,14 +405,14 @@ def test_a_window_without_enough_samples_reads_a_dash(snap):
 
 @pytest.mark.parametrize("width", [80, 100, 120, 200])
 def test_header_figures_fit_and_keep_the_ones_that_matter(snap, width):
-    chosen = v.fit_figures(v.totals_figures(snap), width)
+    chosen = figures.fit_figures(figures.totals_figures(snap), width)
     line = " " + "  ".join(f"{label} {f.value}" for label, f in chosen)
     assert len(line) <= width
     values = {f.label for _, f in chosen}
     assert {"success", "429/s", "imbalance L", "overload M"} <= values
     assert any(label.startswith("req/s") for label in values)
     if width >= 120:
-        assert len(chosen) == len(v.totals_figures(snap))
+        assert len(chosen) == len(figures.totals_figures(snap))
 
 
 def test_fault_proof_says_when_retries_hid_the_effect(snap):

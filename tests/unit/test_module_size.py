@@ -25,7 +25,6 @@ DEBT: dict[str, str] = {
     "balancer/connections.py": "module and class _Conn: split after #19",
     "balancer/listener.py": "class ClientConnection: split after #19",
     "balancer/shared.py": "module: shared-memory zone vs per-limiter stores, not split yet",
-    "tui/view.py": "module: formatters not split yet",
     "tui/widgets/backends.py": "class BackendTable: not split yet",
     "tui/app.py": "module and class LbtuiApp: not split yet",
 }

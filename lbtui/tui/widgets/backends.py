@@ -51,9 +51,7 @@ from lbtui.tui.view import (
     row_text,
     sort_names,
 )
-from lbtui.tui.view import (
-    column_width as header_width,
-)
+from lbtui.tui.view import column_width as header_width
 
 _CACHE_MAX = 4096
 _COLUMN_INDEX = {c.key: i for i, c in enumerate(COLUMNS)}

@@ -16,23 +16,9 @@ from textual.widgets import Static
 
 from lbtui.control.model import BackendView, Event, Snapshot
 from lbtui.tui.history import LatencyHistory
-from lbtui.tui.view import (
-    Reason,
-    breaker_cell,
-    breaker_window,
-    clock_text,
-    event_segments,
-    human_bytes,
-    ms_text,
-    num,
-    rate_text,
-    score_text,
-    sparkline,
-    state_cell,
-    state_reasons,
-    wall_of,
-    weight_text,
-)
+from lbtui.tui.numbers import clock_text, human_bytes, ms_text, num, rate_text, sparkline, wall_of
+from lbtui.tui.reasons import Reason, breaker_window, score_text, state_reasons
+from lbtui.tui.view import breaker_cell, event_segments, state_cell, weight_text
 
 RECENT_EVENTS = 8
 LABEL_W = 9

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from rich.text import Text
 from textual.widgets import Static
 
-from lbtui.tui.view import ms_text, rate_text
+from lbtui.tui.numbers import ms_text, rate_text
 
 if TYPE_CHECKING:
     from lbtui.loadgen import LiveFigures

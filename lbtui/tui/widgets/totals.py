@@ -11,7 +11,8 @@ from textual.widgets import Static
 
 from lbtui.control.model import Snapshot
 from lbtui.tui.feed import Link
-from lbtui.tui.view import fit_figures, human_duration, limits_text, totals_figures
+from lbtui.tui.figures import fit_figures, limits_text, totals_figures
+from lbtui.tui.numbers import human_duration
 
 
 @dataclass(frozen=True, slots=True)
