@@ -25,7 +25,8 @@ from lbtui.control.model import Snapshot
 from lbtui.tui.app import LbtuiApp
 from lbtui.tui.recorded import RecordedControl
 from lbtui.tui.view import COLUMNS, Cell, backend_row
-from lbtui.tui.widgets.backends import BackendTable, plain_cell_line
+from lbtui.tui.widgets.backends import BackendTable
+from lbtui.tui.widgets.content_table import plain_cell_line
 from tests.tui.conftest import SIZE, ready
 from tests.tui.recorded_fixture import build_snapshot
 from tests.tui.test_responsiveness import fleet_of
