@@ -11,68 +11,59 @@ Keys are bindings with ids (``backend.kill``…) so a keymap can move them; dest
 (kill, weight 0, force-open, disable) ask first and none sits on a reflex key. Every action is
 also a command in the palette (Ctrl+P). A read-only console hides and refuses them all.
 
+The actions that change the balancer, with their dialogs, are the ``OperatorActions`` mixin
+(``operator_actions.py``); what each key does and the palette's entries are ``keymap.py``.
+
 ``lbtui demo`` builds it with an in-process ``LocalControl`` and the load generator;
 ``lbtui attach`` with an ``HttpControl`` (``tui/command.py``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar, cast, get_args
+from typing import Any, ClassVar
 
 from textual import on, work
-from textual.app import App, ComposeResult, SystemCommand
+from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Input
 
-from lbtui.config import Algorithm
-from lbtui.control.errors import ControlError
 from lbtui.control.interface import Control
 from lbtui.control.model import (
-    BackendView,
-    BreakerMode,
-    ClearFault,
     Event,
     EventKind,
-    FaultKind,
-    FaultSpec,
-    Figure,
-    FleetKill,
-    FleetRestart,
-    ForceBreaker,
-    SetAdmin,
-    SetAlgorithm,
-    SetFault,
-    SetLimits,
-    SetWeight,
     Snapshot,
 )
-from lbtui.tui import forms
 from lbtui.tui.feed import (
     EventsArrived,
     Link,
     LinkChanged,
     SnapshotArrived,
-    describe_error,
     follow_events,
     new_events,
     poll_snapshots,
 )
 from lbtui.tui.figures import is_loopback_target
 from lbtui.tui.history import LatencyHistory
+from lbtui.tui.keymap import (
+    COMMANDS,
+    FIGURES,
+    HELP,
+    HELP_GROUPS,
+    MUTATING,
+    OWN_ACTIONS,
+    WIDGET_KEYS,
+)
 from lbtui.tui.load import LoadHandle, stepped_rate
-from lbtui.tui.screens.chaos import ChaosScreen, ChaosTarget, scenario_files
-from lbtui.tui.screens.choice import ChoiceScreen
-from lbtui.tui.screens.confirm import ConfirmScreen
-from lbtui.tui.screens.form import FormScreen
+from lbtui.tui.operator_actions import OperatorActions
+from lbtui.tui.screens.chaos import ChaosScreen, ChaosTarget
 from lbtui.tui.screens.help import HelpScreen
-from lbtui.tui.view import fault_active, parse_sort, process_dead
+from lbtui.tui.view import parse_sort
 from lbtui.tui.widgets.backends import BackendTable
 from lbtui.tui.widgets.detail import BackendDetail
 from lbtui.tui.widgets.events import EventLog
@@ -80,136 +71,10 @@ from lbtui.tui.widgets.keys import KeyBar
 from lbtui.tui.widgets.load import LoadPanel
 from lbtui.tui.widgets.totals import HeaderState, TotalsBar
 
-ACTION_TIMEOUT_S = 10.0
 VIEWS = ("main", "events", "detail")
 
-MUTATING = frozenset(
-    {
-        "kill",
-        "slow",
-        "errors",
-        "hang",
-        "restore",
-        "drain",
-        "toggle_disable",
-        "weight",
-        "breaker",
-        "algorithm",
-        "limits",
-        "chaos",
-    }
-)
-"""Actions that change the balancer: hidden and refused on a read-only console."""
 
-OWN_ACTIONS = MUTATING | {
-    "quit",
-    "help",
-    "filter",
-    "clear_or_back",
-    "view",
-    "toggle_detail",
-    "pause",
-    "cycle_sort",
-    "reverse_sort",
-    "rate",
-}
-"""The console's own keys, which a dialog on top switches off."""
-
-COMMANDS: tuple[tuple[str, str, str], ...] = (
-    ("kill", "Backend: kill", "kill the selected backend's process (or take it down) — confirmed"),
-    ("slow", "Backend: slow down", "inject a delay with jitter on the selected backend"),
-    ("errors", "Backend: inject errors", "answer a status instead of forwarding, on a share"),
-    ("hang", "Backend: hang", "requests to the selected backend never get an answer"),
-    ("chaos", "Chaos: run an experiment", "run a scenario file and watch its checks and verdict"),
-    ("restore", "Backend: restore", "clear its fault; restart its process if dead"),
-    ("drain", "Backend: drain / undrain", "no new requests; those in flight finish"),
-    ("toggle_disable", "Backend: disable / enable", "take it out of rotation — confirmed"),
-    ("weight", "Backend: set weight", "configured weight; 0 takes it out — confirmed"),
-    ("breaker", "Backend: force breaker", "open / closed / disabled / auto"),
-    ("algorithm", "Balancer: algorithm", "choose the balancing algorithm"),
-    ("limits", "Balancer: limits", "global rps, burst, per-client rps, max in-flight"),
-    ("rate(True)", "Load: raise rate", "offered rate × 1.25"),
-    ("rate(False)", "Load: lower rate", "offered rate ÷ 1.25"),
-    ("pause", "View: pause / resume", "freeze the display (data keeps coming)"),
-    ("cycle_sort", "View: next sort column", "sort the backends by the next column"),
-    ("reverse_sort", "View: reverse sort", "reverse the sort order"),
-    ("filter", "View: filter", "filter backends and events by text"),
-    ("view('main')", "View: main", "table, detail and events"),
-    ("view('events')", "View: events", "the event log, full screen"),
-    ("view('detail')", "View: detail", "the selected backend, full screen"),
-    ("help", "Help: keys", "every key and what it does"),
-)
-
-HELP_GROUPS = ("Navigate", "Selected backend", "Balancer")
-HELP: dict[str, tuple[str, str]] = {
-    "view.toggle_detail": ("Navigate", "the selected backend's detail, full screen (again: back)"),
-    "view.main": ("Navigate", "main view: table, detail and events"),
-    "view.events": ("Navigate", "the event log, full screen"),
-    "view.detail": ("Navigate", "the selected backend's detail, full screen"),
-    "filter": ("Navigate", "filter backends and events (every column; terms are ANDed)"),
-    "back": ("Navigate", "clear the filter, or back to the main view"),
-    "sort.cycle": ("Navigate", "sort by the next column"),
-    "sort.reverse": ("Navigate", "reverse the sort order"),
-    "pause": ("Navigate", "pause / resume the display (data keeps coming)"),
-    "help": ("Navigate", "this help"),
-    "quit": ("Navigate", "quit (rolls back every fault this console set)"),
-    "backend.kill": (
-        "Selected backend",
-        "kill: SIGKILL its fleet process, or a proxy-side down fault (asks first)",
-    ),
-    "backend.slow": (
-        "Selected backend",
-        "slow: delay ± jitter on a share of requests, for a duration",
-    ),
-    "backend.errors": ("Selected backend", "errors: answer a status (503…) on a share of requests"),
-    "backend.hang": ("Selected backend", "hang: never answer (the proxy's timeout ends it)"),
-    "backend.restore": (
-        "Selected backend",
-        "restore: clear its fault; restart its process if dead",
-    ),
-    "backend.drain": (
-        "Selected backend",
-        "drain (again: undrain): no new requests, in-flight finish",
-    ),
-    "backend.disable": ("Selected backend", "disable (asks first) / enable"),
-    "backend.weight": ("Selected backend", "set its weight (0 asks first)"),
-    "backend.breaker": (
-        "Selected backend",
-        "breaker: force open (asks first) / closed / disabled / auto",
-    ),
-    "balancer.algorithm": ("Balancer", "balancing algorithm"),
-    "balancer.limits": ("Balancer", "limits: global rps and burst, per-client rps, max in-flight"),
-    "chaos.run": ("Balancer", "run a chaos experiment: live timeline, checks, then the verdict"),
-    "load.up": ("Balancer", "load generator rate × 1.25"),
-    "load.down": ("Balancer", "load generator rate ÷ 1.25"),
-}
-"""What each binding does, by binding id, in the order help lists them; every binding has a
-line here and every line a binding (``tests/tui/test_help.py``)."""
-
-WIDGET_KEYS: list[tuple[str, str]] = [
-    ("↑ ↓ PgUp PgDn", "move in the table or scroll a pane (mouse wheel too)"),
-    ("Tab / Shift+Tab", "next / previous pane"),
-    ("click a header", "sort by that column (again: reverse)"),
-    ("Ctrl+P", "command palette: every action by name"),
-]
-"""Keys the widgets answer to themselves (not the app's bindings)."""
-
-FIGURES: list[tuple[str, str]] = [
-    ("req/s · err%", "over the last 1 s, sliding (p50/p99 over 10 s; — when under 10 samples)"),
-    ("imbalance L", "Σ |rate − weighted share| over each pool's eligible backends; 0 = even"),
-    ("overload M", "eligible backends whose demand (sent + refused at the cap) > max_rps"),
-]
-"""What the header's and table's figures mean (``lbtui.core.window``, ``lbtui.core.balance``)."""
-
-BREAKER_CHOICES = (
-    ("auto", "auto — the breaker decides (normal)"),
-    ("open", "open — reject every request to it (forced)"),
-    ("closed", "closed — admit every request (forced)"),
-    ("disabled", "disabled — no breaker at all"),
-)
-
-
-class LbtuiApp(App[None]):
+class LbtuiApp(OperatorActions):
     """The console on one balancer."""
 
     CSS_PATH = Path(__file__).with_name("lbtui.tcss")
@@ -536,269 +401,6 @@ class LbtuiApp(App[None]):
             if name == "rate" and self.load is None:
                 continue
             yield SystemCommand(title, help_text, partial(self.run_action, action))
-
-    # --- actions on the balancer
-
-    def _selected_backend(self) -> BackendView | None:
-        name = self.table.selected
-        if self.snapshot is None or name is None:
-            self.notify("no backend selected", severity="warning")
-            return None
-        try:
-            return self.snapshot.backend(name)
-        except KeyError:
-            self.notify(f"{name} is gone", severity="warning")
-            return None
-
-    def _refused(self) -> bool:
-        if self.read_only:
-            self.notify(
-                "read-only console (--read-only): this action is refused; nothing was changed",
-                title="read-only",
-                severity="warning",
-            )
-        return self.read_only
-
-    def _act(self, label: str, call: Callable[[], Awaitable[object]]) -> None:
-        """Run ``call`` in a worker; its outcome shows in the event log, a failure as a toast."""
-        if self._refused():
-            return
-        self.run_worker(self._run_action(label, call), group="actions", exit_on_error=False)
-
-    async def _run_action(self, label: str, call: Callable[[], Awaitable[object]]) -> None:
-        try:
-            async with asyncio.timeout(ACTION_TIMEOUT_S):
-                await call()
-        except ControlError as exc:
-            self.notify(exc.message, title=f"{label} failed", severity="error", timeout=8)
-        except Exception as exc:
-            self.notify(describe_error(exc), title=f"{label} failed", severity="error", timeout=8)
-        else:
-            self.notify(label, title="✓ done", timeout=2)
-
-    def _confirm(self, question: str, detail: str, then: Callable[[], None]) -> None:
-        def answered(yes: bool | None) -> None:
-            if yes:
-                then()
-
-        self.push_screen(ConfirmScreen(question, detail), answered)
-
-    def action_kill(self) -> None:
-        if self._refused() or (b := self._selected_backend()) is None:
-            return
-        name = b.name
-        if b.process is not None:
-            if not b.process.alive:
-                self.notify(f"{name}'s process is already dead; r restarts it")
-                return
-            self._confirm(
-                f"Kill {name}?",
-                f"SIGKILL its process (pid {b.process.pid}); r restarts it.",
-                lambda: self._act(
-                    f"kill {name}", lambda: self.control.act(FleetKill(backend=name))
-                ),
-            )
-        else:
-            self._confirm(
-                f"Take {name} down?",
-                "Not a local process: a proxy-side 'down' fault fails every request to it "
-                "without contacting it; r restores.",
-                lambda: self._act(
-                    f"down {name}",
-                    lambda: self.control.act(
-                        SetFault(backend=name, fault=FaultSpec(kind=FaultKind.DOWN))
-                    ),
-                ),
-            )
-
-    def _fault_form(
-        self,
-        title: str,
-        form: tuple[forms.FormField, ...],
-        build: Callable[[dict[str, Any]], FaultSpec],
-    ) -> None:
-        if self._refused() or (b := self._selected_backend()) is None:
-            return
-        name = b.name
-
-        def done(spec: FaultSpec | None) -> None:
-            if spec is not None:
-                self._act(
-                    f"{spec.kind} fault on {name}",
-                    lambda: self.control.act(SetFault(backend=name, fault=spec)),
-                )
-
-        note = "replaces its current fault" if fault_active(b) else ""
-        self.push_screen(FormScreen(f"{title} {name}", form, note, build), done)
-
-    def action_slow(self) -> None:
-        self._fault_form("Slow down", forms.SLOW_FORM, forms.delay_spec)
-
-    def action_errors(self) -> None:
-        self._fault_form("Inject errors on", forms.ERRORS_FORM, forms.abort_spec)
-
-    def action_hang(self) -> None:
-        self._fault_form("Hang", forms.HANG_FORM, forms.hang_spec)
-
-    def action_restore(self) -> None:
-        if self._refused() or (b := self._selected_backend()) is None:
-            return
-        name = b.name
-        steps: list[Callable[[], Awaitable[object]]] = []
-        if fault_active(b):
-            steps.append(lambda: self.control.act(ClearFault(backend=name)))
-        if process_dead(b):
-            steps.append(lambda: self.control.act(FleetRestart(backend=name)))
-        if not steps:
-            self.notify(f"{name} has no fault and its process (if any) is alive")
-            return
-
-        async def restore() -> None:
-            for step in steps:
-                await step()
-
-        self._act(f"restore {name}", restore)
-
-    def action_drain(self) -> None:
-        if self._refused() or (b := self._selected_backend()) is None:
-            return
-        name = b.name
-        if b.admin == "draining":
-            self._act(
-                f"undrain {name}", lambda: self.control.act(SetAdmin(backend=name, state="active"))
-            )
-        else:
-            self._act(
-                f"drain {name}", lambda: self.control.act(SetAdmin(backend=name, state="draining"))
-            )
-
-    def action_toggle_disable(self) -> None:
-        if self._refused() or (b := self._selected_backend()) is None:
-            return
-        name = b.name
-        if b.admin == "disabled":
-            self._act(
-                f"enable {name}", lambda: self.control.act(SetAdmin(backend=name, state="active"))
-            )
-            return
-        self._confirm(
-            f"Disable {name}?",
-            "It gets no requests until enabled again (x).",
-            lambda: self._act(
-                f"disable {name}",
-                lambda: self.control.act(SetAdmin(backend=name, state="disabled")),
-            ),
-        )
-
-    def action_weight(self) -> None:
-        if self._refused() or (b := self._selected_backend()) is None:
-            return
-        name = b.name
-
-        def done(values: dict[str, Any] | None) -> None:
-            if values is None:
-                return
-            weight = float(values["weight"])
-
-            def send() -> None:
-                self._act(
-                    f"weight {name} = {weight:g}",
-                    lambda: self.control.act(SetWeight(backend=name, weight=weight)),
-                )
-
-            if weight == 0:
-                self._confirm(f"Set {name}'s weight to 0?", "It gets no new requests.", send)
-            else:
-                send()
-
-        self.push_screen(
-            FormScreen(f"Weight of {name}", forms.weight_form(b.weight_configured)), done
-        )
-
-    def action_breaker(self) -> None:
-        if self._refused() or (b := self._selected_backend()) is None:
-            return
-        name = b.name
-        state = b.breaker.state if b.breaker is not None else None
-        current = {"forced_open": "open", "disabled": "disabled"}.get(state or "", "auto")
-
-        def chosen(mode: str | None) -> None:
-            if mode is None:
-                return
-            m: BreakerMode = mode  # type: ignore[assignment]
-
-            def send() -> None:
-                self._act(
-                    f"breaker {name} → {m}",
-                    lambda: self.control.act(ForceBreaker(backend=name, mode=m)),
-                )
-
-            if m == "open":
-                self._confirm(
-                    f"Force {name}'s breaker open?", "Every request to it is rejected.", send
-                )
-            else:
-                send()
-
-        self.push_screen(ChoiceScreen(f"Breaker of {name}", BREAKER_CHOICES, current), chosen)
-
-    def action_algorithm(self) -> None:
-        if self._refused():
-            return
-        current = self.snapshot.algorithm if self.snapshot is not None else None
-        choices = [(a, a) for a in get_args(Algorithm)]
-
-        def chosen(algo: str | None) -> None:
-            if algo is not None and algo != current:
-                self._act(
-                    f"algorithm → {algo}",
-                    lambda: self.control.act(SetAlgorithm(algorithm=cast(Algorithm, algo))),
-                )
-
-        self.push_screen(ChoiceScreen("Balancing algorithm", choices, current), chosen)
-
-    def action_chaos(self) -> None:
-        """Run a scenario file against this balancer and watch its progress and verdict."""
-        if self._refused():
-            return
-        if self.chaos is None:
-            self.notify(
-                "chaos runs need the balancer's listener: lbtui attach URL --target LISTENER_URL",
-                severity="warning",
-            )
-            return
-        target = self.chaos
-        files = scenario_files(target.scenario_dir)
-        if not files:
-            self.notify(f"no scenario files in {target.scenario_dir}", severity="warning")
-            return
-        choices = [(str(f), f.stem) for f in files]
-
-        def chosen(path: str | None) -> None:
-            if path is not None:
-                self.push_screen(ChaosScreen(target, Path(path)))
-
-        self.push_screen(ChoiceScreen("Run a chaos experiment", choices), chosen)
-
-    def action_limits(self) -> None:
-        if self._refused():
-            return
-        config: dict[str, Any] = dict(self.snapshot.limits.config) if self.snapshot else {}
-
-        def done(values: dict[str, Any] | None) -> None:
-            if values is None:
-                return
-            changes = forms.limits_changes(values, config)
-            if not changes:
-                self.notify("limits unchanged")
-                return
-            text = ", ".join(f"{k}={v}" for k, v in changes.items())
-            self._act(
-                f"limits {text}",
-                lambda: self.control.act(SetLimits(limits=cast(dict[str, Figure], changes))),
-            )
-
-        self.push_screen(FormScreen("Limits", forms.limits_form(config), "empty = no limit"), done)
 
     def action_rate(self, up: bool) -> None:
         if self.load is None:

@@ -3,7 +3,8 @@ toggles the detail from any view, and a refused key in a read-only console says 
 
 from __future__ import annotations
 
-from lbtui.tui.app import HELP, LbtuiApp
+from lbtui.tui.app import LbtuiApp
+from lbtui.tui.keymap import HELP
 from lbtui.tui.recorded import RecordedControl
 from lbtui.tui.screens.help import HelpScreen
 from tests.tui.conftest import MAIN, ready, wait_for
