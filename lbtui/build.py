@@ -13,7 +13,8 @@ What compiling asks of that source (mypy strict already asks most of it):
   classes that validate whatever they are given are ``@mypyc_attr(native_class=False)`` and
   read their fields untyped (``me: Any = self``) until checked; an interpreted subclass of a
   compiled class is not called through its overrides from compiled code (the shared-memory
-  limiters, ``balancer.shared``, subclass nothing: they sit behind ``core.limitstore.LimitStore``);
+  limiters, ``balancer.shared_limiters``, subclass nothing: they sit behind
+  ``core.limitstore.LimitStore``);
 - a compiled class is unpickled by calling it with no arguments, then given its state: the
   pickled ones (records, windows) take defaults for every constructor argument;
 - a wrong argument type fails on entry with ``TypeError`` (``int object expected; got
@@ -41,6 +42,8 @@ COMPILED_MODULES: tuple[str, ...] = (
     "lbtui.balancer.pool",
     "lbtui.balancer.proxy",
     "lbtui.balancer.shared",
+    "lbtui.balancer.shared_layout",
+    "lbtui.balancer.shared_limiters",
     "lbtui.balancer.state",
     "lbtui.core.balancing",
     "lbtui.core.breaker",

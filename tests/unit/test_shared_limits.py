@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lbtui.balancer import shared
+from lbtui.balancer import shared_layout
 from lbtui.balancer.admission import Admission
 from lbtui.balancer.shared import SharedLimits, SharedLimitsHandle
 from lbtui.config import LimitsConfig
@@ -407,7 +407,7 @@ def test_a_lock_left_by_a_killed_process_is_taken_over_on_the_request_path(
 ) -> None:
     """Without anybody calling ``unstick``: the next decision waits ``LOCK_PATIENCE_S`` once,
     then goes on, instead of every process blocking for good."""
-    monkeypatch.setattr(shared, "LOCK_PATIENCE_S", 0.2)
+    monkeypatch.setattr(shared_layout, "LOCK_PATIENCE_S", 0.2)
     bucket = zone.token_bucket("global", 1.0, 5.0, 0.0)
     _killed_holding_the_lock(zone)
     t0 = time.monotonic()
@@ -430,7 +430,7 @@ def test_admission_takes_the_lock_once_for_all_its_limiters(
     with zone.guard:  # held by this process: its own decisions go on inside it
         assert here.admit("10.0.0.1", None, 0.0)[0] is None
         assert here.admit("10.0.0.1", None, 0.0)[0] is None
-    assert time.monotonic() - t0 < shared.LOCK_PATIENCE_S / 2
+    assert time.monotonic() - t0 < shared_layout.LOCK_PATIENCE_S / 2
     rejection, _ = there.admit("10.0.0.2", None, 0.0)  # the other process: the quota is one
     assert rejection is not None
     assert rejection.scope == "global"
