@@ -230,6 +230,20 @@ class BackendRecord:
         """``rps`` plus the picks refused at the cap, per second over the "now" window."""
         return self._rate.rate(now) + self._refused.rate(now)
 
+    def rates(self, now: float) -> tuple[float, float, float, float]:
+        """``rps``, ``demand_rps``, ``error_ratio`` and ``bytes_per_s`` as ``figures(now)`` reads
+        them: the figures over the "now" window alone, which move every 100 ms slot with no new
+        outcome (the admin plane reads just these between two ticks of the longer windows)."""
+        done = self._done.total(now)
+        errors = self._errors.total(now)
+        rps = self._rate.rate(now)
+        return (
+            rps,
+            rps + self._refused.rate(now),
+            min(errors / done, 1.0) if done else 0.0,
+            self._traffic.rate(now),
+        )
+
     def figures(self, now: float) -> BackendFigures:
         done = self._done.total(now)
         errors = self._errors.total(now)

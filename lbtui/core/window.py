@@ -322,9 +322,18 @@ class RollingCounter:
         self._slots[pos] += n
 
     def total(self, now: float) -> float:
-        if int(now / self._ring.slot_s) == self._ring._epoch:
+        ring = self._ring
+        epoch = int(now / ring.slot_s)
+        last = ring._epoch
+        if epoch == last:
             return sum(self._slots)  # every slot is in the window: the common case
-        return sum(self._slots[p] for p in self._ring.live(now))
+        if epoch > last:
+            n = ring.n_slots
+            if epoch - last >= n or last < 0:
+                return 0.0  # nothing written for a whole window (an idle backend, read)
+            slots = self._slots
+            return sum(slots[e % n] for e in range(max(epoch - n + 1, 0), last + 1))
+        return sum(self._slots[p] for p in ring.live(now))
 
     def rate(self, now: float) -> float:
         return self.total(now) / self._ring.covered(now)

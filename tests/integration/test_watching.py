@@ -174,10 +174,33 @@ async def test_the_state_cache_answers_what_a_full_read_does():
     t[0] += 120
     await cache.body()
     rebuilt = cache.rebuilt
+    spliced = cache.spliced
     for _ in range(3):
         t[0] += 1.0
         await cache.body()
     assert cache.rebuilt == rebuilt
+    assert cache.spliced == spliced
+
+
+async def test_views_whose_windows_alone_moved_read_as_a_full_read_does():
+    """Between two ticks only the "now" window moves: those views get their figures spliced
+    in, not rebuilt, and must still say exactly what reading everything says."""
+    t = [1000.0]
+    proxy = fleet(24, lambda: t[0])
+    cache = StateCache(LocalControl(proxy))
+    names = list(proxy.backends)
+    traffic(proxy, names, t[0])
+    await cache.body()
+    spliced = cache.spliced
+    for step in range(40):
+        t[0] += 0.1  # one "now" slot: rates move with no new outcome
+        if step % 5 == 0:
+            traffic(proxy, names[step % 3 :: 3], t[0])
+        cached = Snapshot.from_json(await cache.body())
+        whole = build_snapshot(proxy, t[0])
+        assert cached.backends == whole.backends, step
+        assert cached.imbalance == pytest.approx(whole.imbalance)
+    assert cache.spliced > spliced + 100  # most answers were splices, not rebuilds
 
 
 def _timeless(text: bytes) -> bytes:
