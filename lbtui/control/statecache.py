@@ -127,7 +127,7 @@ def _template(data: bytes, figures: _Figures) -> tuple[bytes, bytes, bytes] | No
 def _splice(parts: tuple[bytes, bytes, bytes], figures: _Figures) -> bytes:
     fig = _FIGURES.dump_json(figures)
     k = fig.index(_SPLIT)
-    return parts[0] + fig[1:k] + parts[1] + fig[k + 1 : -1] + parts[2]
+    return b"".join((parts[0], fig[1:k], parts[1], fig[k + 1 : -1], parts[2]))
 
 
 @dataclass(slots=True)
@@ -309,39 +309,34 @@ class StateCache:
         """Read ``e``'s window figures again and splice them into its JSON: within a tick only
         the "now" window's (the percentiles' and the series' slots are a tick long), at a new
         tick all of them."""
-        if tick:
-            fig = rec.figures(now)
-            f = _Figures(
-                fig.rps,
-                fig.rps_series,
-                fig.p50_ms,
-                fig.p90_ms,
-                fig.p99_ms,
-                fig.p999_ms,
-                fig.error_ratio,
-                fig.bytes_per_s,
-                fig.demand_rps,
-                fig.refused_at_cap_total,
-                fig.latency_samples,
-            )
-        else:
-            rps, demand, errors, traffic = rec.rates(now)
-            old = e.figures
+        old = e.figures
+        rps, demand, errors, traffic = rec.rates(now)
+        if not tick:
             series = old.rps_series.copy()
             series[-1] = rps
-            f = _Figures(
-                rps,
-                series,
-                old.p50_ms,
-                old.p90_ms,
-                old.p99_ms,
-                old.p999_ms,
-                errors,
-                traffic,
-                demand,
-                rec.refused_at_cap_total,
-                old.latency_samples,
-            )
+            qs = (old.p50_ms, old.p90_ms, old.p99_ms, old.p999_ms)
+            samples = old.latency_samples
+        else:
+            series = rec.series(now, rps)
+            samples = rec.recent_samples(now)
+            if samples == old.latency_samples:
+                qs = (old.p50_ms, old.p90_ms, old.p99_ms, old.p999_ms)
+            else:  # samples left the window: the percentiles moved
+                fig = rec.figures(now)
+                qs = (fig.p50_ms, fig.p90_ms, fig.p99_ms, fig.p999_ms)
+        f = _Figures(
+            rps,
+            series,
+            qs[0],
+            qs[1],
+            qs[2],
+            qs[3],
+            errors,
+            traffic,
+            demand,
+            rec.refused_at_cap_total,
+            samples,
+        )
         assert e.parts is not None
         data = _splice(e.parts, f)
         self.spliced += 1

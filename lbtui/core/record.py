@@ -244,6 +244,16 @@ class BackendRecord:
             self._traffic.rate(now),
         )
 
+    def series(self, now: float, rps: float) -> list[float]:
+        """``figures(now).rps_series``, given its ``rps``."""
+        return [*self._series.complete_series(now)[1:], rps]
+
+    def recent_samples(self, now: float) -> int:
+        """``figures(now).latency_samples`` alone: with no new sample since, the same count
+        means the same samples, so the same percentiles (the admin plane reads them again
+        only when this moves)."""
+        return self._recent.count(now)
+
     def figures(self, now: float) -> BackendFigures:
         done = self._done.total(now)
         errors = self._errors.total(now)
@@ -267,7 +277,7 @@ class BackendRecord:
             p90_ms=qs[1],
             p99_ms=qs[2],
             p999_ms=qs[3],
-            rps_series=[*self._series.complete_series(now)[1:], rps],
+            rps_series=self.series(now, rps),
             demand_rps=demand,
             refused_at_cap_total=self.refused_at_cap_total,
             latency_samples=samples,
