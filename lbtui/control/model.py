@@ -24,7 +24,8 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import Field, TypeAdapter
 
 from lbtui.config import Algorithm
-from lbtui.core.events import Event, EventKind
+from lbtui.core.events import Event, EventKind, from_wire
+from lbtui.core.events import Figure as EventFigure
 from lbtui.core.faults import FaultKind, FaultSpec
 from lbtui.core.window import (
     MIN_QUANTILE_SAMPLES,
@@ -506,33 +507,62 @@ ActionResult = dict[str, float | int | bool] | None
 # --- JSON --------------------------------------------------------------------------------------
 
 _SNAPSHOT: TypeAdapter[Snapshot] = TypeAdapter(Snapshot)
-_EVENT: TypeAdapter[Event] = TypeAdapter(Event)
-_EVENTS: TypeAdapter[list[Event]] = TypeAdapter(list[Event])
+
+
+@dataclass(frozen=True, slots=True)
+class WireEvent:
+    """An event as JSON carries it, the same in every version: the typed classes of
+    ``lbtui.core.events`` go out through this form and come back through ``from_wire``."""
+
+    id: int
+    at: float
+    wall: float
+    kind: str
+    backend: str | None
+    message: str
+    data: dict[str, EventFigure] = field(default_factory=dict)
+
+
+def _wire(e: Event) -> WireEvent:
+    return WireEvent(e.id, e.at, e.wall, str(e.kind), e.backend, e.message, e.data)
+
+
+def _typed(w: WireEvent) -> Event:
+    return from_wire(
+        id=w.id, at=w.at, wall=w.wall, kind=w.kind, backend=w.backend, message=w.message,
+        data=w.data,
+    )
+
+
+_EVENT: TypeAdapter[WireEvent] = TypeAdapter(WireEvent)
+_EVENTS: TypeAdapter[list[WireEvent]] = TypeAdapter(list[WireEvent])
 _ACTION: TypeAdapter[Action] = TypeAdapter(Action)
 FAULT_SPEC: TypeAdapter[FaultSpec] = TypeAdapter(FaultSpec)
 
 
 def event_to_json(event: Event) -> dict[str, Any]:
-    data: dict[str, Any] = _EVENT.dump_python(event, mode="json")
+    data: dict[str, Any] = _EVENT.dump_python(_wire(event), mode="json")
     return data
 
 
 def event_to_json_bytes(event: Event) -> bytes:
-    return _EVENT.dump_json(event)
+    return _EVENT.dump_json(_wire(event))
 
 
 def events_to_json_bytes(events: list[Event]) -> bytes:
-    return _EVENTS.dump_json(events)
+    return _EVENTS.dump_json([_wire(e) for e in events])
 
 
 def event_from_json(data: Mapping[str, Any] | bytes | str) -> Event:
+    """The typed event (an unknown kind: a ``GenericEvent``); pydantic ``ValidationError``
+    when the common fields are wrong."""
     if isinstance(data, bytes | str):
-        return _EVENT.validate_json(data)
-    return _EVENT.validate_python(data)
+        return _typed(_EVENT.validate_json(data))
+    return _typed(_EVENT.validate_python(data))
 
 
 def events_from_json(data: list[Any]) -> list[Event]:
-    return _EVENTS.validate_python(data)
+    return [_typed(w) for w in _EVENTS.validate_python(data)]
 
 
 def action_to_json(action: Action) -> dict[str, Any]:
