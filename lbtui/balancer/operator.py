@@ -16,7 +16,17 @@ from lbtui.balancer import operations as ops
 from lbtui.balancer.pool import AdminState, Backend
 from lbtui.balancer.state import State
 from lbtui.config import ALGORITHM_NAMES, BackendConfig, LimitsConfig
-from lbtui.core.events import EventKind
+from lbtui.core.events import (
+    AdminChanged,
+    AlgorithmChanged,
+    BackendAdded,
+    BackendRemoved,
+    FaultEnded,
+    FaultSet,
+    LimitsChanged,
+    Unchanged,
+    WeightChanged,
+)
 from lbtui.core.faults import FaultSpec
 
 Replicate = Callable[[ops.Operation], None]
@@ -80,9 +90,7 @@ class Operator:
         state.add(backend, now, config)
         state.default_pool.set_backends([*state.default_pool.backends, backend])
         state.refresh_pools(now)
-        self.events.emit(
-            EventKind.ACTION, f"backend added: {config.url}", backend=config.name, action="add"
-        )
+        self.events.emit(BackendAdded(backend=config.name, message=f"backend added: {config.url}"))
         for fn in self._membership_listeners:
             fn(backend, True)
         return backend
@@ -98,7 +106,7 @@ class Operator:
         self.clear_fault(name)
         state.outliers.set_members(list(state.backends))
         state.refresh_pools(self.clock())
-        self.events.emit(EventKind.ACTION, "backend removed", backend=name, action="remove")
+        self.events.emit(BackendRemoved(backend=name, message="backend removed"))
         for fn in self._membership_listeners:
             fn(backend, False)
         return backend
@@ -122,12 +130,9 @@ class Operator:
                 pool.set_backends(pool.backends)
         state.refresh_pools(self.clock())
         self.events.emit(
-            EventKind.ACTION,
-            f"weight {old:g} → {weight:g}",
-            backend=name,
-            action="weight",
-            old=old,
-            new=float(weight),
+            WeightChanged(
+                backend=name, message=f"weight {old:g} → {weight:g}", old=old, new=float(weight)
+            )
         )
 
     def set_admin(self, name: str, admin: AdminState) -> None:
@@ -140,16 +145,16 @@ class Operator:
         backend.admin = admin
         backend.admin_since = self.clock()
         self.state.refresh_pools(backend.admin_since)
+        in_flight = (
+            f" ({backend.in_flight} requests in flight)" if admin is AdminState.DRAINING else ""
+        )
         self.events.emit(
-            EventKind.ACTION,
-            f"admin state {old.value} → {admin.value}"
-            + (
-                f" ({backend.in_flight} requests in flight)" if admin is AdminState.DRAINING else ""
-            ),
-            backend=name,
-            action=admin.value,
-            old=old.value,
-            new=admin.value,
+            AdminChanged(
+                backend=name,
+                message=f"admin state {old.value} → {admin.value}{in_flight}",
+                old=old.value,
+                new=admin.value,
+            )
         )
 
     def force_breaker(self, name: str, mode: str) -> None:
@@ -168,15 +173,14 @@ class Operator:
         if old is not None:
             self._emit_fault_end(name, old, replaced=True)
         self.events.emit(
-            EventKind.FAULT,
-            f"fault injected: {spec.describe()}",
-            backend=name,
-            action="fault",
-            change="set",
-            fault=spec.kind.value,
-            percent=spec.percent,
-            duration_s=spec.duration_s,
-            owner=owner,
+            FaultSet(
+                backend=name,
+                message=f"fault injected: {spec.describe()}",
+                fault=spec.kind.value,
+                percent=spec.percent,
+                duration_s=spec.duration_s,
+                owner=owner,
+            )
         )
 
     def clear_fault(self, name: str) -> FaultSpec | None:
@@ -208,12 +212,12 @@ class Operator:
         else:
             why, proof, at = st.ended or "ended", f"; {st.summary()}", st.ended_at
         self.events.emit(
-            EventKind.FAULT,
-            f"fault {why}: {spec.describe()}{proof}",
-            backend=name,
+            FaultEnded(
+                backend=name,
+                message=f"fault {why}: {spec.describe()}{proof}",
+                fault=spec.kind.value,
+            ),
             at=at,
-            change="end",
-            fault=spec.kind.value,
         )
 
     # -- policies -------------------------------------------------------------------------------
@@ -231,7 +235,7 @@ class Operator:
     def _unchanged(self, name: str | None, action: str, what: str) -> None:
         """An operator action that found things as it wanted them: on the timeline as an
         action, but not as a transition."""
-        self.events.emit(EventKind.ACTION, f"{what}: no change", backend=name, action=action)
+        self.events.emit(Unchanged(backend=name, message=f"{what}: no change", action=action))
 
     def change_algorithm(self, algorithm: str) -> None:
         old = self.state.default_pool.algorithm
@@ -240,11 +244,7 @@ class Operator:
             return
         self.set_algorithm(algorithm)
         self.events.emit(
-            EventKind.CONFIG,
-            f"algorithm {old} → {algorithm}",
-            action="algorithm",
-            old=old,
-            new=algorithm,
+            AlgorithmChanged(message=f"algorithm {old} → {algorithm}", old=old, new=algorithm)
         )
 
     def set_limits(self, limits: LimitsConfig) -> None:
@@ -252,4 +252,4 @@ class Operator:
         self.state.admission.reconfigure(limits, self.clock())
         changed = limits.model_dump(exclude_defaults=True)
         text = ", ".join(f"{k}={v}" for k, v in changed.items()) or "none (no limits)"
-        self.events.emit(EventKind.LIMITS, f"limits changed: {text}")
+        self.events.emit(LimitsChanged(message=f"limits changed: {text}"))

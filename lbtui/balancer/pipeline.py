@@ -41,7 +41,7 @@ from lbtui.balancer.job import Client, Job, Pending, StatusFailure
 from lbtui.balancer.pool import Backend
 from lbtui.balancer.state import HASHING, State
 from lbtui.balancer.upstream import BackendResponse, Upstream
-from lbtui.core.events import EventKind
+from lbtui.core.events import FallbackServed, RateLimited, RetryBudgetExhausted
 from lbtui.core.retry import FailureKind as RetryFailure
 from lbtui.core.retry import RetryBudget, RetryDecision, RetryPolicy, RetryReason
 from lbtui.errors import UpstreamConnectError, UpstreamError, UpstreamTimeout
@@ -248,9 +248,10 @@ class Pipeline:
         state = self.state
         if state.episode(f"limit:{rejection.scope}", now):
             state.events.emit(
-                EventKind.LIMITS,
-                f"rate limiting started ({rejection.scope} limit)",
-                scope=rejection.scope,
+                RateLimited(
+                    message=f"rate limiting started ({rejection.scope} limit)",
+                    scope=rejection.scope,
+                )
             )
         self.record.count_rejection(rejection.scope, now)
         return rejection.answer(state.flags_header), ok_headers
@@ -307,7 +308,7 @@ class Pipeline:
             answer, why = fallback.respond(reason, stale_key, now, flags)
             if state.episode(f"fallback:{why}", now):
                 state.events.emit(
-                    EventKind.FALLBACK, f"serving fallback responses ({why})", reason=why
+                    FallbackServed(message=f"serving fallback responses ({why})", reason=why)
                 )
             self.record.count_fallback(why, now)
             return answer, Flag.FALLBACK
@@ -418,9 +419,10 @@ class Pipeline:
         if state.episode("retry_budget", now):
             st = self.retry_budget.stats()
             state.events.emit(
-                EventKind.RETRY_BUDGET,
-                f"retry budget exhausted: {st.active_retries} retries in flight "
-                f"(budget {st.budget_percent:g}% of {self.record.in_flight} requests, "
-                f"min {st.min_concurrency})",
+                RetryBudgetExhausted(
+                    message=f"retry budget exhausted: {st.active_retries} retries in flight "
+                    f"(budget {st.budget_percent:g}% of {self.record.in_flight} requests, "
+                    f"min {st.min_concurrency})"
+                )
             )
         return False

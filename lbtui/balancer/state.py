@@ -27,7 +27,14 @@ from lbtui.core.balancing import Balancer
 from lbtui.core.breaker import OPERATOR_REASON, BreakerState, CircuitBreaker, Transition
 from lbtui.core.ejection import EjectionConfig as CoreEjectionConfig
 from lbtui.core.ejection import EjectionEvent, EjectionKind, OutlierDetector
-from lbtui.core.events import EventKind, EventRing
+from lbtui.core.events import (
+    BreakerChanged,
+    ConfigNote,
+    EjectionChanged,
+    EventRing,
+    HealthChanged,
+    PanicChanged,
+)
 from lbtui.core.faults import Faults
 from lbtui.core.record import BackendRecord, BalancerRecord
 
@@ -135,9 +142,11 @@ class State:
         self.refresh_pools(now)
         if config.health.enabled and config.health.slow_start_s > 0 and algorithm in WEIGHT_BLIND:
             self.events.emit(
-                EventKind.CONFIG,
-                f"slow start has no effect with {algorithm}, which ignores weights; "
-                "use weighted_round_robin, least_request or p2c_ewma to ramp recovered backends",
+                ConfigNote(
+                    message=f"slow start has no effect with {algorithm}, which ignores weights; "
+                    "use weighted_round_robin, least_request or p2c_ewma to ramp recovered "
+                    "backends"
+                )
             )
 
     # -- membership --------------------------------------------------------------------------
@@ -194,12 +203,13 @@ class State:
                 until = breaker.open_until if breaker is not None else None
                 self.on_sync(("breaker", name, t.new.value, until, t.reason, t.at))
             self.events.emit(
-                EventKind.BREAKER,
-                f"breaker {t.old.value} → {t.new.value}: {t.reason}",
-                backend=name,
+                BreakerChanged(
+                    backend=name,
+                    message=f"breaker {t.old.value} → {t.new.value}: {t.reason}",
+                    old=t.old.value,
+                    new=t.new.value,
+                ),
                 at=t.at,
-                old=t.old.value,
-                new=t.new.value,
             )
 
         return emit
@@ -207,12 +217,13 @@ class State:
     def _on_health(self, name: str) -> Callable[[core_health.HealthTransition], None]:
         def emit(t: core_health.HealthTransition) -> None:
             self.events.emit(
-                EventKind.HEALTH,
-                f"health {t.old.value} → {t.new.value}: {t.reason}",
-                backend=name,
+                HealthChanged(
+                    backend=name,
+                    message=f"health {t.old.value} → {t.new.value}: {t.reason}",
+                    old=t.old.value,
+                    new=t.new.value,
+                ),
                 at=t.at,
-                old=t.old.value,
-                new=t.new.value,
             )
             if t.new is core_health.HealthStatus.UP:
                 # Envoy: a passing active check un-ejects the host.
@@ -235,12 +246,13 @@ class State:
             times = self.outliers.stats(ev.name, ev.at).times_ejected
             self.on_sync(("eject", ev.name, ev.until, times, ev.reason))
         self.events.emit(
-            EventKind.EJECTION,
-            f"{ev.kind.replace('_', ' ')}: {ev.reason}",
-            backend=ev.name,
+            EjectionChanged(
+                backend=ev.name,
+                message=f"{ev.kind.replace('_', ' ')}: {ev.reason}",
+                change=ev.kind.value,
+                until=ev.until,
+            ),
             at=ev.at,
-            change=ev.kind.value,
-            until=ev.until,
         )
 
     def outcome(
@@ -295,10 +307,12 @@ class State:
                 pool.panic = panic
                 state = "entered" if panic else "left"
                 self.events.emit(
-                    EventKind.EJECTION,
-                    f"pool {state} panic mode: {available} of {active} backends available",
-                    available=available,
-                    total=active,
+                    PanicChanged(
+                        message=f"pool {state} panic mode: {available} of {active} backends "
+                        "available",
+                        available=available,
+                        total=active,
+                    )
                 )
         self.update_clear(now)
 

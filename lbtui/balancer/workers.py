@@ -58,7 +58,15 @@ from lbtui.balancer.shared import SharedLimits, SharedLimitsHandle
 from lbtui.balancer.state import SyncMessage
 from lbtui.config import Config
 from lbtui.core.breaker import BreakerState
-from lbtui.core.events import Event, EventKind
+from lbtui.core.events import (
+    BreakerChanged,
+    EjectionChanged,
+    Event,
+    FallbackServed,
+    RetryBudgetExhausted,
+    WorkerExited,
+    WorkerRestarted,
+)
 
 log = logging.getLogger("lbtui.workers")
 
@@ -73,20 +81,19 @@ STUCK_BACKLOG = 16 << 20
 RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
 """Delay before restarting a worker that died, by how many times it died in the last minute."""
 
-_FORWARDED = {EventKind.BREAKER, EventKind.EJECTION, EventKind.FALLBACK, EventKind.RETRY_BUDGET}
-
 
 def _worth_forwarding(event: Event) -> bool:
     """Events a worker's traffic made. Everything else (actions, faults, limits, health, and the
     timer-made changes: half-open, readmission on expiry, panic) happens identically in the
     primary, which tells it once."""
-    if event.kind not in _FORWARDED:
-        return False
-    if event.kind is EventKind.BREAKER:
-        return event.data.get("new") != "half_open"
-    if event.kind is EventKind.EJECTION:
-        return event.data.get("change") in ("ejected", "ejection_skipped")
-    return True
+    match event:
+        case BreakerChanged(new=new):
+            return new != "half_open"
+        case EjectionChanged(change=change):
+            return change in ("ejected", "ejection_skipped")
+        case FallbackServed() | RetryBudgetExhausted():
+            return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -212,9 +219,7 @@ class _PrimaryLink:
 
     def event(self, event: Event) -> None:
         if not self.muted and _worth_forwarding(event):
-            self.send(
-                ("event", event.kind.value, event.message, event.backend, event.at, event.data)
-            )
+            self.send(("event", event))
 
     def apply(self, op: Operation) -> None:
         """Apply an operation the primary applied (its events are the primary's to tell)."""
@@ -373,10 +378,8 @@ class WorkerGroup:
         if kind == "records":
             self.proxy.peer_records[worker.index] = message[1]
         elif kind == "event":
-            _, ev_kind, text, backend, at, data = message
-            self.proxy.events.emit(
-                EventKind(ev_kind), text, backend=backend, at=at, worker=worker.index, **data
-            )
+            event: Event = message[1]
+            self.proxy.events.emit(dataclasses.replace(event, worker=worker.index), at=event.at)
         elif kind == "sync":
             origin = f"worker {worker.index}"
             self.proxy.adopt(message[1], origin)
@@ -428,12 +431,13 @@ class WorkerGroup:
         deaths.append(now)
         delay = RESTART_BACKOFF_S[len(deaths) - 1]
         self.proxy.events.emit(
-            EventKind.CONFIG,
-            f"worker {worker.index} (pid {worker.process.pid}) exited with code {code}; "
-            f"starting it again in {delay:g} s",
-            worker=worker.index,
-            pid=worker.process.pid,
-            exit_code=code,
+            WorkerExited(
+                message=f"worker {worker.index} (pid {worker.process.pid}) exited with code "
+                f"{code}; starting it again in {delay:g} s",
+                worker=worker.index,
+                pid=worker.process.pid,
+                exit_code=code,
+            )
         )
         task = loop.create_task(self._restart(worker.index, delay))
         self._restarts.add(task)
@@ -467,7 +471,9 @@ class WorkerGroup:
                     os.kill(worker.process.pid, signal.SIGKILL)
             return
         self.proxy.events.emit(
-            EventKind.CONFIG, f"worker {index} started again (pid {pid})", worker=index, pid=pid
+            WorkerRestarted(
+                message=f"worker {index} started again (pid {pid})", worker=index, pid=pid
+            )
         )
 
     def _catch_up(self) -> tuple[Config, list[Operation], list[SyncMessage]]:

@@ -55,7 +55,15 @@ from lbtui.control.model import (
     Snapshot,
 )
 from lbtui.control.snapshot import build_snapshot
-from lbtui.core.events import EventKind
+from lbtui.core.events import (
+    BreakerUnchanged,
+    FaultEnded,
+    FleetFaultSet,
+    KnobsChanged,
+    NoFaultToClear,
+    ProcessKilled,
+    ProcessRestarted,
+)
 from lbtui.core.faults import Faults
 from lbtui.fleet.spec import KnobsUpdate
 from lbtui.fleet.supervisor import Fleet, FleetError
@@ -235,11 +243,9 @@ class LocalControl:
         if not self._emits(lambda: self.proxy.act(ops.ForceBreaker(name, mode))):
             # no transition (already in that state): the action still goes on the timeline
             self.proxy.events.emit(
-                EventKind.ACTION,
-                f"breaker force {mode}: no change",
-                backend=name,
-                action="breaker",
-                mode=mode,
+                BreakerUnchanged(
+                    backend=name, message=f"breaker force {mode}: no change", mode=mode
+                )
             )
 
     def _set_fault(self, name: str, fault: FaultSpec) -> None:
@@ -251,13 +257,12 @@ class LocalControl:
             return
         self.faults.set(name, fault)
         self.proxy.events.emit(
-            EventKind.FAULT,
-            f"fault injected: {fault.describe()}",
-            backend=name,
-            action="fault",
-            change="set",
-            fault=fault.kind.value,
-            percent=fault.percent,
+            FleetFaultSet(
+                backend=name,
+                message=f"fault injected: {fault.describe()}",
+                fault=fault.kind.value,
+                percent=fault.percent,
+            )
         )
 
     def _clear_fault(self, name: str) -> None:
@@ -268,16 +273,14 @@ class LocalControl:
             old = self.faults.clear(name)
             if old is not None:
                 self.proxy.events.emit(
-                    EventKind.FAULT,
-                    f"fault cleared: {old.describe()}",
-                    backend=name,
-                    change="end",
-                    fault=old.kind.value,
+                    FaultEnded(
+                        backend=name,
+                        message=f"fault cleared: {old.describe()}",
+                        fault=old.kind.value,
+                    )
                 )
         if old is None:
-            self.proxy.events.emit(
-                EventKind.FAULT, "no fault to clear", backend=name, action="fault", change="none"
-            )
+            self.proxy.events.emit(NoFaultToClear(backend=name, message="no fault to clear"))
 
     def _fleet_member(self, name: str) -> Fleet:
         if self.fleet is None:
@@ -295,7 +298,7 @@ class LocalControl:
         except FleetError as exc:
             raise Unavailable(str(exc)) from None
         self.proxy.events.emit(
-            EventKind.FLEET, f"process killed (SIGKILL, pid {pid})", backend=name, action="kill"
+            ProcessKilled(backend=name, message=f"process killed (SIGKILL, pid {pid})")
         )
 
     async def _fleet_restart(self, name: str) -> None:
@@ -305,11 +308,11 @@ class LocalControl:
         except FleetError as exc:
             raise Unavailable(str(exc)) from None
         self.proxy.events.emit(
-            EventKind.FLEET,
-            f"process restarted (pid {member.pid}, restart {member.restarts})",
-            backend=name,
-            action="restart",
-            pid=member.pid,
+            ProcessRestarted(
+                backend=name,
+                message=f"process restarted (pid {member.pid}, restart {member.restarts})",
+                pid=member.pid,
+            )
         )
 
     async def _fleet_knobs(
@@ -326,11 +329,11 @@ class LocalControl:
             raise Unavailable(str(exc)) from None
         changed = update.model_dump(exclude_none=True)
         self.proxy.events.emit(
-            EventKind.FLEET,
-            "knobs " + ", ".join(f"{k}={v}" for k, v in changed.items()),
-            backend=name,
-            action="knobs",
-            **changed,
+            KnobsChanged(
+                backend=name,
+                message="knobs " + ", ".join(f"{k}={v}" for k, v in changed.items()),
+                knobs=changed,
+            )
         )
         return {k: v for k, v in now.items() if isinstance(v, int | float | bool)}
 

@@ -459,8 +459,10 @@ def from_wire(
     """The typed event of a wire form; a :class:`GenericEvent` when no class rebuilds exactly
     this payload (an unknown kind, or a shape of a newer version)."""
     keys = list(data)
-    worker = data["worker"] if keys and keys[0] == "worker" else None
-    origin = data["origin"] if keys and keys[-1] == "origin" else None
+    w = data["worker"] if keys and keys[0] == "worker" else None
+    o = data["origin"] if keys and keys[-1] == "origin" else None
+    worker = w if isinstance(w, int) and not isinstance(w, bool) else None
+    origin = o if isinstance(o, str) else None
     base: dict[str, Any] = {
         "id": id,
         "at": at,
@@ -468,7 +470,7 @@ def from_wire(
         "backend": backend,
         "message": message,
     }
-    if (worker is None or _fits(worker, int)) and (origin is None or isinstance(origin, str)):
+    if (w is None or worker is not None) and (o is None or origin is not None):
         payload = {k: v for k, v in data.items() if not (k == "worker" and worker is not None)}
         if origin is not None:
             del payload["origin"]

@@ -36,7 +36,6 @@ from textual.widgets import DataTable, Input
 from lbtui.control.interface import Control
 from lbtui.control.model import (
     Event,
-    EventKind,
     Snapshot,
 )
 from lbtui.tui.feed import (
@@ -237,7 +236,7 @@ class LbtuiApp(OperatorActions):
     def _note(self, text: str) -> None:
         """An event of the console's own on its timeline (the balancer's events say what the
         run did, each with ``[chaos NAME]``; these say when it began and ended)."""
-        self.log_view.note(EventKind.ACTION, text, time.monotonic(), time.time())
+        self.log_view.note(text, time.monotonic(), time.time())
 
     def on_link_changed(self, message: LinkChanged) -> None:
         if message.link.refused:

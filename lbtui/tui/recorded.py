@@ -27,11 +27,11 @@ from lbtui.control.model import (
     AddBackend,
     ClearFault,
     Event,
-    EventKind,
     FleetKill,
     FleetKnobs,
     FleetRestart,
     ForceBreaker,
+    Note,
     SetAdmin,
     SetAlgorithm,
     SetFault,
@@ -120,11 +120,10 @@ class RecordedControl:
         last = max(self._events[-1].id if self._events else 0, self._snapshot.last_event_id)
         self._snapshot = dataclasses.replace(self._snapshot, last_event_id=last + 1)
         self._events.append(
-            Event(
+            Note(
                 id=last + 1,
                 at=self._snapshot.at,
                 wall=self._snapshot.wall,
-                kind=EventKind.ACTION,
                 backend=backend,
                 message=f"{message} (recorded, not applied)",
             )

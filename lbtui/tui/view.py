@@ -442,7 +442,7 @@ KIND_LABEL = {"retry_budget": "budget"}
 def event_segments(e: Event) -> Cell:
     """``12:03:07 breaker  b2     closed → open: failure rate …``"""
     kind = str(e.kind)
-    origin = e.data.get("origin")
+    origin = e.origin
     by: Cell = ((f"  [{origin}]", "magenta"),) if origin else ()
     return (
         (clock_text(e.wall), "bright_black"),
@@ -458,5 +458,5 @@ def event_segments(e: Event) -> Cell:
 
 def event_text(e: Event) -> str:
     """What an event filter matches against."""
-    origin = e.data.get("origin") or ""
+    origin = e.origin or ""
     return f"{e.kind} {e.backend or ''} {e.message} {origin}".lower()

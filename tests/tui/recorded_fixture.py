@@ -21,6 +21,7 @@ from lbtui.control.model import (
     FaultKind,
     FaultSpec,
     FaultView,
+    GenericEvent,
     HealthView,
     LimitsView,
     ProcessView,
@@ -297,7 +298,7 @@ def build_events() -> list[Event]:
     ]
     rows.sort(key=lambda r: r[0])
     return [
-        Event(id=i + 1, at=AT + dt, wall=WALL + dt, kind=kind, backend=backend, message=msg)
+        GenericEvent(id=i + 1, at=AT + dt, wall=WALL + dt, name=kind, backend=backend, message=msg)
         for i, (dt, kind, backend, msg) in enumerate(rows)
     ]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 from lbtui.control.errors import Conflict
-from lbtui.control.model import Action, Event, EventKind, FaultKind, SetAdmin
+from lbtui.control.model import Action, ConfigNote, FaultKind, SetAdmin
 from lbtui.tui.app import LbtuiApp
 from lbtui.tui.recorded import RecordedControl
 from lbtui.tui.screens.choice import ChoiceScreen
@@ -353,13 +353,11 @@ async def test_a_restarted_balancer_starts_the_log_over(recorded):
         await ready(pilot)
         await wait_for(pilot, lambda: len(app.events) == 11, "events")
         recorded._events = [
-            Event(
-                1,
-                recorded._snapshot.at,
-                recorded._snapshot.wall,
-                EventKind.CONFIG,
-                None,
-                "balancer started again",
+            ConfigNote(
+                id=1,
+                at=recorded._snapshot.at,
+                wall=recorded._snapshot.wall,
+                message="balancer started again",
             )
         ]
         recorded._snapshot = dataclasses.replace(recorded._snapshot, last_event_id=1)

@@ -8,13 +8,13 @@ import pytest
 
 from lbtui.control.model import (
     BackendView,
+    BreakerChanged,
     BreakerView,
-    Event,
-    EventKind,
     FaultKind,
     FaultSpec,
     HealthView,
     ProcessView,
+    RetryBudgetExhausted,
     Snapshot,
 )
 from lbtui.tui import figures, numbers
@@ -334,11 +334,19 @@ def test_loopback_target(target, loopback):
 
 
 def test_event_line():
-    e = Event(3, AT, WALL, EventKind.BREAKER, "api-2", "closed → open: failure rate 62%")
+    e = BreakerChanged(
+        id=3,
+        at=AT,
+        wall=WALL,
+        backend="api-2",
+        message="closed → open: failure rate 62%",
+        old="closed",
+        new="open",
+    )
     assert v.cell_text(v.event_segments(e)) == (
         "12:03:07 breaker  api-2  closed → open: failure rate 62%"
     )
-    budget = Event(4, AT, WALL, EventKind.RETRY_BUDGET, None, "exhausted")
+    budget = RetryBudgetExhausted(id=4, at=AT, wall=WALL, message="exhausted")
     assert v.cell_text(v.event_segments(budget)).startswith("12:03:07 budget   ·      exhausted")
     assert v.matches(v.event_text(e), "breaker api-2")
 

@@ -15,7 +15,7 @@ from textual.geometry import Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from lbtui.control.model import Event, EventKind
+from lbtui.control.model import Event, Note
 from lbtui.tui.view import event_segments, event_text, matches
 
 KEEP = 2000
@@ -50,11 +50,11 @@ class EventLog(ScrollView, can_focus=True):
         self._last_id = fresh[-1].id
         self._append(fresh)
 
-    def note(self, kind: EventKind, message: str, at: float, wall: float) -> Event:
+    def note(self, message: str, at: float, wall: float) -> Event:
         """An event of the console's own (a chaos run it started or ended), placed on the
         log's timeline now; it has a negative id, so it never shadows the balancer's."""
         self._notes += 1
-        event = Event(-self._notes, at, wall, kind, None, message)
+        event = Note(id=-self._notes, at=at, wall=wall, message=message)
         self._append([event])
         return event
 
