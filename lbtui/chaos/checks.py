@@ -31,6 +31,7 @@ from lbtui.chaos.hypotheses import (
 from lbtui.chaos.recording import ActionRecord, Recording
 from lbtui.chaos.scenario import Scenario
 from lbtui.chaos.steps import step_end
+from lbtui.core.events import BreakerChanged
 
 OPEN_STATES = ("open", "forced_open")
 
@@ -194,9 +195,9 @@ def _breaker_opens(check: BreakerOpensWithin, rec: Recording, sc: Scenario) -> C
         (
             e
             for e in rec.events
-            if e.kind == "breaker"
+            if isinstance(e.event, BreakerChanged)
             and e.backend == check.backend
-            and e.data.get("new") in OPEN_STATES
+            and e.event.new in OPEN_STATES
             and e.t >= act.at - 0.05
         ),
         None,

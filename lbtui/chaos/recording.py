@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from lbtui.core.events import Event, Figure
 from lbtui.core.window import N_BUCKETS, quantile_of
 
 CLIENT_CLASSES = ("2xx", "3xx", "4xx", "429", "5xx", "transport")
@@ -78,12 +79,31 @@ class Sample:
 
 @dataclass(frozen=True, slots=True)
 class RunEvent:
+    """A balancer event on the run's clock: the typed event itself, so checks match on its
+    class; the report reads its wire fields."""
+
     t: float
-    id: int
-    kind: str
-    backend: str | None
-    message: str
-    data: Mapping[str, str | float | int | bool | None] = field(default_factory=dict)
+    event: Event
+
+    @property
+    def id(self) -> int:
+        return self.event.id
+
+    @property
+    def kind(self) -> str:
+        return str(self.event.kind)
+
+    @property
+    def backend(self) -> str | None:
+        return self.event.backend
+
+    @property
+    def message(self) -> str:
+        return self.event.message
+
+    @property
+    def data(self) -> Mapping[str, Figure]:
+        return self.event.data
 
 
 @dataclass(frozen=True, slots=True)

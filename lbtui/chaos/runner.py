@@ -452,14 +452,7 @@ class Experiment:
         """Put every event on the run's clock, with the best clock offset measured."""
         offset = self._offset or 0.0
         self.rec.events = [
-            RunEvent(
-                t=ev.at - offset - self.t0,
-                id=ev.id,
-                kind=str(ev.kind),
-                backend=ev.backend,
-                message=ev.message,
-                data=dict(ev.data),
-            )
+            RunEvent(t=ev.at - offset - self.t0, event=ev)
             for ev in sorted(self._events, key=lambda e: (e.at, e.id))
         ]
 

@@ -26,6 +26,7 @@ from lbtui.chaos.report import render_html, render_json, render_junit, render_te
 from lbtui.chaos.runner import RunResult
 from lbtui.chaos.scenario import Scenario
 from lbtui.chaos.system import Member
+from lbtui.core.events import BreakerChanged
 from lbtui.core.window import bucket_of
 from tests.chaos.conftest import assert_self_contained
 
@@ -43,6 +44,10 @@ def backend(requests: int, errors: int = 0, **kw: Any) -> BackendSample:
     }
     fields.update(kw)
     return BackendSample(requests=requests, errors=errors, **fields)
+
+
+def breaker(id: int, message: str, old: str, new: str) -> BreakerChanged:
+    return BreakerChanged(id=id, backend="b", message=message, old=old, new=new)
 
 
 def recording(seconds: int = 10, rate: int = 100, latency_s: float = 0.005) -> Recording:
@@ -83,8 +88,8 @@ def recording(seconds: int = 10, rate: int = 100, latency_s: float = 0.005) -> R
         ActionRecord(2, "restart", "restart", "b", "restart b", 7.0, 7.0, 0.4, True, "pid 9"),
     ]
     rec.events += [
-        RunEvent(3.2, 1, "breaker", "b", "breaker closed → open: 5 failures", {"new": "open"}),
-        RunEvent(5.0, 2, "breaker", "b", "breaker open → half_open", {"new": "half_open"}),
+        RunEvent(3.2, breaker(1, "breaker closed → open: 5 failures", "closed", "open")),
+        RunEvent(5.0, breaker(2, "breaker open → half_open", "open", "half_open")),
     ]
     rec.processes[("b", 9)] = ProcessTally("b", 9, 100, {"POST": 10}, 0, False)
     rec.rollback.append(RollbackStep("clear faults", True, "none left on"))
