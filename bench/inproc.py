@@ -78,7 +78,7 @@ class _ClientTransport(_BackendTransport):
 
 async def run(n: int) -> float:
     from lbtui import config as config_mod
-    from lbtui.balancer import connections
+    from lbtui.balancer import connections, lean_upstream
     from lbtui.balancer.listener import ClientConnection, FastListener
     from lbtui.balancer.proxy import Proxy
 
@@ -91,7 +91,7 @@ async def run(n: int) -> float:
     await proxy.start()
     loop = asyncio.get_running_loop()
     upstream = proxy.upstream
-    assert isinstance(upstream, connections.LeanUpstream)
+    assert isinstance(upstream, lean_upstream.LeanUpstream)
     for b in proxy.backends.values():  # idle keep-alive connections, ready for reuse
         pool = upstream._pool(b.host, b.port)
         for _ in range(CLIENTS):

@@ -37,6 +37,7 @@ COMPILED_MODULES: tuple[str, ...] = (
     "lbtui.balancer.exchange",
     "lbtui.balancer.fast_request",
     "lbtui.balancer.job",
+    "lbtui.balancer.lean_upstream",
     "lbtui.balancer.listener",
     "lbtui.balancer.pipeline",
     "lbtui.balancer.pool",

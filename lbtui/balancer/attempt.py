@@ -22,10 +22,10 @@ from typing import Final
 
 from multidict import CIMultiDict
 
-from lbtui.balancer.connections import LeanUpstream
 from lbtui.balancer.exchange import Answer, Result, response_pairs
 from lbtui.balancer.faults import before_send, body_fault
 from lbtui.balancer.job import Job
+from lbtui.balancer.lean_upstream import LeanUpstream
 from lbtui.balancer.pool import Backend, Pool
 from lbtui.balancer.state import State
 from lbtui.balancer.upstream import BackendResponse, Upstream

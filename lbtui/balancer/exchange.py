@@ -31,12 +31,11 @@ from lbtui.balancer.connections import (
     HAS_DATE,
     HAS_SERVER,
     RESPONSE_DROP_RAW,
-    ChunkIterator,
     HeadBlock,
-    LeanResponse,
     RawHeaders,
     connection_tokens,
 )
+from lbtui.balancer.lean_upstream import ChunkIterator, LeanResponse
 from lbtui.errors import ClientBodyError
 
 HOP_BY_HOP = frozenset(

@@ -27,7 +27,6 @@ from yarl import URL
 from lbtui.balancer.connections import (
     DROP,
     HOP_BY_HOP_RAW,
-    ChunkIterator,
     HeadBlock,
     RawHeaders,
     connection_tokens,
@@ -45,6 +44,7 @@ from lbtui.balancer.exchange import (
     split_absolute,
     valid_host,
 )
+from lbtui.balancer.lean_upstream import ChunkIterator
 
 if TYPE_CHECKING:
     from lbtui.balancer.listener import ClientConnection

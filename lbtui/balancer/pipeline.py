@@ -35,9 +35,10 @@ from lbtui.balancer.answers import (
     internal_error,
 )
 from lbtui.balancer.attempt import Attempts, whole
-from lbtui.balancer.connections import BackendConnection, HeadBlock, LeanResponse, LeanUpstream
+from lbtui.balancer.connections import BackendConnection, HeadBlock
 from lbtui.balancer.exchange import Answer, ClientRequest, Result
 from lbtui.balancer.job import Client, Job, Pending, StatusFailure
+from lbtui.balancer.lean_upstream import LeanResponse, LeanUpstream
 from lbtui.balancer.pool import Backend
 from lbtui.balancer.state import HASHING, State
 from lbtui.balancer.upstream import BackendResponse, Upstream

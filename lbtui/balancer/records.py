@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from lbtui.balancer.connections import LeanUpstream
+from lbtui.balancer.lean_upstream import LeanUpstream
 from lbtui.balancer.pool import Backend
 from lbtui.balancer.state import State
 from lbtui.balancer.upstream import Upstream

@@ -12,13 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 
-from lbtui.balancer.connections import LeanResponse, LeanUpstream, _Conn, _HostPool
+from lbtui.balancer.connections import _Conn, _HostPool
 from lbtui.balancer.exchange import (
     render_response_headers,
     request_block,
     request_headers,
     response_headers,
 )
+from lbtui.balancer.lean_upstream import LeanResponse, LeanUpstream
 from lbtui.balancer.listener import ClientConnection, FastListener, FastRequest
 from lbtui.balancer.proxy import Proxy
 from lbtui.config import from_dict
