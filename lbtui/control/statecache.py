@@ -48,9 +48,17 @@ from lbtui.control.snapshot import (
     process_views,
     scorer_for,
 )
+from lbtui.control.viewsplice import (
+    Figures,
+    Template,
+    calls_json,
+    figures_of,
+    read_figures,
+    splice,
+    template,
+)
 from lbtui.core.balance import Member
 from lbtui.core.events import EventRing
-from lbtui.core.record import BackendRecord
 from lbtui.core.window import RATE_SLOTS, RATE_WINDOW_S
 
 TICK_S = 1.0
@@ -68,66 +76,6 @@ _CHECK_EVERY = 2
 """Backends rebuilt between two looks at the clock."""
 _BACKEND = TypeAdapter(BackendView)
 _CALM_BREAKER = ("closed", "disabled")
-
-
-@dataclass(slots=True)
-class _Figures:
-    """The fields of ``BackendView`` read from the record's rolling windows, in its order and
-    with its types (so pydantic writes them byte for byte as it writes the whole view)."""
-
-    rps: float
-    rps_series: list[float]
-    p50_ms: float | None
-    p90_ms: float | None
-    p99_ms: float | None
-    p999_ms: float | None
-    error_ratio: float
-    bytes_per_s: float
-    demand_rps: float
-    refused_at_cap_total: int
-    latency_samples: int
-
-
-_FIGURES = TypeAdapter(_Figures)
-_SPLIT = b',"demand_rps":'
-
-
-def _figures_of(v: BackendView) -> _Figures:
-    return _Figures(
-        v.rps,
-        v.rps_series,
-        v.p50_ms,
-        v.p90_ms,
-        v.p99_ms,
-        v.p999_ms,
-        v.error_ratio,
-        v.bytes_per_s,
-        v.demand_rps,
-        v.refused_at_cap_total,
-        v.latency_samples,
-    )
-
-
-def _template(data: bytes, figures: _Figures) -> tuple[bytes, bytes, bytes] | None:
-    """A view's JSON without its window figures: the bytes before ``"rps"``, those between
-    ``bytes_per_s`` and ``demand_rps``, and those after ``latency_samples``; ``None`` if
-    splicing ``figures`` back does not give ``data`` again (then the view is always rebuilt
-    whole: never a wrong answer for a cheap one)."""
-    try:
-        i = data.index(b',"rps":', data.index(b'"connections_source":')) + 1
-        j = data.index(b',"requests_total":', i)
-        k = data.rindex(_SPLIT) + 1
-        m = data.rindex(b',"eligible":')
-    except ValueError:
-        return None
-    parts = (data[:i], data[j:k], data[m:])
-    return parts if _splice(parts, figures) == data else None
-
-
-def _splice(parts: tuple[bytes, bytes, bytes], figures: _Figures) -> bytes:
-    fig = _FIGURES.dump_json(figures)
-    k = fig.index(_SPLIT)
-    return b"".join((parts[0], fig[1:k], parts[1], fig[k + 1 : -1], parts[2]))
 
 
 @dataclass(slots=True)
@@ -150,22 +98,25 @@ class _Entry:
     """Health checks reported when it was built: a check that changes no state (the runs of
     passed and failed checks, the last one's detail) is shown at the next tick, not at once —
     at 1,000 backends checked every 2 s that is 500 rebuilds a second saved."""
-    figures: _Figures
-    """The window figures it shows."""
-    parts: tuple[bytes, bytes, bytes] | None
-    """``json`` around ``figures`` (``_template``): when only the windows moved — no outcome,
-    no event, no health check, nothing else that moves with time alone — the figures are read
-    again and spliced in, not the whole view rebuilt (a view is ~45 µs, a splice a few)."""
+    figures: Figures
+    """The record's figures it shows."""
+    parts: Template | None
+    """``json`` around ``figures`` and the breaker's calls (``viewsplice``): when only they
+    moved — an outcome or time passing, but no event, no health check, no change of weight,
+    nothing else that moves with time alone — they are read again and spliced in, not the
+    whole view rebuilt (a view is ~45 µs, a splice a few)."""
+    calls: bytes
+    """The breaker's calls as ``json`` shows them."""
     others: bool
     """It shows something that moves with time besides the record's windows (a breaker's
     countdown, slow start, an ejection, a fault, a score, a process): rebuilt whole each tick."""
 
 
-def _rating(f: _Figures, in_flight: int) -> bool:
+def _rating(f: Figures, in_flight: int) -> bool:
     return bool(f.rps or f.demand_rps or f.bytes_per_s or in_flight)
 
 
-def _windows_moving(f: _Figures, in_flight: int) -> bool:
+def _windows_moving(f: Figures, in_flight: int) -> bool:
     return bool(f.rps or f.bytes_per_s or f.error_ratio or in_flight or any(f.rps_series))
 
 
@@ -195,6 +146,15 @@ def _key(
         b.weight,
         peers,
     )
+
+
+_OUTCOME = 5
+"""``_key``'s fields before this one move with outcomes (and connections); those after do not."""
+
+
+def _in_flight(b: Backend, in_flight: int) -> int:
+    """The connection count where the upstream pool cannot be read: the requests in flight."""
+    return in_flight
 
 
 class EventCursor:
@@ -305,40 +265,67 @@ class StateCache:
 
     # --- rebuilding --------------------------------------------------------------------------
 
-    def _respliced(self, e: _Entry, rec: BackendRecord, now: float, fast: int, tick: bool) -> None:
-        """Read ``e``'s window figures again and splice them into its JSON: within a tick only
-        the "now" window's (the percentiles' and the series' slots are a tick long), at a new
-        tick all of them."""
+    def _respliced(
+        self,
+        e: _Entry,
+        b: Backend,
+        now: float,
+        fast: int,
+        tick: bool,
+        outcome: ConnectionCount | None,
+    ) -> None:
+        """Read ``e``'s moving figures again and splice them into its JSON. Within a tick, with
+        no new outcome, only the "now" window's (the percentiles' and the series' slots are a
+        tick long); at a new tick the windows'; after an outcome every figure of the record
+        and the breaker's calls."""
+        proxy = self.control.proxy
+        rec = proxy.merged_backend_record(b)
         old = e.figures
-        rps, demand, errors, traffic = rec.rates(now)
-        if not tick:
-            series = old.rps_series.copy()
-            series[-1] = rps
-            qs = (old.p50_ms, old.p90_ms, old.p99_ms, old.p999_ms)
-            samples = old.latency_samples
+        parts = e.parts
+        assert parts is not None
+        if outcome is not None:
+            fig = rec.figures(now)
+            conns = outcome(b, fig.in_flight)
+            f = read_figures(fig, rec.retries_total, conns, old.connections_source)
+            if b.breaker is not None and len(parts) == 4:
+                e.calls = calls_json(b.breaker.stats(now))
         else:
-            series = rec.series(now, rps)
-            samples = rec.recent_samples(now)
-            if samples == old.latency_samples:
+            rps, demand, errors, traffic = rec.rates(now)
+            if not tick:
+                series = old.rps_series.copy()
+                series[-1] = rps
+                samples = old.latency_samples
                 qs = (old.p50_ms, old.p90_ms, old.p99_ms, old.p999_ms)
-            else:  # samples left the window: the percentiles moved
-                fig = rec.figures(now)
-                qs = (fig.p50_ms, fig.p90_ms, fig.p99_ms, fig.p999_ms)
-        f = _Figures(
-            rps,
-            series,
-            qs[0],
-            qs[1],
-            qs[2],
-            qs[3],
-            errors,
-            traffic,
-            demand,
-            rec.refused_at_cap_total,
-            samples,
-        )
-        assert e.parts is not None
-        data = _splice(e.parts, f)
+            else:
+                series = rec.series(now, rps)
+                samples = rec.recent_samples(now)
+                qs = (old.p50_ms, old.p90_ms, old.p99_ms, old.p999_ms)
+                if samples != old.latency_samples:  # samples left the window
+                    fig = rec.figures(now)
+                    qs = (fig.p50_ms, fig.p90_ms, fig.p99_ms, fig.p999_ms)
+            f = Figures(
+                old.in_flight,
+                old.open_connections,
+                old.connections_source,
+                rps,
+                series,
+                qs[0],
+                qs[1],
+                qs[2],
+                qs[3],
+                errors,
+                traffic,
+                old.requests_total,
+                old.responses_total,
+                old.failures_total,
+                old.retries_total,
+                old.bytes_in_total,
+                old.bytes_out_total,
+                demand,
+                rec.refused_at_cap_total,
+                samples,
+            )
+        data = splice(parts, e.calls, f)
         self.spliced += 1
         if data != e.json:
             self.version += 1
@@ -346,9 +333,8 @@ class StateCache:
             e.json = data
         e.fast = fast
         e.figures = f
-        in_flight = rec.in_flight
-        e.rating = _rating(f, in_flight)
-        e.moving = e.others or _windows_moving(f, in_flight)
+        e.rating = _rating(f, f.in_flight)
+        e.moving = e.others or _windows_moving(f, f.in_flight)
         m = e.member
         e.member = Member(f.rps, m.weight, m.eligible, f.demand_rps, m.max_rps, m.admitting)
 
@@ -385,14 +371,25 @@ class StateCache:
                     if not e.rating or e.fast == fast:
                         continue
                     if e.parts is not None:  # only the "now" window moved
-                        self._respliced(e, proxy.merged_backend_record(b), now, fast, False)
+                        self._respliced(e, b, now, fast, False, None)
                         continue
                 elif not (e.moving or e.checks != checks):
                     continue
                 elif e.parts is not None and not e.others and e.checks == checks:
                     e.tick = tick  # only the record's windows moved
-                    self._respliced(e, proxy.merged_backend_record(b), now, fast, True)
+                    self._respliced(e, b, now, fast, True, None)
                     continue
+            elif (
+                e is not None
+                and not forced
+                and e.parts is not None
+                and not e.others
+                and e.checks == checks
+                and e.key[_OUTCOME:] == key[_OUTCOME:]
+            ):  # new outcomes alone: the record's figures and the breaker's calls moved
+                e.key, e.tick = key, tick
+                self._respliced(e, b, now, fast, True, connections or _in_flight)
+                continue
             view = backend_view(
                 proxy,
                 b,
@@ -409,8 +406,9 @@ class StateCache:
                 version = self.version
             else:
                 version = e.version
-            figures = _figures_of(view)
+            figures = figures_of(view)
             others = _others_moving(view)
+            cut = template(data, figures)
             self._entries[name] = _Entry(
                 key,
                 tick,
@@ -422,7 +420,8 @@ class StateCache:
                 member_of(view),
                 checks,
                 figures,
-                _template(data, figures),
+                cut[0] if cut is not None else None,
+                cut[1] if cut is not None else b"",
                 others,
             )
         names = list(proxy.backends)

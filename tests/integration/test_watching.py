@@ -182,25 +182,33 @@ async def test_the_state_cache_answers_what_a_full_read_does():
     assert cache.spliced == spliced
 
 
-async def test_views_whose_windows_alone_moved_read_as_a_full_read_does():
-    """Between two ticks only the "now" window moves: those views get their figures spliced
-    in, not rebuilt, and must still say exactly what reading everything says."""
+async def test_spliced_views_read_as_a_full_read_does():
+    """A view whose record alone moved (new outcomes, or the "now" window sliding) gets its
+    figures and its breaker's calls spliced in, not rebuilt, and must still say exactly what
+    reading everything says."""
     t = [1000.0]
     proxy = fleet(24, lambda: t[0])
     cache = StateCache(LocalControl(proxy))
     names = list(proxy.backends)
     traffic(proxy, names, t[0])
     await cache.body()
-    spliced = cache.spliced
+    spliced, rebuilt = cache.spliced, cache.rebuilt
     for step in range(40):
         t[0] += 0.1  # one "now" slot: rates move with no new outcome
-        if step % 5 == 0:
-            traffic(proxy, names[step % 3 :: 3], t[0])
+        if step % 5 == 0:  # new outcomes: the record's totals and the breaker's calls move too
+            for name in names[step % 3 :: 3]:
+                b = proxy.backends[name]
+                b.record.started(t[0])
+                failed = step % 10 == 0 and name == names[0]
+                b.record.finished(503 if failed else 200, 0.004, 10, 64, t[0])
+                assert b.breaker is not None
+                b.breaker.record(failed, 0.004, t[0])
         cached = Snapshot.from_json(await cache.body())
         whole = build_snapshot(proxy, t[0])
         assert cached.backends == whole.backends, step
         assert cached.imbalance == pytest.approx(whole.imbalance)
     assert cache.spliced > spliced + 100  # most answers were splices, not rebuilds
+    assert cache.rebuilt == rebuilt
 
 
 def _timeless(text: bytes) -> bytes:
