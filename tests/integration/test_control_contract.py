@@ -25,6 +25,7 @@ from lbtui.control.model import (
     ACTION_KINDS,
     Action,
     AddBackend,
+    AdminChanged,
     ClearFault,
     Event,
     FaultSpec,
@@ -32,6 +33,7 @@ from lbtui.control.model import (
     FleetKnobs,
     FleetRestart,
     ForceBreaker,
+    GenericEvent,
     RemoveBackend,
     SetAdmin,
     SetAlgorithm,
@@ -39,6 +41,7 @@ from lbtui.control.model import (
     SetLimits,
     SetWeight,
     Snapshot,
+    event_to_json_bytes,
 )
 from lbtui.control.threaded import ThreadedControl
 from lbtui.tui.recorded import RecordedControl
@@ -276,6 +279,30 @@ async def test_events_appear_and_stream(rig):
             if e.id == got[-1].id:
                 break
     assert [e.id for e in backlog] == [e.id for e in await r.control.events(0)]
+
+
+async def test_events_are_typed_and_a_newer_kind_passes_through(rig):
+    """Every control hands out the typed classes; an event of a kind this version has no class
+    for (what a newer balancer sends to an older console) arrives as a GenericEvent with its
+    payload intact, listed and streamed, and writes the bytes it came with."""
+    r = await rig(2)
+    a = r.backends[0].name
+    await r.control.act(SetAdmin(backend=a, state="draining"))
+    newer = r.lb.proxy.events.emit(
+        GenericEvent(backend=a, message="quota 97% used", name="quota", fields={"used": 0.97})
+    )
+    events = await r.control.events()
+    drained = next(e for e in events if isinstance(e, AdminChanged))
+    assert (drained.backend, drained.old, drained.new) == (a, "active", "draining")
+    last = events[-1]
+    assert isinstance(last, GenericEvent)
+    assert (last.kind, last.backend, last.data) == ("quota", a, {"used": 0.97})
+    assert event_to_json_bytes(last) == event_to_json_bytes(newer)
+    async with asyncio.timeout(10):
+        async for e in r.control.stream_events(newer.id - 1):
+            assert isinstance(e, GenericEvent)
+            assert e.message == "quota 97% used"
+            break
 
 
 async def test_errors_are_the_same(rig):
