@@ -76,6 +76,7 @@ _CHECK_EVERY = 2
 """Backends rebuilt between two looks at the clock."""
 _BACKEND = TypeAdapter(BackendView)
 _CALM_BREAKER = ("closed", "disabled")
+_NO_BACKENDS = b'"backends":[]'
 
 
 @dataclass(slots=True)
@@ -236,12 +237,15 @@ class StateCache:
         parts = [e.json for e in entries if e.version > after]
         head = dataclasses.replace(snap, backends=[]).to_json_bytes()
         started = await self._pause(started)
-        body = head.replace(b'"backends":[]', b'"backends":[' + b",".join(parts) + b"]", 1)
         extra = b'{"version":%d,"epoch":%b,' % (self.version, json.dumps(self.epoch).encode())
         if delta:
             extra += b'"delta":true,"names":' + self._names_json + b","
+        i = head.index(_NO_BACKENDS)
+        tail = head[i + len(_NO_BACKENDS) :]
+        # a megabyte at 1,000 backends: copied twice (the views' join and this), not five times
+        body = b"".join((extra, head[1:i], b'"backends":[', b",".join(parts), b"]", tail))
         self._spent(started)
-        return extra + body[1:]
+        return body
 
     def _spent(self, started: float) -> None:
         spent = time.perf_counter() - started
