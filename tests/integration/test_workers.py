@@ -22,6 +22,7 @@ from lbtui import config as config_mod
 from lbtui.control.model import Snapshot, WorkerView
 from lbtui.control.runtime import BalancerRuntime, run_balancer
 from lbtui.control.snapshot import build_snapshot
+from lbtui.core.events import BreakerChanged, WorkerExited, WorkerRestarted
 from tests.integration.conftest import TestBackend
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="SO_REUSEPORT balancing")
@@ -195,7 +196,7 @@ async def test_a_breaker_trip_in_one_process_stops_every_process_sending(
     trips = [
         e
         for e in rt.server.proxy.events
-        if e.kind == "breaker" and e.backend == bad.name and e.data.get("new") == "open"
+        if isinstance(e, BreakerChanged) and e.backend == bad.name and e.new == "open"
     ]
     assert len(trips) == 1, [e.message for e in trips]
 
@@ -256,9 +257,12 @@ async def test_a_worker_that_dies_is_started_again_and_no_count_goes_back(
     assert statuses == [200] * 40
     snap = await reported(rt, 80)
     assert snap.totals.responses_total["2xx"] == 80
-    messages = [e.message for e in rt.server.proxy.events if e.kind == "config"]
-    assert any(f"pid {old}) exited with code -9" in m for m in messages), messages
-    assert any("worker 1 started again" in m for m in messages), messages
+    events = list(rt.server.proxy.events)
+    exits = [e for e in events if isinstance(e, WorkerExited)]
+    assert [(e.worker, e.pid, e.exit_code) for e in exits] == [(1, old, -9)], exits
+    assert f"pid {old}) exited with code -9" in exits[0].message
+    restarts = [e for e in events if isinstance(e, WorkerRestarted)]
+    assert [(e.worker, e.pid) for e in restarts] == [(1, group.pids[1])], restarts
 
 
 def test_serve_with_workers_stops_them_all_on_sigterm(tmp_path: Path) -> None:
