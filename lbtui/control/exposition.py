@@ -40,6 +40,9 @@ class _Lines:
     key: tuple[object, ...]
     parts: list[bytes]
     """The sample lines of each family of ``backend_families``, in its order, encoded."""
+    samples: list[tuple[object, object]]
+    """What each family's lines were written from (its values and histograms): a family whose
+    samples did not change keeps its lines (a new outcome moves four families of twelve)."""
 
 
 def _key(proxy: Proxy, b: Backend, now: float, peers: tuple[int, ...]) -> tuple[object, ...]:
@@ -110,8 +113,17 @@ class Exposition:
             if had is not None and had.key == key and touched is not None and b.name not in touched:
                 continue
             fams = backend_families(proxy, [b], now)
-            parts = [sample_text(f, self._prefixes).encode() for f in fams]
-            self._lines[b.name] = _Lines(key, parts)
+            samples: list[tuple[object, object]] = [(f.values, f.histograms) for f in fams]
+            if had is None:
+                parts = [sample_text(f, self._prefixes).encode() for f in fams]
+            else:
+                parts = [
+                    part if was == now_ else sample_text(f, self._prefixes).encode()
+                    for f, now_, was, part in zip(
+                        fams, samples, had.samples, had.parts, strict=True
+                    )
+                ]
+            self._lines[b.name] = _Lines(key, parts, samples)
             self.rewritten += 1
         if len(self._lines) > len(proxy.backends):
             for gone in self._lines.keys() - proxy.backends.keys():

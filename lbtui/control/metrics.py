@@ -110,11 +110,12 @@ def member_now(proxy: Proxy, b: Backend, now: float) -> Member:
     rec = proxy.merged_backend_record(b)
     state = b.breaker.state if b.breaker is not None else BreakerState.DISABLED
     admitting = b.admin is AdminState.ACTIVE and state not in _DOWN_STATES
+    rate, demand = rec.rps_and_demand(now)
     return Member(
-        rate=rec.rps(now),
+        rate=rate,
         weight=b.weight,
         eligible=admitting and b.healthy() and not proxy.outliers.is_ejected(b.name, now),
-        demand=rec.demand_rps(now),
+        demand=demand,
         max_rps=b.max_rps,
         admitting=admitting,
     )

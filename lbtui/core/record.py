@@ -230,6 +230,11 @@ class BackendRecord:
         """``rps`` plus the picks refused at the cap, per second over the "now" window."""
         return self._rate.rate(now) + self._refused.rate(now)
 
+    def rps_and_demand(self, now: float) -> tuple[float, float]:
+        """``rps(now)`` and ``demand_rps(now)``, the "now" window read once."""
+        rps = self._rate.rate(now)
+        return rps, rps + self._refused.rate(now)
+
     def rates(self, now: float) -> tuple[float, float, float, float]:
         """``rps``, ``demand_rps``, ``error_ratio`` and ``bytes_per_s`` as ``figures(now)`` reads
         them: the figures over the "now" window alone, which move every 100 ms slot with no new
