@@ -27,7 +27,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import accumulate
 from typing import Literal
 
 from prometheus_client import CollectorRegistry
@@ -143,6 +142,18 @@ def pool_families(proxy: Proxy, members: Mapping[str, Member]) -> list[Family]:
     return [imbalance, overload]
 
 
+def _cumulative_at_cuts(counts: Sequence[int]) -> list[int]:
+    """The cumulative count at each of ``_BOUND_CUTS``: sums of the slices between two cuts,
+    not a running total of all 513 buckets (a third of writing a backend's samples)."""
+    out: list[int] = []
+    total = prev = 0
+    for cut in _BOUND_CUTS:
+        total += sum(counts[prev:cut])
+        out.append(total)
+        prev = cut
+    return out
+
+
 def backend_families(proxy: Proxy, backends: Sequence[Backend], now: float) -> list[Family]:
     """The families labelled by backend, with the samples of ``backends`` (none: the empty
     families, for their names and help)."""
@@ -218,8 +229,7 @@ def backend_families(proxy: Proxy, backends: Sequence[Backend], now: float) -> l
         for kind in _FAILURE_KINDS:
             failures.values.append(((name, kind.value), rec.failures_total[kind]))
         lat = rec.latency
-        cum = list(accumulate(lat.counts))
-        buckets = [cum[cut - 1] if cut else 0 for cut in _BOUND_CUTS]
+        buckets = _cumulative_at_cuts(lat.counts)
         duration.histograms.append((label, buckets, lat.sum, lat.count))
         in_flight.values.append((label, rec.in_flight))
         weight.values.append((label, b.weight))
