@@ -9,7 +9,10 @@ serialised whole). Three things keep that cost small and short:
   (every change of state, weight, breaker, ejection or fault is one), or the next tick of its
   rolling windows while it shows anything that moves with time: 100 ms (the "now" slot) while
   it shows a rate, 1 s otherwise (traffic in the last minute, a countdown, a fault, a score, a
-  health check since). A backend idle for a minute costs one key a poll;
+  health check since). A backend idle for a minute costs one key a poll. When only its record
+  moved (new outcomes, or its windows with time) and nothing else did (no event, health check,
+  weight change, nothing else that moves with time), the record's figures and the breaker's
+  calls are read again and spliced into the kept JSON (``viewsplice``), not the view rebuilt;
 - **work in slices**: the rebuild yields to the loop every ``slice_s`` (0.5 ms), so proxied
   requests wait behind one slice at a time (the answer's assembly is one more step: the pools'
   balance figures, read again over every view when one has changed, and the join);
