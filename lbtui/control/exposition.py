@@ -22,11 +22,13 @@ from lbtui.balancer.pool import Backend
 from lbtui.balancer.proxy import Proxy
 from lbtui.control.faults import FaultLink
 from lbtui.control.metrics import (
+    Family,
     Prefixes,
     backend_families,
     balancer_families,
     header_text,
     member_now,
+    outcome_samples,
     sample_text,
 )
 from lbtui.control.statecache import SLICE_S, EventCursor
@@ -63,6 +65,11 @@ def _key(proxy: Proxy, b: Backend, now: float, peers: tuple[int, ...]) -> tuple[
     )
 
 
+_OUTCOME = 5
+"""``_key``'s fields before this one move with outcomes (the record); those after with the
+backend's state (which events announce) or the worker processes."""
+
+
 class Exposition:
     """The ``/metrics`` text of one balancer, kept per backend."""
 
@@ -73,6 +80,8 @@ class Exposition:
         self._lines: dict[str, _Lines] = {}
         self._cursor = EventCursor(proxy.events)
         self._prefixes: Prefixes = {}
+        self._families: list[Family] | None = None
+        """``backend_families`` with no backend: the names, kinds and help of each."""
         self._lock = asyncio.Lock()
         self.busy_s = 0.0
         """Time the last scrape held the event loop, all slices together."""
@@ -89,6 +98,19 @@ class Exposition:
         spent = time.perf_counter() - started
         self.busy_s += spent
         self.longest_s = max(self.longest_s, spent)
+
+    def _outcomes(self, b: Backend, had: _Lines, key: tuple[object, ...]) -> None:
+        """Write again the lines of ``b``'s families that its outcomes moved."""
+        if self._families is None:
+            self._families = backend_families(self.proxy, [], 0.0)
+        rows = outcome_samples(self.proxy.merged_backend_record(b), b.name)
+        for k, new in rows.items():
+            if new != had.samples[k]:
+                f = self._families[k]
+                fam = Family(f.name, f.kind, f.help, f.labels, new[0], new[1])
+                had.parts[k] = sample_text(fam, self._prefixes).encode()
+                had.samples[k] = new
+        had.key = key
 
     async def _render(self) -> bytes:
         started = time.perf_counter()
@@ -110,7 +132,12 @@ class Exposition:
             members[b.name] = member_now(proxy, b, now)  # rates move with time: every scrape
             key = _key(proxy, b, now, peers)
             had = self._lines.get(b.name)
-            if had is not None and had.key == key and touched is not None and b.name not in touched:
+            quiet = touched is not None and b.name not in touched
+            if had is not None and quiet and had.key == key:
+                continue
+            if had is not None and quiet and had.key[_OUTCOME:] == key[_OUTCOME:]:
+                self._outcomes(b, had, key)  # new outcomes alone: the record's families
+                self.rewritten += 1
                 continue
             fams = backend_families(proxy, [b], now)
             samples: list[tuple[object, object]] = [(f.values, f.histograms) for f in fams]

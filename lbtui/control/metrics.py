@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Final, Literal
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import (
@@ -44,7 +44,7 @@ from lbtui.control.faults import FaultLink
 from lbtui.control.snapshot import pool_views, worker_views
 from lbtui.core.balance import Member
 from lbtui.core.breaker import BreakerState
-from lbtui.core.record import CODE_CLASSES, FailureKind
+from lbtui.core.record import CODE_CLASSES, BackendRecord, FailureKind
 from lbtui.core.window import N_BUCKETS, bucket_value
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -154,6 +154,32 @@ def _cumulative_at_cuts(counts: Sequence[int]) -> list[int]:
     return out
 
 
+Samples = tuple[
+    list[tuple[tuple[str, ...], float]], list[tuple[tuple[str, ...], list[int], float, int]]
+]
+"""One backend's samples of one family: its ``values`` and ``histograms``."""
+OUTCOMES: Final = (0, 1, 2, 3, 9, 10, 11)
+"""Positions in ``backend_families`` of the families a backend's outcomes move (its record's);
+the others move with its state (up, weight, ejection, breaker), which events announce."""
+
+
+def outcome_samples(rec: BackendRecord, name: str) -> dict[int, Samples]:
+    """Backend ``name``'s samples of the ``OUTCOMES`` families, read from its record ``rec``."""
+    label = (name,)
+    responses = rec.responses_total
+    failures = rec.failures_total
+    lat = rec.latency
+    return {
+        0: ([((name, cls), responses[i + 1]) for i, cls in enumerate(CODE_CLASSES)], []),
+        1: ([((name, kind.value), failures[kind]) for kind in _FAILURE_KINDS], []),
+        2: ([], [(label, _cumulative_at_cuts(lat.counts), lat.sum, lat.count)]),
+        3: ([(label, rec.in_flight)], []),
+        9: ([(label, rec.retries_total)], []),
+        10: ([(label, rec.bytes_in_total)], []),
+        11: ([(label, rec.bytes_out_total)], []),
+    }
+
+
 def backend_families(proxy: Proxy, backends: Sequence[Backend], now: float) -> list[Family]:
     """The families labelled by backend, with the samples of ``backends`` (none: the empty
     families, for their names and help)."""
@@ -223,15 +249,11 @@ def backend_families(proxy: Proxy, backends: Sequence[Backend], now: float) -> l
         name = b.name
         rec = proxy.merged_backend_record(b)
         label = (name,)
-        responses = rec.responses_total
-        for i, cls in enumerate(CODE_CLASSES):
-            requests.values.append(((name, cls), responses[i + 1]))
-        for kind in _FAILURE_KINDS:
-            failures.values.append(((name, kind.value), rec.failures_total[kind]))
-        lat = rec.latency
-        buckets = _cumulative_at_cuts(lat.counts)
-        duration.histograms.append((label, buckets, lat.sum, lat.count))
-        in_flight.values.append((label, rec.in_flight))
+        rows = outcome_samples(rec, name)
+        requests.values += rows[0][0]
+        failures.values += rows[1][0]
+        duration.histograms += rows[2][1]
+        in_flight.values += rows[3][0]
         weight.values.append((label, b.weight))
         is_ejected = outliers.is_ejected(name, now)
         ejected.values.append((label, 1.0 if is_ejected else 0.0))
@@ -247,9 +269,9 @@ def backend_families(proxy: Proxy, backends: Sequence[Backend], now: float) -> l
             and state not in _DOWN_STATES
         )
         up.values.append((label, 1.0 if takes else 0.0))
-        retries.values.append((label, rec.retries_total))
-        bytes_in.values.append((label, rec.bytes_in_total))
-        bytes_out.values.append((label, rec.bytes_out_total))
+        retries.values += rows[9][0]
+        bytes_in.values += rows[10][0]
+        bytes_out.values += rows[11][0]
     return [
         requests,
         failures,
