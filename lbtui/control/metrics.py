@@ -512,7 +512,12 @@ def sample_text(fam: Family, cache: Prefixes | None = None) -> str:
                     cache[key] = pre
             prefixes.append(pre[0])
             values.append(value)
-    return "".join([f"{p}{_go_float(v)}\n" for p, v in zip(prefixes, values, strict=True)])
+    return "".join(
+        [  # counts, the most of a backend's values, without a call each (_go_float's first case)
+            f"{p}{v}.0\n" if type(v) is int and 0 <= v < 1_000_000 else f"{p}{_go_float(v)}\n"
+            for p, v in zip(prefixes, values, strict=True)
+        ]
+    )
 
 
 def render_families(fams: Sequence[Family]) -> bytes:
