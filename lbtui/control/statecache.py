@@ -299,6 +299,16 @@ class StateCache:
         else:
             rps, demand, errors, traffic = rec.rates(now)
             if not tick:
+                if (
+                    rps == old.rps
+                    and demand == old.demand_rps
+                    and errors == old.error_ratio
+                    and traffic == old.bytes_per_s
+                    and rec.refused_at_cap_total == old.refused_at_cap_total
+                ):  # no slot with anything in it left the window: the view is as it was
+                    e.fast = fast
+                    self.spliced += 1
+                    return
                 series = old.rps_series.copy()
                 series[-1] = rps
                 samples = old.latency_samples
