@@ -347,7 +347,10 @@ def main() -> int:
     if not sizes or min(sizes) < 1:
         parser.error("--sizes: expected at least one size of 1 or more")
     if args.cpu:
-        print("CPU ms (thread time, best of 3) of one answer; 'all': read the old way, everything")
+        print(
+            "CPU ms (thread time) of one answer: best of 3, the last two columns the median of 8"
+            " polls and 5 scrapes; 'all': read the old way, everything"
+        )
         print(cpu_table(sizes))
         return 0
     load_before = os.getloadavg()[0]
