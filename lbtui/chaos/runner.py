@@ -66,7 +66,7 @@ from lbtui.chaos.steps import (
 from lbtui.chaos.system import Member, SetupError, System
 from lbtui.chaos.undo import Changes, roll_back
 from lbtui.control.errors import ControlError
-from lbtui.control.model import Event, SetFault, Snapshot
+from lbtui.control.model import Announce, Event, SetFault, Snapshot
 from lbtui.errors import LbtuiError
 from lbtui.fleet.supervisor import FleetError
 from lbtui.loadgen import LoadGenerator, LoadReport
@@ -212,6 +212,11 @@ class Experiment:
             result.algorithm = baseline.algorithm
             self._undo = Changes(baseline)
             follower = asyncio.create_task(self._follow(baseline.last_event_id))
+            await self._mark(
+                f"chaos {self.sf.name} started: {self.sc.load.duration:g} s of load at "
+                f"{self.sc.load.rate:g}/s, {len(self.sc.timeline)} timeline action"
+                + ("" if len(self.sc.timeline) == 1 else "s")
+            )
             if stop.is_set():
                 result.verdict, result.reason = "interrupted", "interrupted before the load began"
             else:
@@ -229,14 +234,19 @@ class Experiment:
                 await asyncio.sleep(0)  # let the rollback's events arrive
                 follower.cancel()
                 await asyncio.gather(follower, return_exceptions=True)
-            await self.system.stop()
             self._place_events()
+            if self._undo is not None:  # it began: judged, and its end on the balancer's timeline
+                result.checks = evaluate_all(self.rec, self.sc)
+                if result.verdict == "passed" and not all(c.passed for c in result.checks):
+                    result.verdict = "failed"
+                await self._mark(
+                    f"chaos {self.sf.name} ended: {result.verdict}"
+                    + (f" — {result.reason}" if result.reason else "")
+                )
+            await self.system.stop()
         if self.gen is not None:
             result.load = self.gen.report()
         result.phases = Phases.of(self.sc, self.rec.end)
-        result.checks = evaluate_all(self.rec, self.sc)
-        if result.verdict == "passed" and not all(c.passed for c in result.checks):
-            result.verdict = "failed"
         lines = [
             CheckLine(c.name, "passed" if c.passed else "failed", c.figure) for c in result.checks
         ]
@@ -248,6 +258,16 @@ class Experiment:
         if self.progress is not None:
             with contextlib.suppress(Exception):
                 self.progress(p)
+
+    async def _mark(self, text: str) -> None:
+        """Put ``text`` on the balancer's event timeline (every console and
+        ``/api/v1/events`` see when a run began and ended); a balancer that cannot take it
+        does not stop the run."""
+        control = self.system.control
+        if control is None:
+            return
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(control.act(Announce(text=text)), STEP_TIMEOUT_S)
 
     def _announce(self) -> None:
         """Tell the watcher what the run will do: its length, its actions, its checks."""

@@ -37,6 +37,7 @@ from lbtui.control.model import (
     Action,
     ActionResult,
     AddBackend,
+    Announce,
     BreakerMode,
     ClearFault,
     Event,
@@ -61,6 +62,7 @@ from lbtui.core.events import (
     FleetFaultSet,
     KnobsChanged,
     NoFaultToClear,
+    Note,
     ProcessKilled,
     ProcessRestarted,
 )
@@ -200,6 +202,8 @@ class LocalControl:
                 await self._fleet_restart(name)
             case FleetKnobs(backend=name, knobs=knobs):
                 return await self._fleet_knobs(name, knobs)
+            case Announce(text=text):
+                self.proxy.events.emit(Note(message=_one_line(text)))
             case _:
                 raise Invalid(f"kind: not an action: {action!r}", field="kind")
         return None
@@ -344,3 +348,8 @@ def _admin_state(state: str) -> PoolAdminState:
     except ValueError:
         choices = ", ".join(s.value for s in PoolAdminState)
         raise Invalid(f"state: expected one of {choices}, got {state!r}", field="state") from None
+
+
+def _one_line(text: str) -> str:
+    """An announcement as one line of the timeline (control characters become spaces)."""
+    return " ".join("".join(c if c.isprintable() else " " for c in text).split())

@@ -532,6 +532,15 @@ class FleetKnobs:
     knobs: dict[str, float | int | bool] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Announce:
+    """A sentence on the balancer's timeline, changing nothing: a chaos run says when it
+    starts and ends, so every console and ``/api/v1/events`` see it, with its origin."""
+
+    kind: Literal["announce"] = "announce"
+    text: Annotated[str, Field(min_length=1, max_length=500)]
+
+
 Action = Annotated[
     AddBackend
     | RemoveBackend
@@ -544,7 +553,8 @@ Action = Annotated[
     | ClearFault
     | FleetKill
     | FleetRestart
-    | FleetKnobs,
+    | FleetKnobs
+    | Announce,
     Field(discriminator="kind"),
 ]
 """Everything an operator (a console, the chaos runner, the admin API) can ask of a balancer,

@@ -60,7 +60,7 @@ from lbtui.tui.keymap import (
 )
 from lbtui.tui.load import LoadHandle, stepped_rate
 from lbtui.tui.operator_actions import OperatorActions
-from lbtui.tui.screens.chaos import ChaosScreen, ChaosTarget
+from lbtui.tui.screens.chaos import ChaosTarget
 from lbtui.tui.screens.help import HelpScreen
 from lbtui.tui.view import parse_sort
 from lbtui.tui.widgets.backends import BackendTable
@@ -223,20 +223,6 @@ class LbtuiApp(OperatorActions):
         if not self.paused:
             self.log_view.add(message.events)
             self._detail()  # its recent events, now rather than at the next snapshot
-
-    def on_chaos_screen_run_started(self, message: ChaosScreen.RunStarted) -> None:
-        self._note(
-            f"chaos {message.name} started: {message.total_s:g} s of load, "
-            f"{message.actions} timeline action{'s' if message.actions != 1 else ''}"
-        )
-
-    def on_chaos_screen_run_ended(self, message: ChaosScreen.RunEnded) -> None:
-        self._note(f"chaos {message.name} ended: {message.verdict} — {message.meaning}")
-
-    def _note(self, text: str) -> None:
-        """An event of the console's own on its timeline (the balancer's events say what the
-        run did, each with ``[chaos NAME]``; these say when it began and ended)."""
-        self.log_view.note(text, time.monotonic(), time.time())
 
     def on_link_changed(self, message: LinkChanged) -> None:
         if message.link.refused:

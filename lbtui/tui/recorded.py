@@ -25,6 +25,7 @@ from lbtui.control.model import (
     Action,
     ActionResult,
     AddBackend,
+    Announce,
     ClearFault,
     Event,
     FleetKill,
@@ -171,5 +172,7 @@ def _describe(action: Action) -> str:
             return "process killed"
         case FleetRestart():
             return "process restarted"
+        case Announce(text=text):
+            return text
         case _:
             return action.kind.replace("_", " ")

@@ -337,6 +337,30 @@ async def test_events_page(admin):
     assert r.status_code == 422
 
 
+async def test_an_announcement_is_one_line_on_the_timeline_with_its_origin(admin):
+    """What a chaos run sends at its start and end: a line that changes nothing but the
+    timeline, with the sender's origin; control characters cannot forge a second line."""
+    a = await admin(2)
+    before = (await a.http.get("/api/v1/state", headers=AUTH)).json()["algorithm"]
+    r = await a.http.post(
+        "/api/v1/actions",
+        json={"kind": "announce", "text": "chaos x started\n[12:00:00] fake line"},
+        headers={**AUTH, "X-Lbtui-Origin": "chaos x"},
+    )
+    assert r.status_code == 200, r.text
+    events = (await a.http.get("/api/v1/events", headers=AUTH)).json()["events"]
+    assert [(e["kind"], e["message"], e["data"]) for e in events] == [
+        ("action", "chaos x started [12:00:00] fake line", {"origin": "chaos x"})
+    ]
+    assert (await a.http.get("/api/v1/state", headers=AUTH)).json()["algorithm"] == before
+    for bad in ("", "x" * 501):
+        r = await a.http.post(
+            "/api/v1/actions", json={"kind": "announce", "text": bad}, headers=AUTH
+        )
+        assert r.status_code == 422
+        assert error_of(r)["field"] == "text"
+
+
 async def sse_lines(response: httpx.Response) -> AsyncIterator[str]:
     async for line in response.aiter_lines():
         yield line

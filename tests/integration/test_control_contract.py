@@ -25,6 +25,7 @@ from lbtui.control.model import (
     ACTION_KINDS,
     Action,
     AddBackend,
+    Announce,
     AdminChanged,
     ClearFault,
     Event,
@@ -524,6 +525,7 @@ def every_action(name: str, url: str) -> list[Action]:
         "fleet_kill": FleetKill(backend=name),
         "fleet_restart": FleetRestart(backend=name),
         "fleet_knobs": FleetKnobs(backend=name, knobs={"latency_ms": 1}),
+        "announce": Announce(text="chaos x started"),
     }
     assert set(made) == set(ACTION_KINDS), "a new action needs a line here"
     return [made[k] for k in ACTION_KINDS]

@@ -74,14 +74,23 @@ async def test_c_runs_a_scenario_and_shows_the_verdict(backends, balancer, tmp_p
             assert "PASSED" in status
             assert "passed" in shown("#chaos-plan")
             assert "interrupts" not in shown("#chaos-hint")  # it has finished
-            # its start and end are on the timeline; what it did carries its name
-            notes = [e.message for e in app.log_view.shown if e.id < 0]
-            await wait_for(
-                pilot, lambda: len([e for e in app.log_view.shown if e.id < 0]) == 2, "notes"
-            )
-            notes = [e.message for e in app.log_view.shown if e.id < 0]
-            assert notes[-1].startswith("chaos tiny started: 3 s of load, 1 timeline action")
-            assert notes[0] == "chaos tiny ended: PASSED — every check held"
+
+            # its start and end are on the balancer's timeline (so on every console's, and in
+            # /api/v1/events), with its name; what it did carries its name too
+            def marks() -> list[str]:
+                return [
+                    e.message
+                    for e in app.events
+                    if e.origin == "chaos tiny" and e.message.startswith("chaos tiny ")
+                ]
+
+            await wait_for(pilot, lambda: len(marks()) == 2, "the start and end events", 10)
+            assert marks()[0].startswith("chaos tiny started: 3 s of load at ")
+            assert marks()[0].endswith(", 1 timeline action")
+            assert marks()[1] == "chaos tiny ended: passed"
+            shown_log = [e.message for e in app.log_view.shown]
+            assert all(m in shown_log for m in marks())
+            assert all(e.id > 0 for e in app.log_view.shown)  # no console-only duplicates
             caused = [e for e in app.events if e.data.get("origin") == "chaos tiny"]
             assert any(e.backend == "b1" for e in caused), app.events
             # the run rolled back its drain

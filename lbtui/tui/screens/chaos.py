@@ -5,8 +5,9 @@ The experiment runs as ``lbtui chaos run FILE --attach ADMIN --target LISTENER
 loop). Its progress comes as JSON lines (``lbtui.chaos.progress``) and is shown live: elapsed
 of total, the timeline with each action ticked off as it fires, each check's status so far,
 then the verdict and where the reports are. Esc while it runs interrupts it: the runner rolls
-back everything it changed before it exits. The screen tells the app when the run starts and
-ends (``RunStarted`` / ``RunEnded``) so both are on the console's timeline.
+back everything it changed before it exits. The runner itself puts the run's start and end on
+the balancer's event timeline (an ``Announce`` action), so they reach this console's event log
+as every other console's, and ``/api/v1/events``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
-from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import RichLog, Static
 
@@ -152,19 +152,6 @@ class ChaosScreen(ModalScreen[int | None]):
         Binding("escape", "close", "stop / close", id="chaos.close"),
     ]
 
-    @dataclass
-    class RunStarted(Message):
-        name: str
-        total_s: float
-        actions: int
-
-    @dataclass
-    class RunEnded(Message):
-        name: str
-        verdict: str
-        """``PASSED``, ``FAILED``… (``VERDICTS``)."""
-        meaning: str
-
     def __init__(self, target: ChaosTarget, scenario: Path) -> None:
         super().__init__()
         self.target = target
@@ -221,7 +208,6 @@ class ChaosScreen(ModalScreen[int | None]):
                 self._started_at = time.monotonic()
                 self._status(0.0)
                 self._show_plan()
-                self.post_message(self.RunStarted(p.name, p.total_s, len(p.actions)))
             case ActionFired():
                 self.plan.fired[p.number] = p
                 self._show_plan()
@@ -279,7 +265,6 @@ class ChaosScreen(ModalScreen[int | None]):
         )
         self._show_plan(done=True)
         self.query_one("#chaos-hint", Static).update("Esc closes")
-        self.post_message(self.RunEnded(self.plan.name, word, meaning))
 
     def action_close(self) -> None:
         proc = self.proc
