@@ -51,7 +51,7 @@ from lbtui.chaos.recording import (
     Verdict,
     client_class,
 )
-from lbtui.chaos.scenario import ScenarioFile
+from lbtui.chaos.scenario import Scenario, ScenarioFile
 from lbtui.chaos.steps import (
     Kill,
     Knobs,
@@ -66,7 +66,7 @@ from lbtui.chaos.steps import (
 from lbtui.chaos.system import Member, SetupError, System
 from lbtui.chaos.undo import Changes, roll_back
 from lbtui.control.errors import ControlError
-from lbtui.control.model import Announce, Event, SetFault, Snapshot
+from lbtui.control.model import Event, SetFault, Snapshot
 from lbtui.errors import LbtuiError
 from lbtui.fleet.supervisor import FleetError
 from lbtui.loadgen import LoadGenerator, LoadReport
@@ -212,11 +212,7 @@ class Experiment:
             result.algorithm = baseline.algorithm
             self._undo = Changes(baseline)
             follower = asyncio.create_task(self._follow(baseline.last_event_id))
-            await self._mark(
-                f"chaos {self.sf.name} started: {self.sc.load.duration:g} s of load at "
-                f"{self.sc.load.rate:g}/s, {len(self.sc.timeline)} timeline action"
-                + ("" if len(self.sc.timeline) == 1 else "s")
-            )
+            await self.system.announce(_started(self.sf.name, self.sc))
             if stop.is_set():
                 result.verdict, result.reason = "interrupted", "interrupted before the load began"
             else:
@@ -239,10 +235,8 @@ class Experiment:
                 result.checks = evaluate_all(self.rec, self.sc)
                 if result.verdict == "passed" and not all(c.passed for c in result.checks):
                     result.verdict = "failed"
-                await self._mark(
-                    f"chaos {self.sf.name} ended: {result.verdict}"
-                    + (f" — {result.reason}" if result.reason else "")
-                )
+                ended = f"chaos {self.sf.name} ended: {result.verdict}"
+                await self.system.announce(ended + (f" — {result.reason}" * bool(result.reason)))
             await self.system.stop()
         if self.gen is not None:
             result.load = self.gen.report()
@@ -258,16 +252,6 @@ class Experiment:
         if self.progress is not None:
             with contextlib.suppress(Exception):
                 self.progress(p)
-
-    async def _mark(self, text: str) -> None:
-        """Put ``text`` on the balancer's event timeline (every console and
-        ``/api/v1/events`` see when a run began and ended); a balancer that cannot take it
-        does not stop the run."""
-        control = self.system.control
-        if control is None:
-            return
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(control.act(Announce(text=text)), STEP_TIMEOUT_S)
 
     def _announce(self) -> None:
         """Tell the watcher what the run will do: its length, its actions, its checks."""
@@ -571,3 +555,12 @@ def _latency_counts(gen: LoadGenerator) -> list[int] | None:
     """The load generator's corrected-latency histogram (bucket counts since its start): a
     p99 over an arbitrary window of the run is the difference of two of these."""
     return gen.latency_counts()
+
+
+def _started(name: str, sc: Scenario) -> str:
+    """The line a run puts on the balancer's timeline as it begins."""
+    n = len(sc.timeline)
+    return (
+        f"chaos {name} started: {sc.load.duration:g} s of load at {sc.load.rate:g}/s, "
+        f"{n} timeline action{'' if n == 1 else 's'}"
+    )

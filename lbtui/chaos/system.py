@@ -23,12 +23,15 @@ from lbtui.chaos.steps import AddBackendStep, step_backend
 from lbtui.control.client import HttpControl
 from lbtui.control.errors import ControlError
 from lbtui.control.interface import Control
-from lbtui.control.model import Snapshot
+from lbtui.control.model import Announce, Snapshot
 from lbtui.control.runtime import BalancerRuntime, run_balancer
 from lbtui.errors import LbtuiError
 from lbtui.fleet.spec import is_loopback_host
 from lbtui.fleet.supervisor import BackendStats, Fleet, FleetError
 from lbtui.loadgen import check_loopback
+
+ANNOUNCE_TIMEOUT_S = 20.0
+"""How long a run waits for the balancer to take its start or end line."""
 
 
 class SetupError(LbtuiError):
@@ -134,6 +137,14 @@ class System:
             Member(m.name, m.url, m.pid, m.spec.character or m.spec.describe())
             for m in self.fleet.backends
         ]
+
+    async def announce(self, text: str) -> None:
+        """Put ``text`` on the balancer's event timeline, where every console and
+        ``/api/v1/events`` see it (a run's start and end); a balancer that cannot take it does
+        not stop the run."""
+        if self.control is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.control.act(Announce(text=text)), ANNOUNCE_TIMEOUT_S)
 
     async def stop(self) -> None:
         """Stop what was started and close what was opened; the fleet's stop is recorded as
