@@ -1,5 +1,5 @@
 """Scenario files: what an experiment starts, the load it drives, what it breaks and when, and
-the hypotheses it checks — validated once, at the edge, like ``lbtui/config.py``.
+the hypotheses it checks — validated once, at the edge, like ``lbtui/config``.
 
 A scenario is TOML (unknown keys rejected, every problem reported with the file, the key path
 and what was expected)::

@@ -165,7 +165,7 @@ def _refusal(load: Callable[[], object]) -> ConfigError | None:
 SECTIONS: dict[str, list[str]] = {
     name: list(field.annotation.model_fields)  # type: ignore[union-attr]
     for name, field in config_mod.Config.model_fields.items()
-    if isinstance(field.annotation, type) and issubclass(field.annotation, config_mod._Section)
+    if isinstance(field.annotation, type) and issubclass(field.annotation, config_mod.Section)
 }
 sections = st.dictionaries(
     st.sampled_from(sorted(SECTIONS)),

@@ -1,39 +1,27 @@
-"""Configuration: a TOML file and command-line flags → one validated, frozen ``Config``.
+"""The settings tables of a config file, one pydantic model each.
 
-Validated once, at the edge, with pydantic: unknown keys are rejected, every problem is collected
-before reporting, and each is reported with the file, the key path and what was expected
-(``lbtui.toml: backends[1].url: expected an http:// URL with a host and a port, got 'ftp://x'``).
-The rest of the code receives frozen typed objects and never sees a dict.
-
-Hostile files get the same treatment as careless ones: a file is read up to a size cap
-(``MAX_CONFIG_BYTES``, ``MAX_FALLBACK_BYTES``), nesting deeper than ``MAX_DEPTH`` is refused
-before validation, ``inf`` and ``nan`` are refused everywhere, and an unknown key names the
-nearest known one. Relative file names are looked up from the config file's folder.
+Each model is frozen and rejects unknown keys; ranges are checked here, where the key is
+named, so a problem is reported with its path. Checks across tables are in
+:mod:`lbtui.config.model`.
 """
 
 from __future__ import annotations
 
-import difflib
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
-from lbtui.errors import ConfigError
 from lbtui.inputs import (
     MAX_FALLBACK_BYTES,
     check_backend_url,
-    loads_toml,
-    read_config_text,
     read_limited,
 )
 from lbtui.units import parse_allowed_host, parse_hostport
@@ -75,7 +63,7 @@ arithmetic (burst ÷ rate) leaves the numbers a float or a 64-bit slot can hold.
 Burst = Annotated[float, Field(ge=1, le=1e9)]
 
 
-class _Section(BaseModel):
+class Section(BaseModel):
     # inf and nan are numbers TOML can spell but no setting can mean
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -88,7 +76,7 @@ def _check_address(value: str) -> str:
     return value
 
 
-class ListenerConfig(_Section):
+class ListenerConfig(Section):
     """Where the balancer accepts client traffic."""
 
     address: str = "127.0.0.1:8080"
@@ -134,7 +122,7 @@ class ListenerConfig(_Section):
         return self.workers
 
 
-class BalancerConfig(_Section):
+class BalancerConfig(Section):
     """How a backend is chosen for each request."""
 
     algorithm: Algorithm = "round_robin"
@@ -150,7 +138,7 @@ class BalancerConfig(_Section):
         raise ValueError(f"expected 'client_ip', 'header:NAME' or 'cookie:NAME', got {v!r}")
 
 
-class ProxyConfig(_Section):
+class ProxyConfig(Section):
     """How requests are forwarded."""
 
     connect_timeout_ms: Annotated[int, Field(gt=0)] = 2_000
@@ -190,7 +178,7 @@ class ProxyConfig(_Section):
     (nginx's ``proxy_buffer_size`` plays this part there)."""
 
 
-class BreakerOverride(_Section):
+class BreakerOverride(Section):
     """Per-backend changes to ``[breaker]``; keys left out keep the global value."""
 
     enabled: bool | None = None
@@ -204,7 +192,7 @@ class BreakerOverride(_Section):
     half_open_calls: Annotated[int, Field(ge=1)] | None = None
 
 
-class BackendConfig(_Section):
+class BackendConfig(Section):
     """One backend server."""
 
     name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")]
@@ -232,7 +220,7 @@ def _status_list(v: list[int]) -> list[int]:
     return v
 
 
-class LimitsConfig(_Section):
+class LimitsConfig(Section):
     """Admission control, checked before any backend is chosen; rejections answer 429."""
 
     rps: Rate | None = None
@@ -260,7 +248,7 @@ class LimitsConfig(_Section):
         raise ValueError(f"expected 'client_ip' or 'header:NAME', got {v!r}")
 
 
-class BreakerSettings(_Section):
+class BreakerSettings(Section):
     """Per-backend circuit breaker (resilience4j semantics)."""
 
     enabled: bool = True
@@ -288,7 +276,7 @@ class BreakerSettings(_Section):
     )
 
 
-class EjectionConfig(_Section):
+class EjectionConfig(Section):
     """Passive ejection (Envoy outlier detection)."""
 
     consecutive_failures: Annotated[int, Field(ge=0)] = 5
@@ -302,7 +290,7 @@ class EjectionConfig(_Section):
     """Below this share of available backends, balance over all of them (0 = never)."""
 
 
-class HealthConfig(_Section):
+class HealthConfig(Section):
     """Active health checks (HAProxy semantics)."""
 
     enabled: bool = False
@@ -339,7 +327,7 @@ class HealthConfig(_Section):
         return v
 
 
-class RetriesConfig(_Section):
+class RetriesConfig(Section):
     """Retries of failed requests on other backends (safe cases only)."""
 
     attempts: Annotated[int, Field(ge=0, le=10)] = 1
@@ -360,7 +348,7 @@ class RetriesConfig(_Section):
     )
 
 
-class FallbackConfig(_Section):
+class FallbackConfig(Section):
     """What clients get when no backend can answer."""
 
     status: Annotated[int, Field(ge=200, le=599)] = 503
@@ -390,7 +378,7 @@ class FallbackConfig(_Section):
         return read_limited(path, MAX_FALLBACK_BYTES)
 
 
-class AdminConfig(_Section):
+class AdminConfig(Section):
     """The admin API and metrics listener."""
 
     enabled: bool = True
@@ -419,7 +407,7 @@ class AdminConfig(_Section):
         return v
 
 
-class RouteConfig(_Section):
+class RouteConfig(Section):
     """A routing rule: requests matching it go to its backends. First match wins."""
 
     path_prefix: str = "/"
@@ -435,254 +423,3 @@ class RouteConfig(_Section):
         if not v.startswith("/"):
             raise ValueError(f"expected a path starting with '/', got {v!r}")
         return v
-
-
-class Config(_Section):
-    """Everything ``lbtui serve`` needs."""
-
-    listener: ListenerConfig = ListenerConfig()
-    balancer: BalancerConfig = BalancerConfig()
-    proxy: ProxyConfig = ProxyConfig()
-    limits: LimitsConfig = LimitsConfig()
-    breaker: BreakerSettings = BreakerSettings()
-    ejection: EjectionConfig = EjectionConfig()
-    health: HealthConfig = HealthConfig()
-    retries: RetriesConfig = RetriesConfig()
-    fallback: FallbackConfig | None = None
-    admin: AdminConfig = AdminConfig()
-    backends: list[BackendConfig] = []
-    routes: list[RouteConfig] = []
-    base_dir: str | None = None
-    """Where relative file names (fallback files) are looked up: the config file's folder."""
-
-    @model_validator(mode="after")
-    def _cross_checks(self) -> Config:
-        problems = cross_problems(self.model_dump())
-        if problems:
-            raise ValueError("\n".join(problems))
-        return self
-
-
-def resolve_file(name: str, base: Path | None) -> Path:
-    """A file a config names: relative names are looked up from ``base``, its folder."""
-    path = Path(name)
-    return base / path if base is not None and not path.is_absolute() else path
-
-
-def cross_problems(data: dict[str, Any]) -> list[str]:
-    """What no single key can check (names that must match, files that must be readable),
-    on raw data so that ``lbtui check`` lists these problems beside every other one."""
-    problems: list[str] = []
-    seen: set[str] = set()
-    backends = data.get("backends")
-    for i, b in enumerate(backends if isinstance(backends, list) else []):
-        name = b.get("name") if isinstance(b, dict) else None
-        if isinstance(name, str):
-            if name in seen:
-                problems.append(f"backends[{i}].name: duplicate backend name {name!r}")
-            seen.add(name)
-    routes = data.get("routes")
-    routes = [r if isinstance(r, dict) else {} for r in routes] if isinstance(routes, list) else []
-    for i, r in enumerate(routes):
-        names = r.get("backends")
-        for j, name in enumerate(names if isinstance(names, list) else []):
-            if isinstance(name, str) and name not in seen:
-                problems.append(
-                    f"routes[{i}].backends[{j}]: no backend named {name!r} "
-                    f"(known: {', '.join(sorted(seen)) or 'none'})"
-                )
-    base_dir = data.get("base_dir")
-    base = Path(base_dir) if isinstance(base_dir, str) and base_dir else None
-    fallbacks = [("fallback", data.get("fallback"))] + [
-        (f"routes[{i}].fallback", r.get("fallback")) for i, r in enumerate(routes)
-    ]
-    for where, fb in fallbacks:
-        file = fb.get("file") if isinstance(fb, dict) else None
-        if isinstance(file, str):
-            path = resolve_file(file, base)
-            try:
-                read_limited(path, MAX_FALLBACK_BYTES)
-            except OSError as exc:
-                problems.append(f"{where}.file: cannot read {str(path)!r}: {exc.strerror or exc}")
-            except ValueError as exc:
-                problems.append(f"{where}.file: {str(path)!r} is {exc}")
-    h = data.get("health")
-    timeout, interval = (
-        (h.get("timeout_ms"), h.get("interval_ms", 2000)) if isinstance(h, dict) else (None, None)
-    )
-    if (
-        isinstance(timeout, int)
-        and isinstance(interval, int)
-        and not isinstance(timeout, bool)
-        and timeout > interval
-    ):
-        problems.append(
-            f"health.timeout_ms: expected at most health.interval_ms ({interval}), got {timeout}"
-        )
-    return problems
-
-
-def depth_problem(data: object) -> str | None:
-    """The first key path nested deeper than :data:`MAX_DEPTH` (without recursing)."""
-    stack: list[tuple[object, tuple[int | str, ...]]] = [(data, ())]
-    while stack:
-        item, loc = stack.pop()
-        if len(loc) > MAX_DEPTH:
-            return f"{_loc(loc[:MAX_DEPTH])}: nested deeper than {MAX_DEPTH} levels"
-        if isinstance(item, dict):
-            stack.extend((v, (*loc, str(k))) for k, v in item.items())
-        elif isinstance(item, list):
-            stack.extend((v, (*loc, i)) for i, v in enumerate(item))
-    return None
-
-
-def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
-    """The settings class at key path ``loc`` (list indices skipped), for suggestions."""
-    model: type[BaseModel] = Config
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        field = model.model_fields.get(part)
-        if field is None:
-            return None
-        found = [
-            t
-            for t in _flatten(field.annotation)
-            if isinstance(t, type) and issubclass(t, BaseModel)
-        ]
-        if not found:
-            return None
-        model = found[0]
-    return model
-
-
-def _flatten(annotation: object) -> list[object]:
-    out: list[object] = [annotation]
-    for arg in getattr(annotation, "__args__", ()):
-        out.extend(_flatten(arg))
-    return out
-
-
-def unknown_key(loc: tuple[int | str, ...]) -> str:
-    """``path: unknown key``, with the nearest known key when one is close (difflib)."""
-    key = loc[-1] if loc else ""
-    model = _model_at(loc[:-1])
-    if model is None or not isinstance(key, str):
-        return f"{_loc(loc)}: unknown key"
-    known = [k for k in model.model_fields if k != "base_dir"]
-    near = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    if near:
-        return f"{_loc(loc)}: unknown key (did you mean {near[0]!r}?)"
-    return f"{_loc(loc)}: unknown key (known: {', '.join(known)})"
-
-
-def _loc(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else part
-    return out or "(top level)"
-
-
-def _problems(exc: ValidationError) -> list[str]:
-    problems: list[str] = []
-    for err in exc.errors(include_url=False):
-        loc = tuple(p for p in err["loc"] if p not in ("function-after",))
-        msg = err["msg"].removeprefix("Value error, ")
-        kind = err["type"]
-        if kind == "extra_forbidden":
-            problems.append(unknown_key(loc))
-        elif kind == "missing":
-            problems.append(f"{_loc(loc)}: required key is missing")
-        elif not loc:
-            problems.extend(msg.splitlines())
-        else:
-            got = err.get("input")
-            text = repr(got)
-            text = text if len(text) <= 80 else text[:77] + "..."
-            shown = "" if isinstance(got, dict | list) else f" (got {text})"
-            if kind == "literal_error":
-                msg = msg.replace("Input should be", "expected one of")
-            msg = msg.replace("Input should be", "expected")
-            problems.append(f"{_loc(loc)}: {msg}{shown if 'got' not in msg else ''}")
-    return problems
-
-
-def from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
-    """Validate ``data`` (parsed TOML plus overrides) into a ``Config``; every problem found
-    is in the ``ConfigError``, those of single keys and those across keys alike."""
-    deep = depth_problem(data)
-    if deep is not None:
-        raise ConfigError(source, [deep])
-    try:
-        return Config.model_validate(data)
-    except ValidationError as exc:
-        problems = _problems(exc)
-    except RecursionError:
-        problems = [f"nested deeper than {MAX_DEPTH} levels"]
-    problems += [p for p in cross_problems(data) if p not in problems]
-    raise ConfigError(source, problems)
-
-
-def read_toml(path: str | Path) -> dict[str, Any]:
-    """Parse a TOML file; unreadable or invalid files raise ``ConfigError`` naming the file."""
-    return loads_toml(read_config_text(path), str(path))
-
-
-def parse_backend_flag(text: str, index: int) -> dict[str, Any]:
-    """``[NAME=]URL`` from ``--backend``; a missing name becomes ``HOST:PORT`` of the URL."""
-    name, sep, url = text.partition("=")
-    if not sep or "://" in name:
-        url, name = text, ""
-    if not name:
-        parts = urlsplit(url)
-        try:
-            name = f"{parts.hostname}:{parts.port}" if parts.hostname and parts.port else ""
-        except ValueError:
-            name = ""
-        name = name or f"backend-{index + 1}"
-    return {"name": name, "url": url}
-
-
-def load(
-    path: str | Path | None = None,
-    *,
-    listen: str | None = None,
-    backends: list[str] | None = None,
-    algorithm: str | None = None,
-    admin: str | None = None,
-    no_admin: bool = False,
-    workers: str | None = None,
-) -> Config:
-    """The config from an optional TOML file, with command-line flags overriding it.
-
-    ``--backend`` flags replace the file's backends as a whole (a flag list is a complete list).
-    """
-    data: dict[str, Any] = read_toml(path) if path is not None else {}
-    source = str(path) if path is not None else "command line"
-    if path is not None and "base_dir" not in data:
-        data["base_dir"] = str(Path(path).resolve().parent)
-    if listen is not None:
-        data.setdefault("listener", {})
-        if isinstance(data["listener"], dict):
-            data["listener"]["address"] = listen
-    if workers is not None:
-        data.setdefault("listener", {})
-        if isinstance(data["listener"], dict):
-            data["listener"]["workers"] = int(workers) if workers.isdigit() else workers
-    if algorithm is not None:
-        data.setdefault("balancer", {})
-        if isinstance(data["balancer"], dict):
-            data["balancer"]["algorithm"] = algorithm
-    if backends:
-        data["backends"] = [parse_backend_flag(b, i) for i, b in enumerate(backends)]
-    if admin is not None or no_admin:
-        data.setdefault("admin", {})
-        if isinstance(data["admin"], dict):
-            if admin is not None:
-                data["admin"]["address"] = admin
-            if no_admin:
-                data["admin"]["enabled"] = False
-    return from_dict(data, source)
