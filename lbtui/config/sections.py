@@ -62,6 +62,14 @@ Rate = Annotated[float, Field(ge=1e-6, le=1e9)]
 arithmetic (burst ÷ rate) leaves the numbers a float or a 64-bit slot can hold."""
 Burst = Annotated[float, Field(ge=1, le=1e9)]
 
+DAY_S = 86_400
+"""The longest duration any setting takes: a timeout, a backoff or a ramp longer than a day is
+a typo (``open_s = 1e12``), and past it the arithmetic of deadlines stops meaning anything."""
+Millis = Annotated[int, Field(gt=0, le=DAY_S * 1000)]
+"""A duration in milliseconds, above 0 and at most a day."""
+Seconds = Annotated[float, Field(ge=0, le=DAY_S)]
+"""A duration in seconds, 0 to a day."""
+
 
 class Section(BaseModel):
     # inf and nan are numbers TOML can spell but no setting can mean
@@ -141,16 +149,16 @@ class BalancerConfig(Section):
 class ProxyConfig(Section):
     """How requests are forwarded."""
 
-    connect_timeout_ms: Annotated[int, Field(gt=0)] = 2_000
+    connect_timeout_ms: Millis = 2_000
     """Time allowed to open a connection to a backend; then the next backend is tried."""
-    read_timeout_ms: Annotated[int, Field(gt=0)] = 30_000
+    read_timeout_ms: Millis = 30_000
     """Time allowed for the response head, and between two reads of the body (nginx's
     ``proxy_read_timeout``); past it the client gets a 504."""
     max_attempts: Annotated[int, Field(ge=1, le=16)] = 4
     """Backends tried at most for one request when connections fail (nothing was sent)."""
     keepalive_per_backend: Annotated[int, Field(ge=0)] = 256
     """Idle keep-alive connections kept per backend (``lean`` upstream; 0 = none kept)."""
-    shutdown_grace_s: Annotated[float, Field(ge=0)] = 10.0
+    shutdown_grace_s: Seconds = 10.0
     """On SIGTERM/Ctrl-C: stop accepting, let in-flight requests finish up to this long."""
     upstream: Literal["lean", "aiohttp"] = "lean"
     """The backend client: ``lean`` (keep-alive pool on asyncio.Protocol + llhttp, about
@@ -187,8 +195,8 @@ class BreakerOverride(Section):
     min_calls: Annotated[int, Field(ge=1)] | None = None
     failure_rate: Annotated[float, Field(gt=0, le=100)] | None = None
     slow_call_rate: Annotated[float, Field(gt=0, le=100)] | None = None
-    slow_call_ms: Annotated[int, Field(gt=0)] | None = None
-    open_s: Annotated[float, Field(ge=0)] | None = None
+    slow_call_ms: Millis | None = None
+    open_s: Seconds | None = None
     half_open_calls: Annotated[int, Field(ge=1)] | None = None
 
 
@@ -262,8 +270,8 @@ class BreakerSettings(Section):
     """Percent of failed calls that opens the breaker."""
     slow_call_rate: Annotated[float, Field(gt=0, le=100)] = 100.0
     """Percent of slow calls that opens the breaker."""
-    slow_call_ms: Annotated[int, Field(gt=0)] = 2_000
-    open_s: Annotated[float, Field(ge=0)] = 10.0
+    slow_call_ms: Millis = 2_000
+    open_s: Seconds = 10.0
     """Time open before probing."""
     half_open_calls: Annotated[int, Field(ge=1)] = 3
     """Probe calls in half-open: all must succeed to close."""
@@ -281,9 +289,9 @@ class EjectionConfig(Section):
 
     consecutive_failures: Annotated[int, Field(ge=0)] = 5
     """Failures in a row that eject a backend (0 = never eject)."""
-    base_s: Annotated[float, Field(gt=0)] = 30.0
+    base_s: Annotated[float, Field(gt=0, le=DAY_S)] = 30.0
     """Ejection time is base_s × times ejected, capped at max_s."""
-    max_s: Annotated[float, Field(gt=0)] = 300.0
+    max_s: Annotated[float, Field(gt=0, le=DAY_S)] = 300.0
     max_percent: Annotated[float, Field(ge=0, le=100)] = 50.0
     """Never eject more than this share of a pool at once (one backend may always be)."""
     panic_percent: Annotated[float, Field(ge=0, le=100)] = 50.0
@@ -295,8 +303,8 @@ class HealthConfig(Section):
 
     enabled: bool = False
     path: str = "/"
-    interval_ms: Annotated[int, Field(ge=10)] = 2_000
-    timeout_ms: Annotated[int, Field(ge=1)] | None = None
+    interval_ms: Annotated[int, Field(ge=10, le=DAY_S * 1000)] = 2_000
+    timeout_ms: Millis | None = None
     """Time a check may take (default: 1000 ms, or the interval if that is shorter)."""
     rise: Annotated[int, Field(ge=1)] = 2
     """Consecutive passed checks that bring a down backend back."""
@@ -304,7 +312,7 @@ class HealthConfig(Section):
     """Consecutive failed checks that take a backend down."""
     expect_status: tuple[int, int] = (200, 399)
     """Inclusive range of statuses that pass."""
-    slow_start_s: Annotated[float, Field(ge=0)] = 0.0
+    slow_start_s: Seconds = 0.0
     """A recovered backend's weight ramps up linearly over this time (0 = at once)."""
 
     @property
@@ -332,7 +340,7 @@ class RetriesConfig(Section):
 
     attempts: Annotated[int, Field(ge=0, le=10)] = 1
     """Extra tries, each on a different backend."""
-    per_try_timeout_ms: Annotated[int, Field(gt=0)] | None = None
+    per_try_timeout_ms: Millis | None = None
     """Read timeout of each try (None = the proxy's read timeout)."""
     retry_on_status: list[int] = []
     """Statuses retried for idempotent methods (e.g. [502, 503, 504])."""
@@ -358,7 +366,7 @@ class FallbackConfig(Section):
     file: str | None = None
     """A file whose bytes are the body (read once, at start-up; at most 1 MiB). A relative
     name is looked up from the config file's folder."""
-    stale_for_s: Annotated[float, Field(ge=0)] = 0.0
+    stale_for_s: Seconds = 0.0
     """Serve the last good response for a GET path if younger than this (0 = never)."""
 
     @model_validator(mode="after")

@@ -69,3 +69,22 @@ def test_config_names_every_algorithm_the_core_has():
 
     assert set(config.ALGORITHM_NAMES) == set(ALGORITHMS)
     assert set(get_args(config.Algorithm)) == set(ALGORITHMS)
+
+
+@pytest.mark.parametrize(
+    ("table", "key", "value"),
+    [
+        ("breaker", "open_s", 1e12),
+        ("proxy", "read_timeout_ms", 10**15),
+        ("health", "interval_ms", 10**12),
+        ("ejection", "max_s", 1e9),
+    ],
+)
+def test_a_duration_longer_than_a_day_is_refused_naming_the_key(
+    table: str, key: str, value: float
+) -> None:
+    with pytest.raises(ConfigError) as exc:
+        config.from_dict({"backends": B, table: {key: value}}, "x.toml")
+    text = str(exc.value)
+    assert f"{table}.{key}" in text
+    assert "86400" in text
