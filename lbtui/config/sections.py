@@ -91,7 +91,9 @@ class ListenerConfig(Section):
     """``HOST:PORT``; port 0 picks a free port (tests)."""
     engine: Literal["fast", "aiohttp"] = "fast"
     """``fast``: HTTP/1.1 on ``asyncio.Protocol`` + llhttp (several times cheaper a request);
-    ``aiohttp``: aiohttp's low-level web server. Both run the same pipeline."""
+    ``aiohttp``: aiohttp's low-level web server. Both run the same pipeline; the client
+    timeouts (``[proxy] client_header_timeout_s``, ``client_body_timeout_s``) are the fast
+    listener's: aiohttp's server has only its keep-alive timeout."""
     workers: int | Literal["auto"] = 1
     """Processes accepting on the address (``SO_REUSEPORT``): the first runs the admin API and
     the health checks, every one proxies. Rate limits are kept in shared memory and breaker
