@@ -65,6 +65,16 @@ async def test_load_panel_and_rate_keys(recorded):
         assert "Load: raise rate" in titles
 
 
+async def test_at_80_columns_the_load_panel_keeps_both_rates_whole(recorded):
+    app = LbtuiApp(recorded, load=FakeLoad(200.0))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        text = await wait_text(pilot, "200/s → 196/s")
+        panel = next(line for line in text.splitlines() if "200/s → 196/s" in line)
+        assert "…" not in panel.split("200/s → 196/s")[1].split("│")[0]
+        assert "p99 45 ms" in text
+
+
 async def test_without_load_the_rate_keys_are_hidden(recorded):
     app = LbtuiApp(recorded)
     async with app.run_test(size=SIZE) as pilot:
