@@ -53,7 +53,7 @@ class EventKind(StrEnum):
     FLEET = "fleet"
 
 
-_BASE_FIELDS = ("id", "at", "wall", "backend", "message", "origin", "worker")
+_BASE_FIELDS = ("id", "at", "wall", "backend", "message", "origin", "worker", "balancer")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -78,6 +78,10 @@ class Event:
     worker: int | None = None
     """The worker process whose traffic made it (forwarded to the primary), or that it is
     about; None for the primary's own."""
+    balancer: str | None = None
+    """The balancer it happened on, set by a console that watches several
+    (``lbtui attach URL URL…``, ``lbtui.control.multi``); None on the balancer itself. Not on
+    the wire: each balancer's timeline is its own."""
 
     @property
     def kind(self) -> str:

@@ -440,13 +440,16 @@ KIND_LABEL = {"retry_budget": "budget"}
 
 
 def event_segments(e: Event) -> Cell:
-    """``12:03:07 breaker  b2     closed → open: failure rate …``"""
+    """``12:03:07 breaker  b2     closed → open: failure rate …``; on a console over several
+    balancers, the balancer's name after the time."""
     kind = str(e.kind)
     origin = e.origin
     by: Cell = ((f"  [{origin}]", "magenta"),) if origin else ()
+    on: Cell = ((e.balancer, "bold blue"), (" ", "")) if e.balancer else ()
     return (
         (clock_text(e.wall), "bright_black"),
         (" ", ""),
+        *on,
         (f"{KIND_LABEL.get(kind, kind):<8}", KIND_STYLE.get(kind, "")),
         (" ", ""),
         (f"{e.backend or '·':<6}", "bold"),
@@ -459,4 +462,4 @@ def event_segments(e: Event) -> Cell:
 def event_text(e: Event) -> str:
     """What an event filter matches against."""
     origin = e.origin or ""
-    return f"{e.kind} {e.backend or ''} {e.message} {origin}".lower()
+    return f"{e.balancer or ''} {e.kind} {e.backend or ''} {e.message} {origin}".lower()

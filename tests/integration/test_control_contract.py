@@ -1,6 +1,7 @@
-"""One contract for both ``Control`` implementations: ``LocalControl`` (in-process) and
-``HttpControl`` (through the admin API), against a real balancer and real backends. The same
-assertions run on both, so ``lbtui attach`` cannot drift from ``lbtui demo``."""
+"""One contract for the ``Control`` implementations: ``LocalControl`` (in-process),
+``HttpControl`` (through the admin API), ``ThreadedControl``, ``MultiControl`` over one
+balancer, and (for actions) ``RecordedControl``, against a real balancer and real backends.
+The same assertions run on each, so ``lbtui attach`` cannot drift from ``lbtui demo``."""
 
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ from lbtui.control.model import (
     Snapshot,
     event_to_json_bytes,
 )
+from lbtui.control.multi import MultiControl
 from lbtui.control.threaded import ThreadedControl
 from lbtui.tui.recorded import RecordedControl
 from tests.integration.conftest import TestBackend
@@ -87,6 +89,11 @@ async def build_control(
     )
     await server.start()
     http = HttpControl(server.url, TOKEN, read_only=read_only, reconnect_for_s=2.0)
+    if kind == "multi":
+        # ``lbtui attach URL URL…`` over one balancer: that balancer, unchanged
+        multi = MultiControl([("lb", http)], read_only=read_only)
+        made.append((multi, server))
+        return multi
     made.append((http, server))
     return http
 
@@ -113,9 +120,9 @@ def _rig_fixture(kinds: list[str]) -> Any:
     return fixture
 
 
-rig = _rig_fixture(["local", "http", "threaded"])
+rig = _rig_fixture(["local", "http", "threaded", "multi"])
 """The controls that steer a real balancer: the whole contract."""
-any_control = _rig_fixture(["local", "http", "threaded", "recorded"])
+any_control = _rig_fixture(["local", "http", "threaded", "multi", "recorded"])
 """Every control, the recorded one too: the action contract."""
 
 

@@ -1,0 +1,303 @@
+"""Several balancers' snapshots as one: what a console over a fleet of replicas shows.
+
+Replicas keep their own breakers, ejections and figures and say what they see (DESIGN.md, the
+second shape); the console sums them. The rules, one per kind of figure:
+
+- **rates and counts sum** (req/s, in-flight, connections, bytes, requests, answers by class,
+  failures, retries, the limiters' counters, the sparkline second by second). A backend's
+  ``max_rps`` caps it on each balancer, so its fleet-wide cap is the sum of the caps (``None``
+  if any balancer leaves it uncapped), and its demand sums too: M compares the two.
+- **latency percentiles are the highest** of the balancers' (the state carries percentiles,
+  not histograms, and percentiles cannot be added): the row's p99 is the worst p99 any balancer
+  sees for that backend; the detail lists each.
+- **shares are weighted by rate**: error ratio and success ratio are Σ ratioᵢ·rpsᵢ / Σ rpsᵢ.
+- **states are the worst**: a backend disabled, down, ejected or with an open breaker on one
+  balancer shows so, with that balancer's reason; weights are the first balancer's.
+- **L and M are recomputed** over the summed rates (``lbtui.core.balance``), pool by pool, with
+  the pools of the first balancer.
+
+Only reachable balancers are summed: one that went away keeps its last snapshot beside the
+merged one (``BalancerView``), shown greyed, and its share drops out of the sums.
+
+Times: each balancer's monotonic clock is its own. A merged snapshot is on the console's clock
+(``at``, ``wall`` given by the caller); every time taken from a balancer's view is moved onto
+it through that balancer's ``wall - at`` (the same host: a shift of microseconds).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from lbtui.control.model import (
+    BackendView,
+    BalancerTotals,
+    LimitsView,
+    PoolView,
+    Snapshot,
+)
+from lbtui.core.balance import Member, overloaded, pool_imbalance
+
+ADMIN_RANK = {"active": 0, "draining": 1, "disabled": 2}
+BREAKER_RANK = {"closed": 0, "disabled": 1, "half_open": 2, "forced_open": 3, "open": 4}
+
+
+@dataclass(frozen=True, slots=True)
+class BalancerView:
+    """One balancer of the fleet a console watches, reachable or not."""
+
+    name: str
+    url: str
+    reachable: bool
+    problem: str
+    """Why it cannot be reached now; empty while it can."""
+    snapshot: Snapshot | None
+    """Its own latest snapshot; while unreachable the last one it gave (None: never reached)."""
+    age_s: float
+    """Seconds since ``snapshot`` was taken (0 while reachable)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One reachable balancer's snapshot and the shift that puts its times on the console's
+    clock (``console.at - console.wall - (snapshot.at - snapshot.wall)``)."""
+
+    name: str
+    snapshot: Snapshot
+    shift: float = 0.0
+
+
+def clock_shift(snapshot: Snapshot, at: float, wall: float) -> float:
+    """What to add to a time on ``snapshot``'s clock to have it on the clock of (at, wall)."""
+    return (at - wall) - (snapshot.at - snapshot.wall)
+
+
+def _sum_dicts(ds: Iterable[dict[str, int]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for d in ds:
+        for k, v in d.items():
+            out[k] = out.get(k, 0) + v
+    return out
+
+
+def _sum_rates(ds: Iterable[dict[str, float]]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for d in ds:
+        for k, v in d.items():
+            out[k] = out.get(k, 0.0) + v
+    return out
+
+
+def sum_series(series: Sequence[Sequence[float]]) -> list[float]:
+    """Series that end at the same second, summed second by second (aligned on the end)."""
+    n = max((len(s) for s in series), default=0)
+    out = [0.0] * n
+    for s in series:
+        for i, v in enumerate(s, start=n - len(s)):
+            out[i] += v
+    return out
+
+
+def _highest(values: Iterable[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return max(known) if known else None
+
+
+def weighted_share(pairs: Sequence[tuple[float, float]], empty: float) -> float:
+    """Σ shareᵢ·rateᵢ / Σ rateᵢ over ``(share, rate)`` pairs; ``empty`` when no rate."""
+    total = sum(rate for _, rate in pairs)
+    if total <= 0:
+        return empty
+    return sum(share * rate for share, rate in pairs) / total
+
+
+def rebase(view: BackendView, shift: float) -> BackendView:
+    """``view`` with its times moved by ``shift`` seconds (onto another clock)."""
+    if shift == 0:
+        return view
+    health = view.health
+    if health is not None:
+        health = dataclasses.replace(health, since=health.since + shift)
+    breaker = view.breaker
+    if breaker is not None:
+        breaker = dataclasses.replace(breaker, since=breaker.since + shift)
+    fault = view.fault
+    if fault is not None:
+        fault = dataclasses.replace(fault, set_at=fault.set_at + shift)
+    until = view.ejected_until
+    return dataclasses.replace(
+        view,
+        admin_since=view.admin_since + shift if view.admin_since else 0.0,
+        health=health,
+        breaker=breaker,
+        fault=fault,
+        ejected_until=None if until is None else until + shift,
+    )
+
+
+def _severity(v: BackendView) -> tuple[int, int, int, int]:
+    return (
+        ADMIN_RANK.get(v.admin, 0),
+        1 if v.health is not None and v.health.state == "down" else 0,
+        1 if v.ejected else 0,
+        BREAKER_RANK.get(v.breaker.state, 0) if v.breaker is not None else 0,
+    )
+
+
+def merge_backend(views: Sequence[BackendView]) -> BackendView:
+    """One backend as several balancers see it (views already on one clock)."""
+    if len(views) == 1:
+        return views[0]
+    first = views[0]
+    admin = max(views, key=lambda v: ADMIN_RANK.get(v.admin, 0))
+    down = [v for v in views if v.health is not None and v.health.state == "down"]
+    ejected = [v for v in views if v.ejected]
+    breakers = [v for v in views if v.breaker is not None]
+    breaker = max(breakers, key=lambda v: _severity(v)[3]).breaker if breakers else None
+    faults = [v.fault for v in views if v.fault is not None]
+    active = [f for f in faults if f.active]
+    caps = [v.max_rps for v in views]
+    rps = sum(v.rps for v in views)
+    return dataclasses.replace(
+        first,
+        admin=admin.admin,
+        admin_since=admin.admin_since,
+        health=(down[0] if down else first).health,
+        ejected=bool(ejected),
+        ejected_until=ejected[0].ejected_until if ejected else None,
+        ejection_reason=(ejected[0] if ejected else first).ejection_reason,
+        times_ejected=max(v.times_ejected for v in views),
+        breaker=breaker,
+        max_rps=None if any(c is None for c in caps) else sum(c or 0.0 for c in caps),
+        in_flight=sum(v.in_flight for v in views),
+        open_connections=sum(v.open_connections for v in views),
+        connections_source=(
+            "connector" if all(v.connections_source == "connector" for v in views) else "in_flight"
+        ),
+        rps=rps,
+        rps_series=sum_series([v.rps_series for v in views]),
+        p50_ms=_highest(v.p50_ms for v in views),
+        p90_ms=_highest(v.p90_ms for v in views),
+        p99_ms=_highest(v.p99_ms for v in views),
+        p999_ms=_highest(v.p999_ms for v in views),
+        error_ratio=weighted_share(
+            [(v.error_ratio, v.rps) for v in views], max(v.error_ratio for v in views)
+        ),
+        bytes_per_s=sum(v.bytes_per_s for v in views),
+        requests_total=sum(v.requests_total for v in views),
+        responses_total=_sum_dicts(v.responses_total for v in views),
+        failures_total=_sum_dicts(v.failures_total for v in views),
+        retries_total=sum(v.retries_total for v in views),
+        bytes_in_total=sum(v.bytes_in_total for v in views),
+        bytes_out_total=sum(v.bytes_out_total for v in views),
+        fault=(active or faults)[0] if faults else None,
+        process=next((v.process for v in views if v.process is not None), None),
+        score=None,
+        demand_rps=sum(v.demand_rps for v in views),
+        refused_at_cap_total=sum(v.refused_at_cap_total for v in views),
+        latency_samples=sum(v.latency_samples for v in views),
+        eligible=any(v.eligible for v in views),
+    )
+
+
+def merge_totals(totals: Sequence[BalancerTotals]) -> BalancerTotals:
+    return BalancerTotals(
+        rps=sum(t.rps for t in totals),
+        in_flight=sum(t.in_flight for t in totals),
+        code_rps=_sum_rates(t.code_rps for t in totals),
+        rate_limited_rps=sum(t.rate_limited_rps for t in totals),
+        fallback_rps=sum(t.fallback_rps for t in totals),
+        retries_rps=sum(t.retries_rps for t in totals),
+        success_ratio=weighted_share(
+            [(t.success_ratio, t.rps) for t in totals], min(t.success_ratio for t in totals)
+        ),
+        requests_total=sum(t.requests_total for t in totals),
+        responses_total=_sum_dicts(t.responses_total for t in totals),
+        rate_limited_total=_sum_dicts(t.rate_limited_total for t in totals),
+        fallback_total=_sum_dicts(t.fallback_total for t in totals),
+        retries_total=sum(t.retries_total for t in totals),
+        flags_total=_sum_dicts(t.flags_total for t in totals),
+        rps_series=sum_series([t.rps_series for t in totals]),
+    )
+
+
+def merge_limits(limits: Sequence[LimitsView]) -> LimitsView:
+    """The first balancer's configuration; counters summed (the peak too: an upper bound)."""
+    tokens = [lv.global_tokens for lv in limits if lv.global_tokens is not None]
+    return LimitsView(
+        config=dict(limits[0].config),
+        global_tokens=sum(tokens) if tokens else None,
+        global_allowed_total=sum(lv.global_allowed_total for lv in limits),
+        global_rejected_total=sum(lv.global_rejected_total for lv in limits),
+        clients=sum(lv.clients for lv in limits),
+        client_rejected_total=sum(lv.client_rejected_total for lv in limits),
+        client_evicted_total=sum(lv.client_evicted_total for lv in limits),
+        in_flight=sum(lv.in_flight for lv in limits),
+        concurrency_rejected_total=sum(lv.concurrency_rejected_total for lv in limits),
+        peak_in_flight=sum(lv.peak_in_flight for lv in limits),
+    )
+
+
+def _pools(
+    first: Snapshot, panics: dict[str, bool], backends: dict[str, BackendView]
+) -> list[PoolView]:
+    shapes = first.pools or [
+        PoolView("default", None, list(backends), [], first.panic, 0.0, 0.0, 0)
+    ]
+    out = []
+    for shape in shapes:
+        views = [backends[n] for n in shape.backends if n in backends]
+        panic = panics.get(shape.name, shape.panic)
+        members = [_member(v) for v in views]
+        eligible = [v.name for v in views if v.eligible]
+        out.append(
+            dataclasses.replace(
+                shape,
+                eligible=eligible,
+                panic=panic,
+                rps=sum(v.rps for v in views if v.eligible),
+                imbalance=pool_imbalance(members, panic),
+                overload=sum(1 for v in views if v.eligible and overloaded(_member(v))),
+            )
+        )
+    return out
+
+
+def _member(v: BackendView) -> Member:
+    return Member(v.rps, v.weight_effective, v.eligible, v.demand_rps, v.max_rps)
+
+
+def merge(parts: Sequence[Part], *, at: float, wall: float, last_event_id: int) -> Snapshot:
+    """The fleet as one snapshot, from the reachable balancers' ``parts`` (at least one)."""
+    if not parts:
+        raise ValueError("no snapshot to merge")
+    first = parts[0].snapshot
+    by_name: dict[str, list[BackendView]] = {}
+    for part in parts:
+        for view in part.snapshot.backends:
+            by_name.setdefault(view.name, []).append(rebase(view, part.shift))
+    backends = {name: merge_backend(views) for name, views in by_name.items()}
+    panics: dict[str, bool] = {}
+    for part in parts:
+        for pool in part.snapshot.pools:
+            panics[pool.name] = panics.get(pool.name, False) or pool.panic
+    pools = _pools(first, panics, backends)
+    over = {
+        n for p in pools for n in p.eligible if n in backends and overloaded(_member(backends[n]))
+    }
+    algorithms = list(dict.fromkeys(p.snapshot.algorithm for p in parts))
+    return Snapshot(
+        at=at,
+        wall=wall,
+        algorithm=algorithms[0] if len(algorithms) == 1 else "mixed: " + ", ".join(algorithms),
+        totals=merge_totals([p.snapshot.totals for p in parts]),
+        limits=merge_limits([p.snapshot.limits for p in parts]),
+        imbalance=sum(p.imbalance for p in pools),
+        overload=len(over),
+        panic=any(p.snapshot.panic for p in parts),
+        backends=list(backends.values()),
+        last_event_id=last_event_id,
+        pools=pools,
+        windows=first.windows,
+    )
