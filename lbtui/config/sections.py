@@ -19,6 +19,14 @@ from pydantic import (
     model_validator,
 )
 
+from lbtui.config.store import (
+    HeartbeatMs,
+    OnStoreError,
+    Prefix,
+    ReplicaName,
+    StoreUrl,
+    SyncMs,
+)
 from lbtui.inputs import (
     MAX_FALLBACK_BYTES,
     check_backend_url,
@@ -136,6 +144,9 @@ class BalancerConfig(Section):
     """How a backend is chosen for each request."""
 
     algorithm: Algorithm = "round_robin"
+    name: ReplicaName | None = None
+    """This balancer's name among the replicas sharing a limit store (default: the listener's
+    ``HOST:PORT`` once bound)."""
     hash_on: str = "client_ip"
     """What the hash algorithms key on: ``client_ip``, ``header:NAME`` or ``cookie:NAME``."""
 
@@ -248,6 +259,19 @@ class LimitsConfig(Section):
     """Requests handled at once (None = no concurrency limit)."""
     headers_on_success: bool = False
     """Add ``RateLimit-Policy`` / ``RateLimit`` to admitted responses too."""
+    store: StoreUrl = "memory"
+    """Where the buckets are kept: ``memory`` (this balancer) or ``redis://HOST:PORT/DB``, one
+    bucket for every balancer naming the same store (``lbtui.config.store``)."""
+    on_store_error: OnStoreError = "local"
+    """While the store does not answer: ``allow``, ``deny`` (429) or ``local`` (each replica
+    enforces the limit divided by the live replicas it last saw)."""
+    store_sync_ms: SyncMs = 50
+    """How often a replica settles what it admitted with the store: between two settlements
+    the replicas together may admit up to this long's worth of rate more than one bucket."""
+    store_heartbeat_ms: HeartbeatMs = 1_000
+    """How often a replica says it is alive; a replica silent for three beats is not counted."""
+    store_prefix: Prefix = "lbtui"
+    """The first part of every key in the store: balancers with another prefix share nothing."""
 
     @field_validator("client_key")
     @classmethod
