@@ -47,17 +47,25 @@ class Admission:
     """The admission limits of one balancer; with ``shared``, limits over all its processes."""
 
     def __init__(
-        self, config: LimitsConfig, now: float, shared: SharedLimits | None = None
+        self,
+        config: LimitsConfig,
+        now: float,
+        shared: SharedLimits | None = None,
+        *,
+        store: LimitStore | None = None,
     ) -> None:
         self.config = config
         self.shared = shared
-        self.store: LimitStore = shared if shared is not None else MemoryLimits()
-        """Where the limiters keep their state: this process, or the shared zone."""
+        local: LimitStore = shared if shared is not None else MemoryLimits()
+        self.store: LimitStore = store if store is not None else local
+        """Where the buckets keep their state: this process, the shared zone, or Redis."""
         self.bucket: Bucket | None = None
         self.global_policy: QuotaPolicy | None = None
         self.clients: KeyedBuckets | None = None
         self.client_policy: QuotaPolicy | None = None
-        self.concurrency: Concurrency = self.store.concurrency_limit(config.max_in_flight)
+        self.concurrency: Concurrency = local.concurrency_limit(config.max_in_flight)
+        """This balancer's own (its processes' together): in-flight counts are not shared
+        between replicas."""
         kind, _, name = config.client_key.partition(":")
         self.client_header: str | None = name if kind == "header" else None
         self._lock_once = False
@@ -94,13 +102,13 @@ class Admission:
             + (self.clients is not None)
             + (self.concurrency.max_in_flight is not None)
         )
-        self._lock_once = self.shared is not None and locking > 1
+        self._lock_once = self.shared is not None and self.store is self.shared and locking > 1
 
     def reconfigure(self, config: LimitsConfig, now: float) -> None:
         kind, _, name = config.client_key.partition(":")
         self.client_header = name if kind == "header" else None
         if self.clients is not None and config.max_clients != self.config.max_clients:
-            if self.shared is None:
+            if self.shared is None or self.store is not self.shared:
                 self.clients = None  # a new table of the new size
             else:  # the shared table's size is fixed: keep its buckets, record the new cap
                 self.clients = self.shared.keyed_limiter(

@@ -36,14 +36,20 @@ def breaker_config(
 
 
 def cap_bucket(
-    name: str, max_rps: float | None, now: float, shared: SharedLimits | None = None
+    name: str,
+    max_rps: float | None,
+    now: float,
+    shared: SharedLimits | None = None,
+    store: LimitStore | None = None,
 ) -> Bucket | None:
     """The bucket that enforces backend ``name``'s ``max_rps`` (a small burst: a cap, not a
-    quota); with ``shared``, one bucket for all the balancer's processes."""
+    quota); with ``shared``, one bucket for all the balancer's processes; with ``store`` (Redis),
+    one bucket for every replica."""
     if max_rps is None:
         return None
     burst = max(2.0, max_rps / 10)
-    store: LimitStore = shared if shared is not None else MemoryLimits()
+    if store is None:
+        store = shared if shared is not None else MemoryLimits()
     return store.token_bucket(f"cap:{name}", max_rps, burst, now)
 
 

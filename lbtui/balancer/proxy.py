@@ -141,6 +141,8 @@ class Proxy:
     async def close(self) -> None:
         self.operator.clear_faults()  # the guaranteed undo; BalancerServer.stop may call it earlier
         await self.upstream.close()
+        if self.state.limit_store is not None:
+            await self.state.limit_store.close()
 
     def tick(self) -> None:
         """Periodic upkeep (a few times a second): readmissions, faults that end, slow-start

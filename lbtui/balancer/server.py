@@ -95,6 +95,10 @@ class BalancerServer:
             await self.proxy.close()
             self._close_shared()
             raise
+        store = self.proxy.state.limit_store
+        if store is not None:  # named once the port is known
+            name = self.config.balancer.name or f"{self.host}:{self.port}"
+            await store.start(f"{name}#{self.worker_index}" if self.worker_index else name)
         sock.listen(4096)
         sock.setblocking(False)
         await self._listen(sock)

@@ -22,6 +22,7 @@ from lbtui.balancer.fallback import Fallback
 from lbtui.balancer.job import Route
 from lbtui.balancer.pool import AdminState, Backend, Pool, breaker_config, cap_bucket
 from lbtui.config import BackendConfig, Config, HealthConfig
+from lbtui.config.store import parse_store
 from lbtui.core import health as core_health
 from lbtui.core.balancing import Balancer
 from lbtui.core.breaker import OPERATOR_REASON, BreakerState, CircuitBreaker, Transition
@@ -39,6 +40,7 @@ from lbtui.core.faults import Faults
 from lbtui.core.record import BackendRecord, BalancerRecord
 
 if TYPE_CHECKING:
+    from lbtui.balancer.redis_store import RedisLimits
     from lbtui.balancer.shared import SharedLimits
 
 WEIGHT_BLIND = frozenset({"round_robin", "ip_hash", "consistent_hash"})
@@ -94,6 +96,16 @@ class State:
         """A change another process made is being adopted: it is not sent back."""
         now = clock()
         self.events = EventRing(clock=clock, wall_clock=wall_clock)
+        self.limit_store: RedisLimits | None = None
+        """The shared limit store when ``[limits] store`` names Redis (started by the server
+        once the listener's address is known)."""
+        address = parse_store(config.limits.store)
+        if address is not None:
+            from lbtui.balancer.redis_store import RedisLimits
+
+            self.limit_store = RedisLimits(
+                config.limits, address, emit=self.events.emit, clock=clock
+            )
         self.record = BalancerRecord(now)
         self.faults = Faults()
         self.backends: dict[str, Backend] = {}
@@ -126,7 +138,7 @@ class State:
             )
             for r in config.routes
         ]
-        self.admission = Admission(config.limits, now, shared)
+        self.admission = Admission(config.limits, now, shared, store=self.limit_store)
         fs = config.breaker.failure_statuses
         self.failure_statuses = frozenset(fs) if fs is not None else None
         """Statuses that count as failures (None: every 5xx)."""
@@ -165,7 +177,7 @@ class State:
         backend.breaker_enabled = enabled
         if not enabled:
             backend.breaker.force("disabled", now)
-        backend.cap = cap_bucket(backend.name, backend.max_rps, now, self.shared)
+        backend.cap = cap_bucket(backend.name, backend.max_rps, now, self.shared, self.limit_store)
         backend.record = BackendRecord(now)  # its rates divide by the time since now at first
         if cfg.health.enabled:
             backend.health = core_health.HealthState(

@@ -43,6 +43,7 @@ from lbtui.core.events import (
     HealthChanged,
     KnobsChanged,
     LimitsChanged,
+    LimitStoreChanged,
     NoFaultToClear,
     Note,
     PanicChanged,
@@ -100,6 +101,7 @@ __all__ = [
     "HealthChanged",
     "HealthView",
     "KnobsChanged",
+    "LimitStoreChanged",
     "LimitsChanged",
     "LimitsView",
     "NoFaultToClear",
@@ -353,6 +355,14 @@ class LimitsView:
     in_flight: int
     concurrency_rejected_total: int
     peak_in_flight: int
+    store: str = "memory"
+    """Where the buckets are kept: ``memory``, or the Redis URL (without credentials)."""
+    store_up: bool | None = None
+    """Whether the shared store answered last time; ``None`` for memory or before first try."""
+    replica: str | None = None
+    """This balancer's name among the replicas sharing the store."""
+    peers: list[str] = field(default_factory=list)
+    """The live replicas sharing the store, as last seen (this one included)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -176,6 +176,20 @@ class RateLimited(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class LimitStoreChanged(Event):
+    """The shared limit store (``[limits] store``) was lost or answers again."""
+
+    KIND = EventKind.LIMITS
+    store: str
+    """The store's URL without credentials."""
+    up: bool
+    peers: int
+    """Live replicas last seen, this one included."""
+    reason: str
+    """Why it was lost (empty when it answers)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class FallbackServed(Event):
     """An episode of fallback answers began (once per episode, not per request)."""
 
@@ -374,6 +388,7 @@ KINDS: tuple[type[Event], ...] = (
     HealthChanged,
     EjectionChanged,
     PanicChanged,
+    LimitStoreChanged,
     RateLimited,
     LimitsChanged,
     FallbackServed,

@@ -1,6 +1,8 @@
 """One contract for every limiter store (``LimitStore``: this process's memory, the shared
-zone of several processes), as ``limits`` runs its strategies' tests over every storage: the
-same calls give the same decisions, whichever store keeps the state."""
+zone of several processes, Redis), as ``limits`` runs its strategies' tests over every storage:
+the same calls give the same decisions, whichever store keeps the state. The Redis store decides
+locally between settlements, so here (no settlement) it must decide as memory does; what it
+shares through a real Redis is ``tests/integration/test_redis_store.py``'s."""
 
 from __future__ import annotations
 
@@ -8,14 +10,22 @@ from collections.abc import Iterator
 
 import pytest
 
+from lbtui.balancer.redis_store import RedisLimits
 from lbtui.balancer.shared import SharedLimits
+from lbtui.config import LimitsConfig
+from lbtui.config.store import parse_store
 from lbtui.core.limitstore import LimitStore, MemoryLimits
 
 
-@pytest.fixture(params=["memory", "shared"])
+@pytest.fixture(params=["memory", "shared", "redis"])
 def store(request: pytest.FixtureRequest) -> Iterator[LimitStore]:
     if request.param == "memory":
         yield MemoryLimits()
+        return
+    if request.param == "redis":
+        address = parse_store("redis://127.0.0.1:1/0")
+        assert address is not None
+        yield RedisLimits(LimitsConfig(store=address.url), address)  # not started: no I/O
         return
     with SharedLimits.create(workers=1, max_clients=64) as zone:
         yield zone

@@ -1,0 +1,307 @@
+"""The Redis limit store: one bucket across every replica that names the same store.
+
+A :class:`~lbtui.core.limitstore.LimitStore` (``[limits] store = "redis://…"``). The buckets
+are :mod:`~lbtui.balancer.synced_limits`' (decided here, settled with Redis every
+``store_sync_ms``); this module does the talking, through redis-py's asyncio client as the
+issue asks, not a protocol of our own:
+
+- **GCRA in Lua** (:data:`GCRA_LUA`), one atomic ``EVALSHA`` a bucket, every bucket of a
+  settlement in one pipelined round trip. The script runs the core's arithmetic
+  (:class:`~lbtui.core.limitstore.Gcra`: ``tat``, ``interval = 1/rate``,
+  ``limit = burst/rate + 1e-9``) on Redis's clock (``TIME``), so replicas on machines whose
+  clocks differ agree; it answers the debt, a duration, never an absolute time.
+  ``tests/integration/test_redis_store.py`` checks the script and ``Gcra`` decide alike over a
+  sequence. Every bucket is one key with its own hash tag (``lbtui:{b:global}``), so the store
+  may be a Redis Cluster: a script touches one key, in one slot.
+- **Replicas**: each says it is alive every ``store_heartbeat_ms`` in a sorted set scored by
+  Redis's clock (:data:`BEAT_LUA`); the members seen within three beats are the live peers,
+  shown in the state API, and the divisor of ``on_store_error = "local"``.
+- **Losing the store** (a refused connection, a timeout, any Redis error) is an event and
+  ``lbtui_limit_store_up`` 0; the buckets decide as ``on_store_error`` says; the store is
+  tried again every :data:`RETRY_S` until it answers, then the buckets settle again: no restart.
+  Requests never wait for Redis, so its loss can slow no request and fail none with a 5xx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import time
+from collections.abc import Callable, Hashable
+from typing import Any, Final
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError, RedisError
+
+from lbtui.balancer.synced_limits import MODES, SYNCED, Link, SyncedBucket, SyncedKeys
+from lbtui.config import LimitsConfig
+from lbtui.config.store import StoreAddress
+from lbtui.core.events import Event, LimitStoreChanged
+from lbtui.core.limiting import ConcurrencyLimit
+
+__all__ = ["BEAT_LUA", "GCRA_LUA", "RedisLimits"]
+
+GCRA_LUA: Final = """
+-- KEYS[1]: the bucket. ARGV: rate, burst, cost, force (1: add the cost whatever the bucket
+-- holds), now (seconds; empty: Redis's clock). The arithmetic of lbtui.core.limitstore.Gcra.
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
+local now
+if ARGV[5] ~= nil and ARGV[5] ~= '' then
+  now = tonumber(ARGV[5])
+else
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+local interval = 1 / rate
+local limit = burst / rate + 1e-9
+local tat = now
+local held = redis.call('GET', KEYS[1])
+if held then tat = tonumber(held) end
+local base = tat
+if base < now then base = now end
+local new = base + cost * interval
+local allowed = 1
+if ARGV[4] ~= '1' and new - now > limit then
+  allowed = 0
+elseif cost > 0 then
+  tat = new
+  redis.call('SET', KEYS[1], string.format('%.17g', tat),
+             'PX', math.ceil((tat - now) * 1000) + 1000)
+end
+return {allowed, string.format('%.17g', tat), string.format('%.17g', now)}
+"""
+"""One GCRA decision: ``{allowed, tat, now}`` (numbers as ``%.17g`` strings, exact)."""
+
+BEAT_LUA: Final = """
+-- KEYS[1]: the replicas' sorted set. ARGV: this replica's name, seconds a beat stays alive.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local alive = tonumber(ARGV[2])
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - alive)
+redis.call('PEXPIRE', KEYS[1], math.ceil(alive * 2000))
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+"""
+"""A heartbeat: record this replica, forget the silent, answer the live names."""
+
+RETRY_S: Final = 0.5
+"""While the store is lost, it is tried again this often."""
+TIMEOUT_S: Final = 0.5
+"""A settlement or heartbeat not answered within this is a loss of the store."""
+BEATS_ALIVE: Final = 3
+"""A replica silent for this many heartbeats is no longer counted."""
+MAX_KEY_CHARS: Final = 128
+"""A client key longer than this (a long header value) is stored under its SHA-1."""
+
+
+class RedisLimits:
+    """The limiters of one replica, sharing their state through Redis (see the module)."""
+
+    def __init__(
+        self,
+        config: LimitsConfig,
+        address: StoreAddress,
+        *,
+        emit: Callable[[Event], object] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.address = address
+        self.clock = clock
+        self.emit = emit
+        self.on_error = MODES[config.on_store_error]
+        self.sync_s = config.store_sync_ms / 1e3
+        self.beat_s = config.store_heartbeat_ms / 1e3
+        self.prefix = config.store_prefix
+        self.link = Link()
+        self.name: str | None = None
+        """This replica's name in the store, set by :meth:`start`."""
+        self.up: bool | None = None
+        """Whether the store answered last time; ``None`` before the first try."""
+        self.peers: tuple[str, ...] = ()
+        """The live replicas' names as last seen (this one included)."""
+        self.since = clock()
+        """When ``up`` last changed."""
+        self.reason = ""
+        """Why the store was lost, while it is."""
+        self.settled_total = 0
+        """Settlement round trips that succeeded."""
+        self.buckets: dict[str, SyncedBucket] = {}
+        """By key; a bucket whose limit was removed stays (settling it costs one command)."""
+        self.keyed: list[SyncedKeys] = []
+        self._client: Any = None
+        self._sha = hashlib.sha1(GCRA_LUA.encode()).hexdigest()
+        self._task: asyncio.Task[None] | None = None
+
+    # -- LimitStore ----------------------------------------------------------------------------
+
+    def token_bucket(self, name: str, rate: float, burst: float, now: float) -> SyncedBucket:
+        """The bucket ``name`` (one per name: asked again, the same one, reconfigured)."""
+        key = f"{self.prefix}:{{b:{name}}}"
+        bucket = self.buckets.get(key)
+        if bucket is not None:
+            bucket.reconfigure(rate, burst, now)
+            return bucket
+        bucket = self.buckets[key] = SyncedBucket(key, rate, burst, now, self.link)
+        if self.link.mode != SYNCED:
+            bucket.degrade(now)
+        return bucket
+
+    def keyed_limiter(self, rate: float, burst: float, *, max_keys: int) -> SyncedKeys:
+        """The per-client buckets (one set a balancer: a new one replaces the last)."""
+        keys = SyncedKeys(f"{self.prefix}:{{c:", rate, burst, self.link, max_keys=max_keys)
+        if self.link.mode != SYNCED:
+            keys.degrade(self.clock())
+        self.keyed = [keys]
+        return keys
+
+    def concurrency_limit(self, max_in_flight: int | None) -> ConcurrencyLimit:
+        """Requests in flight are this replica's own (a count held in Redis would outlive a
+        replica that dies with requests in flight)."""
+        return ConcurrencyLimit(max_in_flight)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self, name: str) -> None:
+        """Connect and keep settling and beating until :meth:`close` (a store that does not
+        answer yet is a loss like any other: the balancer starts anyway)."""
+        self.name = name
+        self.peers = (name,)
+        a = self.address
+        self._client = aioredis.Redis(
+            host=a.host,
+            port=a.port,
+            db=a.db,
+            ssl=a.tls,
+            password=_password(a.url),
+            socket_timeout=TIMEOUT_S,
+            socket_connect_timeout=TIMEOUT_S,
+            retry=Retry(NoBackoff(), 0),
+        )
+        self._task = asyncio.create_task(self._run(), name="lbtui-limit-store")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._client is not None:
+            if self.up and self.name is not None:  # leave at once rather than in three beats
+                with contextlib.suppress(TimeoutError, RedisError, OSError):
+                    await asyncio.wait_for(self._client.zrem(self._peers_key, self.name), 0.2)
+            await self._client.aclose()
+            self._client = None
+
+    @property
+    def _peers_key(self) -> str:
+        return f"{self.prefix}:{{replicas}}"
+
+    async def _run(self) -> None:
+        next_beat = 0.0
+        while True:
+            try:
+                now = self.clock()
+                if now >= next_beat or not self.up:
+                    await asyncio.wait_for(self._beat(), TIMEOUT_S)
+                    next_beat = now + self.beat_s
+                await asyncio.wait_for(self._settle(), TIMEOUT_S)
+                if not self.up:
+                    self._changed(True, "")
+            except asyncio.CancelledError:
+                raise
+            except (TimeoutError, RedisError, OSError) as exc:
+                reason = str(exc) or type(exc).__name__
+                if self.up is not False:
+                    self._changed(False, reason)
+                await asyncio.sleep(RETRY_S)
+                continue
+            await asyncio.sleep(self.sync_s)
+
+    async def _beat(self) -> None:
+        names = await self._client.eval(
+            BEAT_LUA, 1, self._peers_key, self.name, BEATS_ALIVE * self.beat_s
+        )
+        peers = tuple(sorted(n.decode() if isinstance(n, bytes) else str(n) for n in names))
+        self.peers = peers
+        if self.link.mode == SYNCED:
+            self.link.peers = max(1, len(peers))
+
+    async def _settle(self) -> None:
+        """One round trip: every bucket's pending cost sent, every debt read back."""
+        sends: list[tuple[SyncedBucket | SyncedKeys, Hashable, str, float, float, float]] = []
+        for b in self.buckets.values():
+            sends.append((b, None, b.key, b.rate, b.burst, b.take_pending()))
+        for k in self.keyed:
+            for key, cost in k.take_pending():
+                sends.append((k, key, k.prefix + _client_key(key) + "}", k.rate, k.burst, cost))
+        if not sends:
+            await self._client.ping()
+            return
+        try:
+            replies = await self._pipeline(sends)
+        except NoScriptError:  # a restarted or flushed Redis: load the script, once
+            await self._client.script_load(GCRA_LUA)
+            replies = await self._pipeline(sends)
+        now = self.clock()
+        for (owner, key, _, _, _, _), reply in zip(sends, replies, strict=True):
+            debt = float(reply[1]) - float(reply[2])
+            if isinstance(owner, SyncedBucket):
+                owner.settle(debt, now)
+            else:
+                owner.settle(key, debt, now)
+        self.settled_total += 1
+
+    async def _pipeline(
+        self, sends: list[tuple[SyncedBucket | SyncedKeys, Hashable, str, float, float, float]]
+    ) -> list[Any]:
+        pipe = self._client.pipeline(transaction=False)
+        for _, _, name, rate, burst, cost in sends:
+            pipe.evalsha(self._sha, 1, name, repr(rate), repr(burst), repr(cost), "1", "")
+        replies: list[Any] = await pipe.execute()
+        return replies
+
+    def _changed(self, up: bool, reason: str) -> None:
+        now = self.clock()
+        self.up = up
+        self.since = now
+        self.reason = reason
+        self.link.mode = SYNCED if up else self.on_error
+        for b in self.buckets.values():
+            (b.restore if up else b.degrade)(now)
+        for k in self.keyed:
+            (k.restore if up else k.degrade)(now)
+        if self.emit is None:
+            return
+        store = self.address.shown
+        if up:
+            message = f"limit store {store} answers: limits shared by {len(self.peers)} replicas"
+        else:
+            mode = {1: "admitting all", 2: "refusing all", 3: f"1/{self.link.peers} each"}
+            message = (
+                f"limit store {store} lost ({reason}): limits {mode[self.link.mode]} "
+                "until it answers"
+            )
+        self.emit(
+            LimitStoreChanged(
+                message=message, store=store, up=up, peers=len(self.peers), reason=reason
+            )
+        )
+
+
+def _client_key(key: Hashable) -> str:
+    text = str(key)
+    if len(text) > MAX_KEY_CHARS:
+        return "sha1:" + hashlib.sha1(text.encode()).hexdigest()
+    return text
+
+
+def _password(url: str) -> str | None:
+    from urllib.parse import unquote, urlsplit
+
+    raw = urlsplit(url).password
+    return unquote(raw) if raw else None
