@@ -16,6 +16,7 @@ from lbtui.balancer import operations as ops
 from lbtui.balancer.pool import AdminState, Backend
 from lbtui.balancer.state import State
 from lbtui.config import ALGORITHM_NAMES, BackendConfig, LimitsConfig
+from lbtui.config.store import STORE_KEYS
 from lbtui.core.events import (
     AdminChanged,
     AlgorithmChanged,
@@ -250,6 +251,6 @@ class Operator:
     def set_limits(self, limits: LimitsConfig) -> None:
         """The one run-time entry point for changing admission limits."""
         self.state.admission.reconfigure(limits, self.clock())
-        changed = limits.model_dump(exclude_defaults=True)
+        changed = limits.model_dump(exclude_defaults=True, exclude=set(STORE_KEYS))
         text = ", ".join(f"{k}={v}" for k, v in changed.items()) or "none (no limits)"
         self.events.emit(LimitsChanged(message=f"limits changed: {text}"))

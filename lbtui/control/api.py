@@ -61,6 +61,7 @@ from aiohttp import web
 from pydantic import TypeAdapter, ValidationError
 
 from lbtui.config import AdminConfig
+from lbtui.config.store import shown_store
 from lbtui.control.errors import (
     ControlError,
     Forbidden,
@@ -485,7 +486,9 @@ class AdminServer:
     async def _set_limits(self, request: web.Request) -> web.Response:
         body = await _body(request)
         await self.control.act(SetLimits(limits=body))
-        return self._done(limits=self.control.proxy.admission.config.model_dump())
+        limits = self.control.proxy.admission.config.model_dump()
+        limits["store"] = shown_store(limits["store"])  # never the password
+        return self._done(limits=limits)
 
     async def _fleet_knobs(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]

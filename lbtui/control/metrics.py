@@ -375,7 +375,25 @@ def balancer_families(
         ("worker",),
         [((str(w.index),), 1.0 if w.alive else 0.0) for w in views],
     )
+    store = proxy.state.limit_store
+    store_up = Family(
+        "lbtui_limit_store_up",
+        "gauge",
+        "1 while the limit store answers (always 1 for the memory store), 0 while it is lost "
+        "and [limits] on_store_error decides.",
+        (),
+        [((), 0.0 if store is not None and not store.up else 1.0)],
+    )
+    store_peers = Family(
+        "lbtui_limit_store_peers",
+        "gauge",
+        "Live replicas sharing the limit store, as last seen (1 for the memory store).",
+        (),
+        [((), float(len(store.peers)) if store is not None else 1.0)],
+    )
     return [
+        store_up,
+        store_peers,
         worker_requests,
         worker_up,
         *per_backend,

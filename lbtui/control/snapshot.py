@@ -17,10 +17,11 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from lbtui.balancer.pool import AdminState, Backend, Pool
 from lbtui.balancer.proxy import Proxy
+from lbtui.config.store import shown_store
 from lbtui.control.faults import FaultLink
 from lbtui.control.model import (
     BackendView,
@@ -248,8 +249,10 @@ def limits_view(proxy: Proxy, now: float) -> LimitsView:
     bucket = adm.bucket.stats(now) if adm.bucket is not None else None
     clients = adm.clients.stats(now) if adm.clients is not None else None
     conc = adm.concurrency.stats()
+    config = adm.config.model_dump()
+    config["store"] = shown_store(config["store"])  # never the password
     return LimitsView(
-        config=adm.config.model_dump(),
+        config=config,
         global_tokens=bucket.tokens if bucket is not None else None,
         global_allowed_total=bucket.allowed_total if bucket is not None else 0,
         global_rejected_total=bucket.rejected_total if bucket is not None else 0,
@@ -259,7 +262,21 @@ def limits_view(proxy: Proxy, now: float) -> LimitsView:
         in_flight=conc.in_flight,
         concurrency_rejected_total=conc.rejected_total,
         peak_in_flight=conc.peak_in_flight,
+        **store_view(proxy),
     )
+
+
+def store_view(proxy: Proxy) -> dict[str, Any]:
+    """The limit store's part of :class:`LimitsView`: where, whether it answers, who shares."""
+    store = proxy.state.limit_store
+    if store is None:
+        return {}
+    return {
+        "store": store.address.shown,
+        "store_up": store.up,
+        "replica": store.name,
+        "peers": list(store.peers),
+    }
 
 
 def process_views(fleet: Fleet | None) -> dict[str, ProcessView]:
