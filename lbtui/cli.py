@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("lbtui.demo", "start a local fleet, the balancer, load and the console"),
     "attach": ("lbtui.tui.command", "open the console on a running balancer"),
     "serve": ("lbtui.balancer.command", "run the balancer headless until Ctrl-C or SIGTERM"),
+    "reload": ("lbtui.reload_command", "make a running balancer read its config file again"),
     "check": ("lbtui.check_command", "validate a config file (exit 0, or 2 with every problem)"),
     "fleet": ("lbtui.fleet.command", "start demo backends as real processes"),
     "load": ("lbtui.loadgen_command", "drive open-loop load at a fixed rate"),

@@ -1,4 +1,4 @@
-"""``lbtui serve``: the balancer, headless, until Ctrl-C or SIGTERM.
+"""``lbtui serve``: the balancer, headless, until Ctrl-C or SIGTERM; SIGHUP reloads ``--config``.
 
 It says on stderr when it is ready, when a signal starts the drain (how many requests are in
 flight, how long they may take) and when it has stopped, so that an operator or a supervisor's
@@ -43,19 +43,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lbtui import config as config_mod
+    from lbtui.control.reload import ReloadResult
     from lbtui.control.runtime import BalancerRuntime, run_balancer, serve_until_signalled
     from lbtui.errors import UsageError
     from lbtui.runtime import run_async
 
-    cfg = config_mod.load(
-        args.config,
-        listen=args.listen,
-        backends=args.backend,
-        algorithm=args.algorithm,
-        admin=args.admin,
-        no_admin=args.no_admin,
-        workers=args.workers,
-    )
+    def load() -> config_mod.Config:
+        return config_mod.load(
+            args.config,
+            listen=args.listen,
+            backends=args.backend,
+            algorithm=args.algorithm,
+            admin=args.admin,
+            no_admin=args.no_admin,
+            workers=args.workers,
+        )
+
+    cfg = load()
     if not cfg.backends:
         raise UsageError("no backends: give --backend URL (repeatable) or [[backends]] in --config")
 
@@ -80,9 +84,17 @@ def run(args: argparse.Namespace) -> int:
             flush=True,
         )
 
+    def reloaded(result: ReloadResult) -> None:
+        print(f"lbtui: {result.line()}", file=sys.stderr, flush=True)
+
     started = time.monotonic()
     try:
-        run_async(serve_until_signalled(run_balancer(cfg), ready, draining))
+        runtime = (
+            run_balancer(cfg, loader=load, source=str(args.config))
+            if args.config is not None
+            else run_balancer(cfg)
+        )
+        run_async(serve_until_signalled(runtime, ready, draining, reloaded))
     except OSError as exc:
         raise UsageError(str(exc.strerror or exc)) from None
     print(

@@ -55,6 +55,12 @@ class HealthChecker:
         if task is not None:
             task.cancel()
 
+    def cancel_all(self) -> None:
+        """Stop every check without waiting for them (a reload replaces this checker)."""
+        for t in self._tasks.values():
+            t.cancel()
+        self._tasks.clear()
+
     async def stop(self) -> None:
         tasks = list(self._tasks.values())
         self._tasks.clear()

@@ -14,7 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lbtui.balancer.pool import AdminState
-from lbtui.config import BackendConfig, LimitsConfig
+from lbtui.config import BackendConfig, Config, LimitsConfig
+from lbtui.config.diff import Change
 from lbtui.core.faults import FaultSpec
 
 
@@ -85,6 +86,15 @@ class HealthResult:
     detail: str
 
 
+@dataclass(frozen=True, slots=True)
+class Reload:
+    """The config file read again: ``changes`` (``config/diff.py``) carried out to reach
+    ``config``. The primary computes the difference once; every worker applies the same list."""
+
+    config: Config
+    changes: tuple[Change, ...]
+
+
 Operation = (
     AddBackend
     | RemoveBackend
@@ -97,5 +107,6 @@ Operation = (
     | SetAlgorithm
     | SetLimits
     | HealthResult
+    | Reload
 )
 """Everything the data plane can be asked to change (and sends on to its workers)."""

@@ -46,6 +46,9 @@ class Operator:
         """Set by the primary of several processes: operations applied here are sent to the
         others."""
         self._membership_listeners: list[Callable[[Backend, bool], None]] = []
+        self.on_reload: Callable[[ops.Reload], None] | None = None
+        """Carries out a reload (set by ``Proxy``: it needs the pipeline too,
+        ``reconfigure.py``)."""
 
     def apply(self, op: ops.Operation) -> object:
         """Carry out ``op`` (and send it to the other processes): what its handler returns."""
@@ -71,13 +74,23 @@ class Operator:
                 self.change_algorithm(algorithm)
             case ops.SetLimits(limits=limits):
                 self.set_limits(limits)
+            case ops.Reload():
+                self._reload(op)
             case ops.HealthResult(backend=name, ok=ok, detail=detail):
-                backend = self.state.backends.get(name)
-                if backend is not None and backend.health is not None:
-                    backend.health.record_check(ok, self.clock(), detail)
+                self._health_result(name, ok, detail)
         if self.replicate is not None:
             self.replicate(op)
         return result
+
+    def _reload(self, op: ops.Reload) -> None:
+        if self.on_reload is None:
+            raise ValueError("this balancer cannot reload its config")
+        self.on_reload(op)
+
+    def _health_result(self, name: str, ok: bool, detail: str) -> None:
+        backend = self.state.backends.get(name)
+        if backend is not None and backend.health is not None:
+            backend.health.record_check(ok, self.clock(), detail)
 
     # -- backends -----------------------------------------------------------------------------
 

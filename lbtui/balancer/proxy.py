@@ -45,6 +45,7 @@ from lbtui.balancer.operations import Operation
 from lbtui.balancer.operator import Operator, Replicate
 from lbtui.balancer.pipeline import Pipeline
 from lbtui.balancer.pool import AdminState, Backend
+from lbtui.balancer.reconfigure import apply_reload
 from lbtui.balancer.records import PeerRecords, Records
 from lbtui.balancer.replication import adopt
 from lbtui.balancer.state import State, SyncMessage
@@ -83,6 +84,7 @@ class Proxy:
         state = self.state = State(config, clock=clock, wall_clock=wall_clock, shared=shared)
         self.pipeline = Pipeline(state)
         self.operator = Operator(state)
+        self.operator.on_reload = self._reload
         self.peers = Records(state, self.pipeline.upstream)
         # What the control plane reads, by the names it knows (the same objects):
         self.config = config
@@ -161,6 +163,10 @@ class Proxy:
     def act(self, op: Operation) -> object:
         """Apply ``op`` here (and in every worker): what its handler returns."""
         return self.operator.apply(op)
+
+    def _reload(self, op: ops.Reload) -> None:
+        apply_reload(self.operator, self.pipeline, op)
+        self.config = op.config
 
     def on_membership(self, fn: Callable[[Backend, bool], None]) -> None:
         self.operator.on_membership(fn)

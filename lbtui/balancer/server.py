@@ -22,6 +22,7 @@ from aiohttp import web
 
 from lbtui.balancer.health import HealthChecker
 from lbtui.balancer.listener import FastListener
+from lbtui.balancer.pool import Backend
 from lbtui.balancer.proxy import Proxy
 from lbtui.config import Config
 
@@ -78,15 +79,9 @@ class BalancerServer:
 
     async def start(self) -> None:
         await self.proxy.start()
-        if self.config.health.enabled and self.worker_index == 0:
-            self.health = HealthChecker(
-                self.config.health, self.proxy.health_result, clock=self.proxy.clock
-            )
-            await self.health.start(list(self.proxy.backends.values()))
-            checker = self.health
-            self.proxy.on_membership(
-                lambda b, added: checker.add(b) if added else checker.remove(b.name)
-            )
+        if self.worker_index == 0:
+            self._start_health()
+            self.proxy.on_membership(self._membership)
         self._ticker = asyncio.create_task(self._tick_forever(), name="lbtui-tick")
         try:
             sock = self._bind()
@@ -115,6 +110,34 @@ class BalancerServer:
                 self.workers = None
                 await self.stop()
                 raise
+
+    def _start_health(self) -> None:
+        """Active checks on every backend, spread over one interval (the primary only)."""
+        if not self.config.health.enabled:
+            return
+        checker = self.health = HealthChecker(
+            self.config.health, self.proxy.health_result, clock=self.proxy.clock
+        )
+        backends = list(self.proxy.backends.values())
+        for i, b in enumerate(backends):
+            checker.add(b, offset_s=(checker.config.interval_ms / 1e3) * i / len(backends))
+
+    def _membership(self, backend: Backend, added: bool) -> None:
+        if self.health is not None:
+            if added:
+                self.health.add(backend)
+            else:
+                self.health.remove(backend.name)
+
+    def reconfigure(self, config: Config, health_changed: bool) -> None:
+        """A reload was applied (``control/reload.py``): the checks start again with the new
+        ``[health]`` table when it changed. The listener stays as it is."""
+        self.config = config
+        if health_changed and self.worker_index == 0 and self._ticker is not None:
+            if self.health is not None:
+                self.health.cancel_all()
+                self.health = None
+            self._start_health()
 
     def _bind(self) -> socket.socket:
         """The listening socket, bound (the primary of several also claims the address);

@@ -127,30 +127,19 @@ class State:
             self.add(Backend.from_config(bc), now)
         algorithm = config.balancer.algorithm
         self.default_pool = Pool(list(self.backends.values()), algorithm)
-        base = Path(config.base_dir) if config.base_dir else None
-        self.fallback = Fallback(config.fallback, base) if config.fallback else None
-        self.routes: list[Route] = [
-            Route(
-                r.path_prefix,
-                r.host.lower() if r.host else None,
-                Pool([self.backends[n] for n in r.backends], algorithm),
-                Fallback(r.fallback, base) if r.fallback else self.fallback,
-            )
-            for r in config.routes
-        ]
+        self.fallback: Fallback | None = None
+        self.routes: list[Route] = []
+        self.hash_kind = ""
+        self.hash_name = ""
+        self.key_from_ip = False
+        self.stale_wanted = False
+        self.configure_routing()
         self.admission = Admission(config.limits, now, shared, store=self.limit_store)
-        fs = config.breaker.failure_statuses
-        self.failure_statuses = frozenset(fs) if fs is not None else None
+        self.failure_statuses: frozenset[int] | None = None
         """Statuses that count as failures (None: every 5xx)."""
+        self.configure_failures()
         self.flags_header = config.proxy.response_flags_header
-        hash_on = config.balancer.hash_on
-        self.hash_kind, _, self.hash_name = hash_on.partition(":")
-        self.key_from_ip = algorithm == "ip_hash" or hash_on == "client_ip"
         self.episodes: dict[str, float] = {}
-        self.stale_wanted = any(
-            fb is not None and fb.keeps_stale
-            for fb in [self.fallback, *(rt.fallback for rt in self.routes)]
-        )
         self.refresh_pools(now)
         if config.health.enabled and config.health.slow_start_s > 0 and algorithm in WEIGHT_BLIND:
             self.events.emit(
@@ -165,6 +154,17 @@ class State:
 
     def add(self, backend: Backend, now: float, bc: BackendConfig | None = None) -> None:
         """Give ``backend`` its breaker, rate cap and health state, and make it a member."""
+        self.arm_breaker(backend, now, bc)
+        backend.cap = cap_bucket(backend.name, backend.max_rps, now, self.shared, self.limit_store)
+        backend.record = BackendRecord(now)  # its rates divide by the time since now at first
+        self.arm_health(backend, now)
+        backend.refresh(now)
+        self.backends[backend.name] = backend
+        self.outliers.set_members(list(self.backends))
+
+    def arm_breaker(self, backend: Backend, now: float, bc: BackendConfig | None = None) -> None:
+        """A new breaker for ``backend`` from the ``[breaker]`` table and its override (at
+        start, for a backend added, and when a reload changes either)."""
         cfg = self.config
         if bc is None:
             bc = next((b for b in cfg.backends if b.name == backend.name), None)
@@ -177,15 +177,45 @@ class State:
         backend.breaker_enabled = enabled
         if not enabled:
             backend.breaker.force("disabled", now)
-        backend.cap = cap_bucket(backend.name, backend.max_rps, now, self.shared, self.limit_store)
-        backend.record = BackendRecord(now)  # its rates divide by the time since now at first
-        if cfg.health.enabled:
-            backend.health = core_health.HealthState(
-                health_core_config(cfg.health), now, listener=self._on_health(backend.name)
+
+    def arm_health(self, backend: Backend, now: float) -> None:
+        """``backend``'s health state from the ``[health]`` table (None when checks are off)."""
+        h = self.config.health
+        backend.health = (
+            core_health.HealthState(
+                health_core_config(h), now, listener=self._on_health(backend.name)
             )
-        backend.refresh(now)
-        self.backends[backend.name] = backend
-        self.outliers.set_members(list(self.backends))
+            if h.enabled
+            else None
+        )
+
+    def configure_routing(self) -> None:
+        """Routes, fallbacks and the hash key from the config (at start and on a reload);
+        the routes' pools are new, their members the backends of the same names."""
+        config = self.config
+        algorithm = self.default_pool.algorithm
+        base = Path(config.base_dir) if config.base_dir else None
+        self.fallback = Fallback(config.fallback, base) if config.fallback else None
+        self.routes = [
+            Route(
+                r.path_prefix,
+                r.host.lower() if r.host else None,
+                Pool([self.backends[n] for n in r.backends if n in self.backends], algorithm),
+                Fallback(r.fallback, base) if r.fallback else self.fallback,
+            )
+            for r in config.routes
+        ]
+        hash_on = config.balancer.hash_on
+        self.hash_kind, _, self.hash_name = hash_on.partition(":")
+        self.key_from_ip = algorithm == "ip_hash" or hash_on == "client_ip"
+        self.stale_wanted = any(
+            fb is not None and fb.keeps_stale
+            for fb in [self.fallback, *(rt.fallback for rt in self.routes)]
+        )
+
+    def configure_failures(self) -> None:
+        fs = self.config.breaker.failure_statuses
+        self.failure_statuses = frozenset(fs) if fs is not None else None
 
     def backend(self, name: str) -> Backend:
         try:

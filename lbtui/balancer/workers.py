@@ -563,6 +563,10 @@ class WorkerGroup:
             case ops.RemoveBackend(backend=name):
                 self._health.pop(name, None)
                 self._backend_configs.pop(name, None)
+            case ops.Reload(config=config):
+                # A worker started from now on starts from the new file (on the bound port).
+                self._config = config.model_copy(update={"listener": self._config.listener})
+                self._backend_configs.update((b.name, b) for b in config.backends)
         self._send_all(("apply", op))
 
     def _primary_sync(self, message: tuple[Any, ...]) -> None:

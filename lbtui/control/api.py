@@ -18,6 +18,9 @@ listener of its own (``[admin] address``, default ``127.0.0.1:9901``).
     POST   /api/v1/backends/{name}/fleet/knobs    {"latency_ms"?, "error_rate"?, ...}
     PUT    /api/v1/algorithm                      {"algorithm"}
     PUT    /api/v1/limits                         any [limits] keys
+    POST   /api/v1/config/reload                  read the config file again, apply what
+                                                  changed (``reload.py``); 422 with the
+                                                  problems when it is broken (nothing changed)
     POST   /api/v1/actions                        any action: {"kind": "set_weight", …}
                                                   (what ``HttpControl.act`` sends)
     GET    /metrics                               Prometheus text format
@@ -67,7 +70,9 @@ from lbtui.control.errors import (
     Forbidden,
     Invalid,
     NotFound,
+    ReadOnly,
     Unauthorized,
+    Unavailable,
     UnsupportedMediaType,
     invalid_from,
 )
@@ -99,6 +104,7 @@ from lbtui.control.model import (
     event_to_json_bytes,
     events_to_json_bytes,
 )
+from lbtui.control.reload import Reloader
 from lbtui.control.statecache import StateCache
 from lbtui.core.events import ORIGIN
 from lbtui.errors import ConfigError
@@ -200,9 +206,12 @@ class AdminServer:
         *,
         keepalive_s: float = KEEPALIVE_S,
         environ: Mapping[str, str] | None = None,
+        reloader: Reloader | None = None,
     ) -> None:
         self.config = config
         self.control = control
+        self.reloader = reloader
+        """Reads the config file again; None when the balancer was started without one."""
         self._token = admin_token(config, environ)
         check_exposure(config, self._token)
         self._token_bytes = self._token.encode() if self._token is not None else None
@@ -287,6 +296,7 @@ class AdminServer:
         r.add_post(f"{b}/fleet/knobs", self._fleet_knobs)
         r.add_put(f"{API}/algorithm", self._action(SetAlgorithm, backend=None))
         r.add_put(f"{API}/limits", self._set_limits)
+        r.add_post(f"{API}/config/reload", self._reload)
         r.add_get("/metrics", self._metrics)
         return app
 
@@ -489,6 +499,22 @@ class AdminServer:
         limits = self.control.proxy.admission.config.model_dump()
         limits["store"] = shown_store(limits["store"])  # never the password
         return self._done(limits=limits)
+
+    async def _reload(self, request: web.Request) -> web.Response:
+        """``POST /api/v1/config/reload``: 200 with what changed, or 422 with the problems
+        (the balancer unchanged)."""
+        body = await _body(request)
+        if body:
+            raise Invalid(f"{next(iter(body))}: unknown field (expected none)", field="body")
+        if self.control.read_only:
+            raise ReadOnly("this admin API is read-only")
+        if self.reloader is None:
+            raise Unavailable("started without a config file: nothing to reload")
+        result = self.reloader.reload()
+        if not result.applied:
+            error = Invalid(result.line(), field="config")
+            return _json({**error.to_json(), **result.to_json()}, status=error.status)
+        return self._done(**result.to_json())
 
     async def _fleet_knobs(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]

@@ -18,8 +18,10 @@ from collections.abc import Callable
 from lbtui.balancer.proxy import Proxy
 from lbtui.balancer.server import BalancerServer
 from lbtui.config import Config
+from lbtui.config.diff import Change, TableChanged
 from lbtui.control.api import AdminServer
 from lbtui.control.local import LocalControl
+from lbtui.control.reload import Loader, Reloader, ReloadResult
 from lbtui.core.faults import Faults
 from lbtui.fleet.supervisor import Fleet
 
@@ -35,13 +37,36 @@ class BalancerRuntime:
         fleet: Fleet | None = None,
         faults: Faults | None = None,
         proxy: Proxy | None = None,
+        loader: Loader | None = None,
+        source: str = "config",
     ) -> None:
         self.config = config
         self.server = BalancerServer(config, proxy)
         self.control = LocalControl(self.server.proxy, fleet, faults)
-        self.admin: AdminServer | None = (
-            AdminServer(config.admin, self.control) if config.admin.enabled else None
+        self.reloader: Reloader | None = (
+            Reloader(loader, self.server.proxy, source, self._reloaded)
+            if loader is not None
+            else None
         )
+        """Reads the config file again (SIGHUP, the admin API); None when there is no file."""
+        self.admin: AdminServer | None = (
+            AdminServer(config.admin, self.control, reloader=self.reloader)
+            if config.admin.enabled
+            else None
+        )
+
+    def _reloaded(self, config: Config, changes: list[Change]) -> None:
+        self.config = config
+        health = any(isinstance(c, TableChanged) and c.table == "health" for c in changes)
+        self.server.reconfigure(config, health)
+
+    def reload(self) -> ReloadResult:
+        """Read the config file again and apply what changed (``control/reload.py``)."""
+        if self.reloader is None:
+            return ReloadResult(
+                applied=False, source="(none)", problems=["started without a config file"]
+            )
+        return self.reloader.reload()
 
     async def start(self) -> None:
         await self.server.start()
@@ -68,19 +93,27 @@ class BalancerRuntime:
 
 
 def run_balancer(
-    config: Config, *, fleet: Fleet | None = None, faults: Faults | None = None
+    config: Config,
+    *,
+    fleet: Fleet | None = None,
+    faults: Faults | None = None,
+    loader: Loader | None = None,
+    source: str = "config",
 ) -> BalancerRuntime:
-    """The runtime for ``config``, not yet started: use it as ``async with``."""
-    return BalancerRuntime(config, fleet=fleet, faults=faults)
+    """The runtime for ``config``, not yet started: use it as ``async with``. With ``loader``
+    (the file read again with the start-up flags) it can reload (SIGHUP, the admin API)."""
+    return BalancerRuntime(config, fleet=fleet, faults=faults, loader=loader, source=source)
 
 
 async def serve_until_signalled(
     runtime: BalancerRuntime,
     on_ready: Callable[[BalancerRuntime], None] | None = None,
     on_signal: Callable[[BalancerRuntime, signal.Signals], None] | None = None,
+    on_reload: Callable[[ReloadResult], None] | None = None,
 ) -> None:
     """Start ``runtime``, wait for SIGINT or SIGTERM, then stop it gracefully; ``on_signal``
-    is told which signal came, before the drain starts."""
+    is told which signal came, before the drain starts. SIGHUP reloads the config file (when
+    the runtime has one) and tells ``on_reload`` what that did; the balancer keeps serving."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     received: list[signal.Signals] = []
@@ -89,11 +122,19 @@ async def serve_until_signalled(
         received.append(sig)
         stop.set()
 
+    def reload_on_hup() -> None:
+        result = runtime.reload()
+        if on_reload is not None:
+            on_reload(result)
+
     installed: list[signal.Signals] = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop_on, sig)
             installed.append(sig)
+    with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
+        loop.add_signal_handler(signal.SIGHUP, reload_on_hup)
+        installed.append(signal.SIGHUP)
     try:
         async with runtime:
             # What start-up built lives as long as the process: keep it out of the collector's

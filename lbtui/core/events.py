@@ -333,6 +333,28 @@ class ConfigNote(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ConfigReloaded(Event):
+    """The config file was read again and applied as a difference: the message lists what
+    changed (``config reloaded: +b3, algorithm round_robin → least_request``)."""
+
+    KIND = EventKind.CONFIG
+    PREFIX = (("action", "reload"),)
+    changes: int
+    """How many changes were applied (0: the file says what the balancer does already)."""
+    not_applied: int
+    """Changes that take a restart and were left as they were."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConfigRejected(Event):
+    """A reload found the file broken: nothing changed; the message gives the problems."""
+
+    KIND = EventKind.CONFIG
+    PREFIX = (("action", "reload_rejected"),)
+    problems: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ProcessKilled(Event):
     """A demo fleet's backend process was killed (SIGKILL)."""
 
@@ -407,6 +429,8 @@ KINDS: tuple[type[Event], ...] = (
     AlgorithmChanged,
     WorkerExited,
     WorkerRestarted,
+    ConfigReloaded,
+    ConfigRejected,
     ConfigNote,
     ProcessKilled,
     ProcessRestarted,

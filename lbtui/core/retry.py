@@ -275,6 +275,13 @@ class RetryBudget:
     def active_retries(self) -> int:
         return self._active
 
+    def reconfigure(self, budget_percent: float, min_concurrency: int) -> None:
+        """New limits (a reload); the retries in flight and the counts are kept, so that each
+        one in flight is still released once."""
+        RetryBudget(budget_percent, min_concurrency)  # the same checks as a new budget
+        self._percent = float(budget_percent)
+        self._min = min_concurrency
+
     def limit(self, active_requests: int) -> int:
         """Most retries allowed in flight with ``active_requests`` requests in flight."""
         share = math.floor(active_requests * self._percent / 100.0 + 1e-9)

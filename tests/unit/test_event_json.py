@@ -21,8 +21,10 @@ from lbtui.balancer.pool import AdminState
 from lbtui.balancer.proxy import Proxy
 from lbtui.config import BackendConfig, LimitsConfig
 from lbtui.control.model import event_to_json_bytes
+from lbtui.control.reload import Reloader
 from lbtui.core.events import EventKind
 from lbtui.core.faults import FaultKind, FaultSpec
+from lbtui.errors import ConfigError
 
 PINNED = Path(__file__).with_name("events_pinned.jsonl").read_text().splitlines()
 CONFIG = {
@@ -37,6 +39,10 @@ CONFIG = {
     "retries": {"budget_percent": 0, "budget_min": 0},
     "fallback": {"status": 503, "body": "{}"},
 }
+
+
+def _broken() -> config_mod.Config:
+    raise ConfigError("t.toml", ["limits.rps: expected a number, got 'x'"])
 
 
 def events_of_every_kind() -> list[bytes]:
@@ -72,6 +78,12 @@ def events_of_every_kind() -> list[bytes]:
         lambda: p.events.emit(
             EventKind.FLEET, "process killed (SIGKILL, pid 4242)", backend="b2", action="kill"
         ),
+        lambda: Reloader(
+            lambda: config_mod.from_dict({**CONFIG, "retries": {"attempts": 2}}, "t.toml"),
+            p,
+            "t.toml",
+        ).reload(),
+        lambda: Reloader(_broken, p, "t.toml").reload(),
     ]
     for step in steps:
         now[0] += 1.5

@@ -1,0 +1,180 @@
+"""What a reload changes: ``diff(old, new)`` → a list of typed changes, one frozen dataclass each.
+
+A reload (SIGHUP, ``POST /api/v1/config/reload``, ``lbtui reload``) is applied as a
+difference, the way nginx and HAProxy reload without dropping connections: the balancer keeps
+every backend, breaker, window and connection that the new file does not change, and changes
+only what it does. This module decides *what* changed and nothing else — pure, on two validated
+``Config`` objects, tested without sockets; ``balancer/reconfigure.py`` applies the list.
+
+The kinds: a backend added, removed, reweighted (its weight alone changed: its breaker and
+windows stay) or replaced (its address, cap, zone or breaker override changed: a new one takes
+its place and the old one finishes the requests it has); the algorithm swapped; a table that is
+applied live (``limits``, ``breaker``, ``ejection``, ``health``, ``retries``, ``routes``,
+``fallback``, ``balancer.hash_on``); and a table whose change takes a restart (the listener,
+the admin API, the proxy's timeouts and engines, and any table this module does not know,
+such as one a newer version adds), reported and left as it was. A listener opened or closed
+(``[[listeners]]``) will be one more kind beside these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lbtui.config.model import Config
+from lbtui.config.sections import BackendConfig
+
+LIVE_TABLES: tuple[str, ...] = (
+    "limits",
+    "breaker",
+    "ejection",
+    "health",
+    "retries",
+    "routes",
+    "fallback",
+)
+"""Tables a reload applies in place, in the order they are applied."""
+IGNORED: frozenset[str] = frozenset({"backends", "balancer", "base_dir"})
+"""Fields compared on their own terms (backends one by one, the balancer key by key) or not
+at all (``base_dir`` is where the file is, not what it says)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BackendAdded:
+    config: BackendConfig
+
+    def describe(self) -> str:
+        return f"+{self.config.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class BackendRemoved:
+    name: str
+
+    def describe(self) -> str:
+        return f"-{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class BackendReweighted:
+    name: str
+    old: float
+    new: float
+
+    def describe(self) -> str:
+        return f"{self.name} weight {self.old:g} → {self.new:g}"
+
+
+@dataclass(frozen=True, slots=True)
+class BackendReplaced:
+    """Its address, cap, zone or breaker override changed: a new backend of the same name."""
+
+    config: BackendConfig
+    keys: tuple[str, ...]
+
+    def describe(self) -> str:
+        return f"~{self.config.name} ({', '.join(self.keys)})"
+
+
+@dataclass(frozen=True, slots=True)
+class AlgorithmSwapped:
+    old: str
+    new: str
+
+    def describe(self) -> str:
+        return f"algorithm {self.old} → {self.new}"
+
+
+@dataclass(frozen=True, slots=True)
+class TableChanged:
+    """A table applied live (``LIVE_TABLES``, or ``balancer`` for ``hash_on``)."""
+
+    table: str
+    keys: tuple[str, ...]
+    """The keys that changed (empty for a list of tables, such as ``routes``)."""
+
+    def describe(self) -> str:
+        return f"{self.table} ({', '.join(self.keys)})" if self.keys else self.table
+
+
+@dataclass(frozen=True, slots=True)
+class NeedsRestart:
+    """A table whose change a reload does not apply: it stays as it was until a restart."""
+
+    table: str
+    keys: tuple[str, ...]
+
+    def describe(self) -> str:
+        what = ", ".join(f"{self.table}.{k}" for k in self.keys) if self.keys else self.table
+        return f"{what} not applied (takes a restart)"
+
+
+Change = (
+    BackendAdded
+    | BackendRemoved
+    | BackendReweighted
+    | BackendReplaced
+    | AlgorithmSwapped
+    | TableChanged
+    | NeedsRestart
+)
+
+
+def _changed_keys(old: object, new: object) -> tuple[str, ...]:
+    """The keys of two tables (pydantic models, or None) that differ; () when only one is
+    None or when they are lists."""
+    dump_old = old.model_dump() if hasattr(old, "model_dump") else None
+    dump_new = new.model_dump() if hasattr(new, "model_dump") else None
+    if not isinstance(dump_old, dict) or not isinstance(dump_new, dict):
+        return ()
+    return tuple(k for k in dump_new if dump_old.get(k) != dump_new[k])
+
+
+def _backends(old: Config, new: Config) -> list[Change]:
+    before = {b.name: b for b in old.backends}
+    after = {b.name: b for b in new.backends}
+    out: list[Change] = [BackendRemoved(n) for n in before if n not in after]
+    for name, bc in after.items():
+        was = before.get(name)
+        if was is None:
+            out.append(BackendAdded(bc))
+            continue
+        keys = _changed_keys(was, bc)
+        if not keys:
+            continue
+        if keys == ("weight",):
+            out.append(BackendReweighted(name, was.weight, bc.weight))
+        else:
+            out.append(BackendReplaced(bc, keys))
+    return out
+
+
+def diff(old: Config, new: Config) -> list[Change]:
+    """What applying ``new`` over ``old`` changes, in the order it is applied: backends first
+    (removed, then changed, then added), then the algorithm, the live tables, and last what
+    takes a restart. Empty when the two say the same."""
+    out = _backends(old, new)
+    if old.balancer.algorithm != new.balancer.algorithm:
+        out.append(AlgorithmSwapped(old.balancer.algorithm, new.balancer.algorithm))
+    if old.balancer.hash_on != new.balancer.hash_on:
+        out.append(TableChanged("balancer", ("hash_on",)))
+    for table in LIVE_TABLES:
+        was, now = getattr(old, table), getattr(new, table)
+        if was != now:
+            out.append(TableChanged(table, _changed_keys(was, now)))
+    for table in type(new).model_fields:
+        if table in IGNORED or table in LIVE_TABLES:
+            continue
+        was, now = getattr(old, table), getattr(new, table)
+        if was != now:
+            out.append(NeedsRestart(table, _changed_keys(was, now)))
+    return out
+
+
+def summary(changes: list[Change]) -> str:
+    """One line for the event and the log: ``+b3, algorithm round_robin → least_request``."""
+    return ", ".join(c.describe() for c in changes) or "no change"
+
+
+def applied(changes: list[Change]) -> list[Change]:
+    """The changes a reload carries out (all but those that take a restart)."""
+    return [c for c in changes if not isinstance(c, NeedsRestart)]
