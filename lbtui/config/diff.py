@@ -10,9 +10,10 @@ The kinds: a backend added, removed, reweighted (its weight alone changed: its b
 windows stay) or replaced (its address, cap, zone or breaker override changed: a new one takes
 its place and the old one finishes the requests it has); the algorithm swapped; a table that is
 applied live (``limits``, ``breaker``, ``ejection``, ``health``, ``retries``, ``routes``,
-``fallback``, ``balancer.hash_on``); and a table whose change takes a restart (the listener,
-the admin API, the proxy's timeouts and engines, and any table this module does not know,
-such as one a newer version adds), reported and left as it was. A listener opened or closed
+``fallback``, ``balancer.hash_on``); and a table or key whose change takes a restart (the
+listener, the admin API, the proxy's timeouts and engines, where the limits are kept
+(``limits.store``…), the replica's name, and any table this module does not know, such as one
+a newer version adds), reported and left as it was. A listener opened or closed
 (``[[listeners]]``) will be one more kind beside these.
 """
 
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 
 from lbtui.config.model import Config
 from lbtui.config.sections import BackendConfig
+from lbtui.config.store import STORE_KEYS
 
 LIVE_TABLES: tuple[str, ...] = (
     "limits",
@@ -33,6 +35,8 @@ LIVE_TABLES: tuple[str, ...] = (
     "fallback",
 )
 """Tables a reload applies in place, in the order they are applied."""
+BALANCER_LIVE: frozenset[str] = frozenset({"algorithm", "hash_on"})
+"""The ``[balancer]`` keys a reload applies; the others (the replica's name) take a restart."""
 IGNORED: frozenset[str] = frozenset({"backends", "balancer", "base_dir"})
 """Fields compared on their own terms (backends one by one, the balancer key by key) or not
 at all (``base_dir`` is where the file is, not what it says)."""
@@ -153,14 +157,26 @@ def diff(old: Config, new: Config) -> list[Change]:
     (removed, then changed, then added), then the algorithm, the live tables, and last what
     takes a restart. Empty when the two say the same."""
     out = _backends(old, new)
+    restart: list[Change] = []
     if old.balancer.algorithm != new.balancer.algorithm:
         out.append(AlgorithmSwapped(old.balancer.algorithm, new.balancer.algorithm))
     if old.balancer.hash_on != new.balancer.hash_on:
         out.append(TableChanged("balancer", ("hash_on",)))
+    fixed = [k for k in _changed_keys(old.balancer, new.balancer) if k not in BALANCER_LIVE]
+    if fixed:
+        restart.append(NeedsRestart("balancer", tuple(fixed)))
     for table in LIVE_TABLES:
         was, now = getattr(old, table), getattr(new, table)
-        if was != now:
-            out.append(TableChanged(table, _changed_keys(was, now)))
+        if was == now:
+            continue
+        keys = _changed_keys(was, now)
+        if table == "limits" and set(keys) & STORE_KEYS:
+            restart.append(NeedsRestart(table, tuple(k for k in keys if k in STORE_KEYS)))
+            keys = tuple(k for k in keys if k not in STORE_KEYS)
+            if not keys:
+                continue
+        out.append(TableChanged(table, keys))
+    out += restart
     for table in type(new).model_fields:
         if table in IGNORED or table in LIVE_TABLES:
             continue

@@ -118,3 +118,12 @@ def test_the_listener_and_the_admin_api_take_a_restart_and_are_not_applied() -> 
 
 def test_where_the_file_is_is_not_a_change() -> None:
     assert diff(cfg(base_dir="/a"), cfg(base_dir="/b")) == []
+
+
+def test_where_limits_are_kept_takes_a_restart_but_the_limits_do_not() -> None:
+    new = cfg(limits={"rps": 5, "store_prefix": "other"}, balancer={"name": "lb-2"})
+    assert diff(cfg(), new) == [
+        TableChanged("limits", ("rps",)),
+        NeedsRestart("balancer", ("name",)),
+        NeedsRestart("limits", ("store_prefix",)),
+    ]
