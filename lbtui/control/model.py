@@ -24,6 +24,7 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import Field, TypeAdapter
 
 from lbtui.config import Algorithm
+from lbtui.control.foreign import FrontendView, ServerView
 from lbtui.core.events import (
     AdminChanged,
     AlgorithmChanged,
@@ -97,6 +98,7 @@ __all__ = [
     "FleetKnobs",
     "FleetRestart",
     "ForceBreaker",
+    "FrontendView",
     "GenericEvent",
     "HealthChanged",
     "HealthView",
@@ -114,6 +116,7 @@ __all__ = [
     "RateLimited",
     "RemoveBackend",
     "RetryBudgetExhausted",
+    "ServerView",
     "SetAdmin",
     "SetAlgorithm",
     "SetFault",
@@ -313,6 +316,8 @@ class BackendView:
     eligible: bool = True
     """Takes new requests now (active, up, not ejected, breaker not open; health and ejection
     ignored while its pool panics): only eligible backends count in L and M."""
+    server: ServerView | None = None
+    """What a foreign balancer (HAProxy) says of it in its own words; ``None`` for lbtui."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -430,6 +435,14 @@ class Snapshot:
     """Each pool's balance figures: the default pool first, then each route's."""
     windows: Windows = field(default_factory=Windows)
     """The windows the figures cover."""
+    source: str = "lbtui"
+    """What the figures come from: ``lbtui`` (its admin API or in-process), ``haproxy``
+    (the Runtime API), ``prometheus`` (PromQL, with the preset's name after a colon)."""
+    frontends: list[FrontendView] = field(default_factory=list)
+    """A foreign balancer's listeners (HAProxy frontends); empty for lbtui."""
+    unavailable: dict[str, str] = field(default_factory=dict)
+    """Action kinds this source cannot carry out, each with why (HAProxy cannot delay): the
+    console shows the reason instead of a form; ``act`` raises ``Unavailable`` with it."""
 
     def backend(self, name: str) -> BackendView:
         for b in self.backends:

@@ -66,6 +66,7 @@ from lbtui.tui.view import parse_sort
 from lbtui.tui.widgets.backends import BackendTable
 from lbtui.tui.widgets.detail import BackendDetail
 from lbtui.tui.widgets.events import EventLog
+from lbtui.tui.widgets.frontends import FrontendsPanel
 from lbtui.tui.widgets.keys import KeyBar
 from lbtui.tui.widgets.load import LoadPanel
 from lbtui.tui.widgets.totals import HeaderState, TotalsBar
@@ -157,6 +158,7 @@ class LbtuiApp(OperatorActions):
                 with Vertical(id="side"):
                     if self.load is not None:
                         yield LoadPanel(id="load")
+                    yield FrontendsPanel(id="frontends")
                     yield EventLog(id="events")
         yield KeyBar(id="keys", hide_action=self._hidden_in_footer)
 
@@ -170,6 +172,8 @@ class LbtuiApp(OperatorActions):
         self.filter_box = self.query_one("#filter", Input)
         self.body = self.query_one("#body", Vertical)
         self.load_panel = self.query_one(LoadPanel) if self.load is not None else None
+        self.frontends = self.query_one(FrontendsPanel)
+        self.frontends.display = False
         if self.initial_filter:
             self.filter_box.display = True
             self._apply_filter(self.initial_filter)
@@ -237,6 +241,7 @@ class LbtuiApp(OperatorActions):
         if self.snapshot is None:
             return
         self.table.show(self.snapshot)
+        self.frontends.show(self.snapshot)
         self._detail()
         self._header()
 

@@ -1,4 +1,6 @@
-"""``lbtui attach URL``: open the console on a running balancer through its admin API.
+"""``lbtui attach URL``: open the console on a running balancer: lbtui's admin API
+(``http://``), HAProxy's Runtime API (``unix://``, ``tcp://``) or a Prometheus that scrapes any
+balancer (``prometheus+http://``, read-only, with ``--preset`` and ``--query``).
 
 Heavy imports (Textual, httpx) happen inside ``run`` so that ``lbtui --help`` stays quick.
 """
@@ -21,7 +23,13 @@ class TokenRefused(LbtuiError):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("url", metavar="URL", help="the admin API, e.g. http://127.0.0.1:9901")
+    parser.add_argument(
+        "url",
+        metavar="URL",
+        help="lbtui's admin API (http://127.0.0.1:9901), HAProxy's Runtime API "
+        "(unix:///run/haproxy/admin.sock, tcp://127.0.0.1:9999) or a Prometheus "
+        "(prometheus+http://127.0.0.1:9090)",
+    )
     parser.add_argument(
         "--token",
         metavar="T",
@@ -31,6 +39,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--read-only",
         action="store_true",
         help="hide and refuse every action: watch only",
+    )
+    parser.add_argument(
+        "--preset",
+        metavar="NAME",
+        help="with prometheus+http://: the queries for the balancer it scrapes "
+        "(haproxy, envoy, traefik, lbtui; default lbtui)",
+    )
+    parser.add_argument(
+        "--query",
+        metavar="FILE.toml",
+        help="with prometheus+http://: a file of PromQL queries replacing some of the preset's",
     )
     parser.add_argument(
         "--refresh",
@@ -78,20 +97,29 @@ def options(args: argparse.Namespace) -> tuple[float, str | None]:
             parse_sort(args.sort)
         except ValueError as exc:
             raise UsageError(f"--sort: {exc}") from None
-    if not args.url.startswith(("http://", "https://")):
-        raise UsageError(f"expected an http:// or https:// URL, got {args.url!r}")
+    from lbtui.sources import source_kind
+
+    kind = source_kind(args.url)
+    if kind != "prometheus" and (args.preset or args.query):
+        raise UsageError("--preset and --query go with a prometheus+http:// URL")
+    if kind == "haproxy":
+        from lbtui.sources.runtime_api import SocketAddress
+
+        SocketAddress.parse(args.url)
     return refresh_s, args.sort
 
 
 def run(args: argparse.Namespace) -> int:
     import os
 
-    from lbtui.control.client import HttpControl
+    from lbtui.sources import open_control
     from lbtui.tui.app import LbtuiApp
 
     refresh_s, sort = options(args)
     token = args.token or os.environ.get("LBTUI_ADMIN_TOKEN") or None
-    control = HttpControl(args.url, token, read_only=args.read_only)
+    control = open_control(
+        args.url, token=token, read_only=args.read_only, preset=args.preset, queries=args.query
+    )
     chaos = None
     if args.target:
         from pathlib import Path
@@ -133,7 +161,8 @@ async def _refused(control: object) -> str | None:
     from lbtui.control.errors import Unauthorized
     from lbtui.tui.feed import describe_error
 
-    assert isinstance(control, HttpControl)
+    if not isinstance(control, HttpControl):
+        return None  # only the admin API has tokens
     try:
         await asyncio.wait_for(control.snapshot(), 5.0)
     except Unauthorized as exc:

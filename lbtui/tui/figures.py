@@ -22,7 +22,7 @@ from lbtui.tui.view import window_text
 
 def is_loopback_target(target: str) -> bool:
     """Whether an attach target (a URL, or ``in-process``) stays on this machine."""
-    if "://" not in target:
+    if "://" not in target or target.startswith("unix://"):
         return True
     host = urlsplit(target).hostname or ""
     if host == "localhost" or host.endswith(".localhost"):

@@ -87,6 +87,14 @@ class OperatorActions(App[None]):
             )
         return self.read_only
 
+    def _unavailable(self, kind: str) -> bool:
+        """Whether the balancer cannot do ``kind`` (HAProxy cannot delay): says why, as a
+        toast, instead of opening a form whose answer would be refused."""
+        reason = self.snapshot.unavailable.get(kind) if self.snapshot is not None else None
+        if reason:
+            self.notify(reason, title="not available on this balancer", severity="warning")
+        return bool(reason)
+
     def _act(self, label: str, call: Callable[[], Awaitable[object]]) -> None:
         """Run ``call`` in a worker; its outcome shows in the event log, a failure as a toast."""
         if self._refused():
@@ -115,6 +123,17 @@ class OperatorActions(App[None]):
         if self._refused() or (b := self._selected_backend()) is None:
             return
         name = b.name
+        if b.server is not None:
+            self._confirm(
+                f"Put {name} in MAINT?",
+                "HAProxy cannot kill a server: maintenance takes it out of the rotation "
+                "(set server state maint); r makes it ready again.",
+                lambda: self._act(
+                    f"maint {name}",
+                    lambda: self.control.act(SetAdmin(backend=name, state="disabled")),
+                ),
+            )
+            return
         if b.process is not None:
             if not b.process.alive:
                 self.notify(f"{name}'s process is already dead; r restarts it")
@@ -145,7 +164,9 @@ class OperatorActions(App[None]):
         form: tuple[forms.FormField, ...],
         build: Callable[[dict[str, Any]], FaultSpec],
     ) -> None:
-        if self._refused() or (b := self._selected_backend()) is None:
+        if self._refused() or self._unavailable("set_fault"):
+            return
+        if (b := self._selected_backend()) is None:
             return
         name = b.name
 
@@ -173,12 +194,19 @@ class OperatorActions(App[None]):
             return
         name = b.name
         steps: list[Callable[[], Awaitable[object]]] = []
+        if b.server is not None and b.admin != "active":
+            steps.append(lambda: self.control.act(SetAdmin(backend=name, state="active")))
         if fault_active(b):
             steps.append(lambda: self.control.act(ClearFault(backend=name)))
         if process_dead(b):
             steps.append(lambda: self.control.act(FleetRestart(backend=name)))
         if not steps:
-            self.notify(f"{name} has no fault and its process (if any) is alive")
+            what = (
+                "is ready"
+                if b.server is not None
+                else "has no fault and its process (if any) is alive"
+            )
+            self.notify(f"{name} {what}")
             return
 
         async def restore() -> None:
@@ -244,7 +272,9 @@ class OperatorActions(App[None]):
         )
 
     def action_breaker(self) -> None:
-        if self._refused() or (b := self._selected_backend()) is None:
+        if self._refused() or self._unavailable("force_breaker"):
+            return
+        if (b := self._selected_backend()) is None:
             return
         name = b.name
         state = b.breaker.state if b.breaker is not None else None
@@ -271,7 +301,7 @@ class OperatorActions(App[None]):
         self.push_screen(ChoiceScreen(f"Breaker of {name}", BREAKER_CHOICES, current), chosen)
 
     def action_algorithm(self) -> None:
-        if self._refused():
+        if self._refused() or self._unavailable("set_algorithm"):
             return
         current = self.snapshot.algorithm if self.snapshot is not None else None
         choices = [(a, a) for a in get_args(Algorithm)]
@@ -309,7 +339,7 @@ class OperatorActions(App[None]):
         self.push_screen(ChoiceScreen("Run a chaos experiment", choices), chosen)
 
     def action_limits(self) -> None:
-        if self._refused():
+        if self._refused() or self._unavailable("set_limits"):
             return
         config: dict[str, Any] = dict(self.snapshot.limits.config) if self.snapshot else {}
 

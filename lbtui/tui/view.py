@@ -29,6 +29,8 @@ from lbtui.control.model import (
     FaultView,
     Windows,
 )
+from lbtui.tui import foreign
+from lbtui.tui.foreign import column_label
 from lbtui.tui.numbers import (
     clock_text,
     human_bytes,
@@ -227,11 +229,12 @@ class Column:
     window: Literal["rate", "percentile", ""] = ""
     """Which window the header names after the label (``req/s 1s``)."""
 
-    def title(self, windows: Windows) -> str:
+    def title(self, windows: Windows, source: str = "lbtui") -> str:
+        label = column_label(source, self.key, self.label)
         if not self.window:
-            return self.label
+            return label
         seconds = windows.rate_s if self.window == "rate" else windows.quantile_s
-        return f"{self.label} {window_text(seconds)}"
+        return f"{label} {window_text(seconds)}"
 
 
 COLUMNS: tuple[Column, ...] = (
@@ -259,16 +262,16 @@ CELL_PADDING = 1
 """DataTable's default: one blank each side of a cell."""
 
 
-def column_width(col: Column, windows: Windows) -> int:
+def column_width(col: Column, windows: Windows, source: str = "lbtui") -> int:
     """Room for the widest value and the header with a sort arrow (so it never truncates)."""
-    return max(col.width, len(col.title(windows)) + 2)
+    return max(col.width, len(col.title(windows, source)) + 2)
 
 
-def fit_columns(width: int, windows: Windows) -> tuple[int, ...]:
+def fit_columns(width: int, windows: Windows, source: str = "lbtui") -> tuple[int, ...]:
     """Indexes into ``COLUMNS`` of the columns that fit ``width`` cells, in display order:
     every priority-0 column, then the others by priority while they fit (one that does not
     fit is skipped, a narrower one after it may still come)."""
-    cost = [column_width(c, windows) + 2 * CELL_PADDING for c in COLUMNS]
+    cost = [column_width(c, windows, source) + 2 * CELL_PADDING for c in COLUMNS]
     shown = {i for i, c in enumerate(COLUMNS) if c.priority == 0}
     used = sum(cost[i] for i in shown)
     for i in sorted(
@@ -295,8 +298,9 @@ def error_style(ratio: float) -> str:
     return ""
 
 
-def backend_row(b: BackendView) -> tuple[Cell, ...]:
-    """One table row, in ``COLUMNS`` order."""
+def backend_row(b: BackendView, at: float | None = None) -> tuple[Cell, ...]:
+    """One table row, in ``COLUMNS`` order; ``at`` (the snapshot's time) dates a foreign
+    server's status (``UP 3m``)."""
     p = b.process
     if p is None:
         cpu, rss = _plain(""), _plain("")
@@ -307,10 +311,11 @@ def backend_row(b: BackendView) -> tuple[Cell, ...]:
     over = b.eligible and b.max_rps is not None and b.demand_rps > b.max_rps  # counts in M
     weight_style = "yellow" if b.weight_effective != b.weight_configured else ""
     slow = b.p99_ms is not None and b.p99_ms >= 1000
+    server = b.server is not None
     return (
         _plain(b.name, "bold"),
-        state_cell(b),
-        breaker_cell(b),
+        foreign.status_cell(b, at) if server else state_cell(b),
+        foreign.check_cell(b) if server else breaker_cell(b),
         _plain(weight_text(b), weight_style),
         _plain(str(b.in_flight)),
         _plain(str(b.open_connections)),
@@ -319,7 +324,7 @@ def backend_row(b: BackendView) -> tuple[Cell, ...]:
         _plain(ms_text(b.p50_ms)),
         _plain(ms_text(b.p99_ms), "yellow" if slow else ""),
         _plain(percent_text(b.error_ratio), error_style(b.error_ratio)),
-        fault_cell(b.fault),
+        foreign.queue_cell(b) if server else fault_cell(b.fault),
         cpu,
         rss,
     )

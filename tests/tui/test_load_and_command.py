@@ -118,7 +118,10 @@ def test_attach_flags():
         (["http://127.0.0.1:1", "--refresh", "soon"], "--refresh"),
         (["http://127.0.0.1:1", "--refresh", "1ms"], "at least 50ms"),
         (["http://127.0.0.1:1", "--sort", "colour"], "--sort: cannot sort by"),
-        (["127.0.0.1:9901"], "expected an http:// or https:// URL"),
+        (["127.0.0.1:9901"], r"expected an http\(s\):// admin API, a unix:// or tcp://"),
+        (["unix://"], "expected unix:///PATH/TO/SOCKET"),
+        (["tcp://127.0.0.1"], "expected tcp://HOST:PORT"),
+        (["unix:///run/haproxy.sock", "--preset", "envoy"], "--preset and --query go with"),
     ],
 )
 def test_attach_refuses_bad_flags(argv, message):

@@ -51,6 +51,8 @@ class BackendTable(ContentKeyedTable):
         """Cells updated since start (for tests and the curious)."""
         self.windows = Windows()
         """The windows the headers name (``req/s 1s``), from the latest snapshot."""
+        self.source = "lbtui"
+        """The snapshot's source: a foreign one names some columns its own way."""
         self.shown_columns: tuple[int, ...] = ()
         """Indexes into ``COLUMNS`` of the columns on screen, in order."""
 
@@ -67,7 +69,7 @@ class BackendTable(ContentKeyedTable):
         if width <= 0:
             return
         room = width - self.styles.scrollbar_size_vertical
-        wanted = fit_columns(room, self.windows)
+        wanted = fit_columns(room, self.windows, self.source)
         titles = [self._label(COLUMNS[i].key) for i in wanted]
         if wanted == self.shown_columns and all(
             self.columns[ColumnKey(COLUMNS[i].key)].label == t
@@ -82,7 +84,9 @@ class BackendTable(ContentKeyedTable):
         for i in wanted:
             col = COLUMNS[i]
             self.add_column(
-                self._label(col.key), key=col.key, width=header_width(col, self.windows)
+                self._label(col.key),
+                key=col.key,
+                width=header_width(col, self.windows, self.source),
             )
         if self._snapshot is not None:
             self.show(self._snapshot)
@@ -93,7 +97,7 @@ class BackendTable(ContentKeyedTable):
 
     def _label(self, key: str) -> Text:
         col = next(c for c in COLUMNS if c.key == key)
-        label = col.title(self.windows)
+        label = col.title(self.windows, self.source)
         if key == self.sort_column:
             label += " ▼" if self.sort_reverse else " ▲"
         return Text(label, justify="right" if col.right else "left", style="bold")
@@ -113,13 +117,14 @@ class BackendTable(ContentKeyedTable):
         """Bring the table to ``snapshot``: add, remove and update rows; keep the cursor."""
         self._snapshot = snapshot
         windows = snapshot.windows
-        if windows != self.windows:
+        if windows != self.windows or snapshot.source != self.source:
             self.windows = windows
+            self.source = snapshot.source
             self._fit(self.size.width or self.app.size.width)  # headers name the windows
         selected = self.selected
         rows: dict[str, tuple[Cell, ...]] = {}
         for b in snapshot.backends:
-            row = backend_row(b)
+            row = backend_row(b, snapshot.at)
             if self.filter and not matches(row_text(b, row), self.filter):
                 continue
             rows[b.name] = row

@@ -15,6 +15,7 @@ from textual.containers import VerticalScroll
 from textual.widgets import Static
 
 from lbtui.control.model import BackendView, Event, Snapshot
+from lbtui.tui.foreign import detail_lines
 from lbtui.tui.history import LatencyHistory
 from lbtui.tui.numbers import clock_text, human_bytes, ms_text, num, rate_text, sparkline, wall_of
 from lbtui.tui.reasons import Reason, breaker_window, score_text, state_reasons
@@ -71,17 +72,19 @@ def _grid(label_width: int, label_style: str = "") -> Table:
     return table
 
 
-def _why_row(r: Reason | None) -> Table:
+def _why_row(r: Reason | None, foreign: bool = False) -> Table:
     """One row of the reasons' grid. The grid's column widths do not depend on what is in it
     (a fixed one and a ratio one, expanded), so a grid renders as its rows' grids one after
     the other (``tests/tui/test_detail_parts.py``), and a row that did not change need not
     be rendered again."""
     table = _grid(15)
     if r is None:
-        table.add_row(
-            Text("● SERVING", "green"),
-            Text("normally — no fault, breaker closed, not ejected", "bright_black"),
+        normal = (
+            "normally — HAProxy takes it in the rotation"
+            if foreign
+            else "normally — no fault, breaker closed, not ejected"
         )
+        table.add_row(Text("● SERVING", "green"), Text(normal, "bright_black"))
     else:
         table.add_row(Text(r.title, r.style), Text(r.text))
     return table
@@ -135,7 +138,8 @@ def detail_parts(
         return text
 
     reasons: list[Reason | None] = list(state_reasons(b, snapshot)) or [None]
-    why = tuple((("why", r), partial(_why_row, r)) for r in reasons)
+    foreign = b.server is not None
+    why = tuple((("why", r, foreign), partial(_why_row, r, foreign)) for r in reasons)
     facts = tuple((("fact", row), partial(_fact_row, *row)) for row in _facts(b, snapshot))
 
     mine = tuple(
@@ -207,6 +211,8 @@ def _facts(b: BackendView, snapshot: Snapshot) -> list[tuple[str, str]]:
         else:
             last = f"last check failed: {h.last_check_detail}"
         rows.append(("health", f"{h.state} since {since} — {h.reason}; {last}"))
+    if b.server is not None:
+        rows.extend(("haproxy", line) for line in detail_lines(b, snapshot.at))
     if b.score is not None:
         rows.append(("score", f"{snapshot.algorithm}: {score_text(b.score)}"))
     if b.process is not None:
