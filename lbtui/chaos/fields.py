@@ -30,7 +30,9 @@ def _duration(value: Any) -> Any:
 Duration = Annotated[float, BeforeValidator(_duration), Field(ge=0, le=MAX_RUN_S)]
 PositiveDuration = Annotated[float, BeforeValidator(_duration), Field(gt=0, le=MAX_RUN_S)]
 Percent = Annotated[float, Field(ge=0, le=100)]
-BackendName = Annotated[str, Field(pattern=NAME_PATTERN)]
+BACKEND_NAME_PATTERN = NAME_PATTERN.removesuffix("$") + r"(/[A-Za-z0-9_.:-]{1,63})?$"
+"""A fleet backend's name, or HAProxy's ``BACKEND/SERVER`` when attached to HAProxy."""
+BackendName = Annotated[str, Field(pattern=BACKEND_NAME_PATTERN)]
 
 
 class _Strict(BaseModel):

@@ -19,7 +19,7 @@ import httpx
 from lbtui import config as config_mod
 from lbtui.chaos.recording import ProcessTally, Recording, RollbackStep
 from lbtui.chaos.scenario import Scenario, ScenarioFile
-from lbtui.chaos.steps import AddBackendStep, step_backend
+from lbtui.chaos.steps import AddBackendStep, describe_step, step_action, step_backend
 from lbtui.control.client import HttpControl
 from lbtui.control.errors import ControlError
 from lbtui.control.interface import Control
@@ -29,6 +29,7 @@ from lbtui.errors import LbtuiError
 from lbtui.fleet.spec import is_loopback_host
 from lbtui.fleet.supervisor import BackendStats, Fleet, FleetError
 from lbtui.loadgen import check_loopback
+from lbtui.sources import open_control
 
 ANNOUNCE_TIMEOUT_S = 20.0
 """How long a run waits for the balancer to take its start or end line."""
@@ -68,17 +69,23 @@ class System:
     # --- setup and teardown ----------------------------------------------------------------------
 
     async def start(self, attach: str | None, token: str | None, target: str | None) -> Snapshot:
-        """Attach to ``attach`` (an admin API) or start the scenario's fleet and balancer;
-        the balancer's first snapshot."""
+        """Attach to ``attach`` (an admin API, or HAProxy's Runtime API at ``unix://`` or
+        ``tcp://``) or start the scenario's fleet and balancer; the balancer's first snapshot.
+        A timeline action the attached balancer cannot do (a fault on HAProxy) stops the run
+        before it starts, naming the step and the reason."""
         sc = self.sc
         if attach:
-            control = HttpControl(attach, token, origin=f"chaos {self.sf.name}")
+            try:
+                control = open_control(attach, token=token, origin=f"chaos {self.sf.name}")
+            except LbtuiError as exc:
+                raise SetupError(f"--attach {attach}: {exc}") from None
             self.control = control
-            self.admin_url = control.base_url
+            self.admin_url = control.base_url if isinstance(control, HttpControl) else attach
             try:
                 snap = await control.snapshot()
             except ControlError as exc:
                 raise SetupError(f"--attach {attach}: {exc}") from None
+            self._check_capabilities(snap)
             target = target or sc.load.target
             if target is None:
                 raise SetupError(
@@ -95,9 +102,11 @@ class System:
                         f"{self.sf.path}: timeline[{i}].backend: the balancer has no backend "
                         f"named {name!r} (it has {', '.join(sorted(known))})"
                     )
-            self.urls = {b.name: b.url for b in snap.backends}
+            self.urls = {
+                b.name: b.url if "://" in b.url else f"http://{b.url}" for b in snap.backends
+            }
             self._http = httpx.AsyncClient(timeout=1.0, trust_env=False)
-            self.log(f"chaos: attached to {control.base_url}; load to {self.target}")
+            self.log(f"chaos: attached to {self.admin_url}; load to {self.target}")
             system = sc.system
             if system.fleet or system.backends or system.config or system.balancer:
                 self.log("chaos: --attach: the scenario's [system] is not started")
@@ -130,6 +139,16 @@ class System:
         )
         return await self.control.snapshot()
 
+    def _check_capabilities(self, snap: Snapshot) -> None:
+        for i, step in enumerate(self.sc.timeline):
+            action = step_action(step, {})
+            reason = snap.unavailable.get(action.kind) if action is not None else None
+            if reason:
+                raise SetupError(
+                    f"{self.sf.path}: timeline[{i}].action: {describe_step(step)} is not "
+                    f"possible on {self.admin_url}: {reason}"
+                )
+
     def members(self) -> list[Member]:
         if self.fleet is None:
             return [Member(n, u, None, "") for n, u in self.urls.items()]
@@ -160,7 +179,7 @@ class System:
                 RollbackStep("fleet stopped", True, "pids " + ", ".join(str(p) for p in pids))
             )
             self.fleet = None
-        if isinstance(self.control, HttpControl):
+        if self.control is not None and self.runtime is None:
             await self.control.aclose()
         if self._http is not None:
             await self._http.aclose()

@@ -7,7 +7,8 @@ all of it, each step bounded by a timeout and logged, whatever ended the run: fa
 (the control's own session-scoped ``rollback``), forced breakers back to ``auto``, backends the
 run added removed and those it removed added back, killed backends restarted and knobs
 restored (when attached: a fleet the run started is stopped instead), admin states, weights,
-algorithm and limits restored.
+algorithm and limits restored. Attached to HAProxy, every server's admin state and weight goes
+back to the run's first snapshot, whichever the timeline touched (``HaproxyControl.restore``).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from lbtui.control.model import (
 )
 from lbtui.control.threaded import ThreadedControl
 from lbtui.fleet.supervisor import FleetError
+from lbtui.sources.haproxy import HaproxyControl
 
 UNDO_TIMEOUT_S = 10.0
 
@@ -161,6 +163,16 @@ async def roll_back(
                     ("cleared on " + ", ".join(cleared)) if cleared else "none left on",
                 )
             )
+    if isinstance(control, HaproxyControl):
+        # HAProxy: every server back to its admin state and weight as the run found it, the
+        # ones the timeline did not touch too (a step that timed out may still have landed)
+        try:
+            changed = await asyncio.wait_for(control.restore(undo.baseline), UNDO_TIMEOUT_S)
+        except (ControlError, TimeoutError) as exc:
+            steps.append(RollbackStep("servers as found", False, str(exc)))
+        else:
+            detail = ("restored " + ", ".join(changed)) if changed else "none had changed"
+            steps.append(RollbackStep("servers as found", True, detail))
     for name in sorted(undo.breakers):
         await step(f"breaker {name} auto", control.act(ForceBreaker(backend=name, mode="auto")))
     for name in sorted(undo.added):
@@ -184,6 +196,9 @@ async def roll_back(
                 "killed backends", True, ", ".join(sorted(undo.killed)) + ": the fleet stops"
             )
         )
+    if isinstance(control, HaproxyControl):
+        undo.admin.clear()  # restored above, with every other server
+        undo.weight.clear()
     for name, state in sorted(undo.admin.items()):
         admin = cast(AdminState, state if state in ("active", "draining") else "disabled")
         await step(f"admin {name} {state}", control.act(SetAdmin(backend=name, state=admin)))
