@@ -65,13 +65,14 @@ async def test_the_lua_script_decides_as_the_core_gcra(flushed: RedisServer) -> 
     decisions = []
     for dt, cost in steps:
         now += dt
-        reply = await script(keys=["t:{b:x}"], args=[rate, burst, cost, "0", repr(now)])
+        reply = await script(keys=["{t}:b:x"], args=["0", repr(now), rate, burst, cost])
         new = g.take(tat, now, cost)
         ours = new != REFUSED
         if ours:
             tat = new
         decisions.append(ours)
-        assert (bool(int(reply[0])), float(reply[1])) == (ours, tat), (dt, cost)
+        assert float(reply[0]) == now
+        assert (bool(int(reply[1])), float(reply[2])) == (ours, tat), (dt, cost)
     assert True in decisions
     assert False in decisions
     await r.aclose()
