@@ -12,8 +12,10 @@ Per exchange it allocates little: header names and values stay the bytes llhttp 
 ``headers`` multidict is built only when something asks for it), timeouts are one timer handle
 (``loop.call_later``) rather than ``asyncio.wait_for``'s task machinery, and a caller that wants
 no coroutine at all can send with ``send_nowait`` and be called back once the whole response
-(or the head of a big one, or an error) is in. The pools of these connections and the response
-handed to the pipeline are ``lean_upstream.py``.
+(or the head of a big one, or an error) is in. The response is read by the connection's base,
+``response_reader.ResponseReader`` (llhttp's callbacks, the body as chunks); the header lines
+are sorted as the listener sorts its own (``header_lines.py``). The pools of these connections
+and the response handed to the pipeline are ``lean_upstream.py``.
 
 Errors become ``UpstreamConnectError`` (nothing was sent), ``UpstreamTimeout`` and
 ``UpstreamBroken`` here, once. A client body that fails mid-upload (``ClientBodyError``) passes
@@ -29,106 +31,24 @@ huge head costs one buffer, not a stalled loop.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import socket
 from collections.abc import Callable
-from typing import Any, Final, cast
+from typing import Any, cast
 
 import httptools
 
-from lbtui.errors import (
-    UpstreamBroken,
-    UpstreamError,
-    UpstreamTimeout,
-)
+from lbtui.balancer.header_lines import RawHeaders
+from lbtui.balancer.response_reader import ResponseReader
+from lbtui.errors import UpstreamBroken, UpstreamError, UpstreamTimeout
 
-HIGH_WATER = 256 * 1024
-"""Response bytes buffered before the backend connection stops being read."""
-LOW_WATER = 64 * 1024
-UPLOAD_CHUNK = 64 * 1024
-_NO_BODY_STATUS = frozenset({204, 304})
-
-RawHeaders = list[tuple[bytes, bytes]]
-
-HOP_BY_HOP_RAW = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"te",
-        b"trailer",
-        b"trailers",
-        b"transfer-encoding",
-        b"upgrade",
-        b"proxy-connection",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-    }
-)
-"""Hop-by-hop header names (lower case): never forwarded, either way."""
-RESPONSE_DROP_RAW = HOP_BY_HOP_RAW | {b"content-length"}
-"""Response headers never passed to the client as they are (the length is set anew)."""
-PASS: Final = -1
-"""``sort_line``'s verdict for a line that simply passes through (it is rendered already)."""
-DROP: Final = 0
-"""The action of a hop-by-hop line: never forwarded, either way."""
-
-
-def sort_table(special: dict[bytes, int]) -> dict[bytes, int]:
-    """A side's sorting table: the hop-by-hop names dropped, ``special`` names given to the
-    caller (action codes above 0), every other name passing through."""
-    return dict.fromkeys(HOP_BY_HOP_RAW, DROP) | special
-
-
-def sort_line(table: dict[bytes, int], kept: list[bytes], name: bytes, value: bytes) -> int:
-    """One HTTP/1 header line sorted by its lower-case name, the same way on both sides (the
-    listener's request lines, the upstream's response lines): a line ``table`` does not name
-    is rendered into ``kept`` (``Name: value\r\n``; ``Proxy-*`` lines never are) and
-    :data:`PASS` returned; otherwise its action, for the caller to act on (rendering it too
-    when it keeps the line)."""
-    lname = name.lower()
-    act = table.get(lname, PASS)
-    if act == PASS and not lname.startswith(b"proxy-"):
-        kept += (name, b": ", value, b"\r\n")
-    return act
-
-
-_LENGTH, _TE, _CONNECTION, _CTYPE, _DATE, _SERVER = range(1, 7)
-_RESPONSE_ACTIONS: dict[bytes, int] = sort_table(
-    {
-        b"content-length": _LENGTH,
-        b"transfer-encoding": _TE,
-        b"connection": _CONNECTION,
-        b"content-type": _CTYPE,
-        b"date": _DATE,
-        b"server": _SERVER,
-    }
-)
-HAS_CTYPE, HAS_DATE, HAS_SERVER = 1, 2, 4
 MAX_HEADER_BYTES = 64 * 1024
 """Default limit of a response head (``[proxy] max_upstream_header_bytes``)."""
-"""Bits of ``LeanResponse.kept_flags``: which headers a listener adds when missing are there."""
 
 
 def authority(host: str, port: int) -> str:
     """``host:port`` as a URL or a Host header writes it (an IPv6 address in brackets)."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-class _Untrusted(Exception):
-    """A backend sent what a response may not hold (raised from an llhttp callback)."""
-
-
-_ONE_TOKEN = {b"keep-alive": frozenset({b"keep-alive"}), b"close": frozenset({b"close"})}
-
-
-def connection_tokens(value: bytes) -> frozenset[bytes]:
-    """The header names a ``Connection`` header value lists (lower case)."""
-    lvalue = value.lower()
-    one = _ONE_TOKEN.get(lvalue)
-    if one is not None:
-        return one
-    return frozenset(t for t in (x.strip() for x in lvalue.split(b",")) if t)
 
 
 Done = Callable[["_Conn", "UpstreamError | None"], None]
@@ -163,86 +83,31 @@ class HeadBlock:
         return out
 
 
-class _Conn(asyncio.Protocol):
-    """One connection to a backend, one exchange at a time."""
+class _Conn(ResponseReader):
+    """One connection to a backend, one exchange at a time: the request written, the response
+    head awaited within its deadline (read by its base, :class:`ResponseReader`), and what a
+    failure means for the exchange and the pool."""
 
     __slots__ = (
-        "_body_waiter",
-        "_buffered",
-        "_chunked",
-        "_chunks",
-        "_cl",
         "_deadline",
-        "_done",
-        "_error",
-        "_head_bytes",
-        "_head_in",
-        "_head_waiter",
-        "_headers",
-        "_keep_alive",
-        "_kept",
-        "_kept_flags",
-        "_length",
-        "_length_known",
-        "_named",
         "_on_done",
-        "_parser",
-        "_paused_reading",
-        "_skip_body",
-        "_status",
-        "_te",
         "_timeout_s",
         "_timer",
         "_timer_at",
-        "_untrusted",
-        "_waiting",
         "_write_ok",
-        "backend",
-        "closed",
         "idle_since",
-        "loop",
-        "pool",
         "reused",
-        "transport",
     )
 
     def __init__(self, backend: str, pool: _HostPool, loop: asyncio.AbstractEventLoop) -> None:
-        self.backend = backend
-        self.pool = pool
-        self.loop = loop
-        self.transport: asyncio.Transport | None = None
-        self.closed = False
+        super().__init__(backend, pool, loop)
         self.idle_since = 0.0
         self.reused = False
-        self._parser = httptools.HttpResponseParser(self)
-        self._head_waiter: asyncio.Future[None] | None = None
-        self._head_in = False
         self._on_done: Done | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._deadline = 0.0
-        self._waiting = False
         self._timeout_s = 0.0
-        self._headers: RawHeaders = []
-        self._head_bytes = 0
-        self._untrusted = ""
-        self._kept: list[bytes] = []
-        self._kept_flags = 0
-        self._named: frozenset[bytes] | None = None
-        self._cl: bytes | None = None
-        self._te: bytes | None = None
-        self._status = 0
-        self._keep_alive = False
-        self._length_known = False
-        self._length: int | None = None
-        self._chunked = False
-        self._skip_body = False
-        self._chunks: collections.deque[bytes] = collections.deque()
-        self._buffered = 0
-        self._body_waiter: asyncio.Future[None] | None = None
-        self._done = False
-        self._error: UpstreamError | None = None
-        self._paused_reading = False
         self._write_ok: asyncio.Future[None] | None = None
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
@@ -280,12 +145,6 @@ class _Conn(asyncio.Protocol):
             # Callback mode: the head is in, and with it the whole body when the response
             # came in one piece (the usual small answer): hand it over now.
             self._call_done(None)
-
-    def _head_too_large(self) -> str:
-        return f"response head over {self.pool.max_head} bytes"
-
-    def _head_size(self) -> int:
-        return 16 + sum(len(k) + len(v) + 4 for k, v in self._headers)
 
     def _parse_failed(self, exc: Exception) -> None:
         # sorted by isinstance: httptools' exceptions are untyped (see lbtui/build.py)
@@ -328,96 +187,7 @@ class _Conn(asyncio.Protocol):
         if self._write_ok is not None and not self._write_ok.done():
             self._write_ok.set_result(None)
 
-    # -- httptools callbacks -------------------------------------------------------------------
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        # Sorted once, here: the lines a client gets (``kept``, rendered) and what the proxy
-        # needs to know (length, chunked, Connection-named headers, Date/Server/Content-Type).
-        if self._done:
-            # A second response on one request (no ``on_message_begin`` callback: it would
-            # cost a call a response): refused before its lines touch the first one's.
-            raise _Untrusted("bytes after the response")
-        self._headers.append((name, value))
-        act = sort_line(_RESPONSE_ACTIONS, self._kept, name, value)
-        if act <= DROP:
-            return
-        if act >= _CTYPE:
-            self._kept += (name, b": ", value, b"\r\n")
-            self._kept_flags |= (
-                HAS_CTYPE if act == _CTYPE else HAS_DATE if act == _DATE else HAS_SERVER
-            )
-        elif act == _LENGTH:
-            if self._cl is None:
-                self._cl = value
-        elif act == _TE:
-            if self._te is None:
-                self._te = value
-        elif act == _CONNECTION:
-            named = connection_tokens(value)
-            if not named <= RESPONSE_DROP_RAW:
-                self._named = named if self._named is None else self._named | named
-
-    def on_headers_complete(self) -> None:
-        if self._done:
-            raise _Untrusted("bytes after the response")
-        status = self._status = self._parser.get_status_code()
-        if status < 100 or status > 599:
-            self._untrusted = f"invalid status {status}"
-            raise _Untrusted(self._untrusted)
-        if self._head_bytes > self.pool.max_head and self._head_size() > self.pool.max_head:
-            self._untrusted = self._head_too_large()
-            raise _Untrusted(self._untrusted)
-        if 100 <= status < 200 and status != 101:
-            # An interim response (100 Continue, 103 Early Hints): the final one follows.
-            self._clear_head()
-            return
-        self._keep_alive = self._parser.should_keep_alive()
-        length = self._cl
-        te = self._te
-        chunked = te is not None and b"chunked" in te.lower()
-        known = length is not None or te is not None
-        self._chunked = chunked
-        self._length = None
-        if length is not None and not chunked:
-            try:
-                self._length = int(length)
-            except ValueError:
-                self._length = None
-        self._length_known = known or status in _NO_BODY_STATUS or status < 200
-        self._head_in = True
-        self._waiting = False
-        waiter = self._head_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-        if self._skip_body or status in _NO_BODY_STATUS:
-            # llhttp cannot be told a HEAD response has no body: end the message here and
-            # start a fresh parser for the next exchange on this connection.
-            self._parser = httptools.HttpResponseParser(self)
-            self._finish()
-
-    def on_body(self, body: bytes) -> None:
-        if self._done:
-            return
-        self._chunks.append(body)
-        self._buffered += len(body)
-        w = self._body_waiter
-        if w is not None and not w.done():
-            w.set_result(None)
-        if self._buffered > HIGH_WATER and not self._paused_reading and self.transport:
-            self._paused_reading = True
-            self.transport.pause_reading()
-
-    def on_message_complete(self) -> None:
-        if not self._done and self._head_in:
-            self._finish()
-
     # -- the exchange ----------------------------------------------------------------------------
-
-    def _finish(self) -> None:
-        self._done = True
-        w = self._body_waiter
-        if w is not None and not w.done():
-            w.set_result(None)
 
     def _fail(self, error: UpstreamError) -> None:
         if self._error is None:
@@ -439,19 +209,6 @@ class _Conn(asyncio.Protocol):
         self._waiting = False
         if fn is not None:
             fn(self, error)
-
-    def abort(self) -> None:
-        self.closed = True
-        if self.transport is not None:
-            self.transport.abort()
-
-    def _clear_head(self) -> None:
-        self._headers = []
-        self._kept = []
-        self._kept_flags = 0
-        self._named = None
-        self._cl = None
-        self._te = None
 
     def _reset_exchange(self, skip_body: bool) -> None:
         self._clear_head()
@@ -555,58 +312,6 @@ class _Conn(asyncio.Protocol):
             await waiter
         finally:
             self._waiting = False
-
-    def _body_timed_out(self, waiter: asyncio.Future[None], timeout_s: float) -> None:
-        if not waiter.done():
-            error = UpstreamTimeout(self.backend, f"no body data within {timeout_s * 1e3:.0f} ms")
-            waiter.set_exception(error)
-            waiter.exception()
-            self.abort()
-
-    async def next_chunk(self, read_timeout_s: float) -> bytes:
-        """The next body chunk, ``b""`` at the end."""
-        while True:
-            if self._chunks:
-                chunk = self._chunks.popleft()
-                self._buffered -= len(chunk)
-                if self._paused_reading and self._buffered < LOW_WATER and self.transport:
-                    self._paused_reading = False
-                    self.transport.resume_reading()
-                return chunk
-            if self._error is not None:
-                raise self._error
-            if self._done:
-                return b""
-            waiter = self._body_waiter = self.loop.create_future()
-            timer = self.loop.call_later(
-                read_timeout_s, self._body_timed_out, waiter, read_timeout_s
-            )
-            try:
-                await waiter
-            finally:
-                timer.cancel()
-                self._body_waiter = None
-
-    def take_body(self) -> bytes:
-        """The whole body of a complete response (callback mode)."""
-        chunks = self._chunks
-        if not chunks:
-            return b""
-        if len(chunks) == 1:
-            body = chunks.popleft()
-        else:
-            body = b"".join(chunks)
-            chunks.clear()
-        self._buffered = 0
-        if self._paused_reading and self.transport:
-            self._paused_reading = False
-            self.transport.resume_reading()
-        return body
-
-    @property
-    def complete(self) -> bool:
-        """The whole response is in (callback mode: the body is ready for ``take_body``)."""
-        return self._done and self._error is None
 
     @property
     def reusable(self) -> bool:

@@ -26,16 +26,10 @@ from typing import Any, Protocol
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from lbtui.balancer.connections import (
-    HAS_CTYPE,
-    HAS_DATE,
-    HAS_SERVER,
-    RESPONSE_DROP_RAW,
-    HeadBlock,
-    RawHeaders,
-    connection_tokens,
-)
+from lbtui.balancer.connections import HeadBlock
+from lbtui.balancer.header_lines import RESPONSE_DROP_RAW, RawHeaders, connection_tokens
 from lbtui.balancer.lean_upstream import ChunkIterator, LeanResponse
+from lbtui.balancer.response_reader import HAS_CTYPE, HAS_DATE, HAS_SERVER
 from lbtui.errors import ClientBodyError
 
 HOP_BY_HOP = frozenset(

@@ -24,15 +24,7 @@ from aiohttp.http import SERVER_SOFTWARE
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from lbtui.balancer.connections import (
-    DROP,
-    HOP_BY_HOP_RAW,
-    HeadBlock,
-    RawHeaders,
-    connection_tokens,
-    sort_line,
-    sort_table,
-)
+from lbtui.balancer.connections import HeadBlock
 from lbtui.balancer.exchange import (
     VIA,
     BackendHead,
@@ -43,6 +35,14 @@ from lbtui.balancer.exchange import (
     request_block,
     split_absolute,
     valid_host,
+)
+from lbtui.balancer.header_lines import (
+    DROP,
+    HOP_BY_HOP_RAW,
+    RawHeaders,
+    connection_tokens,
+    sort_line,
+    sort_table,
 )
 from lbtui.balancer.lean_upstream import ChunkIterator
 

@@ -18,11 +18,11 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from lbtui.balancer.connections import (
     MAX_HEADER_BYTES,
     HeadBlock,
-    RawHeaders,
     _Conn,
     _HostPool,
     authority,
 )
+from lbtui.balancer.header_lines import RawHeaders
 from lbtui.errors import (
     ClientBodyError,
     UpstreamBroken,

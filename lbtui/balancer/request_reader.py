@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from lbtui.balancer.connections import DROP, sort_line
 from lbtui.balancer.exchange import GOOD_HOSTS
 from lbtui.balancer.fast_request import (
     METHODS,
@@ -27,6 +26,7 @@ from lbtui.balancer.fast_request import (
     http_version,
     refused_method,
 )
+from lbtui.balancer.header_lines import DROP, sort_line
 
 if TYPE_CHECKING:
     from lbtui.balancer.listener import ClientConnection
