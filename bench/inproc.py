@@ -1,6 +1,6 @@
 """The Python cost of one proxied request, without sockets: fake transports on both sides.
 
-Run: ``.venv/bin/python bench/inproc.py [--requests 64000] [--src DIR ...]``
+Run: ``.venv/bin/python bench/inproc.py [--requests 64000] [--rounds 5] [LABEL=DIR ...]``
 
 The fast listener's ``ClientConnection`` and the lean upstream's connections run for real (llhttp
 parsing, the whole pipeline: admission, pick, breaker, records, header rewriting, the answer's
@@ -10,9 +10,17 @@ to a client triggers that client's next request. 64 clients run at once, so that
 iteration carries many events, as under wrk. What is left out is the kernel (about 10 µs a
 request on the 2-core machine: two sends, two receives, epoll) and uvloop's reading.
 
-The figure is process CPU time per request, the best of 5 runs; ``--src`` compares source
-trees (each in its own process, alternating) — how the pipeline changes were measured while the
-shared machine was too noisy for wrk.
+The figure is process CPU time per request, the best of 5 runs in one process. Given source
+trees (``LABEL=DIR``, as ``bench/ab.py`` takes them; ``--src DIR`` too), each round runs every
+tree once, each in its own process, in turn (ABAB…), and the table gives the min and median of
+the rounds and each tree's median over the first's — how the pipeline changes were measured
+while the shared machine was too noisy for wrk. A compiled tree is one built in place
+(``python setup.py build_ext --inplace`` in a copy: ``git worktree add /tmp/t HEAD``). Trees
+from before ``lean_upstream.py`` (the pools were in ``connections.py``) are measured too.
+
+Example::
+
+    .venv/bin/python bench/inproc.py --rounds 6 base=/tmp/base final=/tmp/final
 """
 
 from __future__ import annotations
@@ -78,7 +86,12 @@ class _ClientTransport(_BackendTransport):
 
 async def run(n: int) -> float:
     from lbtui import config as config_mod
-    from lbtui.balancer import connections, lean_upstream
+    from lbtui.balancer import connections
+
+    try:
+        from lbtui.balancer.lean_upstream import LeanUpstream
+    except ImportError:  # a tree from before lean_upstream.py: the pools were in connections.py
+        LeanUpstream = connections.LeanUpstream  # type: ignore[attr-defined,misc]
     from lbtui.balancer.listener import ClientConnection, FastListener
     from lbtui.balancer.proxy import Proxy
 
@@ -91,7 +104,7 @@ async def run(n: int) -> float:
     await proxy.start()
     loop = asyncio.get_running_loop()
     upstream = proxy.upstream
-    assert isinstance(upstream, lean_upstream.LeanUpstream)
+    assert isinstance(upstream, LeanUpstream)
     for b in proxy.backends.values():  # idle keep-alive connections, ready for reuse
         pool = upstream._pool(b.host, b.port)
         for _ in range(CLIENTS):
@@ -124,26 +137,47 @@ def measure(n: int) -> float:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--requests", type=int, default=64_000)
-    p.add_argument("--src", action="append", help="source trees to compare (in subprocesses)")
+    p.add_argument("trees", nargs="*", metavar="LABEL=DIR", help="source trees to compare")
+    p.add_argument("--src", action="append", default=[], help="a source tree (labelled by path)")
     p.add_argument("--rounds", type=int, default=5)
     args = p.parse_args()
-    if not args.src:
+    trees = [_tree(t) for t in args.trees] + [(s, s) for s in args.src]
+    if not trees:
         print(f"{measure(args.requests):.2f} µs/request (CPU, best of 5, {args.requests} requests)")
         return 0
-    got: dict[str, list[float]] = {s: [] for s in args.src}
-    for _ in range(args.rounds):
-        for src in args.src:
-            code = (
-                f"import sys; sys.path.insert(0, {src!r}); sys.path.insert(1, {sys.path[0]!r}); "
-                f"import inproc, json; print(json.dumps(inproc.measure({args.requests})))"
-            )
-            out = subprocess.run(
-                [sys.executable, "-c", code], capture_output=True, text=True, check=True
-            ).stdout
-            got[src].append(json.loads(out))
-    for src, xs in got.items():
-        print(f"{src:40} min {min(xs):6.2f}  median {statistics.median(xs):6.2f} µs/request")
+    got: dict[str, list[float]] = {label: [] for label, _ in trees}
+    for r in range(args.rounds):
+        for label, src in trees:
+            got[label].append(_measure_tree(src, args.requests))
+            print(f"round {r + 1}: {label} {got[label][-1]:.2f} µs", file=sys.stderr)
+    first = statistics.median(got[trees[0][0]])
+    width = max(len(label) for label, _ in trees)
+    print(f"CPU µs per request, {args.rounds} rounds alternating, {args.requests} requests each")
+    print(f"{'tree':{width}}  {'min':>6}  {'median':>6}  {'× ' + trees[0][0]:>8}  source")
+    for label, src in trees:
+        xs = got[label]
+        med = statistics.median(xs)
+        print(f"{label:{width}}  {min(xs):6.2f}  {med:6.2f}  {med / first:8.3f}  {src}")
     return 0
+
+
+def _tree(text: str) -> tuple[str, str]:
+    label, eq, src = text.partition("=")
+    if not eq or not label or not src:
+        raise SystemExit(f"expected LABEL=DIR, got {text!r}")
+    return label, src
+
+
+def _measure_tree(src: str, requests: int) -> float:
+    """One best-of-5 figure for the tree at ``src``, in a process of its own."""
+    code = (
+        f"import sys; sys.path.insert(0, {src!r}); sys.path.insert(1, {sys.path[0]!r}); "
+        f"import inproc, json; print(json.dumps(inproc.measure({requests})))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    return float(json.loads(out))
 
 
 if __name__ == "__main__":
