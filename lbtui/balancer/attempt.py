@@ -26,7 +26,7 @@ from lbtui.balancer.exchange import Answer, Result, response_pairs
 from lbtui.balancer.faults import before_send, body_fault
 from lbtui.balancer.job import Job
 from lbtui.balancer.lean_upstream import LeanUpstream
-from lbtui.balancer.pool import Backend, Pool
+from lbtui.balancer.pool import Backend, Pool, sticky_id
 from lbtui.balancer.state import State
 from lbtui.balancer.upstream import BackendResponse, Upstream
 from lbtui.core.faults import FaultKind
@@ -93,15 +93,28 @@ class Attempts:
         return eligible
 
     def pick(self, job: Job) -> Backend | None:
-        """Pick the backend for the next attempt (its breaker admitting it), or None."""
-        clock = self.clock
+        """Pick the backend for the next attempt (its breaker admitting it), or None; a
+        sticky group's first attempt goes to the client's backend while it may take it."""
         pool = job.pool
+        if pool.sticky_cookie is None:
+            return self._pick(job, pool)
+        backend = self._sticky(job, pool) if not job.tried else None
+        if backend is None:
+            backend = self._pick(job, pool)
+            if backend is not None:
+                self._stick(job, pool, backend)
+        return backend
+
+    def _pick(self, job: Job, pool: Pool) -> Backend | None:
+        clock = self.clock
         clear = self.state.clear_pools
         capped: list[Backend] | None = None
         while True:
             now = clock()
             if pool in clear and not job.tried:
                 backend = pool.pick(now, job.key, None)  # every backend may take it
+            elif pool.zone is not None:
+                backend = self._pick_zoned(job, pool, now, capped)
             else:
                 backend = pool.pick(now, job.key, self._eligible(pool, job, now, capped))
             if backend is None:
@@ -116,6 +129,62 @@ class Attempts:
             if breaker is not None and not breaker.allow(now):
                 continue  # lost a half-open permit race: pick again
             return backend
+
+    def _pick_zoned(
+        self, job: Job, pool: Pool, now: float, capped: list[Backend] | None
+    ) -> Backend | None:
+        """A group that stays in the balancer's zone while it has an eligible backend there;
+        else it spills to the other zones (Envoy's zone-aware routing). Whether it spills is
+        judged on first attempts, so that one request's retries do not flap it."""
+        eligible = self._eligible(pool, job, now, capped)
+        zone = pool.zone
+
+        def local(b: Backend) -> bool:
+            return b.zone == zone and eligible(b)
+
+        backend = pool.pick(now, job.key, local)
+        if backend is None:
+            backend = pool.pick(now, job.key, eligible)
+            if backend is not None and not job.tried and not pool.spilling:
+                self.state.set_spilling(pool, True, now)
+        elif pool.spilling and not job.tried:
+            self.state.set_spilling(pool, False, now)
+        return backend
+
+    def _sticky(self, job: Job, pool: Pool) -> Backend | None:
+        """The backend the client's sticky cookie names, if it may take this request now."""
+        cookie = pool.sticky_cookie
+        assert cookie is not None
+        value = job.client.cookie(cookie)
+        backend = pool.sticky_ids.get(value) if value else None
+        if backend is None or backend.weight <= 0:
+            return None
+        now = self.clock()
+        if not self._eligible(pool, job, now)(backend):
+            return None
+        cap = backend.cap
+        if cap is not None and not cap.allow(now):
+            backend.record.refused_at_cap(now)
+            return None
+        breaker = backend.breaker
+        if breaker is not None and not breaker.allow(now):
+            return None
+        job.tried.append(backend)
+        return backend
+
+    def _stick(self, job: Job, pool: Pool, backend: Backend) -> None:
+        """Tell the client (``Set-Cookie``) which backend it sticks to from now on."""
+        cookie = f"{pool.sticky_cookie}={sticky_id(backend.name)}; Path=/; HttpOnly"
+        if pool.sticky_ttl_s > 0:
+            cookie += f"; Max-Age={int(pool.sticky_ttl_s)}"
+        mine = f"{pool.sticky_cookie}="
+        extra = [
+            (k, v)
+            for k, v in job.extra_headers or ()
+            if not (k == "Set-Cookie" and v.startswith(mine))  # a retry's earlier pick
+        ]
+        extra.append(("Set-Cookie", cookie))
+        job.extra_headers = extra
 
     def start(self, job: Job, backend: Backend) -> float:
         """An attempt on ``backend`` begins: counted, and its fault (if any) decided."""

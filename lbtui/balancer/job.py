@@ -1,15 +1,14 @@
-"""One client request on its way through the pipeline, and the routing rule that placed it.
+"""One client request on its way through the pipeline.
 
 A :class:`Job` is what every step of the pipeline (``pipeline.py``, ``attempt.py``) reads and
-writes: the request, the pool and fallback its route chose, the backends tried so far, the last
-failure and the response flag. It holds no behaviour but the backend connection's callback,
-which hands the attempt's answer back to the driver that sent it.
+writes: the request, the pool (target group) and fallback its route chose, the backends tried
+so far, the last failure and the response flag. It holds no behaviour but the backend
+connection's callback, which hands the attempt's answer back to the driver that sent it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from lbtui.balancer.connections import BackendConnection, HeadBlock
@@ -19,19 +18,6 @@ from lbtui.balancer.pool import Backend, Pool
 from lbtui.balancer.upstream import BackendResponse
 from lbtui.core.faults import FaultDecision, FaultKind
 from lbtui.errors import UpstreamError
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    """A compiled routing rule."""
-
-    path_prefix: str
-    host: str | None
-    pool: Pool
-    fallback: Fallback | None
-
-    def matches(self, host: str, path: str) -> bool:
-        return path.startswith(self.path_prefix) and (self.host is None or self.host == host)
 
 
 class Client(ClientRequest, Protocol):

@@ -78,6 +78,13 @@ class SetLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class SetForward:
+    route: str
+    weights: tuple[tuple[str, float], ...]
+    """New forward weights by group; groups left out keep theirs."""
+
+
+@dataclass(frozen=True, slots=True)
 class HealthResult:
     """An active check finished (the checks run in the primary process only)."""
 
@@ -106,6 +113,7 @@ Operation = (
     | ClearFaults
     | SetAlgorithm
     | SetLimits
+    | SetForward
     | HealthResult
     | Reload
 )

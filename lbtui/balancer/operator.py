@@ -24,6 +24,7 @@ from lbtui.core.events import (
     BackendRemoved,
     FaultEnded,
     FaultSet,
+    ForwardChanged,
     LimitsChanged,
     Unchanged,
     WeightChanged,
@@ -76,6 +77,8 @@ class Operator:
                 self.set_limits(limits)
             case ops.Reload():
                 self._reload(op)
+            case ops.SetForward(route=route, weights=weights):
+                self.set_forward(route, dict(weights))
             case ops.HealthResult(backend=name, ok=ok, detail=detail):
                 self._health_result(name, ok, detail)
         if self.replicate is not None:
@@ -242,8 +245,10 @@ class Operator:
                 f"unknown algorithm {algorithm!r}; expected one of {', '.join(ALGORITHM_NAMES)}"
             )
         state = self.state
+        state.algorithm = algorithm
         for pool in state.pools:
-            pool.set_algorithm(algorithm)
+            if not pool.own_algorithm:  # a group's own algorithm stays
+                pool.set_algorithm(algorithm)
         state.key_from_ip = algorithm == "ip_hash" or state.hash_kind == "client_ip"
 
     def _unchanged(self, name: str | None, action: str, what: str) -> None:
@@ -252,13 +257,30 @@ class Operator:
         self.events.emit(Unchanged(backend=name, message=f"{what}: no change", action=action))
 
     def change_algorithm(self, algorithm: str) -> None:
-        old = self.state.default_pool.algorithm
+        old = self.state.algorithm
         if old == algorithm:
             self._unchanged(None, "algorithm", f"algorithm already {algorithm}")
             return
         self.set_algorithm(algorithm)
         self.events.emit(
             AlgorithmChanged(message=f"algorithm {old} → {algorithm}", old=old, new=algorithm)
+        )
+
+    def set_forward(self, name: str, weights: dict[str, float]) -> None:
+        """New forward weights for route ``name`` (``KeyError`` for an unknown route or group)."""
+        route = next((r for r in self.state.routes if r.name == name), None)
+        if route is None:
+            known = ", ".join(r.name for r in self.state.routes) or "none"
+            raise KeyError(f"no route named {name!r} (known: {known})")
+        old = route.weights()
+        route.set_weights(weights)
+        now = route.weights()
+        text = ", ".join(f"{g}={w:g}" for g, w in now.items())
+        if now == old:
+            self._unchanged(None, "forward", f"route {name} forward weights already {text}")
+            return
+        self.events.emit(
+            ForwardChanged(message=f"route {name} forwards {text}", route=name, weights=text)
         )
 
     def set_limits(self, limits: LimitsConfig) -> None:

@@ -40,6 +40,7 @@ from lbtui.balancer.exchange import Answer, ClientRequest, Result
 from lbtui.balancer.job import Client, Job, Pending, StatusFailure
 from lbtui.balancer.lean_upstream import LeanResponse, LeanUpstream
 from lbtui.balancer.pool import Backend
+from lbtui.balancer.routing import Route
 from lbtui.balancer.state import HASHING, State
 from lbtui.balancer.upstream import BackendResponse, Upstream
 from lbtui.core.events import FallbackServed, RateLimited, RetryBudgetExhausted
@@ -103,7 +104,13 @@ class Pipeline:
                     client.finish(rejection)
                     return
                 admitted = True
-            job = self.job(client, extra, admitted)
+            route = self.state.route(client) if self.state.router is not None else None
+            if route is not None and route.fixed is not None:
+                # A redirect or a fixed response: no backend, no body read.
+                self._end_fixed(route.fixed, admitted)
+                client.finish(route.fixed)
+                return
+            job = self.job(client, extra, admitted, route)
             if client.body_exists or not (self.lean and client.nowait):
                 client.spawn(self.rest(job, read_body=client.body_exists))
                 return
@@ -258,22 +265,37 @@ class Pipeline:
         return rejection.answer(state.flags_header), ok_headers
 
     def job(
-        self, client: Client, extra_headers: list[tuple[str, str]] | None, admitted: bool
+        self,
+        client: Client,
+        extra_headers: list[tuple[str, str]] | None,
+        admitted: bool,
+        route: Route | None = None,
     ) -> Job:
-        """Route a request (pool, fallback, hash key) and rewrite its headers for the backend."""
+        """Place a routed request (group, fallback, hash key) and rewrite its headers for the
+        backend. A route whose every forward weight is 0 leaves its requests to no group:
+        they get its fallback, else 503."""
         state = self.state
-        route = state.route(client.host, client.path) if state.routes else None
         if route is not None:
-            pool, fallback = route.pool, route.fallback
+            pool = route.pool() or state.no_group
+            fallback = route.fallback
+            if route.response_add is not None:
+                extra_headers = [*(extra_headers or ()), *route.response_add]
         else:
             pool, fallback = state.default_pool, state.fallback
         key = state.key(client) if pool.balancer.name in HASHING else None
         job = Job(client, pool, fallback, key, extra_headers or None, admitted)
         headers = client.forward_headers("http")
+        if route is not None and route.request_rewrite is not None:
+            headers = route.request_rewrite.request(headers, client)
         if type(headers) is HeadBlock and not self.lean:
             headers = headers.items()  # the aiohttp client wants text pairs
         job.headers = headers
         return job
+
+    def _end_fixed(self, answer: Answer, admitted: bool) -> None:
+        if admitted:
+            self.admission.release()
+        self.record.answered(answer.status, None, self.clock())
 
     def succeeded(self, job: Job, result: Result) -> tuple[Result, str | None]:
         if job.faulted:

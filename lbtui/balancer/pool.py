@@ -1,19 +1,21 @@
 """Backends and pools.
 
 A ``Backend`` is one server: its address, its configured and effective weight, its admin state
-and its outcome record. A ``Pool`` is the set of backends one route balances over, with the
-balancing algorithm that picks among them (each pool keeps its own algorithm state, as nginx
-keeps one per ``upstream`` block).
+and its outcome record. A ``Pool`` is a target group (``[[groups]]``, a route's unnamed
+``backends``, or ``default``): the backends it balances over, with the balancing algorithm
+that picks among them (each pool keeps its own algorithm state, as nginx keeps one per
+``upstream`` block), its sticky cookie and whether it stays in the balancer's zone.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from enum import StrEnum
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from lbtui.config import BackendConfig, BreakerSettings
+from lbtui.config import BackendConfig, BreakerOverride, BreakerSettings
 from lbtui.core.balancing import Balancer, make_balancer
 from lbtui.core.breaker import BreakerConfig, CircuitBreaker
 from lbtui.core.health import HealthState
@@ -25,10 +27,15 @@ if TYPE_CHECKING:
 
 
 def breaker_config(
-    settings: BreakerSettings, override: BackendConfig | None = None
+    settings: BreakerSettings,
+    override: BackendConfig | None = None,
+    group: BreakerOverride | None = None,
 ) -> BreakerConfig:
-    """The core breaker config from ``[breaker]`` and a backend's own changes to it."""
+    """The core breaker config from ``[breaker]``, its group's changes to it and the
+    backend's own (which win)."""
     values = settings.model_dump(exclude={"enabled", "failure_statuses"})
+    if group is not None:
+        values.update(group.model_dump(exclude_none=True, exclude={"enabled"}))
     if override is not None and override.breaker is not None:
         values.update(override.breaker.model_dump(exclude_none=True, exclude={"enabled"}))
     slow_ms = values.pop("slow_call_ms")
@@ -145,17 +152,63 @@ class Backend:
         return f"Backend({self.name!r}, {self.url!r})"
 
 
+def sticky_id(name: str) -> str:
+    """The sticky cookie's value for backend ``name``: opaque, stable across restarts."""
+    return hashlib.blake2s(name.encode(), digest_size=8).hexdigest()
+
+
 class Pool:
-    """The backends one route balances over, and the algorithm that picks among them."""
+    """A target group: the backends it balances over, and the algorithm that picks among them."""
 
-    __slots__ = ("algorithm", "backends", "balancer", "panic")
+    __slots__ = (
+        "algorithm",
+        "backends",
+        "balancer",
+        "name",
+        "own_algorithm",
+        "panic",
+        "spilling",
+        "sticky_cookie",
+        "sticky_ids",
+        "sticky_ttl_s",
+        "zone",
+    )
 
-    def __init__(self, backends: Sequence[Backend], algorithm: str) -> None:
+    def __init__(
+        self,
+        backends: Sequence[Backend],
+        algorithm: str,
+        *,
+        name: str = "default",
+        own_algorithm: bool = False,
+        sticky_cookie: str | None = None,
+        sticky_ttl_s: float = 0.0,
+        zone: str | None = None,
+    ) -> None:
+        self.name = name
         self.backends: list[Backend] = list(backends)
         self.panic = False
         """Too few backends are available: health and ejection are ignored (Envoy)."""
         self.algorithm = algorithm
+        self.own_algorithm = own_algorithm
+        """Its algorithm was configured for it: ``set_algorithm`` on the balancer leaves it."""
         self.balancer: Balancer[Backend] = make_balancer(algorithm, self.backends)
+        self.sticky_cookie = sticky_cookie
+        """The cookie that keeps a client on one backend (None: no stickiness)."""
+        self.sticky_ttl_s = sticky_ttl_s
+        self.sticky_ids: dict[str, Backend] = {}
+        self.zone = zone
+        """The zone it stays in while that zone has eligible backends (``cross_zone = false``);
+        None: it balances across zones."""
+        self.spilling = False
+        """It has no eligible backend in ``zone`` and sends to the other zones."""
+        self.reindex()
+
+    def reindex(self) -> None:
+        """The members by sticky cookie value (after a change of members or of cookie)."""
+        self.sticky_ids = (
+            {sticky_id(b.name): b for b in self.backends} if self.sticky_cookie is not None else {}
+        )
 
     def pick(
         self, now: float, key: str | None, eligible: Callable[[Backend], bool] | None
@@ -169,3 +222,4 @@ class Pool:
     def set_backends(self, backends: Sequence[Backend]) -> None:
         self.backends = list(backends)
         self.balancer.update(self.backends)
+        self.reindex()

@@ -40,7 +40,6 @@ from lbtui.balancer.exchange import (
     request_headers,
     response_headers,
 )
-from lbtui.balancer.job import Route
 from lbtui.balancer.operations import Operation
 from lbtui.balancer.operator import Operator, Replicate
 from lbtui.balancer.pipeline import Pipeline
@@ -48,6 +47,7 @@ from lbtui.balancer.pool import AdminState, Backend
 from lbtui.balancer.reconfigure import apply_reload
 from lbtui.balancer.records import PeerRecords, Records
 from lbtui.balancer.replication import adopt
+from lbtui.balancer.routing import Route
 from lbtui.balancer.state import State, SyncMessage
 from lbtui.config import BackendConfig, Config, LimitsConfig
 from lbtui.core.faults import FaultSpec

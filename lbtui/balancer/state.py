@@ -14,14 +14,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from lbtui.balancer.admission import Admission
 from lbtui.balancer.exchange import ClientRequest
 from lbtui.balancer.fallback import Fallback
-from lbtui.balancer.job import Route
 from lbtui.balancer.pool import AdminState, Backend, Pool, breaker_config, cap_bucket
-from lbtui.config import BackendConfig, Config, HealthConfig
+from lbtui.balancer.routing import Route, build_routes
+from lbtui.config import BackendConfig, BreakerOverride, Config, GroupConfig, HealthConfig
 from lbtui.config.store import parse_store
 from lbtui.core import health as core_health
 from lbtui.core.balancing import Balancer
@@ -35,9 +35,11 @@ from lbtui.core.events import (
     EventRing,
     HealthChanged,
     PanicChanged,
+    ZoneSpill,
 )
 from lbtui.core.faults import Faults
 from lbtui.core.record import BackendRecord, BalancerRecord
+from lbtui.core.routing import Router
 
 if TYPE_CHECKING:
     from lbtui.balancer.redis_store import RedisLimits
@@ -123,12 +125,30 @@ class State:
             ),
             [],
         )
+        self.group_breakers: dict[str, BreakerOverride] = {
+            n: g.breaker
+            for g in reversed(config.groups)
+            if g.breaker is not None
+            for n in g.backends
+        }
+        """A backend's group's changes to ``[breaker]`` (the first group that has some)."""
         for bc in config.backends:
             self.add(Backend.from_config(bc), now)
         algorithm = config.balancer.algorithm
+        self.zone = config.balancer.zone
+        self.algorithm = algorithm
+        """The balancer's algorithm: every group's but those that name their own."""
         self.default_pool = Pool(list(self.backends.values()), algorithm)
+        """Where requests no route matches go: the group named ``default``, else every backend
+        (the same object for the balancer's life: a reload reshapes it)."""
+        self.groups: dict[str, Pool] = {}
+        """The named target groups (``[[groups]]``)."""
         self.fallback: Fallback | None = None
         self.routes: list[Route] = []
+        """The routes in evaluation order (``priority``, then file order)."""
+        self.router: Router | None = None
+        self.no_group = Pool([], algorithm, name="(none)")
+        """Where a route whose forward weights are all 0 sends: nowhere (its fallback)."""
         self.hash_kind = ""
         self.hash_name = ""
         self.key_from_ip = False
@@ -169,11 +189,14 @@ class State:
         if bc is None:
             bc = next((b for b in cfg.backends if b.name == backend.name), None)
         enabled = cfg.breaker.enabled
+        group = self.group_breakers.get(backend.name)
+        if group is not None and group.enabled is not None:
+            enabled = group.enabled
+        backend.breaker = CircuitBreaker(
+            breaker_config(cfg.breaker, bc, group), now, listener=self._on_breaker(backend.name)
+        )
         if bc is not None and bc.breaker is not None and bc.breaker.enabled is not None:
             enabled = bc.breaker.enabled
-        backend.breaker = CircuitBreaker(
-            breaker_config(cfg.breaker, bc), now, listener=self._on_breaker(backend.name)
-        )
         backend.breaker_enabled = enabled
         if not enabled:
             backend.breaker.force("disabled", now)
@@ -190,21 +213,47 @@ class State:
         )
 
     def configure_routing(self) -> None:
-        """Routes, fallbacks and the hash key from the config (at start and on a reload);
-        the routes' pools are new, their members the backends of the same names."""
+        """Groups, routes, fallbacks and the hash key from the config (at start and on a
+        reload); the groups' pools are new (but ``default``'s, reshaped), their members the
+        backends of the same names."""
         config = self.config
-        algorithm = self.default_pool.algorithm
+        algorithm = self.algorithm
+        self.group_breakers = {}
+        for g in config.groups:
+            if g.breaker is not None:
+                for n in g.backends:
+                    self.group_breakers.setdefault(n, g.breaker)
+        groups: dict[str, Pool] = {}
+        default = self.default_pool
+        for g in config.groups:
+            members = [self.backends[n] for n in g.backends if n in self.backends]
+            if g.name == "default":
+                self.shape(default, g, algorithm)
+                default.set_backends(members)
+                groups[g.name] = default
+            else:
+                groups[g.name] = self.group_pool(g, members, algorithm)
+        if "default" not in groups and default.name == "default" and self.groups.get("default"):
+            # the default group left the file: every backend again, the balancer's algorithm
+            default.sticky_cookie = None
+            default.zone = None
+            default.own_algorithm = False
+            default.set_backends(list(self.backends.values()))
+            if default.algorithm != algorithm:
+                default.set_algorithm(algorithm)
+        self.groups = groups
         base = Path(config.base_dir) if config.base_dir else None
         self.fallback = Fallback(config.fallback, base) if config.fallback else None
-        self.routes = [
-            Route(
-                r.path_prefix,
-                r.host.lower() if r.host else None,
-                Pool([self.backends[n] for n in r.backends if n in self.backends], algorithm),
-                Fallback(r.fallback, base) if r.fallback else self.fallback,
-            )
-            for r in config.routes
-        ]
+        self.routes, self.router = build_routes(
+            config.routes,
+            groups,
+            lambda i, rc: Pool(
+                [self.backends[n] for n in rc.backends or () if n in self.backends],
+                algorithm,
+                name=f"routes[{i}]",
+            ),
+            lambda rc: Fallback(rc.fallback, base) if rc.fallback else self.fallback,
+        )
         hash_on = config.balancer.hash_on
         self.hash_kind, _, self.hash_name = hash_on.partition(":")
         self.key_from_ip = algorithm == "ip_hash" or hash_on == "client_ip"
@@ -217,6 +266,25 @@ class State:
         fs = self.config.breaker.failure_statuses
         self.failure_statuses = frozenset(fs) if fs is not None else None
 
+    def group_pool(self, g: GroupConfig, members: list[Backend], algorithm: str) -> Pool:
+        """The pool of target group ``g`` (``algorithm``: the balancer's, for a group without
+        its own)."""
+        pool = Pool(members, g.algorithm or algorithm, name=g.name)
+        self.shape(pool, g, algorithm)
+        return pool
+
+    def shape(self, pool: Pool, g: GroupConfig, algorithm: str) -> None:
+        """Give ``pool`` group ``g``'s name, algorithm, stickiness and zone."""
+        sticky = g.sticky
+        pool.name = g.name
+        pool.own_algorithm = g.algorithm is not None
+        if (g.algorithm or algorithm) != pool.algorithm:
+            pool.set_algorithm(g.algorithm or algorithm)
+        pool.sticky_cookie = sticky.cookie if sticky is not None else None
+        pool.sticky_ttl_s = sticky.ttl_s if sticky is not None else 0.0
+        pool.zone = None if g.cross_zone else self.config.balancer.zone
+        pool.reindex()
+
     def backend(self, name: str) -> Backend:
         try:
             return self.backends[name]
@@ -225,7 +293,12 @@ class State:
 
     @property
     def pools(self) -> list[Pool]:
-        return [self.default_pool, *(r.pool for r in self.routes)]
+        """Every pool once: the default one, the named groups, the routes' unnamed ones."""
+        out = [self.default_pool]
+        for pool in [*self.groups.values(), *(p for r in self.routes for p, _ in r.forward)]:
+            if pool not in out:
+                out.append(pool)
+        return out
 
     # -- what changes a backend's standing -----------------------------------------------------
 
@@ -321,7 +394,8 @@ class State:
         self.clear_pools = {
             pool
             for pool in self.pools
-            if all(
+            if pool.zone is None
+            and all(
                 b.cap is None
                 and b.healthy()
                 and (b.breaker is None or b.breaker.state in _ADMITTING)
@@ -329,6 +403,24 @@ class State:
                 for b in pool.backends
             )
         }
+
+    def set_spilling(self, pool: Pool, spilling: bool, now: float) -> None:
+        """A zone-bound group starts or stops sending to the other zones: one event each."""
+        pool.spilling = spilling
+        zone = pool.zone or ""
+        self.events.emit(
+            ZoneSpill(
+                message=(
+                    f"group {pool.name} spills out of zone {zone}: no eligible backend there"
+                    if spilling
+                    else f"group {pool.name} back in zone {zone}: an eligible backend there again"
+                ),
+                group=pool.name,
+                zone=zone,
+                spilling=spilling,
+            ),
+            at=now,
+        )
 
     def refresh_pools(self, now: float) -> None:
         """Effective weights, panic mode and the clear pools, after anything changed."""
@@ -369,13 +461,13 @@ class State:
 
     # -- routing -------------------------------------------------------------------------------
 
-    def route(self, host: str, path: str) -> Route | None:
-        if self.routes:
-            h = host.rsplit(":", 1)[0].lower() if host else ""
-            for r in self.routes:
-                if r.matches(h, path):
-                    return r
-        return None
+    def route(self, client: ClientRequest) -> Route | None:
+        """The route the request matches (None: the default group takes it)."""
+        router = self.router
+        if router is None:
+            return None
+        rule = router.match(client.host, client.path, client.method, client)
+        return cast(Route, rule.target) if rule is not None else None
 
     def key(self, client: ClientRequest) -> str | None:
         """The request's hash key, for the hashing algorithms."""

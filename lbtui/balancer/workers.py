@@ -56,7 +56,7 @@ from lbtui.balancer.pool import AdminState
 from lbtui.balancer.proxy import Proxy
 from lbtui.balancer.shared import SharedLimits, SharedLimitsHandle
 from lbtui.balancer.state import SyncMessage
-from lbtui.config import Config
+from lbtui.config import Config, RouteConfig
 from lbtui.core.breaker import BreakerState
 from lbtui.core.events import (
     BreakerChanged,
@@ -476,6 +476,26 @@ class WorkerGroup:
             )
         )
 
+    def _routes_now(self) -> list[RouteConfig]:
+        """The config's routes as they are now: removed backends left out, forward weights as
+        the operator set them."""
+        p = self.proxy
+        routes = []
+        weights = {r.name: r.weights() for r in p.state.routes}
+        for i, r in enumerate(self._config.routes):
+            if r.backends is not None:
+                kept = [n for n in r.backends if n in p.backends]
+                if kept:  # a route whose backends were all removed sends nothing anywhere
+                    routes.append(r.model_copy(update={"backends": kept}))
+            elif r.forward is not None:
+                now_w = weights.get(r.name or f"routes[{i}]", {})
+                forward = [f.model_copy(update={"weight": now_w.get(f.group, f.weight)})
+                           for f in r.forward]  # fmt: skip
+                routes.append(r.model_copy(update={"forward": forward}))
+            else:
+                routes.append(r)
+        return routes
+
     def _catch_up(self) -> tuple[Config, list[Operation], list[SyncMessage]]:
         """What a worker (re)started now needs to be where the primary is: the current state,
         not the history of actions (a history would bring back expired faults and old limits,
@@ -488,14 +508,15 @@ class WorkerGroup:
             self._backend_configs[n].model_copy(update={"weight": p.backends[n].configured_weight})
             for n in names
         ]
-        routes = []
-        for r in self._config.routes:
-            kept = [n for n in r.backends if n in p.backends]
-            if kept:  # a route whose backends were all removed sends nothing anywhere
-                routes.append(r.model_copy(update={"backends": kept}))
+        routes = self._routes_now()
+        groups = [
+            g.model_copy(update={"backends": [n for n in g.backends if n in p.backends]})
+            for g in self._config.groups
+        ]
         config = self._config.model_copy(
             update={
                 "backends": backends,
+                "groups": groups,
                 "routes": routes,
                 "limits": p.admission.config,
                 "balancer": self._config.balancer.model_copy(

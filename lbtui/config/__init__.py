@@ -15,6 +15,7 @@ The tables are in :mod:`~lbtui.config.sections`, the whole and its cross-table c
 get a module of their own here rather than growing ``sections``.
 """
 
+from lbtui.config.groups import GroupConfig, StickyConfig
 from lbtui.config.loading import (
     depth_problem,
     from_dict,
@@ -24,6 +25,14 @@ from lbtui.config.loading import (
     unknown_key,
 )
 from lbtui.config.model import Config, cross_problems, resolve_file
+from lbtui.config.rules import (
+    ForwardConfig,
+    HeaderRewrite,
+    RedirectConfig,
+    RespondConfig,
+    ResponseHeaders,
+    RouteConfig,
+)
 from lbtui.config.sections import (
     ALGORITHM_NAMES,
     MAX_BREAKER_WINDOW,
@@ -41,7 +50,6 @@ from lbtui.config.sections import (
     ListenerConfig,
     ProxyConfig,
     RetriesConfig,
-    RouteConfig,
     Section,
 )
 
@@ -58,13 +66,20 @@ __all__ = [
     "Config",
     "EjectionConfig",
     "FallbackConfig",
+    "ForwardConfig",
+    "GroupConfig",
+    "HeaderRewrite",
     "HealthConfig",
     "LimitsConfig",
     "ListenerConfig",
     "ProxyConfig",
+    "RedirectConfig",
+    "RespondConfig",
+    "ResponseHeaders",
     "RetriesConfig",
     "RouteConfig",
     "Section",
+    "StickyConfig",
     "cross_problems",
     "depth_problem",
     "from_dict",

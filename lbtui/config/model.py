@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
+from lbtui.config.groups import GroupConfig
+from lbtui.config.rules import RouteConfig
 from lbtui.config.sections import (
     AdminConfig,
     BackendConfig,
@@ -19,7 +21,6 @@ from lbtui.config.sections import (
     ListenerConfig,
     ProxyConfig,
     RetriesConfig,
-    RouteConfig,
     Section,
 )
 from lbtui.inputs import (
@@ -42,6 +43,9 @@ class Config(Section):
     fallback: FallbackConfig | None = None
     admin: AdminConfig = AdminConfig()
     backends: list[BackendConfig] = Field(default_factory=list)
+    groups: list[GroupConfig] = Field(default_factory=list)
+    """Target groups routes forward to; ``default`` (if named) takes unrouted requests, else
+    every backend does."""
     routes: list[RouteConfig] = Field(default_factory=list)
     base_dir: str | None = None
     """Where relative file names (fallback files) are looked up: the config file's folder."""
@@ -72,16 +76,8 @@ def cross_problems(data: dict[str, Any]) -> list[str]:
             if name in seen:
                 problems.append(f"backends[{i}].name: duplicate backend name {name!r}")
             seen.add(name)
-    routes = data.get("routes")
-    routes = [r if isinstance(r, dict) else {} for r in routes] if isinstance(routes, list) else []
-    for i, r in enumerate(routes):
-        names = r.get("backends")
-        for j, name in enumerate(names if isinstance(names, list) else []):
-            if isinstance(name, str) and name not in seen:
-                problems.append(
-                    f"routes[{i}].backends[{j}]: no backend named {name!r} "
-                    f"(known: {', '.join(sorted(seen)) or 'none'})"
-                )
+    problems += _group_problems(data, seen)
+    routes = _dicts(data.get("routes"))
     base_dir = data.get("base_dir")
     base = Path(base_dir) if isinstance(base_dir, str) and base_dir else None
     fallbacks = [("fallback", data.get("fallback"))] + [
@@ -110,4 +106,56 @@ def cross_problems(data: dict[str, Any]) -> list[str]:
         problems.append(
             f"health.timeout_ms: expected at most health.interval_ms ({interval}), got {timeout}"
         )
+    return problems
+
+
+def _dicts(value: object) -> list[dict[str, Any]]:
+    """The tables of an array of tables (anything else as an empty table: reported elsewhere)."""
+    return [v if isinstance(v, dict) else {} for v in value] if isinstance(value, list) else []
+
+
+def _unknown_backends(where: str, names: object, seen: set[str], known: str) -> list[str]:
+    return [
+        f"{where}.backends[{j}]: no backend named {name!r} (known: {known})"
+        for j, name in enumerate(names if isinstance(names, list) else [])
+        if isinstance(name, str) and name not in seen
+    ]
+
+
+def _group_problems(data: dict[str, Any], seen: set[str]) -> list[str]:
+    """Groups and routes name backends and groups that exist, each name once."""
+    problems: list[str] = []
+    known = ", ".join(sorted(seen)) or "none"
+    groups = _dicts(data.get("groups"))
+    group_names: set[str] = set()
+    for i, g in enumerate(groups):
+        gname = g.get("name")
+        if isinstance(gname, str):
+            if gname in group_names:
+                problems.append(f"groups[{i}].name: duplicate group name {gname!r}")
+            group_names.add(gname)
+        problems += _unknown_backends(f"groups[{i}]", g.get("backends"), seen, known)
+    routes = _dicts(data.get("routes"))
+    route_names: set[str] = set()
+    for i, r in enumerate(routes):
+        problems += _unknown_backends(f"routes[{i}]", r.get("backends"), seen, known)
+        rname = r.get("name")
+        if isinstance(rname, str):
+            if rname in route_names:
+                problems.append(f"routes[{i}].name: duplicate route name {rname!r}")
+            route_names.add(rname)
+        for j, f in enumerate(_dicts(r.get("forward"))):
+            gname = f.get("group")
+            if isinstance(gname, str) and gname not in group_names:
+                problems.append(
+                    f"routes[{i}].forward[{j}].group: no group named {gname!r} "
+                    f"(known: {', '.join(sorted(group_names)) or 'none'})"
+                )
+    balancer = data.get("balancer")
+    zone = balancer.get("zone") if isinstance(balancer, dict) else None
+    for i, g in enumerate(_dicts(data.get("groups"))):
+        if g.get("cross_zone") is False and zone is None:
+            problems.append(
+                f"groups[{i}].cross_zone: false needs [balancer] zone (the zone to stay in)"
+            )
     return problems

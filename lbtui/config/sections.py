@@ -147,6 +147,9 @@ class BalancerConfig(Section):
     name: ReplicaName | None = None
     """This balancer's name among the replicas sharing a limit store (default: the listener's
     ``HOST:PORT`` once bound)."""
+    zone: str | None = None
+    """The balancer's own zone: groups with ``cross_zone = false`` stay in it while it has
+    eligible backends."""
     hash_on: str = "client_ip"
     """What the hash algorithms key on: ``client_ip``, ``header:NAME`` or ``cookie:NAME``."""
 
@@ -224,7 +227,8 @@ class BackendConfig(Section):
     max_rps: Rate | None = None
     """Per-backend cap (R_max): at its cap the backend is skipped, like a full server."""
     zone: str | None = None
-    """Free-form label shown by the console (rack, zone, pool)."""
+    """The backend's zone (rack, availability zone): groups with ``cross_zone = false``
+    prefer the balancer's own zone (``[balancer] zone``)."""
     breaker: BreakerOverride | None = None
     """This backend's changes to ``[breaker]``."""
 
@@ -438,22 +442,4 @@ class AdminConfig(Section):
     def _allowed_hosts(cls, v: list[str]) -> list[str]:
         for entry in v:
             parse_allowed_host(entry)
-        return v
-
-
-class RouteConfig(Section):
-    """A routing rule: requests matching it go to its backends. First match wins."""
-
-    path_prefix: str = "/"
-    host: str | None = None
-    """Match the ``Host`` header (without port), case-insensitive; None matches any host."""
-    backends: Annotated[list[str], Field(min_length=1)]
-    fallback: FallbackConfig | None = None
-    """This route's fallback (else the global one)."""
-
-    @field_validator("path_prefix")
-    @classmethod
-    def _prefix(cls, v: str) -> str:
-        if not v.startswith("/"):
-            raise ValueError(f"expected a path starting with '/', got {v!r}")
         return v

@@ -51,6 +51,7 @@ from lbtui.control.model import (
     SetAdmin,
     SetAlgorithm,
     SetFault,
+    SetForward,
     SetLimits,
     SetWeight,
     Snapshot,
@@ -202,6 +203,8 @@ class LocalControl:
                 await self._fleet_restart(name)
             case FleetKnobs(backend=name, knobs=knobs):
                 return await self._fleet_knobs(name, knobs)
+            case SetForward(route=route, weights=weights):
+                self._set_forward(route, weights)
             case Announce(text=text):
                 self.proxy.events.emit(Note(message=_one_line(text)))
             case _:
@@ -218,6 +221,25 @@ class LocalControl:
         if config.name in self.proxy.backends:
             raise Conflict(f"a backend named {config.name!r} exists already", field="name")
         self.proxy.act(ops.AddBackend(config))
+
+    def _set_forward(self, name: str, weights: Mapping[str, float]) -> None:
+        routes = {r.name: r for r in self.proxy.state.routes}
+        route = routes.get(name)
+        if route is None:
+            known = ", ".join(routes) or "none"
+            raise NotFound(f"no route named {name!r} (known: {known})")
+        groups = route.weights()
+        for group, weight in weights.items():
+            if group not in groups:
+                raise Invalid(
+                    f"weights.{group}: route {name!r} does not forward to it "
+                    f"(it forwards to {', '.join(groups) or 'nothing'})",
+                    field="weights",
+                )
+            _number(weight, f"weights.{group}", 0, 1000)
+        if not weights:
+            raise Invalid("weights: expected at least one group's weight", field="weights")
+        self.proxy.act(ops.SetForward(name, tuple((g, float(w)) for g, w in weights.items())))
 
     def _set_algorithm(self, name: str) -> None:
         if name not in ALGORITHM_NAMES:

@@ -40,6 +40,7 @@ from lbtui.core.events import (
     FaultEnded,
     FaultSet,
     FleetFaultSet,
+    ForwardChanged,
     GenericEvent,
     HealthChanged,
     KnobsChanged,
@@ -56,6 +57,7 @@ from lbtui.core.events import (
     WeightChanged,
     WorkerExited,
     WorkerRestarted,
+    ZoneSpill,
     from_wire,
 )
 from lbtui.core.events import Figure as EventFigure
@@ -98,6 +100,7 @@ __all__ = [
     "FleetKnobs",
     "FleetRestart",
     "ForceBreaker",
+    "ForwardChanged",
     "FrontendView",
     "GenericEvent",
     "HealthChanged",
@@ -116,10 +119,12 @@ __all__ = [
     "RateLimited",
     "RemoveBackend",
     "RetryBudgetExhausted",
+    "RouteView",
     "ServerView",
     "SetAdmin",
     "SetAlgorithm",
     "SetFault",
+    "SetForward",
     "SetLimits",
     "SetWeight",
     "Snapshot",
@@ -128,6 +133,7 @@ __all__ = [
     "Windows",
     "WorkerExited",
     "WorkerRestarted",
+    "ZoneSpill",
     "action_from_json",
     "action_to_json",
     "event_from_json",
@@ -387,13 +393,15 @@ class Windows:
 
 @dataclass(frozen=True, slots=True)
 class PoolView:
-    """One pool (the default one, or a route's) and its balance figures."""
+    """One target group (``default``, a ``[[groups]]`` entry, or a route's unnamed one) and
+    its balance figures."""
 
     name: str
-    """``default``, or ``routes[i]`` for the i-th route of the config."""
+    """The group's name: ``default``, a ``[[groups]]`` name, or ``routes[i]`` for the unnamed
+    group of the i-th route's ``backends``."""
     route: str | None
-    """What the route matches (``host/prefix``, ``*/prefix`` for any host); ``None`` for the
-    default pool."""
+    """The routes that forward to it, by name (comma-separated); ``None`` for none (the
+    default group)."""
     backends: list[str]
     eligible: list[str]
     """The backends that take new requests now (those L and M are computed over)."""
@@ -404,6 +412,26 @@ class PoolView:
     """L over the eligible backends (``lbtui.core.balance``)."""
     overload: int
     """M over the eligible backends."""
+    algorithm: str = ""
+    zone: str | None = None
+    """The zone it stays in (``cross_zone = false``); None: it balances across zones."""
+    spilling: bool = False
+    """It has no eligible backend in ``zone`` and sends to the other zones."""
+    sticky: str | None = None
+    """Its sticky cookie's name (None: not sticky)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RouteView:
+    """One routing rule, in evaluation order, and where it sends requests now."""
+
+    name: str
+    """Its ``name``, else ``routes[i]`` (its place in the config)."""
+    match: str
+    """What it matches, for people: ``host/path*``, methods, headers, query."""
+    action: Literal["forward", "redirect", "respond"]
+    forward: dict[str, float] = field(default_factory=dict)
+    """Forward weights by group, as they are now (``set_forward`` changes them)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -443,6 +471,8 @@ class Snapshot:
     unavailable: dict[str, str] = field(default_factory=dict)
     """Action kinds this source cannot carry out, each with why (HAProxy cannot delay): the
     console shows the reason instead of a form; ``act`` raises ``Unavailable`` with it."""
+    routes: list[RouteView] = field(default_factory=list)
+    """The routing rules in evaluation order (empty: every request goes to ``default``)."""
 
     def backend(self, name: str) -> BackendView:
         for b in self.backends:
@@ -556,6 +586,16 @@ class FleetKnobs:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SetForward:
+    """Shift a route's traffic between its groups (canary, blue/green): new forward weights by
+    group name; groups left out keep theirs."""
+
+    kind: Literal["set_forward"] = "set_forward"
+    route: str
+    weights: dict[str, Annotated[float, Field(ge=0, le=1000)]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Announce:
     """A sentence on the balancer's timeline, changing nothing: a chaos run says when it
     starts and ends, so every console and ``/api/v1/events`` see it, with its origin."""
@@ -577,6 +617,7 @@ Action = Annotated[
     | FleetKill
     | FleetRestart
     | FleetKnobs
+    | SetForward
     | Announce,
     Field(discriminator="kind"),
 ]

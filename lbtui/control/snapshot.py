@@ -31,6 +31,7 @@ from lbtui.control.model import (
     LimitsView,
     PoolView,
     ProcessView,
+    RouteView,
     Snapshot,
     Windows,
     WorkerView,
@@ -59,15 +60,17 @@ def member_of(v: BackendView) -> Member:
 
 
 def named_pools(proxy: Proxy) -> list[tuple[str, str | None, Pool]]:
-    """Every pool with its name (``default``, ``routes[i]``) and what its route matches."""
-    named: list[tuple[str, str | None, Pool]] = [("default", None, proxy.default_pool)]
-    for i, r in enumerate(proxy.state.routes):
-        named.append((f"routes[{i}]", f"{r.host or '*'}{r.path_prefix}", r.pool))
+    """Every group once (``default`` first) with the names of the routes that forward to it."""
+    state = proxy.state
+    named: list[tuple[str, str | None, Pool]] = []
+    for pool in state.pools:
+        via = [r.name for r in state.routes if any(p is pool for p, _ in r.forward)]
+        named.append((pool.name, ", ".join(via) or None, pool))
     return named
 
 
 def pool_views(proxy: Proxy, members: Mapping[str, Member]) -> list[PoolView]:
-    """Each pool's balance figures over its eligible backends, the default pool first
+    """Each group's balance figures over its eligible backends, the default group first
     (``members`` by backend name; ``/metrics`` builds them from the records, the snapshot from
     its views: one computation for both)."""
     out: list[PoolView] = []
@@ -85,8 +88,24 @@ def pool_views(proxy: Proxy, members: Mapping[str, Member]) -> list[PoolView]:
                 rps=sum(members[n].rate for n in live),
                 imbalance=pool_imbalance(group, pool.panic),
                 overload=pool_overload(group, pool.panic),
+                algorithm=pool.algorithm,
+                zone=pool.zone,
+                spilling=pool.spilling,
+                sticky=pool.sticky_cookie,
             )
         )
+    return out
+
+
+def route_views(proxy: Proxy) -> list[RouteView]:
+    """The routes in evaluation order, with their forward weights as they are now."""
+    out: list[RouteView] = []
+    for r in proxy.state.routes:
+        fixed = r.fixed
+        action: Literal["forward", "redirect", "respond"] = (
+            "forward" if fixed is None else "redirect" if 300 <= fixed.status < 400 else "respond"
+        )
+        out.append(RouteView(name=r.name, match=r.match, action=action, forward=r.weights()))
     return out
 
 
@@ -366,6 +385,7 @@ def assemble(
         workers=worker_views(proxy),
         pools=pools,
         windows=Windows(),
+        routes=route_views(proxy),
     )
 
 

@@ -161,6 +161,16 @@ class PanicChanged(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ZoneSpill(Event):
+    """A group that stays in the balancer's zone started or stopped sending to other zones."""
+
+    KIND = EventKind.EJECTION
+    group: str
+    zone: str
+    spilling: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LimitsChanged(Event):
     """An operator changed the rate limits (the message lists them)."""
 
@@ -250,6 +260,16 @@ class WeightChanged(Event):
     PREFIX = (("action", "weight"),)
     old: Num
     new: Num
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ForwardChanged(Event):
+    """A route's forward weights set by an operator (canary, blue/green shift)."""
+
+    KIND = EventKind.ACTION
+    route: str
+    weights: str
+    """``group=weight`` pairs, comma-separated, as they are now."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -411,6 +431,7 @@ KINDS: tuple[type[Event], ...] = (
     EjectionChanged,
     PanicChanged,
     LimitStoreChanged,
+    ZoneSpill,
     RateLimited,
     LimitsChanged,
     FallbackServed,
@@ -420,6 +441,7 @@ KINDS: tuple[type[Event], ...] = (
     FaultEnded,
     NoFaultToClear,
     WeightChanged,
+    ForwardChanged,
     AdminChanged,
     BackendAdded,
     BackendRemoved,

@@ -1,0 +1,219 @@
+"""Target groups and routing rules through the real balancer: canary shares, stickiness,
+zone spill, fixed answers and header rewrites, and the run-time forward weights."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from lbtui.config import AdminConfig
+from lbtui.control.api import AdminServer
+from lbtui.control.local import LocalControl
+from lbtui.control.model import SetAdmin, Snapshot
+from lbtui.core.events import ForwardChanged, ZoneSpill
+
+TOKEN = "groups-token"
+
+
+def canary_config(bs: list[Any]) -> dict[str, Any]:
+    return {
+        "groups": [
+            {"name": "stable", "backends": [bs[0].name, bs[1].name]},
+            {"name": "canary", "backends": [bs[2].name], "algorithm": "least_request"},
+        ],
+        "routes": [
+            {
+                "name": "api",
+                "path_prefix": "/api/",
+                "forward": [{"group": "stable", "weight": 90}, {"group": "canary", "weight": 10}],
+            }
+        ],
+    }
+
+
+async def hits_by_backend(
+    client: Any, url: str, n: int, headers: dict[str, str] | None = None
+) -> collections.Counter[str]:
+    seen: collections.Counter[str] = collections.Counter()
+    for _ in range(n):
+        async with client.get(url, headers=headers) as r:
+            assert r.status == 200
+            seen[r.headers["X-Backend"]] += 1
+            await r.read()
+    return seen
+
+
+async def eventually(cond: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met before the deadline")
+        await asyncio.sleep(0.02)
+
+
+async def test_canary_share_over_a_thousand_requests_then_shifted_at_run_time(
+    backends, balancer, client
+):
+    bs = await backends(4)
+    lb = await balancer(bs, **canary_config(bs))
+    seen = await hits_by_backend(client, lb.url + "/api/x", 1000)
+    assert seen[bs[2].name] == 100  # smooth WRR over the groups: exactly 10 %
+    assert seen[bs[0].name] + seen[bs[1].name] == 900
+    assert bs[3].hits == 0  # in no group the route forwards to
+    # unrouted requests go to the default group: every backend
+    other = await hits_by_backend(client, lb.url + "/other", 40)
+    assert sorted(other.values()) == [10, 10, 10, 10]
+
+    control = LocalControl(lb.proxy)
+    server = AdminServer(
+        AdminConfig(address="127.0.0.1:0", token=TOKEN), control, keepalive_s=0.2, environ={}
+    )
+    await server.start()
+    try:
+        async with httpx.AsyncClient(
+            base_url=server.url, headers={"Authorization": f"Bearer {TOKEN}"}, trust_env=False
+        ) as http:
+            r = await http.post(
+                "/api/v1/actions",
+                json={"kind": "set_forward", "route": "api", "weights": {"canary": 90}},
+            )
+            assert r.status_code in (200, 204), r.text
+            bad = await http.post(
+                "/api/v1/actions",
+                json={"kind": "set_forward", "route": "api", "weights": {"nope": 1}},
+            )
+            assert bad.status_code == 422 and "does not forward to it" in bad.text
+            missing = await http.post(
+                "/api/v1/actions",
+                json={"kind": "set_forward", "route": "zzz", "weights": {"canary": 1}},
+            )
+            assert missing.status_code == 404
+            state = Snapshot.from_json((await http.get("/api/v1/state")).content)
+    finally:
+        await server.stop()
+    shifted = await hits_by_backend(client, lb.url + "/api/x", 180)
+    assert shifted[bs[2].name] == 90  # canary 90 : stable 90
+    events = [e for e in lb.proxy.events.since(0) if isinstance(e, ForwardChanged)]
+    assert events and events[-1].weights == "stable=90, canary=90"
+    route = next(r for r in state.routes if r.name == "api")
+    assert route.forward == {"stable": 90.0, "canary": 90.0}
+    groups = {p.name: p for p in state.pools}
+    assert groups["canary"].algorithm == "least_request"
+    assert groups["canary"].route == "api"
+    assert groups["stable"].backends == [bs[0].name, bs[1].name]
+
+
+async def test_sticky_cookie_keeps_a_client_on_its_backend_until_it_is_drained(
+    backends, balancer, client
+):
+    bs = await backends(3)
+    lb = await balancer(
+        bs,
+        groups=[{"name": "web", "backends": [b.name for b in bs], "sticky": {"cookie": "lb"}}],
+        routes=[{"forward": [{"group": "web"}]}],
+    )
+    async with client.get(lb.url + "/") as r:
+        first = r.headers["X-Backend"]
+        cookie = r.headers["Set-Cookie"]
+        await r.read()
+    assert cookie.startswith("lb=") and "HttpOnly" in cookie
+    value = cookie.split(";")[0]
+    for _ in range(30):
+        async with client.get(lb.url + "/", headers={"Cookie": value}) as r:
+            assert r.headers["X-Backend"] == first
+            assert "Set-Cookie" not in r.headers  # already stuck: nothing to say
+            await r.read()
+    await LocalControl(lb.proxy).act(SetAdmin(backend=first, state="draining"))
+    async with client.get(lb.url + "/", headers={"Cookie": value}) as r:
+        moved = r.headers["X-Backend"]
+        renewed = r.headers["Set-Cookie"].split(";")[0]
+        await r.read()
+    assert moved != first and renewed != value
+    async with client.get(lb.url + "/", headers={"Cookie": renewed}) as r:
+        assert r.headers["X-Backend"] == moved
+        await r.read()
+
+
+async def test_rules_answer_redirects_and_fixed_responses_and_rewrite_headers(
+    backends, balancer, client
+):
+    bs = await backends(2)
+    lb = await balancer(
+        bs,
+        routes=[
+            {"path": "/old", "redirect": {"location": "/new", "status": 301}},
+            {"path_prefix": "/health", "methods": ["GET"], "respond": {"body": "ok"}},
+            {"host": "*.example.com", "backends": [bs[1].name]},
+            {"headers": {"X-Beta": "1"}, "query": {"v": "2"}, "backends": [bs[1].name]},
+            {
+                "path_prefix": "/",
+                "backends": [bs[0].name],
+                "request_headers": {
+                    "set": {"X-Real-IP": "$remote_addr", "X-Forwarded-Server": "$host"},
+                    "remove": ["X-Drop-Me"],
+                },
+                "response_headers": {"add": {"X-Route": "main"}},
+            },
+        ],
+    )
+    async with client.get(lb.url + "/old", allow_redirects=False) as r:
+        assert r.status == 301 and r.headers["Location"] == "/new"
+    async with client.get(lb.url + "/health") as r:
+        assert r.status == 200 and await r.text() == "ok"
+    assert bs[0].hits == bs[1].hits == 0  # answered by the balancer itself
+    async with client.get(lb.url + "/x", headers={"Host": "shop.example.com"}) as r:
+        assert r.headers["X-Backend"] == bs[1].name
+    async with client.get(lb.url + "/x?v=2", headers={"X-Beta": "1"}) as r:
+        assert r.headers["X-Backend"] == bs[1].name
+    async with client.get(lb.url + "/x?v=3", headers={"X-Beta": "1", "X-Drop-Me": "1"}) as r:
+        assert r.headers["X-Backend"] == bs[0].name
+        assert r.headers["X-Route"] == "main"
+        info = json.loads(await r.read())
+    sent = {k.lower(): v for k, v in info["headers"]}
+    assert sent["x-real-ip"] == "127.0.0.1"
+    assert sent["x-forwarded-server"] == "127.0.0.1"
+    assert "x-drop-me" not in sent
+    assert sent["x-forwarded-for"] == "127.0.0.1"  # the usual rewriting still happened
+
+
+async def test_zone_spill_when_the_local_zone_dies_costs_no_client_error(
+    backends, balancer, client
+):
+    bs = await backends(4)
+    zones = ["a", "a", "b", "b"]
+    lb = await balancer(
+        bs,
+        balancer={"zone": "a"},
+        backends=[
+            {"name": b.name, "url": b.url, "zone": z} for b, z in zip(bs, zones, strict=True)
+        ],
+        groups=[{"name": "g", "backends": [b.name for b in bs], "cross_zone": False}],
+        routes=[{"forward": [{"group": "g"}]}],
+        retries={"attempts": 2},
+    )
+    before = await hits_by_backend(client, lb.url + "/", 40)
+    assert set(before) == {bs[0].name, bs[1].name}  # the local zone only
+    t0 = time.monotonic()
+    await bs[0].stop()
+    await bs[1].stop()
+    statuses: collections.Counter[int] = collections.Counter()
+    served: collections.Counter[str] = collections.Counter()
+    for _ in range(200):
+        async with client.get(lb.url + "/") as r:
+            statuses[r.status] += 1
+            served[r.headers.get("X-Backend", "-")] += 1
+            await r.read()
+    assert statuses == {200: 200}  # idempotent GETs: retried into the other zone
+    assert set(served) <= {bs[2].name, bs[3].name}
+    await eventually(lambda: any(isinstance(e, ZoneSpill) for e in lb.proxy.events.since(0)))
+    spill = next(e for e in lb.proxy.events.since(0) if isinstance(e, ZoneSpill))
+    assert spill.spilling and spill.group == "g" and spill.zone == "a"
+    assert time.monotonic() - t0 < 30
+    pool = lb.proxy.state.groups["g"]
+    assert pool.spilling
