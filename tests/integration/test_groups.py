@@ -88,7 +88,8 @@ async def test_canary_share_over_a_thousand_requests_then_shifted_at_run_time(
                 "/api/v1/actions",
                 json={"kind": "set_forward", "route": "api", "weights": {"nope": 1}},
             )
-            assert bad.status_code == 422 and "does not forward to it" in bad.text
+            assert bad.status_code == 422
+            assert "does not forward to it" in bad.text
             missing = await http.post(
                 "/api/v1/actions",
                 json={"kind": "set_forward", "route": "zzz", "weights": {"canary": 1}},
@@ -100,7 +101,8 @@ async def test_canary_share_over_a_thousand_requests_then_shifted_at_run_time(
     shifted = await hits_by_backend(client, lb.url + "/api/x", 180)
     assert shifted[bs[2].name] == 90  # canary 90 : stable 90
     events = [e for e in lb.proxy.events.since(0) if isinstance(e, ForwardChanged)]
-    assert events and events[-1].weights == "stable=90, canary=90"
+    assert events
+    assert events[-1].weights == "stable=90, canary=90"
     route = next(r for r in state.routes if r.name == "api")
     assert route.forward == {"stable": 90.0, "canary": 90.0}
     groups = {p.name: p for p in state.pools}
@@ -122,7 +124,8 @@ async def test_sticky_cookie_keeps_a_client_on_its_backend_until_it_is_drained(
         first = r.headers["X-Backend"]
         cookie = r.headers["Set-Cookie"]
         await r.read()
-    assert cookie.startswith("lb=") and "HttpOnly" in cookie
+    assert cookie.startswith("lb=")
+    assert "HttpOnly" in cookie
     value = cookie.split(";")[0]
     for _ in range(30):
         async with client.get(lb.url + "/", headers={"Cookie": value}) as r:
@@ -134,7 +137,8 @@ async def test_sticky_cookie_keeps_a_client_on_its_backend_until_it_is_drained(
         moved = r.headers["X-Backend"]
         renewed = r.headers["Set-Cookie"].split(";")[0]
         await r.read()
-    assert moved != first and renewed != value
+    assert moved != first
+    assert renewed != value
     async with client.get(lb.url + "/", headers={"Cookie": renewed}) as r:
         assert r.headers["X-Backend"] == moved
         await r.read()
@@ -163,9 +167,11 @@ async def test_rules_answer_redirects_and_fixed_responses_and_rewrite_headers(
         ],
     )
     async with client.get(lb.url + "/old", allow_redirects=False) as r:
-        assert r.status == 301 and r.headers["Location"] == "/new"
+        assert r.status == 301
+        assert r.headers["Location"] == "/new"
     async with client.get(lb.url + "/health") as r:
-        assert r.status == 200 and await r.text() == "ok"
+        assert r.status == 200
+        assert await r.text() == "ok"
     assert bs[0].hits == bs[1].hits == 0  # answered by the balancer itself
     async with client.get(lb.url + "/x", headers={"Host": "shop.example.com"}) as r:
         assert r.headers["X-Backend"] == bs[1].name
@@ -213,7 +219,9 @@ async def test_zone_spill_when_the_local_zone_dies_costs_no_client_error(
     assert set(served) <= {bs[2].name, bs[3].name}
     await eventually(lambda: any(isinstance(e, ZoneSpill) for e in lb.proxy.events.since(0)))
     spill = next(e for e in lb.proxy.events.since(0) if isinstance(e, ZoneSpill))
-    assert spill.spilling and spill.group == "g" and spill.zone == "a"
+    assert spill.spilling
+    assert spill.group == "g"
+    assert spill.zone == "a"
     assert time.monotonic() - t0 < 30
     pool = lb.proxy.state.groups["g"]
     assert pool.spilling
