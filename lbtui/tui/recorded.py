@@ -36,6 +36,7 @@ from lbtui.control.model import (
     SetAdmin,
     SetAlgorithm,
     SetFault,
+    SetForward,
     SetLimits,
     SetWeight,
     Snapshot,
@@ -174,5 +175,8 @@ def _describe(action: Action) -> str:
             return "process restarted"
         case Announce(text=text):
             return text
+        case SetForward(route=route, weights=weights):
+            shares = ", ".join(f"{g}={w:g}" for g, w in weights.items())
+            return f"route {route} forwards {shares}"
         case _:
             return action.kind.replace("_", " ")

@@ -40,6 +40,7 @@ from lbtui.control.model import (
     SetAdmin,
     SetAlgorithm,
     SetFault,
+    SetForward,
     SetLimits,
     SetWeight,
     Snapshot,
@@ -533,13 +534,18 @@ def every_action(name: str, url: str) -> list[Action]:
         "fleet_restart": FleetRestart(backend=name),
         "fleet_knobs": FleetKnobs(backend=name, knobs={"latency_ms": 1}),
         "announce": Announce(text="chaos x started"),
+        "set_forward": SetForward(route="main", weights={"g": 2}),
     }
     assert set(made) == set(ACTION_KINDS), "a new action needs a line here"
     return [made[k] for k in ACTION_KINDS]
 
 
+ROUTED = {"groups": [{"name": "g"}], "routes": [{"name": "main", "forward": [{"group": "g"}]}]}
+"""A route for ``set_forward`` to act on."""
+
+
 async def test_every_action_is_done_and_on_the_timeline(any_control):
-    r = await any_control(2)
+    r = await any_control(2, **ROUTED)
     a, b = (x.name for x in r.backends)
     for action in every_action(a, r.backends[1].url):
         if isinstance(action, RemoveBackend):
