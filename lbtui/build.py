@@ -46,6 +46,7 @@ COMPILED_MODULES: tuple[str, ...] = (
     "lbtui.balancer.proxy",
     "lbtui.balancer.request_reader",
     "lbtui.balancer.response_reader",
+    "lbtui.balancer.routing",
     "lbtui.balancer.shared",
     "lbtui.balancer.shared_layout",
     "lbtui.balancer.shared_limiters",
@@ -58,6 +59,7 @@ COMPILED_MODULES: tuple[str, ...] = (
     "lbtui.core.record",
     "lbtui.core.window",
     "lbtui.core.retry",
+    "lbtui.core.routing",
 )
 """The modules a proxied request runs through, compiled in the default build. Not here: modules
 whose dataclasses pydantic reads (``core.events``, ``core.faults``: a compiled class keeps no
