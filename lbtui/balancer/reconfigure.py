@@ -67,8 +67,11 @@ def apply_reload(operator: Operator, pipeline: Pipeline, op: ops.Reload) -> None
             state.arm_health(backend, now)
     if "retries" in tables:
         _retries(pipeline, config.retries, config.proxy.max_attempts)
-    if membership or tables & {"routes", "fallback", "balancer"}:
+    if membership or tables & {"groups", "routes", "fallback", "balancer"}:
         state.configure_routing()
+    if "groups" in tables and "breaker" not in tables:  # a group's breaker changes
+        for backend in state.backends.values():
+            state.arm_breaker(backend, now)
     state.refresh_pools(now)
     _announce(operator, list(op.changes))
 

@@ -136,7 +136,7 @@ class State:
             self.add(Backend.from_config(bc), now)
         algorithm = config.balancer.algorithm
         self.zone = config.balancer.zone
-        self.algorithm = algorithm
+        self.algorithm: str = algorithm
         """The balancer's algorithm: every group's but those that name their own."""
         self.default_pool = Pool(list(self.backends.values()), algorithm)
         """Where requests no route matches go: the group named ``default``, else every backend

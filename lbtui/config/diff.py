@@ -9,9 +9,9 @@ only what it does. This module decides *what* changed and nothing else — pure,
 The kinds: a backend added, removed, reweighted (its weight alone changed: its breaker and
 windows stay) or replaced (its address, cap, zone or breaker override changed: a new one takes
 its place and the old one finishes the requests it has); the algorithm swapped; a table that is
-applied live (``limits``, ``breaker``, ``ejection``, ``health``, ``retries``, ``routes``,
-``fallback``, ``balancer.hash_on``); and a table or key whose change takes a restart (the
-listener, the admin API, the proxy's timeouts and engines, where the limits are kept
+applied live (``limits``, ``breaker``, ``ejection``, ``health``, ``retries``, ``groups``,
+``routes``, ``fallback``, ``balancer.hash_on``); and a table or key whose change takes a restart
+(the listener, the admin API, the proxy's timeouts and engines, where the limits are kept
 (``limits.store``…), the replica's name, and any table this module does not know, such as one
 a newer version adds), reported and left as it was. A listener opened or closed
 (``[[listeners]]``) will be one more kind beside these.
@@ -31,6 +31,7 @@ LIVE_TABLES: tuple[str, ...] = (
     "ejection",
     "health",
     "retries",
+    "groups",
     "routes",
     "fallback",
 )
