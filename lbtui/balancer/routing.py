@@ -18,8 +18,8 @@ from collections.abc import Callable, Mapping
 from lbtui.balancer.connections import HeadBlock
 from lbtui.balancer.exchange import Answer, ClientRequest
 from lbtui.balancer.fallback import Fallback
-from lbtui.balancer.pool import Pool
-from lbtui.config import HeaderRewrite, RouteConfig
+from lbtui.balancer.pool import Backend, Pool
+from lbtui.config import GroupConfig, HeaderRewrite, RouteConfig
 from lbtui.core.routing import Router, Rule, Shares
 
 
@@ -129,6 +129,27 @@ class Route:
 
     def weights(self) -> dict[str, float]:
         return {p.name: w for p, w in self.forward}
+
+
+def group_pool(g: GroupConfig, members: list[Backend], algorithm: str, zone: str | None) -> Pool:
+    """The pool of target group ``g`` (``algorithm``: the balancer's, for a group without its
+    own; ``zone``: the balancer's)."""
+    pool = Pool(members, g.algorithm or algorithm, name=g.name)
+    shape(pool, g, algorithm, zone)
+    return pool
+
+
+def shape(pool: Pool, g: GroupConfig, algorithm: str, zone: str | None) -> None:
+    """Give ``pool`` group ``g``'s name, algorithm, stickiness and zone."""
+    sticky = g.sticky
+    pool.name = g.name
+    pool.own_algorithm = g.algorithm is not None
+    if (g.algorithm or algorithm) != pool.algorithm:
+        pool.set_algorithm(g.algorithm or algorithm)
+    pool.sticky_cookie = sticky.cookie if sticky is not None else None
+    pool.sticky_ttl_s = sticky.ttl_s if sticky is not None else 0.0
+    pool.zone = None if g.cross_zone else zone
+    pool.reindex()
 
 
 def describe(rc: RouteConfig) -> str:

@@ -20,8 +20,8 @@ from lbtui.balancer.admission import Admission
 from lbtui.balancer.exchange import ClientRequest
 from lbtui.balancer.fallback import Fallback
 from lbtui.balancer.pool import AdminState, Backend, Pool, breaker_config, cap_bucket
-from lbtui.balancer.routing import Route, build_routes
-from lbtui.config import BackendConfig, BreakerOverride, Config, GroupConfig, HealthConfig
+from lbtui.balancer.routing import Route, build_routes, group_pool, shape
+from lbtui.config import BackendConfig, BreakerOverride, Config, HealthConfig
 from lbtui.config.store import parse_store
 from lbtui.core import health as core_health
 from lbtui.core.balancing import Balancer
@@ -228,11 +228,11 @@ class State:
         for g in config.groups:
             members = [self.backends[n] for n in g.backends if n in self.backends]
             if g.name == "default":
-                self.shape(default, g, algorithm)
+                shape(default, g, algorithm, config.balancer.zone)
                 default.set_backends(members)
                 groups[g.name] = default
             else:
-                groups[g.name] = self.group_pool(g, members, algorithm)
+                groups[g.name] = group_pool(g, members, algorithm, config.balancer.zone)
         if "default" not in groups and default.name == "default" and self.groups.get("default"):
             # the default group left the file: every backend again, the balancer's algorithm
             default.sticky_cookie = None
@@ -265,25 +265,6 @@ class State:
     def configure_failures(self) -> None:
         fs = self.config.breaker.failure_statuses
         self.failure_statuses = frozenset(fs) if fs is not None else None
-
-    def group_pool(self, g: GroupConfig, members: list[Backend], algorithm: str) -> Pool:
-        """The pool of target group ``g`` (``algorithm``: the balancer's, for a group without
-        its own)."""
-        pool = Pool(members, g.algorithm or algorithm, name=g.name)
-        self.shape(pool, g, algorithm)
-        return pool
-
-    def shape(self, pool: Pool, g: GroupConfig, algorithm: str) -> None:
-        """Give ``pool`` group ``g``'s name, algorithm, stickiness and zone."""
-        sticky = g.sticky
-        pool.name = g.name
-        pool.own_algorithm = g.algorithm is not None
-        if (g.algorithm or algorithm) != pool.algorithm:
-            pool.set_algorithm(g.algorithm or algorithm)
-        pool.sticky_cookie = sticky.cookie if sticky is not None else None
-        pool.sticky_ttl_s = sticky.ttl_s if sticky is not None else 0.0
-        pool.zone = None if g.cross_zone else self.config.balancer.zone
-        pool.reindex()
 
     def backend(self, name: str) -> Backend:
         try:
