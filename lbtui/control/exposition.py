@@ -42,9 +42,29 @@ class _Lines:
     key: tuple[object, ...]
     parts: list[bytes]
     """The sample lines of each family of ``backend_families``, in its order, encoded."""
-    samples: list[tuple[object, object]]
-    """What each family's lines were written from (its values and histograms): a family whose
-    samples did not change keeps its lines (a new outcome moves four families of twelve)."""
+    samples: list[_Frozen]
+    """What each family's lines were written from (its values and histograms, as tuples: the
+    collector stops scanning a tuple of numbers and strings once it has seen one, where lists
+    kept for 1,000 backends are scanned at every collection): a family whose samples did not
+    change keeps its lines (a new outcome moves four families of twelve)."""
+
+
+_Frozen = tuple[object, ...]
+
+
+def _frozen(
+    values: list[tuple[tuple[str, ...], float]],
+    histograms: list[tuple[tuple[str, ...], list[int], float, int]],
+) -> _Frozen:
+    """A family's samples as one flat tuple (two levels deep: the collector lets go of a
+    nested tuple one level a collection)."""
+    out: list[object] = []
+    for labels, value in values:
+        out += (labels, value)
+    out.append(None)  # between the values and the histograms: no value is None
+    for labels, buckets, total, count in histograms:
+        out += (labels, tuple(buckets), total, count)
+    return tuple(out)
 
 
 def _key(proxy: Proxy, b: Backend, now: float, peers: tuple[int, ...]) -> tuple[object, ...]:
@@ -105,11 +125,12 @@ class Exposition:
             self._families = backend_families(self.proxy, [], 0.0)
         rows = outcome_samples(self.proxy.merged_backend_record(b), b.name)
         for k, new in rows.items():
-            if new != had.samples[k]:
+            frozen = _frozen(*new)
+            if frozen != had.samples[k]:
                 f = self._families[k]
                 fam = Family(f.name, f.kind, f.help, f.labels, new[0], new[1])
                 had.parts[k] = sample_text(fam, self._prefixes).encode()
-                had.samples[k] = new
+                had.samples[k] = frozen
         had.key = key
 
     async def _render(self) -> bytes:
@@ -140,7 +161,7 @@ class Exposition:
                 self.rewritten += 1
                 continue
             fams = backend_families(proxy, [b], now)
-            samples: list[tuple[object, object]] = [(f.values, f.histograms) for f in fams]
+            samples = [_frozen(f.values, f.histograms) for f in fams]
             if had is None:
                 parts = [sample_text(f, self._prefixes).encode() for f in fams]
             else:

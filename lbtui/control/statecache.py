@@ -116,6 +116,17 @@ class _Entry:
     countdown, slow start, an ejection, a fault, a score, a process): rebuilt whole each tick."""
 
 
+_FIELDS = tuple(f.name for f in dataclasses.fields(Figures) if f.name != "rps_series")
+
+
+def _assign(f: Figures, new: Figures) -> None:
+    """``new``'s figures into ``f``, in place: a view's figures stay the objects they were, so
+    that splicing 1,000 views a poll makes no new containers for the collector to scan."""
+    for name in _FIELDS:
+        setattr(f, name, getattr(new, name))
+    f.rps_series[:] = new.rps_series
+
+
 def _rating(f: Figures, in_flight: int) -> bool:
     return bool(f.rps or f.demand_rps or f.bytes_per_s or in_flight)
 
@@ -287,61 +298,44 @@ class StateCache:
         and the breaker's calls."""
         proxy = self.control.proxy
         rec = proxy.merged_backend_record(b)
-        old = e.figures
+        f = e.figures
         parts = e.parts
         assert parts is not None
         if outcome is not None:
             fig = rec.figures(now)
             conns = outcome(b, fig.in_flight)
-            f = read_figures(fig, rec.retries_total, conns, old.connections_source)
+            _assign(f, read_figures(fig, rec.retries_total, conns, f.connections_source))
             if b.breaker is not None and len(parts) == 4:
                 e.calls = calls_json(b.breaker.stats(now))
         else:
             rps, demand, errors, traffic = rec.rates(now)
+            refused = rec.refused_at_cap_total
             if not tick:
                 if (
-                    rps == old.rps
-                    and demand == old.demand_rps
-                    and errors == old.error_ratio
-                    and traffic == old.bytes_per_s
-                    and rec.refused_at_cap_total == old.refused_at_cap_total
+                    rps == f.rps
+                    and demand == f.demand_rps
+                    and errors == f.error_ratio
+                    and traffic == f.bytes_per_s
+                    and refused == f.refused_at_cap_total
                 ):  # no slot with anything in it left the window: the view is as it was
                     e.fast = fast
                     self.spliced += 1
                     return
-                series = old.rps_series.copy()
-                series[-1] = rps
-                samples = old.latency_samples
-                qs = (old.p50_ms, old.p90_ms, old.p99_ms, old.p999_ms)
+                f.rps_series[-1] = rps
             else:
-                series = rec.series(now, rps)
+                f.rps_series[:] = rec.series(now, rps)
                 samples = rec.recent_samples(now)
-                qs = (old.p50_ms, old.p90_ms, old.p99_ms, old.p999_ms)
-                if samples != old.latency_samples:  # samples left the window
-                    fig = rec.figures(now)
-                    qs = (fig.p50_ms, fig.p90_ms, fig.p99_ms, fig.p999_ms)
-            f = Figures(
-                old.in_flight,
-                old.open_connections,
-                old.connections_source,
-                rps,
-                series,
-                qs[0],
-                qs[1],
-                qs[2],
-                qs[3],
-                errors,
-                traffic,
-                old.requests_total,
-                old.responses_total,
-                old.failures_total,
-                old.retries_total,
-                old.bytes_in_total,
-                old.bytes_out_total,
-                demand,
-                rec.refused_at_cap_total,
-                samples,
-            )
+                if samples != f.latency_samples:  # samples left the window
+                    q = rec.figures(now)
+                    f.p50_ms, f.p90_ms, f.p99_ms, f.p999_ms = (
+                        q.p50_ms,
+                        q.p90_ms,
+                        q.p99_ms,
+                        q.p999_ms,
+                    )
+                    f.latency_samples = samples
+            f.rps, f.error_ratio, f.bytes_per_s = rps, errors, traffic
+            f.demand_rps, f.refused_at_cap_total = demand, refused
         data = splice(parts, e.calls, f)
         self.spliced += 1
         if data != e.json:
@@ -349,11 +343,46 @@ class StateCache:
             e.version = self.version
             e.json = data
         e.fast = fast
-        e.figures = f
         e.rating = _rating(f, f.in_flight)
         e.moving = e.others or _windows_moving(f, f.in_flight)
         m = e.member
-        e.member = Member(f.rps, m.weight, m.eligible, f.demand_rps, m.max_rps, m.admitting)
+        if m.rate != f.rps or m.demand != f.demand_rps:
+            e.member = Member(f.rps, m.weight, m.eligible, f.demand_rps, m.max_rps, m.admitting)
+
+    def _store(
+        self,
+        name: str,
+        e: _Entry | None,
+        key: tuple[object, ...],
+        when: tuple[int, int, int],
+        view: BackendView,
+        data: bytes,
+        version: int,
+    ) -> None:
+        """Keep a rebuilt view's JSON and what splicing and the balance figures read of it;
+        ``when``: the tick, the rate slot and the health checks it was built at."""
+        tick, fast, checks = when
+        figures = figures_of(view)
+        others = _others_moving(view)
+        cut = template(data, figures)
+        parts, calls = cut if cut is not None else (None, b"")
+        moving = others or _windows_moving(figures, view.in_flight)
+        rating = _rating(figures, view.in_flight)
+        member = member_of(view)
+        if e is None:
+            self._entries[name] = _Entry(
+                key, tick, fast, data, version, moving, rating, member, checks, figures,
+                parts, calls, others,
+            )  # fmt: skip
+            return
+        # the entry kept, its fields replaced: a rebuilt view (every health check's at the
+        # next tick) makes no new containers that outlive the poll for the collector
+        e.key, e.tick, e.fast, e.json, e.version = key, tick, fast, data, version
+        e.moving, e.rating, e.checks, e.parts, e.calls = moving, rating, checks, parts, calls
+        e.others = others
+        if member != e.member:
+            e.member = member
+        _assign(e.figures, figures)
 
     async def _refresh(self) -> None:
         started = time.perf_counter()
@@ -423,24 +452,7 @@ class StateCache:
                 version = self.version
             else:
                 version = e.version
-            figures = figures_of(view)
-            others = _others_moving(view)
-            cut = template(data, figures)
-            self._entries[name] = _Entry(
-                key,
-                tick,
-                fast,
-                data,
-                version,
-                others or _windows_moving(figures, view.in_flight),
-                _rating(figures, view.in_flight),
-                member_of(view),
-                checks,
-                figures,
-                cut[0] if cut is not None else None,
-                cut[1] if cut is not None else b"",
-                others,
-            )
+            self._store(name, e, key, (tick, fast, checks), view, data, version)
         names = list(proxy.backends)
         if names != self._names:
             for gone in self._entries.keys() - set(names):
