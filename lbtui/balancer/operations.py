@@ -22,6 +22,8 @@ from lbtui.core.faults import FaultSpec
 @dataclass(frozen=True, slots=True)
 class AddBackend:
     config: BackendConfig
+    group: str | None = None
+    """The target group it joins (None: the default one)."""
 
 
 @dataclass(frozen=True, slots=True)

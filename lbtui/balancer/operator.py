@@ -55,8 +55,8 @@ class Operator:
         """Carry out ``op`` (and send it to the other processes): what its handler returns."""
         result: object = None
         match op:
-            case ops.AddBackend(config=config):
-                result = self.add_backend(config)
+            case ops.AddBackend(config=config, group=group):
+                result = self.add_backend(config, group)
             case ops.RemoveBackend(backend=name):
                 result = self.remove_backend(name)
             case ops.SetWeight(backend=name, weight=weight):
@@ -97,17 +97,25 @@ class Operator:
 
     # -- backends -----------------------------------------------------------------------------
 
-    def add_backend(self, config: BackendConfig) -> Backend:
-        """Add a backend to the default pool (and to nothing else)."""
+    def add_backend(self, config: BackendConfig, group: str | None = None) -> Backend:
+        """Add a backend to target group ``group`` (``KeyError`` for an unknown one), and to
+        the default pool while that is every backend (no group is named ``default``)."""
         state = self.state
         if config.name in state.backends:
             raise ValueError(f"a backend named {config.name!r} exists already")
+        pool = state.groups[group] if group is not None else state.default_pool
         now = self.clock()
         backend = Backend.from_config(config)
         state.add(backend, now, config)
-        state.default_pool.set_backends([*state.default_pool.backends, backend])
+        default = state.default_pool
+        if pool is not default and "default" not in state.groups:
+            default.set_backends([*default.backends, backend])
+        pool.set_backends([*pool.backends, backend])
         state.refresh_pools(now)
-        self.events.emit(BackendAdded(backend=config.name, message=f"backend added: {config.url}"))
+        where = f" in group {group}" if group is not None else ""
+        self.events.emit(
+            BackendAdded(backend=config.name, message=f"backend added{where}: {config.url}")
+        )
         for fn in self._membership_listeners:
             fn(backend, True)
         return backend

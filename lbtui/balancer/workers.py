@@ -509,8 +509,13 @@ class WorkerGroup:
             for n in names
         ]
         routes = self._routes_now()
-        groups = [
-            g.model_copy(update={"backends": [n for n in g.backends if n in p.backends]})
+        live = p.state.groups
+        groups = [  # members as they are now: removed ones gone, added ones in
+            g.model_copy(
+                update={
+                    "backends": [b.name for b in live[g.name].backends] if g.name in live else []
+                }
+            )
             for g in self._config.groups
         ]
         config = self._config.model_copy(

@@ -214,13 +214,23 @@ class LocalControl:
     def _add_backend(self, action: AddBackend) -> None:
         try:
             config = BackendConfig.model_validate(
-                {"name": action.name, "url": action.url, "weight": action.weight}
+                {
+                    "name": action.name,
+                    "url": action.url,
+                    "weight": action.weight,
+                    "zone": action.zone,
+                    "max_rps": action.max_rps,
+                }
             )
         except ValidationError as exc:
             raise invalid_from(exc) from None
         if config.name in self.proxy.backends:
             raise Conflict(f"a backend named {config.name!r} exists already", field="name")
-        self.proxy.act(ops.AddBackend(config))
+        groups = self.proxy.state.groups
+        if action.group is not None and action.group not in groups:
+            known = ", ".join(groups) or "none"
+            raise NotFound(f"group: no group named {action.group!r} (known: {known})")
+        self.proxy.act(ops.AddBackend(config, action.group))
 
     def _set_forward(self, name: str, weights: Mapping[str, float]) -> None:
         routes = {r.name: r for r in self.proxy.state.routes}

@@ -466,6 +466,10 @@ class AddBackend:
     name: str
     url: str
     weight: Annotated[float, Field(ge=0, le=1000)] = 1.0
+    group: str | None = None
+    """The target group it joins (None: the default one)."""
+    zone: str | None = None
+    max_rps: Annotated[float, Field(ge=1e-6, le=1e9)] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -12,7 +12,10 @@ from typing import Any
 
 import httpx
 
+from lbtui import config as config_mod
+from lbtui.balancer import operations as ops
 from lbtui.config import AdminConfig
+from lbtui.config.diff import applied, diff
 from lbtui.control.api import AdminServer
 from lbtui.control.local import LocalControl
 from lbtui.control.model import SetAdmin, Snapshot
@@ -225,3 +228,62 @@ async def test_zone_spill_when_the_local_zone_dies_costs_no_client_error(
     assert time.monotonic() - t0 < 30
     pool = lb.proxy.state.groups["g"]
     assert pool.spilling
+
+
+async def test_admin_add_backend_joins_a_group_with_its_zone_and_cap(backends, balancer, client):
+    bs = await backends(3)
+    lb = await balancer(
+        bs[:2],
+        groups=[{"name": "api", "backends": [bs[0].name]}],
+        routes=[{"path_prefix": "/api/", "forward": [{"group": "api"}]}],
+    )
+    control = LocalControl(lb.proxy)
+    server = AdminServer(
+        AdminConfig(address="127.0.0.1:0", token=TOKEN), control, keepalive_s=0.2, environ={}
+    )
+    await server.start()
+    try:
+        async with httpx.AsyncClient(
+            base_url=server.url, headers={"Authorization": f"Bearer {TOKEN}"}, trust_env=False
+        ) as http:
+            body = {"name": "new", "url": bs[2].url, "group": "api", "zone": "z9", "max_rps": 500}
+            r = await http.post("/api/v1/backends", json=body)
+            assert r.status_code == 201, r.text
+            unknown = await http.post(
+                "/api/v1/backends", json={"name": "x", "url": bs[2].url, "group": "nope"}
+            )
+            assert unknown.status_code == 404
+            assert "no group named 'nope'" in unknown.text
+            view = Snapshot.from_json((await http.get("/api/v1/state")).content)
+    finally:
+        await server.stop()
+    added = view.backend("new")
+    assert added.zone == "z9"
+    assert added.max_rps == 500
+    groups = {p.name: p for p in view.pools}
+    assert groups["api"].backends == [bs[0].name, "new"]
+    assert "new" in groups["default"].backends  # the default group is every backend
+    seen = await hits_by_backend(client, lb.url + "/api/x", 20)
+    assert seen == {bs[0].name: 10, bs[2].name: 10}
+
+
+async def test_forward_weights_follow_the_file_on_a_reload(backends, balancer, client):
+    bs = await backends(2)
+    groups = [
+        {"name": "blue", "backends": [bs[0].name]},
+        {"name": "green", "backends": [bs[1].name]},
+    ]
+
+    def routes(blue: float, green: float) -> list[dict[str, Any]]:
+        fwd = [{"group": "blue", "weight": blue}, {"group": "green", "weight": green}]
+        return [{"name": "web", "forward": fwd}]
+
+    lb = await balancer(bs, groups=groups, routes=routes(100, 0))
+    assert await hits_by_backend(client, lb.url + "/", 10) == {bs[0].name: 10}
+    old = lb.proxy.config
+    new = config_mod.from_dict(
+        {**old.model_dump(exclude_none=True), "routes": routes(0, 100)}, "test"
+    )
+    lb.proxy.act(ops.Reload(new, tuple(applied(diff(old, new)))))
+    assert await hits_by_backend(client, lb.url + "/", 10) == {bs[1].name: 10}
+    assert lb.proxy.state.routes[0].weights() == {"blue": 0.0, "green": 100.0}
