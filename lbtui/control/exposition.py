@@ -23,6 +23,7 @@ from lbtui.balancer.proxy import Proxy
 from lbtui.control.faults import FaultLink
 from lbtui.control.metrics import (
     Family,
+    GroupMemo,
     Prefixes,
     backend_families,
     balancer_families,
@@ -100,6 +101,8 @@ class Exposition:
         self._lines: dict[str, _Lines] = {}
         self._cursor = EventCursor(proxy.events)
         self._prefixes: Prefixes = {}
+        self._group_memo: GroupMemo = {}
+        """The groups' sums of each backend's record, at its latency count."""
         self._families: list[Family] | None = None
         """``backend_families`` with no backend: the names, kinds and help of each."""
         self._lock = asyncio.Lock()
@@ -188,7 +191,7 @@ class Exposition:
         self._spent(started)
         await asyncio.sleep(0)  # the balance figures next: over every backend, in one step
         started = time.perf_counter()
-        for fam in balancer_families(proxy, self.faults, empty, members):
+        for fam in balancer_families(proxy, self.faults, empty, members, self._group_memo):
             if time.perf_counter() - started > self.slice_s:
                 self._spent(started)
                 await asyncio.sleep(0)

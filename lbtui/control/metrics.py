@@ -142,6 +142,65 @@ def pool_families(proxy: Proxy, members: Mapping[str, Member]) -> list[Family]:
     return [imbalance, overload]
 
 
+GroupMemo = dict[str, tuple[int, tuple[list[int], float, int, list[int]]]]
+"""Per backend, at its latency count: its cumulative counts at the bounds, latency sum and
+count, and responses by class (a scraper that keeps it reads only the backends that moved)."""
+
+
+def group_families(proxy: Proxy, memo: GroupMemo | None = None) -> list[Family]:
+    """Responses and latency per target group: the sums of its members' records, read at the
+    scrape (a backend in two groups counts in both; nothing is counted twice on the request
+    path). A member costs its histogram's cumulative counts at the bounds (≈ 10 µs), unless
+    ``memo`` holds them at its current count."""
+    requests = Family(
+        "lbtui_group_requests",
+        "counter",
+        "Responses from each target group's backends, by status class (the sum of its "
+        "members' lbtui_requests_total).",
+        ("group", "code_class"),
+    )
+    duration = Family(
+        "lbtui_group_request_duration_seconds",
+        "histogram",
+        "Backend response time of each target group's attempts (its members' histograms summed).",
+        ("group",),
+    )
+    cumulative: dict[str, tuple[list[int], float, int, list[int]]] = {}
+    if memo is None:
+        memo = {}
+    for pool in proxy.state.pools:
+        rows: list[tuple[list[int], float, int, list[int]]] = []
+        for b in pool.backends:
+            got = cumulative.get(b.name)
+            if got is None:
+                rec = proxy.merged_backend_record(b)
+                lat = rec.latency
+                kept = memo.get(b.name)
+                if kept is not None and kept[0] == lat.count:
+                    got = kept[1]
+                else:
+                    got = (
+                        _cumulative_at_cuts(lat.counts),
+                        lat.sum,
+                        lat.count,
+                        list(rec.responses_total[1 : len(CODE_CLASSES) + 1]),
+                    )
+                    memo[b.name] = (lat.count, got)
+                cumulative[b.name] = got
+            rows.append(got)
+        # column sums in C (zip over the rows), not a list rebuilt per member
+        cums = (r[0] for r in rows)
+        codes = (r[3] for r in rows)
+        buckets = [sum(c) for c in zip(*cums, strict=True)] or [0] * len(_BOUND_CUTS)
+        responses = [sum(c) for c in zip(*codes, strict=True)] or [0] * len(CODE_CLASSES)
+        total = sum(r[1] for r in rows)
+        count = sum(r[2] for r in rows)
+        name = pool.name
+        requests.values += [((name, cls), responses[i]) for i, cls in enumerate(CODE_CLASSES)]
+        duration.histograms.append(((name,), buckets, total, count))
+    return [requests, duration]
+
+
 def _cumulative_at_cuts(counts: Sequence[int]) -> list[int]:
     """The cumulative count at each of ``_BOUND_CUTS``: sums of the slices between two cuts,
     not a running total of all 513 buckets (a third of writing a backend's samples)."""
@@ -293,9 +352,11 @@ def balancer_families(
     faults: FaultLink | None,
     per_backend: list[Family],
     members: Mapping[str, Member],
+    group_memo: GroupMemo | None = None,
 ) -> list[Family]:
     """Every family, with ``per_backend`` (from :func:`backend_families`) in their place;
-    ``members`` (:func:`member_now` of every backend) give the pools' L and M."""
+    ``members`` (:func:`member_now` of every backend) give the pools' L and M;
+    ``group_memo``: kept by a scraper across scrapes (:func:`group_families`)."""
     injected = Family(
         "lbtui_faults_injected",
         "counter",
@@ -399,6 +460,7 @@ def balancer_families(
         *per_backend,
         injected,
         *pool_families(proxy, members),
+        *group_families(proxy, group_memo),
         client,
         client_in_flight,
         limited,

@@ -238,3 +238,39 @@ async def test_fast_renderer_matches_prometheus_client(scrape, client):
     assert render(lb.proxy, link) == generate_latest(make_registry(lb.proxy, link))
     _, text = await get()
     assert f'lbtui_breaker_state{{backend="{b2}",state="forced_open"}} 1.0' in text
+
+
+async def test_groups_have_their_own_request_counts_and_latency(scrape, client):
+    groups = [{"name": "stable", "backends": ["b1"]}, {"name": "canary", "backends": ["b2"]}]
+    fwd = [{"group": "stable", "weight": 9}, {"group": "canary", "weight": 1}]
+    lb, get = await scrape(2, groups=groups, routes=[{"forward": fwd}])
+    assert await send(client, lb.url + "/", 20) == [200] * 20
+    samples, text = await get()
+    group_2xx = {
+        g: value(samples, "lbtui_group_requests_total", group=g, code_class="2xx")
+        for g in ("stable", "canary", "default")
+    }
+    assert group_2xx == {"stable": 18, "canary": 2, "default": 20}  # default: every backend
+    assert value(samples, "lbtui_group_request_duration_seconds_count", group="canary") == 2
+    assert (
+        value(samples, "lbtui_group_request_duration_seconds_bucket", group="canary", le="+Inf")
+        == 2
+    )
+    assert value(samples, "lbtui_imbalance", pool="canary") >= 0
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        return
+    proc = await asyncio.create_subprocess_exec(
+        promtool, "check", "metrics",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        async with asyncio.timeout(30):
+            out, _ = await proc.communicate(text.encode())
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, out.decode()
+    assert out.decode() == ""
