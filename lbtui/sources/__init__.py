@@ -55,4 +55,7 @@ def open_control(
         from lbtui.sources.haproxy import HaproxyControl
 
         return HaproxyControl(url, read_only=read_only, origin=origin)
-    raise UsageError("prometheus+http:// sources are not built yet")
+    from lbtui.sources.presets import load_preset
+    from lbtui.sources.prometheus import PrometheusControl
+
+    return PrometheusControl(url, load_preset(preset or "lbtui", queries))

@@ -106,6 +106,10 @@ def options(args: argparse.Namespace) -> tuple[float, str | None]:
         from lbtui.sources.runtime_api import SocketAddress
 
         SocketAddress.parse(args.url)
+    if kind == "prometheus":
+        from lbtui.sources.presets import load_preset
+
+        load_preset(args.preset or "lbtui", args.query)
     return refresh_s, args.sort
 
 
