@@ -41,7 +41,7 @@ from lbtui.control.model import (
 )
 from lbtui.core.events import EventRing
 from lbtui.sources.counters import CounterRates
-from lbtui.sources.haproxy_view import UNAVAILABLE, Seen, build, changes, record
+from lbtui.sources.haproxy_view import Seen, build, changes, record, unavailable
 from lbtui.sources.runtime_api import (
     RuntimeApi,
     SocketAddress,
@@ -185,7 +185,7 @@ class HaproxyControl:
     async def act(self, action: Action) -> ActionResult:
         if self.read_only:
             raise ReadOnly("this console is read-only")
-        reason = UNAVAILABLE.get(action.kind)
+        reason = unavailable().get(action.kind)
         if reason is not None:
             raise Unavailable(reason)
         if isinstance(action, Announce):
@@ -199,8 +199,8 @@ class HaproxyControl:
                 await self._set_admin(action.backend, action.state)
             elif isinstance(action, SetWeight):
                 await self._set_weight(action.backend, action.weight)
-            else:  # pragma: no cover - every kind is above or in UNAVAILABLE
-                raise Unavailable(f"HAProxy cannot do {action.kind}")
+            else:
+                raise Unavailable(f"HAProxy's Runtime API has no verb for {action.kind}")
         return None
 
     def _server(self, name: str) -> Seen:

@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from lbtui.control.model import (
+    ACTION_KINDS,
     AdminChanged,
     AdminState,
     BackendAdded,
@@ -71,9 +72,21 @@ UNAVAILABLE: dict[str, str] = {
     "fleet_kill": "the servers are not lbtui fleet processes: k puts one in MAINT instead",
     "fleet_restart": "the servers are not lbtui fleet processes",
     "fleet_knobs": "the servers are not lbtui fleet processes",
+    "set_forward": "HAProxy's routing (use_backend rules) lives in its configuration",
 }
-"""Every action the console has that HAProxy cannot carry out, and why (``Snapshot``
-``unavailable``): the console says so instead of opening a form."""
+"""Why HAProxy cannot carry out each action the console has but the Runtime API has no verb
+for (``Snapshot.unavailable``): the console says so instead of opening a form."""
+SUPPORTED = frozenset({"set_admin", "set_weight", "announce"})
+
+
+def unavailable() -> dict[str, str]:
+    """Every action kind but drain/maint/ready, weight and announce, with why (an action
+    added to lbtui later reads as having no Runtime API verb until it gets a reason here)."""
+    return {
+        kind: UNAVAILABLE.get(kind, f"HAProxy's Runtime API has no verb for {kind}")
+        for kind in ACTION_KINDS
+        if kind not in SUPPORTED
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,7 +352,7 @@ def build(
         pools=pools,
         source="haproxy",
         frontends=frontends,
-        unavailable=dict(UNAVAILABLE),
+        unavailable=unavailable(),
     )
     return snap, seen
 
