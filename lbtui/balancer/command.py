@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         names = ", ".join(b.name for b in cfg.backends)
         admin = f"; admin API {rt.admin.url}" if rt.admin is not None else ""
         print(
-            f"lbtui: balancing {rt.server.url} → {len(cfg.backends)} "
+            f"lbtui: balancing {', '.join(rt.server.urls)} → {len(cfg.backends)} "
             f"backend{'s' if len(cfg.backends) != 1 else ''} ({names}) "
             f"with {cfg.balancer.algorithm}{admin}",
             file=sys.stderr,

@@ -122,6 +122,10 @@ class ClientRequest(Protocol):
 
     async def read(self) -> bytes: ...
 
+    @property
+    def scheme(self) -> str:
+        """``http`` or ``https``: how the client reached the listener (``X-Forwarded-Proto``)."""
+
     def forward_headers(self, proto: str) -> HeadBlock | list[tuple[str, str]]:
         """The request headers rewritten for the backend."""
 
@@ -587,6 +591,10 @@ class AiohttpClient:
 
     async def read(self) -> bytes:
         return await self._body.read()
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.request.secure else "http"
 
     def forward_headers(self, proto: str) -> list[tuple[str, str]]:
         if self._authority is None:

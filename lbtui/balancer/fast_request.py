@@ -419,6 +419,10 @@ class FastRequest:
     async def read(self) -> bytes:
         return await self.body.read() if self.body is not None else b""
 
+    @property
+    def scheme(self) -> str:
+        return self.conn.listener.scheme
+
     def forward_headers(self, proto: str) -> HeadBlock:
         proto_b = b"http" if proto == "http" else proto.encode()
         if self.named:

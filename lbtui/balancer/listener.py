@@ -39,6 +39,7 @@ import collections
 import contextlib
 import logging
 import socket
+import ssl
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, cast
 
@@ -55,6 +56,7 @@ from lbtui.balancer.exchange import Answer, Result, render_pairs
 from lbtui.balancer.fast_request import MAX_QUEUED, BodyStream, FastRequest
 from lbtui.balancer.request_reader import RequestReader
 from lbtui.errors import ClientBodyError
+from lbtui.units import split_authority
 
 if TYPE_CHECKING:
     from lbtui.balancer.proxy import Proxy
@@ -178,7 +180,11 @@ class ClientConnection(ClientWriter):
     def _serve(self, req: FastRequest) -> None:
         self.life = SERVING
         self.active = req
-        self.listener.proxy.pipeline.serve(req)
+        listener = self.listener
+        if listener.redirect_port:
+            self.complete(req, redirect_answer(req, self.local_host, listener.redirect_port))
+            return
+        listener.proxy.pipeline.serve(req)
 
     async def run(self, req: FastRequest, rest: Coroutine[Any, Any, Result]) -> None:
         """The rest of a request the pipeline could not finish without waiting."""
@@ -360,6 +366,23 @@ class ClientConnection(ClientWriter):
                     self.transport.resume_reading()
 
 
+def redirect_answer(req: FastRequest, local_host: str, port: int) -> Answer:
+    """308 to the same host and path on the HTTPS listener at ``port`` (HAProxy's
+    ``redirect scheme https code 308``): the method and body are kept by the client."""
+    authority = split_authority(req.host_raw.decode("latin-1")) if req.host_raw else None
+    host = authority[0] if authority is not None else local_host.strip("[]")
+    if ":" in host:
+        host = f"[{host}]"
+    where = f"https://{host}{'' if port == 443 else f':{port}'}{req.raw_path}"
+    req.keep_alive = False  # the client goes elsewhere: nothing more to read here
+    return Answer(
+        308,
+        None,
+        [("Location", where), ("Content-Type", "text/plain; charset=utf-8")],
+        f"308 Permanent Redirect: {where}\n".encode(),
+    )
+
+
 class FastListener:
     """The client listener on ``asyncio.Protocol``: one :class:`ClientConnection` a client."""
 
@@ -372,8 +395,18 @@ class FastListener:
         max_field: int = 16_384,
         max_headers: int = 128,
         max_head: int = 64 * 1024,
+        name: str = "default",
+        scheme: str = "http",
     ) -> None:
         self.proxy = proxy
+        self.name = name
+        """The listener's name (``[[listeners]] name``)."""
+        self.scheme = scheme
+        """``http`` or ``https``: what the backend sees in ``X-Forwarded-Proto``."""
+        self.redirect_port = 0
+        """Not 0: every request is answered 308 to HTTPS on this port (``redirect_https``)."""
+        self.tunnels = 0
+        """Upgraded connections being tunnelled (WebSocket)."""
         p = proxy.config.proxy
         self.keepalive_timeout_s = keepalive_timeout_s
         self.header_timeout_s = p.client_header_timeout_s
@@ -392,9 +425,9 @@ class FastListener:
         self._server: asyncio.AbstractServer | None = None
         self._all_closed: asyncio.Future[None] | None = None
 
-    async def start(self, sock: socket.socket) -> None:
+    async def start(self, sock: socket.socket, tls: ssl.SSLContext | None = None) -> None:
         self._server = await self.loop.create_server(
-            lambda: ClientConnection(self), sock=sock, backlog=4096
+            lambda: ClientConnection(self), sock=sock, backlog=4096, ssl=tls
         )
 
     def forget(self, conn: ClientConnection) -> None:

@@ -284,7 +284,7 @@ class Pipeline:
             pool, fallback = state.default_pool, state.fallback
         key = state.key(client) if pool.balancer.name in HASHING else None
         job = Job(client, pool, fallback, key, extra_headers or None, admitted)
-        headers = client.forward_headers("http")
+        headers = client.forward_headers(client.scheme)
         if route is not None and route.request_rewrite is not None:
             headers = route.request_rewrite.request(headers, client)
         if type(headers) is HeadBlock and not self.lean:

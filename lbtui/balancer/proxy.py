@@ -54,6 +54,7 @@ from lbtui.core.faults import FaultSpec
 from lbtui.core.record import BackendRecord, BalancerRecord
 
 if TYPE_CHECKING:
+    from lbtui.balancer.listeners import Listeners
     from lbtui.balancer.shared import SharedLimits
 
 __all__ = [
@@ -100,6 +101,8 @@ class Proxy:
         self.upstream = self.pipeline.upstream
         self.peer_records = self.peers.peer_records
         self.peer_pids = self.peers.peer_pids
+        self.listeners: Listeners | None = None
+        """The listeners serving this proxy (set by ``BalancerServer``; ``None`` embedded)."""
 
     # -- several processes ------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Running the balancer: the listener, start-up and graceful shutdown.
+"""Running the balancer: its listeners (``listeners.py``), start-up and graceful shutdown.
 
 With ``[listener] workers = N`` this process is the primary of N that share the port
 (``workers.py``); the workers run this same class with ``worker_index`` set.
@@ -13,20 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
-import socket
-import sys
 from typing import TYPE_CHECKING
 
-from aiohttp import web
-
 from lbtui.balancer.health import HealthChecker
-from lbtui.balancer.listener import FastListener
+from lbtui.balancer.listeners import Listeners
 from lbtui.balancer.pool import Backend
 from lbtui.balancer.proxy import Proxy
 from lbtui.config import Config
+from lbtui.units import parse_hostport
 
 if TYPE_CHECKING:
+    from aiohttp import web
+
+    from lbtui.balancer.listener import FastListener
     from lbtui.balancer.shared import SharedLimits
     from lbtui.balancer.workers import WorkerGroup
 
@@ -58,19 +57,36 @@ class BalancerServer:
         elif self.processes > 1 and (proxy is None or proxy.shared is None):
             raise ValueError("a proxy for several processes needs its limits in shared memory")
         self.proxy = proxy or Proxy(config)
-        self._runner: web.ServerRunner | None = None
-        self._site: web.SockSite | None = None
-        self._fast: FastListener | None = None
-        self._claim: socket.socket | None = None
+        self.listeners: Listeners | None = None
         self.health: HealthChecker | None = None
         self._ticker: asyncio.Task[None] | None = None
-        self.host = config.listener.host
-        self.port = config.listener.port
+        first = config.all_listeners[0]
+        self.host, self.port = parse_hostport(first.address)
+        """The first listener's address (the port it got, once started)."""
 
     @property
     def url(self) -> str:
+        """The first listener's URL."""
+        return self.urls[0]
+
+    @property
+    def _fast(self) -> FastListener | None:
+        """The first listener's fast server (what tests of one listener look at)."""
+        return self.listeners.first().fast if self.listeners and self.listeners.open_ones else None
+
+    @property
+    def _runner(self) -> web.ServerRunner | None:
+        """The first listener's aiohttp server runner (``engine = "aiohttp"``)."""
+        ls = self.listeners
+        return ls.first().runner if ls and ls.open_ones else None
+
+    @property
+    def urls(self) -> list[str]:
+        """Every listener's URL (``https://`` for TLS ones), in the config's order."""
+        if self.listeners is not None and self.listeners.open_ones:
+            return [one.url for one in self.listeners.open_ones.values()]
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return [f"http://{host}:{self.port}"]
 
     async def _tick_forever(self) -> None:
         while True:
@@ -83,26 +99,35 @@ class BalancerServer:
             self._start_health()
             self.proxy.on_membership(self._membership)
         self._ticker = asyncio.create_task(self._tick_forever(), name="lbtui-tick")
+        listeners = self.listeners = Listeners(
+            self.proxy,
+            self.config,
+            processes=self.processes,
+            primary=self.worker_index == 0,
+            keepalive_s=KEEPALIVE_S,
+        )
+        self.proxy.listeners = listeners
         try:
-            sock = self._bind()
-        except OSError:
+            for spec in self.config.all_listeners:
+                await listeners.open(spec)
+        except BaseException:
+            await listeners.shutdown(0)
             await self._stop_background()
             await self.proxy.close()
             self._close_shared()
             raise
+        first = listeners.first()
+        self.host, self.port = first.host, first.port
         store = self.proxy.state.limit_store
         if store is not None:  # named once the port is known
             name = self.config.balancer.name or f"{self.host}:{self.port}"
             await store.start(f"{name}#{self.worker_index}" if self.worker_index else name)
-        sock.listen(4096)
-        sock.setblocking(False)
-        await self._listen(sock)
         if self.processes > 1 and self.worker_index == 0:
             from lbtui.balancer.workers import WorkerGroup
 
             assert self.shared is not None
             self.workers = WorkerGroup(
-                self.config, self.proxy, self.shared, self.processes, self.port
+                self.config, self.proxy, self.shared, self.processes, listeners.resolved()
             )
             try:
                 await self.workers.start()
@@ -139,73 +164,11 @@ class BalancerServer:
                 self.health = None
             self._start_health()
 
-    def _bind(self) -> socket.socket:
-        """The listening socket, bound (the primary of several also claims the address);
-        an ``OSError`` that says which address and why."""
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if self.processes > 1:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        try:
-            sock.bind((self.host, self.port))
-        except OSError as exc:
-            sock.close()
-            msg = f"cannot listen on {self.host}:{self.port}: {exc.strerror}"
-            raise OSError(exc.errno, msg) from exc
-        self.port = sock.getsockname()[1]
-        if self.processes > 1 and self.worker_index == 0:
-            try:
-                self._claim_port()
-            except OSError:
-                sock.close()
-                raise
-        return sock
-
     def _close_shared(self) -> None:
         """Let go of the limits' shared memory (the primary's also removes it)."""
         if self.shared is not None:
             self.shared.close()
             self.shared = None
-
-    def _claim_port(self) -> None:
-        """With ``SO_REUSEPORT`` a second balancer of the same user could bind the same port
-        and silently take half its connections: the primary also holds an abstract Unix
-        socket named after the address, which only one process can bind (Linux; released
-        when the process ends, however it ends)."""
-        if not sys.platform.startswith("linux"):
-            return
-        claim = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            claim.bind(f"\0lbtui-listener:{self.host}:{self.port}")
-        except OSError:
-            claim.close()
-            raise OSError(
-                errno.EADDRINUSE,
-                f"cannot listen on {self.host}:{self.port}: another lbtui with workers "
-                "listens there",
-            ) from None
-        self._claim = claim
-
-    async def _listen(self, sock: socket.socket) -> None:
-        if self.config.listener.engine == "fast":
-            self._fast = FastListener(self.proxy, keepalive_timeout_s=KEEPALIVE_S)
-            await self._fast.start(sock)
-            return
-        server = web.Server(
-            self.proxy.handle,
-            access_log=None,
-            auto_decompress=False,
-            keepalive_timeout=KEEPALIVE_S,
-            max_field_size=16_384,
-        )
-        self._runner = web.ServerRunner(
-            server, handle_signals=False, shutdown_timeout=self.config.proxy.shutdown_grace_s
-        )
-        await self._runner.setup()
-        self._site = web.SockSite(self._runner, sock)
-        await self._site.start()
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Stop accepting, drain in-flight requests up to the grace period (``grace_s``, else
@@ -216,19 +179,13 @@ class BalancerServer:
         grace = self.config.proxy.shutdown_grace_s if grace_s is None else grace_s
         workers, self.workers = self.workers, None
         drains = [workers.stop(grace)] if workers is not None else []
-        if self._fast is not None:
-            drains.append(self._fast.shutdown(grace))
-            self._fast = None
-        if self._runner is not None:
-            drains.append(self._runner.cleanup())
-            self._runner = None
+        if self.listeners is not None:
+            drains.append(self.listeners.shutdown(grace))
+            self.listeners = None
         await asyncio.gather(*drains)
         await self._stop_background()
         await self.proxy.close()
         self._close_shared()
-        if self._claim is not None:
-            self._claim.close()
-            self._claim = None
 
     async def _stop_background(self) -> None:
         if self._ticker is not None:

@@ -1,4 +1,4 @@
-"""Several processes serving one listener (``[listener] workers = N``).
+"""Several processes serving every listener (``[listener] workers = N``).
 
 One Python process tops out at one core. With ``workers = N`` the process that ``lbtui serve``
 started (the *primary*, worker 0) starts N - 1 *workers*, and every one of them binds the
@@ -56,7 +56,7 @@ from lbtui.balancer.pool import AdminState
 from lbtui.balancer.proxy import Proxy
 from lbtui.balancer.shared import SharedLimits, SharedLimitsHandle
 from lbtui.balancer.state import SyncMessage
-from lbtui.config import Config, RouteConfig
+from lbtui.config import Config, ListenerSpec, RouteConfig
 from lbtui.core.breaker import BreakerState
 from lbtui.core.events import (
     BreakerChanged,
@@ -94,6 +94,16 @@ def _worth_forwarding(event: Event) -> bool:
         case FallbackServed() | RetryBudgetExhausted():
             return True
     return False
+
+
+def bound_config(config: Config, listeners: list[ListenerSpec]) -> Config:
+    """``config`` with every listener at the address the primary bound (a port 0 made
+    concrete), which each worker binds in its turn with ``SO_REUSEPORT``."""
+    listener = config.listener.model_copy(update={"address": listeners[0].address})
+    update: dict[str, Any] = {"listener": listener}
+    if config.listeners:
+        update["listeners"] = listeners
+    return config.model_copy(update=update)
 
 
 @dataclass(frozen=True)
@@ -315,15 +325,17 @@ class WorkerGroup:
     """The primary's view of its workers: starts them, relays between them, stops them."""
 
     def __init__(
-        self, config: Config, proxy: Proxy, shared: SharedLimits, count: int, port: int
+        self,
+        config: Config,
+        proxy: Proxy,
+        shared: SharedLimits,
+        count: int,
+        listeners: list[ListenerSpec],
     ) -> None:
         self.proxy = proxy
         self.shared = shared
         self.count = count
-        host = config.listener.host
-        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        listener = config.listener.model_copy(update={"address": address})
-        self._config = config.model_copy(update={"listener": listener})
+        self._config = bound_config(config, listeners)
         self._backend_configs = {b.name: b for b in config.backends}
         """Every backend's config, those added at run time included."""
         self._workers: dict[int, _Worker] = {}
@@ -591,7 +603,12 @@ class WorkerGroup:
                 self._backend_configs.pop(name, None)
             case ops.Reload(config=config):
                 # A worker started from now on starts from the new file (on the bound port).
-                self._config = config.model_copy(update={"listener": self._config.listener})
+                self._config = config.model_copy(
+                    update={
+                        "listener": self._config.listener,
+                        "listeners": self._config.listeners,
+                    }
+                )
                 self._backend_configs.update((b.name, b) for b in config.backends)
         self._send_all(("apply", op))
 

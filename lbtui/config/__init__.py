@@ -16,6 +16,7 @@ get a module of their own here rather than growing ``sections``.
 """
 
 from lbtui.config.groups import GroupConfig, StickyConfig
+from lbtui.config.listeners import CertificateConfig, ListenerSpec
 from lbtui.config.loading import (
     depth_problem,
     from_dict,
@@ -63,6 +64,7 @@ __all__ = [
     "BalancerConfig",
     "BreakerOverride",
     "BreakerSettings",
+    "CertificateConfig",
     "Config",
     "EjectionConfig",
     "FallbackConfig",
@@ -72,6 +74,7 @@ __all__ = [
     "HealthConfig",
     "LimitsConfig",
     "ListenerConfig",
+    "ListenerSpec",
     "ProxyConfig",
     "RedirectConfig",
     "RespondConfig",

@@ -163,7 +163,11 @@ def load(
     source = str(path) if path is not None else "command line"
     if path is not None and "base_dir" not in data:
         data["base_dir"] = str(Path(path).resolve().parent)
-    if listen is not None:
+    listeners = data.get("listeners")
+    if listen is not None and isinstance(listeners, list) and listeners:
+        if isinstance(listeners[0], dict):  # --listen moves the first of several
+            listeners[0]["address"] = listen
+    elif listen is not None:
         data.setdefault("listener", {})
         if isinstance(data["listener"], dict):
             data["listener"]["address"] = listen

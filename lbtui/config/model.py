@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from lbtui.config.groups import GroupConfig
+from lbtui.config.listeners import DEFAULT_NAME, ListenerSpec, listener_problems
 from lbtui.config.rules import RouteConfig
 from lbtui.config.sections import (
     AdminConfig,
@@ -33,6 +34,9 @@ class Config(Section):
     """Everything ``lbtui serve`` needs."""
 
     listener: ListenerConfig = ListenerConfig()
+    """The shorthand for one listener, and the engine and workers of every listener."""
+    listeners: list[ListenerSpec] = Field(default_factory=list)
+    """``[[listeners]]``; empty: the one ``[listener]`` describes (see :attr:`all_listeners`)."""
     balancer: BalancerConfig = BalancerConfig()
     proxy: ProxyConfig = ProxyConfig()
     limits: LimitsConfig = LimitsConfig()
@@ -52,10 +56,18 @@ class Config(Section):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
-        problems = cross_problems(self.model_dump())
+        data = self.model_dump()
+        if "address" not in self.listener.model_fields_set:
+            del data["listener"]["address"]  # the default: not the file's word
+        problems = cross_problems(data)
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    @property
+    def all_listeners(self) -> list[ListenerSpec]:
+        """Every listener: ``[[listeners]]``, else the ``[listener]`` shorthand's one."""
+        return self.listeners or [ListenerSpec(name=DEFAULT_NAME, address=self.listener.address)]
 
 
 def resolve_file(name: str, base: Path | None) -> Path:
@@ -93,6 +105,7 @@ def cross_problems(data: dict[str, Any]) -> list[str]:
                 problems.append(f"{where}.file: cannot read {str(path)!r}: {exc.strerror or exc}")
             except ValueError as exc:
                 problems.append(f"{where}.file: {str(path)!r} is {exc}")
+    problems += listener_problems(data)
     h = data.get("health")
     timeout, interval = (
         (h.get("timeout_ms"), h.get("interval_ms", 2000)) if isinstance(h, dict) else (None, None)

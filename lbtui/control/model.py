@@ -26,6 +26,7 @@ from pydantic import Field, TypeAdapter
 from lbtui.config import Algorithm
 from lbtui.control.foreign import FrontendView, ServerView
 from lbtui.control.groups import PoolView, RouteView
+from lbtui.control.listening import ListenerView
 from lbtui.core.events import (
     AdminChanged,
     AlgorithmChanged,
@@ -110,6 +111,7 @@ __all__ = [
     "LimitStoreChanged",
     "LimitsChanged",
     "LimitsView",
+    "ListenerView",
     "NoFaultToClear",
     "Note",
     "PanicChanged",
@@ -426,6 +428,8 @@ class Snapshot:
     (the Runtime API), ``prometheus`` (PromQL, with the preset's name after a colon)."""
     frontends: list[FrontendView] = field(default_factory=list)
     """A foreign balancer's listeners (HAProxy frontends); empty for lbtui."""
+    listeners: list[ListenerView] = field(default_factory=list)
+    """lbtui's listeners (empty for a foreign source or an embedded proxy)."""
     unavailable: dict[str, str] = field(default_factory=dict)
     """Action kinds this source cannot carry out, each with why (HAProxy cannot delay): the
     console shows the reason instead of a form; ``act`` raises ``Unavailable`` with it."""

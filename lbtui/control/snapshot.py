@@ -23,6 +23,7 @@ from lbtui.balancer.pool import AdminState, Backend, Pool
 from lbtui.balancer.proxy import Proxy
 from lbtui.config.store import shown_store
 from lbtui.control.faults import FaultLink
+from lbtui.control.listening import ListenerView
 from lbtui.control.model import (
     BackendView,
     BalancerTotals,
@@ -386,7 +387,27 @@ def assemble(
         pools=pools,
         windows=Windows(),
         routes=route_views(proxy),
+        listeners=listener_views(proxy),
     )
+
+
+def listener_views(proxy: Proxy) -> list[ListenerView]:
+    """The listeners this process serves, with their connections and tunnels now."""
+    listeners = proxy.listeners
+    if listeners is None:
+        return []
+    return [
+        ListenerView(
+            name=i.name,
+            address=i.address,
+            tls=i.tls,
+            redirect_https=i.redirect_https,
+            connections=i.connections,
+            tunnels=i.tunnels,
+            certificates=i.certificates,
+        )
+        for i in listeners.infos()
+    ]
 
 
 def worker_views(proxy: Proxy) -> list[WorkerView]:
