@@ -125,9 +125,13 @@ def rebase(view: BackendView, shift: float) -> BackendView:
     fault = view.fault
     if fault is not None:
         fault = dataclasses.replace(fault, set_at=fault.set_at + shift)
+    server = view.server
+    if server is not None:
+        server = dataclasses.replace(server, since=server.since + shift)
     until = view.ejected_until
     return dataclasses.replace(
         view,
+        server=server,
         admin_since=view.admin_since + shift if view.admin_since else 0.0,
         health=health,
         breaker=breaker,
@@ -198,6 +202,7 @@ def merge_backend(views: Sequence[BackendView]) -> BackendView:
         refused_at_cap_total=sum(v.refused_at_cap_total for v in views),
         latency_samples=sum(v.latency_samples for v in views),
         eligible=any(v.eligible for v in views),
+        server=next((v.server for v in views if v.server is not None), None),
     )
 
 
@@ -223,8 +228,10 @@ def merge_totals(totals: Sequence[BalancerTotals]) -> BalancerTotals:
 
 
 def merge_limits(limits: Sequence[LimitsView]) -> LimitsView:
-    """The first balancer's configuration; counters summed (the peak too: an upper bound)."""
+    """The first balancer's configuration and store; counters summed (the peak too: an upper
+    bound); the store is up only if every balancer reaches it; peers as any of them saw."""
     tokens = [lv.global_tokens for lv in limits if lv.global_tokens is not None]
+    ups = [lv.store_up for lv in limits if lv.store_up is not None]
     return LimitsView(
         config=dict(limits[0].config),
         global_tokens=sum(tokens) if tokens else None,
@@ -236,6 +243,10 @@ def merge_limits(limits: Sequence[LimitsView]) -> LimitsView:
         in_flight=sum(lv.in_flight for lv in limits),
         concurrency_rejected_total=sum(lv.concurrency_rejected_total for lv in limits),
         peak_in_flight=sum(lv.peak_in_flight for lv in limits),
+        store=limits[0].store,
+        store_up=all(ups) if ups else None,
+        replica=None,
+        peers=sorted({p for lv in limits for p in lv.peers}),
     )
 
 
@@ -287,6 +298,11 @@ def merge(parts: Sequence[Part], *, at: float, wall: float, last_event_id: int) 
         n for p in pools for n in p.eligible if n in backends and overloaded(_member(backends[n]))
     }
     algorithms = list(dict.fromkeys(p.snapshot.algorithm for p in parts))
+    sources = list(dict.fromkeys(p.snapshot.source for p in parts))
+    unavailable: dict[str, str] = {}
+    for part in parts:  # what one balancer cannot do, an action sent to all cannot either
+        for kind, why in part.snapshot.unavailable.items():
+            unavailable.setdefault(kind, f"{part.name}: {why}")
     return Snapshot(
         at=at,
         wall=wall,
@@ -300,4 +316,7 @@ def merge(parts: Sequence[Part], *, at: float, wall: float, last_event_id: int) 
         last_event_id=last_event_id,
         pools=pools,
         windows=first.windows,
+        source=sources[0] if len(sources) == 1 else "mixed: " + ", ".join(sources),
+        frontends=[f for p in parts for f in p.snapshot.frontends],
+        unavailable=unavailable,
     )

@@ -84,18 +84,13 @@ def worst_p99(snapshot: Snapshot) -> float | None:
 
 
 def store_text(limits: LimitsView) -> str:
-    """The limit store and its state, when the balancer's state says them (``[limits] store``;
-    a balancer that does not report one shows ``—``)."""
-    store = limits.config.get("store")
-    up = getattr(limits, "store_up", None)
-    if store is None and up is None:
-        return "—"
-    name = str(store or "store")
-    if name.startswith(("redis://", "rediss://")):
-        name = "redis"
-    if up is None:
+    """The limit store and its state: ``memory``, ``redis up · 3 peers``, ``redis DOWN``."""
+    store = limits.store
+    name = "redis" if store.startswith(("redis://", "rediss://")) else store
+    if limits.store_up is None:
         return name
-    return f"{name} {'up' if up else 'DOWN'}"
+    text = f"{name} {'up' if limits.store_up else 'DOWN'}"
+    return f"{text} · {len(limits.peers)} peers" if limits.peers else text
 
 
 def why_gone(v: BalancerView) -> str:
@@ -134,6 +129,8 @@ def build_balancers(views: Sequence[BalancerView], target: str | None, width: in
     """The panel: a header line, then one line per balancer (``▶`` marks the one actions go
     to when one is chosen)."""
     name_w = max([len(v.name) for v in views] + [8])
+    stores = [store_text(v.snapshot.limits) for v in views if v.snapshot is not None]
+    store_w = max([len(t) for t in stores] + [11])
     columns = [
         Column("", 1, 0),
         Column("balancer", min(name_w, 24), 0),
@@ -142,7 +139,7 @@ def build_balancers(views: Sequence[BalancerView], target: str | None, width: in
         Column("p99 ms", 6, 1, right=True),
         Column("err%", 5, 0, right=True),
         Column("eligible", 8, 3),
-        Column("limit store", 11, 2),
+        Column("limit store", store_w, 2),
     ]
     kept = fit(columns, width - LAST_MIN - 1)
     rest = width - sum(columns[i].width + 1 for i in kept) - 1

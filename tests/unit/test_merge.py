@@ -126,7 +126,18 @@ def test_the_breakdown_lists_each_balancer(recorded: Snapshot) -> None:
     assert "never reached" in build_breakdown("api-2", _views(recorded), 40).plain
 
 
-def test_the_limit_store_shows_when_the_state_has_it(recorded: Snapshot) -> None:
-    assert store_text(recorded.limits) == "—"
-    redis = dataclasses.replace(recorded.limits, config={"store": "redis://10.0.0.9:6379/0"})
-    assert store_text(redis) == "redis"
+def test_the_limit_store_shows_with_its_state(recorded: Snapshot) -> None:
+    assert store_text(recorded.limits) == "memory"
+    redis = dataclasses.replace(
+        recorded.limits, store="redis://10.0.0.9:6379/0", store_up=True, peers=["a", "b", "c"]
+    )
+    assert store_text(redis) == "redis up · 3 peers"
+    down = dataclasses.replace(redis, store_up=False, peers=[])
+    assert store_text(down) == "redis DOWN"
+    merged = merge(
+        [Part("a", dataclasses.replace(recorded, limits=redis)),
+         Part("b", dataclasses.replace(recorded, limits=down))],
+        at=1.0, wall=2.0, last_event_id=0,
+    )  # fmt: skip
+    assert merged.limits.store_up is False  # up only if every balancer reaches it
+    assert merged.limits.peers == ["a", "b", "c"]
