@@ -7,9 +7,8 @@ result; and, when one balancer process is killed, its share greyed while the res
 from __future__ import annotations
 
 import asyncio
-import socket
+import re
 import sys
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,7 +16,6 @@ import aiohttp
 import pytest
 
 from lbtui.control.client import HttpControl
-from lbtui.control.errors import ControlError
 from lbtui.control.model import AdminChanged
 from lbtui.control.multi import MultiControl
 from lbtui.tui.multi_app import MultiApp
@@ -26,51 +24,31 @@ from tests.tui.conftest import SIZE, wait_for, wait_text
 from tests.tui.screen import screen_text
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Balancer:
-    """``lbtui serve`` as a process of its own, so that the test can kill it."""
+    """``lbtui serve`` as a process of its own (so that the test can kill it), on ports the
+    kernel picks, read back from the line it starts with."""
+
+    STARTED = re.compile(rb"balancing (http://\S+) .* admin API (http://\S+)")
 
     def __init__(self, backends: list[Any]) -> None:
-        self.port, self.admin_port = free_port(), free_port()
         self.backends = backends
+        self.url = self.admin = ""
         self.proc: asyncio.subprocess.Process | None = None
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def admin(self) -> str:
-        return f"http://127.0.0.1:{self.admin_port}"
-
-    async def start(self) -> None:
+    async def start(self, timeout: float = 60.0) -> None:
         flags = [f"--backend={b.name}={b.url}" for b in self.backends]
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "lbtui", "serve", "--listen", f"127.0.0.1:{self.port}",
-            "--admin", f"127.0.0.1:{self.admin_port}", *flags,
+            sys.executable, "-m", "lbtui", "serve", "--listen", "127.0.0.1:0",
+            "--admin", "127.0.0.1:0", *flags,
             stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
-
-    async def ready(self, timeout: float = 60.0) -> None:
-        probe = HttpControl(self.admin, timeout_s=1.0)
-        deadline = time.monotonic() + timeout
-        try:
-            while True:
-                try:
-                    await probe.snapshot()
-                    return
-                except ControlError:
-                    if time.monotonic() > deadline:
-                        raise
-                    await asyncio.sleep(0.1)
-        finally:
-            await probe.aclose()
+        assert self.proc.stderr is not None
+        async with asyncio.timeout(timeout):
+            line = await self.proc.stderr.readline()
+        found = self.STARTED.search(line)
+        assert found, line
+        self.url, self.admin = found[1].decode(), found[2].decode()
 
     async def kill(self) -> None:
         if self.proc is not None and self.proc.returncode is None:
@@ -83,9 +61,7 @@ async def three(backends) -> AsyncIterator[list[Balancer]]:
     bs = await backends(2)
     lbs = [Balancer(bs) for _ in range(3)]
     try:
-        for lb in lbs:
-            await lb.start()
-        await asyncio.gather(*(lb.ready() for lb in lbs))
+        await asyncio.gather(*(lb.start() for lb in lbs))
         yield lbs
     finally:
         for lb in lbs:
