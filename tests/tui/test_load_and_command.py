@@ -103,7 +103,7 @@ def test_attach_flags():
         "--sort=-rps",
     )
     assert (args.url, args.token, args.read_only, args.filter) == (
-        "http://127.0.0.1:9901",
+        ["http://127.0.0.1:9901"],
         "t",
         True,
         "api",
@@ -122,6 +122,8 @@ def test_attach_flags():
         (["unix://"], "expected unix:///PATH/TO/SOCKET"),
         (["tcp://127.0.0.1"], "expected tcp://HOST:PORT"),
         (["unix:///run/haproxy.sock", "--preset", "envoy"], "--preset and --query go with"),
+        (["http://127.0.0.1:1", "http://127.0.0.1:2", "--target", "http://x:3"], "--target"),
+        (["a=http://127.0.0.1:1", "a=http://127.0.0.1:2"], "two balancers with the same name"),
     ],
 )
 def test_attach_refuses_bad_flags(argv, message):
