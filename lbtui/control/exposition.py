@@ -22,6 +22,7 @@ from lbtui.balancer.pool import Backend
 from lbtui.balancer.proxy import Proxy
 from lbtui.control.faults import FaultLink
 from lbtui.control.metrics import (
+    OUTCOMES,
     Family,
     GroupMemo,
     Prefixes,
@@ -30,6 +31,7 @@ from lbtui.control.metrics import (
     header_text,
     member_now,
     outcome_samples,
+    outcome_signature,
     sample_text,
 )
 from lbtui.control.statecache import SLICE_S, EventCursor
@@ -48,6 +50,9 @@ class _Lines:
     collector stops scanning a tuple of numbers and strings once it has seen one, where lists
     kept for 1,000 backends are scanned at every collection): a family whose samples did not
     change keeps its lines (a new outcome moves four families of twelve)."""
+    raw: tuple[object, ...]
+    """``metrics.outcome_signature`` of the record the lines were written from: which of the
+    families a new outcome moved, read without building their samples."""
 
 
 _Frozen = tuple[object, ...]
@@ -126,8 +131,10 @@ class Exposition:
         """Write again the lines of ``b``'s families that its outcomes moved."""
         if self._families is None:
             self._families = backend_families(self.proxy, [], 0.0)
-        rows = outcome_samples(self.proxy.merged_backend_record(b), b.name)
-        for k, new in rows.items():
+        rec = self.proxy.merged_backend_record(b)
+        raw = outcome_signature(rec)
+        moved = [k for k, new, was in zip(OUTCOMES, raw, had.raw, strict=True) if new != was]
+        for k, new in outcome_samples(rec, b.name, moved).items():
             frozen = _frozen(*new)
             if frozen != had.samples[k]:
                 f = self._families[k]
@@ -135,6 +142,7 @@ class Exposition:
                 had.parts[k] = sample_text(fam, self._prefixes).encode()
                 had.samples[k] = frozen
         had.key = key
+        had.raw = raw
 
     async def _render(self) -> bytes:
         started = time.perf_counter()
@@ -163,23 +171,28 @@ class Exposition:
                 self._outcomes(b, had, key)  # new outcomes alone: the record's families
                 self.rewritten += 1
                 continue
+            raw = outcome_signature(proxy.merged_backend_record(b))
             fams = backend_families(proxy, [b], now)
             samples = [_frozen(f.values, f.histograms) for f in fams]
             if had is None:
                 parts = [sample_text(f, self._prefixes).encode() for f in fams]
-            else:
-                parts = [
+                self._lines[b.name] = _Lines(key, parts, samples, raw)
+            else:  # in place, as the state cache keeps its views
+                had.parts[:] = [
                     part if was == now_ else sample_text(f, self._prefixes).encode()
                     for f, now_, was, part in zip(
                         fams, samples, had.samples, had.parts, strict=True
                     )
                 ]
-            self._lines[b.name] = _Lines(key, parts, samples)
+                had.samples[:] = samples
+                had.key, had.raw = key, raw
             self.rewritten += 1
         if len(self._lines) > len(proxy.backends):
             for gone in self._lines.keys() - proxy.backends.keys():
                 del self._lines[gone]
             self._prefixes.clear()  # those of the backends gone with them
+            for gone in self._group_memo.keys() - proxy.backends.keys():
+                del self._group_memo[gone]
         lines = self._lines
         self._spent(started)
         await asyncio.sleep(0)

@@ -25,7 +25,7 @@ under a bound when its bucket's middle is at or below it, exact to the histogram
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
@@ -142,9 +142,10 @@ def pool_families(proxy: Proxy, members: Mapping[str, Member]) -> list[Family]:
     return [imbalance, overload]
 
 
-GroupMemo = dict[str, tuple[int, tuple[list[int], float, int, list[int]]]]
+GroupMemo = dict[str, tuple[int, tuple[tuple[int, ...], float, int, tuple[int, ...]]]]
 """Per backend, at its latency count: its cumulative counts at the bounds, latency sum and
-count, and responses by class (a scraper that keeps it reads only the backends that moved)."""
+count, and responses by class (a scraper that keeps it reads only the backends that moved);
+tuples of numbers, which the garbage collector stops scanning, not lists it scans each time."""
 
 
 def group_families(proxy: Proxy, memo: GroupMemo | None = None) -> list[Family]:
@@ -165,11 +166,11 @@ def group_families(proxy: Proxy, memo: GroupMemo | None = None) -> list[Family]:
         "Backend response time of each target group's attempts (its members' histograms summed).",
         ("group",),
     )
-    cumulative: dict[str, tuple[list[int], float, int, list[int]]] = {}
+    cumulative: dict[str, tuple[tuple[int, ...], float, int, tuple[int, ...]]] = {}
     if memo is None:
         memo = {}
     for pool in proxy.state.pools:
-        rows: list[tuple[list[int], float, int, list[int]]] = []
+        rows: list[tuple[tuple[int, ...], float, int, tuple[int, ...]]] = []
         for b in pool.backends:
             got = cumulative.get(b.name)
             if got is None:
@@ -180,10 +181,10 @@ def group_families(proxy: Proxy, memo: GroupMemo | None = None) -> list[Family]:
                     got = kept[1]
                 else:
                     got = (
-                        _cumulative_at_cuts(lat.counts),
+                        tuple(_cumulative_at_cuts(lat.counts)),
                         lat.sum,
                         lat.count,
-                        list(rec.responses_total[1 : len(CODE_CLASSES) + 1]),
+                        tuple(rec.responses_total[1 : len(CODE_CLASSES) + 1]),
                     )
                     memo[b.name] = (lat.count, got)
                 cumulative[b.name] = got
@@ -222,21 +223,48 @@ OUTCOMES: Final = (0, 1, 2, 3, 9, 10, 11)
 the others move with its state (up, weight, ejection, breaker), which events announce."""
 
 
-def outcome_samples(rec: BackendRecord, name: str) -> dict[int, Samples]:
-    """Backend ``name``'s samples of the ``OUTCOMES`` families, read from its record ``rec``."""
-    label = (name,)
-    responses = rec.responses_total
-    failures = rec.failures_total
+def outcome_signature(rec: BackendRecord) -> tuple[object, ...]:
+    """What each of the ``OUTCOMES`` families of ``rec`` is written from, in their order, in
+    numbers cheap to read and compare: a family whose entry is unchanged has the same samples
+    (a histogram's buckets only grow with its count)."""
     lat = rec.latency
-    return {
-        0: ([((name, cls), responses[i + 1]) for i, cls in enumerate(CODE_CLASSES)], []),
-        1: ([((name, kind.value), failures[kind]) for kind in _FAILURE_KINDS], []),
-        2: ([], [(label, _cumulative_at_cuts(lat.counts), lat.sum, lat.count)]),
-        3: ([(label, rec.in_flight)], []),
-        9: ([(label, rec.retries_total)], []),
-        10: ([(label, rec.bytes_in_total)], []),
-        11: ([(label, rec.bytes_out_total)], []),
-    }
+    return (
+        tuple(rec.responses_total),
+        tuple(rec.failures_total.values()),
+        (lat.count, lat.sum),
+        rec.in_flight,
+        rec.retries_total,
+        rec.bytes_in_total,
+        rec.bytes_out_total,
+    )
+
+
+def outcome_samples(
+    rec: BackendRecord, name: str, only: Collection[int] = OUTCOMES
+) -> dict[int, Samples]:
+    """Backend ``name``'s samples of the ``OUTCOMES`` families (or of those ``only``), read from
+    its record ``rec``."""
+    label = (name,)
+    out: dict[int, Samples] = {}
+    for k in only:
+        if k == 0:
+            responses = rec.responses_total
+            out[0] = ([((name, c), responses[i + 1]) for i, c in enumerate(CODE_CLASSES)], [])
+        elif k == 1:
+            failures = rec.failures_total
+            out[1] = ([((name, kind.value), failures[kind]) for kind in _FAILURE_KINDS], [])
+        elif k == 2:
+            lat = rec.latency
+            out[2] = ([], [(label, _cumulative_at_cuts(lat.counts), lat.sum, lat.count)])
+        elif k == 3:
+            out[3] = ([(label, rec.in_flight)], [])
+        elif k == 9:
+            out[9] = ([(label, rec.retries_total)], [])
+        elif k == 10:
+            out[10] = ([(label, rec.bytes_in_total)], [])
+        elif k == 11:
+            out[11] = ([(label, rec.bytes_out_total)], [])
+    return out
 
 
 def backend_families(proxy: Proxy, backends: Sequence[Backend], now: float) -> list[Family]:

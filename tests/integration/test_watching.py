@@ -333,3 +333,36 @@ async def test_polls_leave_the_collector_little_new_to_scan():
     # the whole answer is a few objects; a view or a backend's lines made anew would be
     # several containers each (300 backends: over a thousand)
     assert len(kept) < 150, len(kept)
+
+
+async def test_metrics_of_new_outcomes_alone_are_the_bytes_render_writes():
+    """Backends that only got outcomes (no event) have just the families those moved written
+    again: requests, failures, the histogram, in flight (up and back down), retries, bytes."""
+    from lbtui.core.record import FailureKind
+
+    t = [1000.0]
+    proxy = fleet(30, lambda: t[0])
+    names = list(proxy.backends)
+    expo = Exposition(proxy, None)
+    traffic(proxy, names, t[0])
+    await expo.render()
+    open_: list[str] = []
+    for step in range(12):
+        t[0] += 0.5
+        for name in names[step % 4 :: 4]:
+            rec = proxy.backends[name].record
+            if step % 3 == 0:
+                rec.started(t[0])  # left in flight until the next step
+                open_.append(name)
+            elif step % 3 == 1:
+                rec.started(t[0])
+                rec.failed(FailureKind.TIMEOUT, 0.5, 0, t[0])
+            else:
+                rec.started(t[0])
+                rec.finished(404 if step % 2 else 200, 0.02 * step, 5, 10 * step, t[0])
+        if step % 3 == 1:
+            for name in open_:  # back down: in flight as it was two scrapes ago
+                proxy.backends[name].record.finished(200, 0.01, 0, 64, t[0])
+            open_.clear()
+        text = await expo.render()
+        assert _timeless(text) == _timeless(render(proxy, None)), step
