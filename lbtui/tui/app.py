@@ -67,11 +67,12 @@ from lbtui.tui.widgets.backends import BackendTable
 from lbtui.tui.widgets.detail import BackendDetail
 from lbtui.tui.widgets.events import EventLog
 from lbtui.tui.widgets.frontends import FrontendsPanel
+from lbtui.tui.widgets.groups import GroupsPanel
 from lbtui.tui.widgets.keys import KeyBar
 from lbtui.tui.widgets.load import LoadPanel
 from lbtui.tui.widgets.totals import HeaderState, TotalsBar
 
-VIEWS = ("main", "events", "detail")
+VIEWS = ("main", "events", "detail", "groups")
 
 
 class LbtuiApp(OperatorActions):
@@ -88,6 +89,7 @@ class LbtuiApp(OperatorActions):
         Binding("1", "view('main')", "main", show=False, id="view.main"),
         Binding("2", "view('events')", "events", show=False, id="view.events"),
         Binding("3", "view('detail')", "detail", show=False, id="view.detail"),
+        Binding("4", "view('groups')", "groups", show=False, id="view.groups"),
         Binding("enter", "toggle_detail", "detail", show=False, id="view.toggle_detail"),
         Binding("p", "pause", "pause", id="pause"),
         Binding("S,shift+s", "cycle_sort", "sort", id="sort.cycle"),
@@ -103,6 +105,7 @@ class LbtuiApp(OperatorActions):
         Binding("b", "breaker", "breaker", id="backend.breaker"),
         Binding("a", "algorithm", "algorithm", id="balancer.algorithm"),
         Binding("l", "limits", "limits", id="balancer.limits"),
+        Binding("f", "forward", "forward", show=False, id="route.forward"),
         Binding("c", "chaos", "chaos", id="chaos.run"),
         Binding("plus", "rate(True)", "rate+", id="load.up"),
         Binding("minus", "rate(False)", "rate-", id="load.down"),
@@ -160,6 +163,7 @@ class LbtuiApp(OperatorActions):
                         yield LoadPanel(id="load")
                     yield FrontendsPanel(id="frontends")
                     yield EventLog(id="events")
+            yield GroupsPanel(id="groups")
         yield KeyBar(id="keys", hide_action=self._hidden_in_footer)
 
     def on_mount(self) -> None:
@@ -173,6 +177,7 @@ class LbtuiApp(OperatorActions):
         self.body = self.query_one("#body", Vertical)
         self.load_panel = self.query_one(LoadPanel) if self.load is not None else None
         self.frontends = self.query_one(FrontendsPanel)
+        self.groups_panel = self.query_one(GroupsPanel)
         self.frontends.display = False
         if self.initial_filter:
             self.filter_box.display = True
@@ -242,6 +247,8 @@ class LbtuiApp(OperatorActions):
             return
         self.table.show(self.snapshot)
         self.frontends.show(self.snapshot)
+        if self.view == "groups":
+            self.groups_panel.show(self.snapshot)
         self._detail()
         self._header()
 
@@ -321,6 +328,9 @@ class LbtuiApp(OperatorActions):
             self.log_view.focus()
         elif view == "detail":
             self.detail.focus()
+        elif view == "groups":
+            if self.snapshot is not None:
+                self.groups_panel.show(self.snapshot)
         else:
             self.table.focus()
         self.call_after_refresh(self._detail)

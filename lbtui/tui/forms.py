@@ -90,6 +90,15 @@ def weight_form(current: float) -> tuple[FormField, ...]:
     )
 
 
+def forward_form(weights: Mapping[str, float]) -> tuple[FormField, ...]:
+    """One weight a group the route forwards to, in its order (fields ``w0``, ``w1``…: a
+    group's name need not be a widget id)."""
+    return tuple(
+        FormField(f"w{i}", group, num(w), number(0, 1000), "0–1000; 0 sends it nothing")
+        for i, (group, w) in enumerate(weights.items())
+    )
+
+
 LIMIT_FIELDS = (
     ("rps", "Global rps", False, "token bucket; empty = no global limit"),
     ("burst", "Burst", False, "bucket size; empty = max(1, rps)"),

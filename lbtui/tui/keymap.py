@@ -20,6 +20,7 @@ MUTATING = frozenset(
         "breaker",
         "algorithm",
         "limits",
+        "forward",
         "chaos",
     }
 )
@@ -52,6 +53,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("breaker", "Backend: force breaker", "open / closed / disabled / auto"),
     ("algorithm", "Balancer: algorithm", "choose the balancing algorithm"),
     ("limits", "Balancer: limits", "global rps, burst, per-client rps, max in-flight"),
+    ("forward", "Route: shift traffic", "set a route's forward weights between its groups"),
     ("rate(True)", "Load: raise rate", "offered rate × 1.25"),
     ("rate(False)", "Load: lower rate", "offered rate ÷ 1.25"),
     ("pause", "View: pause / resume", "freeze the display (data keeps coming)"),
@@ -61,6 +63,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("view('main')", "View: main", "table, detail and events"),
     ("view('events')", "View: events", "the event log, full screen"),
     ("view('detail')", "View: detail", "the selected backend, full screen"),
+    ("view('groups')", "View: groups and routes", "target groups, their shares, the routes"),
     ("help", "Help: keys", "every key and what it does"),
 )
 
@@ -70,6 +73,7 @@ HELP: dict[str, tuple[str, str]] = {
     "view.main": ("Navigate", "main view: table, detail and events"),
     "view.events": ("Navigate", "the event log, full screen"),
     "view.detail": ("Navigate", "the selected backend's detail, full screen"),
+    "view.groups": ("Navigate", "target groups (share, zone, L, M) and the routes in order"),
     "filter": ("Navigate", "filter backends and events (every column; terms are ANDed)"),
     "back": ("Navigate", "clear the filter, or back to the main view"),
     "sort.cycle": ("Navigate", "sort by the next column"),
@@ -103,6 +107,7 @@ HELP: dict[str, tuple[str, str]] = {
     ),
     "balancer.algorithm": ("Balancer", "balancing algorithm"),
     "balancer.limits": ("Balancer", "limits: global rps and burst, per-client rps, max in-flight"),
+    "route.forward": ("Balancer", "shift a route's traffic between its groups (canary weights)"),
     "chaos.run": ("Balancer", "run a chaos experiment: live timeline, checks, then the verdict"),
     "load.up": ("Balancer", "load generator rate × 1.25"),
     "load.down": ("Balancer", "load generator rate ÷ 1.25"),

@@ -33,6 +33,7 @@ from lbtui.control.model import (
     SetAdmin,
     SetAlgorithm,
     SetFault,
+    SetForward,
     SetLimits,
     SetWeight,
     Snapshot,
@@ -314,6 +315,48 @@ class OperatorActions(App[None]):
                 )
 
         self.push_screen(ChoiceScreen("Balancing algorithm", choices, current), chosen)
+
+    def action_forward(self) -> None:
+        """Shift a route's traffic between its groups: choose the route, then its weights."""
+        if self._refused() or self._unavailable("set_forward"):
+            return
+        routes = [r for r in self.snapshot.routes if r.forward] if self.snapshot else []
+        if not routes:
+            self.notify("no route forwards to groups here", severity="warning")
+            return
+        by_name = {r.name: r for r in routes}
+
+        def weights_for(name: str | None) -> None:
+            if name is None:
+                return
+            route = by_name[name]
+
+            def done(values: dict[str, Any] | None) -> None:
+                if values is None:
+                    return
+                weights = {g: float(values[f"w{i}"]) for i, g in enumerate(route.forward)}
+                text = ", ".join(f"{g}={w:g}" for g, w in weights.items())
+
+                def send() -> None:
+                    self._act(
+                        f"route {name}: {text}",
+                        lambda: self.control.act(SetForward(route=name, weights=weights)),
+                    )
+
+                if not any(weights.values()):
+                    self._confirm(f"Send nothing through {name}?", "Every weight is 0.", send)
+                else:
+                    send()
+
+            self.push_screen(
+                FormScreen(f"Forward weights of {name}", forms.forward_form(route.forward)), done
+            )
+
+        if len(routes) == 1:
+            weights_for(routes[0].name)
+            return
+        choices = [(r.name, f"{r.name}  {r.match}") for r in routes]
+        self.push_screen(ChoiceScreen("Route", choices, routes[0].name), weights_for)
 
     def action_chaos(self) -> None:
         """Run a scenario file against this balancer and watch its progress and verdict."""

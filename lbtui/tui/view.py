@@ -252,6 +252,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("fault", "fault req→applied", 23, priority=1),
     Column("cpu", "cpu%", 4, right=True, priority=7),
     Column("rss", "rss", 9, right=True, priority=8),
+    Column("zone", "zone", 6, priority=9),
+    Column("group", "group", 10, priority=10),
 )
 """Every column at 160 wide; at 80 the priority-0 ones (name, state, breaker, req/s, p99,
 err%) still fit, and the rest come back by priority as the width allows."""
@@ -298,9 +300,9 @@ def error_style(ratio: float) -> str:
     return ""
 
 
-def backend_row(b: BackendView, at: float | None = None) -> tuple[Cell, ...]:
+def backend_row(b: BackendView, at: float | None = None, groups: str = "") -> tuple[Cell, ...]:
     """One table row, in ``COLUMNS`` order; ``at`` (the snapshot's time) dates a foreign
-    server's status (``UP 3m``)."""
+    server's status (``UP 3m``); ``groups``: its target groups (``groups_view``)."""
     p = b.process
     if p is None:
         cpu, rss = _plain(""), _plain("")
@@ -327,6 +329,8 @@ def backend_row(b: BackendView, at: float | None = None) -> tuple[Cell, ...]:
         foreign.queue_cell(b) if server else fault_cell(b.fault),
         cpu,
         rss,
+        _plain(b.zone or ""),
+        _plain(groups),
     )
 
 
@@ -398,6 +402,8 @@ def sort_value(b: BackendView, column: str) -> tuple[object, ...]:
             return (p.cpu_percent if p is not None and p.alive else -1.0, tie)
         case "rss":
             return (p.rss_bytes if p is not None and p.alive else -1, tie)
+        case "zone":
+            return (b.zone or "", tie)
         case _:
             return (tie,)
 

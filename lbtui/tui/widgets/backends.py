@@ -19,6 +19,7 @@ from textual.widgets import DataTable
 from textual.widgets.data_table import ColumnKey, RowDoesNotExist, RowKey
 
 from lbtui.control.model import Snapshot, Windows
+from lbtui.tui.groups_view import backend_groups
 from lbtui.tui.view import (
     COLUMNS,
     SORT_KEYS,
@@ -123,8 +124,9 @@ class BackendTable(ContentKeyedTable):
             self._fit(self.size.width or self.app.size.width)  # headers name the windows
         selected = self.selected
         rows: dict[str, tuple[Cell, ...]] = {}
+        groups = backend_groups(snapshot) if snapshot.pools else {}
         for b in snapshot.backends:
-            row = backend_row(b, snapshot.at)
+            row = backend_row(b, snapshot.at, groups.get(b.name, ""))
             if self.filter and not matches(row_text(b, row), self.filter):
                 continue
             rows[b.name] = row
