@@ -61,6 +61,9 @@ WAIT_BODY: Final = 4
 """The last answer went out before its request body was all in: the rest is discarded, then
 the next request is served."""
 CLOSED: Final = 5
+TUNNEL: Final = 6
+"""Upgraded (``tunnel.py``): the bytes read go to the backend as they are; nothing more is
+parsed. Entered from ``SERVING`` once the backend answered the upgrade request."""
 
 
 class ClientWriter(asyncio.Protocol):

@@ -48,6 +48,7 @@ from lbtui.balancer.client_writer import (
     IDLE,
     LAST,
     SERVING,
+    TUNNEL,
     WAIT_BODY,
     WAIT_WRITE,
     ClientWriter,
@@ -55,6 +56,7 @@ from lbtui.balancer.client_writer import (
 from lbtui.balancer.exchange import Answer, Result, render_pairs
 from lbtui.balancer.fast_request import MAX_QUEUED, BodyStream, FastRequest
 from lbtui.balancer.request_reader import RequestReader
+from lbtui.balancer.tunnel import Tunnel, upgrade_value
 from lbtui.errors import ClientBodyError
 from lbtui.units import split_authority
 
@@ -82,11 +84,13 @@ class ClientConnection(ClientWriter):
         "_queue",
         "_timer",
         "active",
+        "held",
         "local_host",
         "reader",
         "remote",
         "remote_raw",
         "task",
+        "tunnel",
     )
     remote: str
     """The client's address, as text (declared here: ``FastRequest`` reads it first)."""
@@ -105,6 +109,10 @@ class ClientConnection(ClientWriter):
         self._idle_since = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self.reader = RequestReader(self)
+        self.tunnel: Tunnel | None = None
+        """The upgrade request being served or tunnelled (``tunnel.py``), if any."""
+        self.held = b""
+        """Bytes that came behind an upgrade request: the tunnel's first."""
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
 
@@ -142,10 +150,22 @@ class ClientConnection(ClientWriter):
         if d is not None and not d.done():
             d.set_exception(ConnectionResetError("the client closed the connection"))
             d.exception()
+        if self.tunnel is not None:
+            self.tunnel.client_closed()
 
     def data_received(self, data: bytes) -> None:
-        if self.life != CLOSED:
+        life = self.life
+        if life == TUNNEL:
+            tunnel = self.tunnel
+            assert tunnel is not None
+            tunnel.from_client(data)
+        elif life != CLOSED:
             self.reader.feed(data)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self.tunnel is not None:
+            self.tunnel.client_paused(True)
 
     def resume_writing(self) -> None:
         d = self.drain
@@ -153,6 +173,24 @@ class ClientConnection(ClientWriter):
             d.set_result(None)
         if self.life == WAIT_WRITE:
             self._next()
+        elif self.tunnel is not None:
+            self.tunnel.client_paused(False)
+
+    # -- upgrades --------------------------------------------------------------------------------
+
+    def hold(self, data: bytes) -> None:
+        """Bytes behind an upgrade request (reading is paused meanwhile): the tunnel's."""
+        self.held += data
+        self.pause("upgrade")
+
+    def begin_tunnel(self) -> None:
+        """The backend answered the upgrade request: from now on bytes go through."""
+        self.life = TUNNEL
+        held, self.held = self.held, b""
+        tunnel = self.tunnel
+        if held and tunnel is not None:
+            tunnel.from_client(held)
+        self.resume("upgrade")
 
     # -- what the reader reports -----------------------------------------------------------------
 
@@ -184,6 +222,12 @@ class ClientConnection(ClientWriter):
         if listener.redirect_port:
             self.complete(req, redirect_answer(req, self.local_host, listener.redirect_port))
             return
+        if req.upgrade:
+            upgrade = upgrade_value(req)
+            if upgrade is not None:
+                self.tunnel = Tunnel(self, req, upgrade)
+                self.tunnel.start()
+                return
         listener.proxy.pipeline.serve(req)
 
     async def run(self, req: FastRequest, rest: Coroutine[Any, Any, Result]) -> None:
@@ -301,7 +345,15 @@ class ClientConnection(ClientWriter):
         reader = self.reader
         now = self.loop.time()
         due = now + listener.tick_s
-        if self._paused:
+        if life == TUNNEL:
+            tunnel = self.tunnel
+            assert tunnel is not None
+            deadline = tunnel.last + listener.tunnel_idle_s
+            if now >= deadline:
+                tunnel.idle_timeout()
+                return
+            due = min(due, deadline)
+        elif self._paused:
             pass  # reading is stopped on our side: nothing is the client's to be late with
         elif reader.in_head:
             deadline = reader.head_t0 + listener.header_timeout_s
@@ -407,13 +459,18 @@ class FastListener:
         """Not 0: every request is answered 308 to HTTPS on this port (``redirect_https``)."""
         self.tunnels = 0
         """Upgraded connections being tunnelled (WebSocket)."""
+        self.tunnels_total = 0
+        """Tunnels closed since start."""
         p = proxy.config.proxy
         self.keepalive_timeout_s = keepalive_timeout_s
+        self.tunnel_idle_s = p.tunnel_idle_timeout_s
         self.header_timeout_s = p.client_header_timeout_s
         self.body_timeout_s = p.client_body_timeout_s
         self.max_body_bytes = p.max_body_bytes
         """0 = no limit."""
-        self.tick_s = min(keepalive_timeout_s, self.header_timeout_s, self.body_timeout_s)
+        self.tick_s = min(
+            keepalive_timeout_s, self.header_timeout_s, self.body_timeout_s, self.tunnel_idle_s
+        )
         """The longest a connection's timer sleeps: the shortest timeout, so none fires late."""
         self.max_line = max_line
         self.max_field = max_field

@@ -47,6 +47,8 @@ class ListenerInfo:
     """Client connections open on it in this process."""
     tunnels: int
     """Upgraded connections (WebSocket) tunnelled through it in this process."""
+    tunnels_closed: int
+    """Tunnels through it that have ended."""
     certificates: list[list[str]]
     """The names each certificate is for, the default first (empty for plain HTTP)."""
 
@@ -248,6 +250,7 @@ class Listeners:
                     redirect_https=one.spec.redirect_https,
                     connections=len(fast.connections) if fast is not None else 0,
                     tunnels=fast.tunnels if fast is not None else 0,
+                    tunnels_closed=fast.tunnels_total if fast is not None else 0,
                     certificates=one.tls.names if one.tls is not None else [],
                 )
             )

@@ -68,21 +68,22 @@ class RequestReader:
         except Exception as exc:
             # sorted by isinstance: compiled, several except clauses naming httptools' (untyped)
             # exceptions beside our own matched the wrong one
-            self._parse_failed(exc)
+            self._parse_failed(exc, data)
         else:
             if self.in_head and self.head_bytes > self.listener.max_head:
                 self.conn.refuse(431, "request head too large")
 
-    def _parse_failed(self, exc: Exception) -> None:
+    def _parse_failed(self, exc: Exception, data: bytes) -> None:
         conn = self.conn
         if isinstance(exc, httptools.HttpParserUpgrade):
-            # Upgrade is not tunnelled: the request is served as a plain one (its Upgrade
-            # header dropped as hop-by-hop) and the connection then closes.
+            # An upgrade request (Upgrade + Connection: upgrade): served as a tunnel
+            # (``tunnel.py``); nothing after it is HTTP, so reading stops and what came behind
+            # it is held for the tunnel.
             req = self.parsing or conn.latest()
             if req is not None:
                 req.keep_alive = False
-                req.upgrade = True
-            conn.pause("upgrade")
+            offset = exc.args[0] if exc.args and isinstance(exc.args[0], int) else len(data)
+            conn.hold(data[offset:])
         elif isinstance(exc, BadRequest):
             conn.refuse(exc.status, str(exc))
         elif isinstance(exc, httptools.HttpParserCallbackError):
@@ -138,6 +139,8 @@ class RequestReader:
         version = parser.get_http_version()
         req.version = b"1.1" if version == "1.1" else http_version(version)
         req.keep_alive = parser.should_keep_alive()
+        if parser.should_upgrade():
+            req.upgrade = True  # a tunnel if it also says Connection: upgrade (tunnel.py)
         host = req.host_raw
         if host is None or req.host_dup or host not in GOOD_HOSTS:
             req.check_host()

@@ -190,6 +190,9 @@ class ProxyConfig(Section):
     60 s; it does not run while lbtui itself stops reading because the backend is slower).
     Past it the request ends: 408 if nothing was answered yet, the connections closed and the
     in-flight slot freed."""
+    tunnel_idle_timeout_s: Annotated[float, Field(gt=0, le=DAY_S)] = 300.0
+    """An upgraded connection (WebSocket) through which no byte went either way for this long
+    is closed (HAProxy's ``timeout tunnel``; the fast listener's)."""
     max_body_bytes: Annotated[int, Field(ge=0)] = 0
     """Largest request body accepted (nginx's ``client_max_body_size``): a larger declared
     length is answered 413 before anything reaches a backend; a chunked body that grows past

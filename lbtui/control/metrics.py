@@ -485,6 +485,7 @@ def balancer_families(
         store_peers,
         worker_requests,
         worker_up,
+        *listener_families(proxy),
         *per_backend,
         injected,
         *pool_families(proxy, members),
@@ -496,6 +497,35 @@ def balancer_families(
         flags,
         client_retries,
         events,
+    ]
+
+
+def listener_families(proxy: Proxy) -> list[Family]:
+    """Each listener's open connections and WebSocket tunnels (this process's)."""
+    infos = proxy.listeners.infos() if proxy.listeners is not None else []
+    return [
+        Family(
+            "lbtui_listener_connections",
+            "gauge",
+            "Client connections open on each listener.",
+            ("listener",),
+            [((i.name,), float(i.connections)) for i in infos],
+        ),
+        Family(
+            "lbtui_listener_tunnels",
+            "gauge",
+            "Upgraded connections (WebSocket) being tunnelled through each listener; each is "
+            "also in flight on its backend.",
+            ("listener",),
+            [((i.name,), float(i.tunnels)) for i in infos],
+        ),
+        Family(
+            "lbtui_listener_tunnels_closed",
+            "counter",
+            "Tunnels through each listener that have ended.",
+            ("listener",),
+            [((i.name,), float(i.tunnels_closed)) for i in infos],
+        ),
     ]
 
 
