@@ -68,9 +68,16 @@ class Part:
     shift: float = 0.0
 
 
+SHIFT_STEP_S = 0.01
+"""Clock shifts are kept to this step: reading two clocks jitters by microseconds, and a shift
+that stays the same from one snapshot to the next lets an unchanged row be reused."""
+
+
 def clock_shift(snapshot: Snapshot, at: float, wall: float) -> float:
-    """What to add to a time on ``snapshot``'s clock to have it on the clock of (at, wall)."""
-    return (at - wall) - (snapshot.at - snapshot.wall)
+    """What to add to a time on ``snapshot``'s clock to have it on the clock of (at, wall),
+    to ``SHIFT_STEP_S`` (0 for balancers on the console's host)."""
+    shift = (at - wall) - (snapshot.at - snapshot.wall)
+    return round(shift / SHIFT_STEP_S) * SHIFT_STEP_S
 
 
 def _sum_dicts(ds: Iterable[dict[str, int]]) -> dict[str, int]:
@@ -92,11 +99,8 @@ def _sum_rates(ds: Iterable[dict[str, float]]) -> dict[str, float]:
 def sum_series(series: Sequence[Sequence[float]]) -> list[float]:
     """Series that end at the same second, summed second by second (aligned on the end)."""
     n = max((len(s) for s in series), default=0)
-    out = [0.0] * n
-    for s in series:
-        for i, v in enumerate(s, start=n - len(s)):
-            out[i] += v
-    return out
+    padded = [s if len(s) == n else [0.0] * (n - len(s)) + list(s) for s in series]
+    return list(map(sum, zip(*padded, strict=True)))
 
 
 def _highest(values: Iterable[float | None]) -> float | None:
@@ -279,16 +283,63 @@ def _member(v: BackendView) -> Member:
     return Member(v.rps, v.weight_effective, v.eligible, v.demand_rps, v.max_rps)
 
 
+class Merger:
+    """Merges the fleet's snapshots poll after poll, reusing a backend's merged row while none
+    of its views changed: ``HttpControl`` keeps the very view objects of the backends a delta
+    answer did not mention, so with quiet backends only the rows that moved are merged again
+    (and ``changed`` names them, for the table to redraw just those)."""
+
+    def __init__(self) -> None:
+        self._rows: dict[str, tuple[tuple[BackendView, ...], tuple[float, ...], BackendView]] = {}
+        self.changed: frozenset[str] | None = None
+        """The backends whose merged row is new since the previous merge; None: all."""
+
+    def merge(
+        self, parts: Sequence[Part], *, at: float, wall: float, last_event_id: int
+    ) -> Snapshot:
+        """The fleet as one snapshot, from the reachable balancers' ``parts`` (at least one)."""
+        if not parts:
+            raise ValueError("no snapshot to merge")
+        grouped: dict[str, tuple[list[BackendView], list[float]]] = {}
+        for part in parts:
+            for view in part.snapshot.backends:
+                views, shifts = grouped.setdefault(view.name, ([], []))
+                views.append(view)
+                shifts.append(part.shift)
+        rows: dict[str, tuple[tuple[BackendView, ...], tuple[float, ...], BackendView]] = {}
+        changed: set[str] = set()
+        for name, (views, shifts) in grouped.items():
+            key, moved = tuple(views), tuple(shifts)
+            old = self._rows.get(name)
+            if old is not None and old[1] == moved and _same(old[0], key):
+                rows[name] = old
+                continue
+            merged = merge_backend([rebase(v, d) for v, d in zip(views, shifts, strict=True)])
+            rows[name] = (key, moved, merged)
+            changed.add(name)
+        full = set(rows) != set(self._rows)
+        self.changed = None if full else frozenset(changed)
+        self._rows = rows
+        return _assemble(parts, {n: r[2] for n, r in rows.items()}, at, wall, last_event_id)
+
+
+def _same(a: tuple[BackendView, ...], b: tuple[BackendView, ...]) -> bool:
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
+
+
 def merge(parts: Sequence[Part], *, at: float, wall: float, last_event_id: int) -> Snapshot:
     """The fleet as one snapshot, from the reachable balancers' ``parts`` (at least one)."""
-    if not parts:
-        raise ValueError("no snapshot to merge")
+    return Merger().merge(parts, at=at, wall=wall, last_event_id=last_event_id)
+
+
+def _assemble(
+    parts: Sequence[Part],
+    backends: dict[str, BackendView],
+    at: float,
+    wall: float,
+    last_event_id: int,
+) -> Snapshot:
     first = parts[0].snapshot
-    by_name: dict[str, list[BackendView]] = {}
-    for part in parts:
-        for view in part.snapshot.backends:
-            by_name.setdefault(view.name, []).append(rebase(view, part.shift))
-    backends = {name: merge_backend(views) for name, views in by_name.items()}
     panics: dict[str, bool] = {}
     for part in parts:
         for pool in part.snapshot.pools:

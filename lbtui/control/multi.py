@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from lbtui.control.errors import ControlError, ReadOnly, Unavailable
 from lbtui.control.interface import Control
-from lbtui.control.merge import BalancerView, Part, clock_shift, merge
+from lbtui.control.merge import BalancerView, Merger, Part, clock_shift
 from lbtui.control.model import Action, ActionResult, Event, Snapshot
 
 KEEP_EVENTS = 4096
@@ -126,6 +126,15 @@ class MultiControl:
         self._last_id = 0
         self._grown: asyncio.Event | None = None
         self._primed = False
+        self._merger = Merger()
+
+    @property
+    def changed(self) -> frozenset[str] | None:
+        """Backends the last snapshot changed (None: any may have), as ``HttpControl`` says."""
+        if self.single:
+            got: frozenset[str] | None = getattr(self._members[0].control, "changed", None)
+            return got
+        return self._merger.changed
 
     @property
     def names(self) -> list[str]:
@@ -176,7 +185,7 @@ class MultiControl:
             for m in live
             if m.snapshot is not None
         ]
-        return merge(parts, at=now, wall=wall, last_event_id=self._last_id)
+        return self._merger.merge(parts, at=now, wall=wall, last_event_id=self._last_id)
 
     async def _ask(self, m: _Balancer) -> Snapshot:
         async with asyncio.timeout(self.timeout_s):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lbtui.control.merge import BalancerView, Part, clock_shift, merge, sum_series
+from lbtui.control.merge import BalancerView, Merger, Part, clock_shift, merge, sum_series
 from lbtui.control.model import Snapshot
 from lbtui.tui.replicas import build_balancers, build_breakdown, panel_title, store_text
 
@@ -141,3 +141,24 @@ def test_the_limit_store_shows_with_its_state(recorded: Snapshot) -> None:
     )  # fmt: skip
     assert merged.limits.store_up is False  # up only if every balancer reaches it
     assert merged.limits.peers == ["a", "b", "c"]
+
+
+def test_an_unchanged_row_is_reused_and_a_moved_one_merged_again(recorded: Snapshot) -> None:
+    merger = Merger()
+    first = merger.merge([Part("a", recorded), Part("b", recorded)], at=1.0, wall=2.0,
+                         last_event_id=0)  # fmt: skip
+    assert merger.changed is None  # the first: every row is new
+    moved = dataclasses.replace(recorded.backends[1], rps=500.0)
+    other = dataclasses.replace(
+        recorded, backends=[recorded.backends[0], moved, *recorded.backends[2:]]
+    )
+    again = merger.merge([Part("a", recorded), Part("b", other)], at=1.0, wall=2.0,
+                         last_event_id=0)  # fmt: skip
+    assert merger.changed == {"api-2"}
+    assert again.backends[0] is first.backends[0]
+    assert again.backend("api-2").rps == pytest.approx(recorded.backends[1].rps + 500)
+
+
+def test_a_clock_shift_keeps_to_a_hundredth(recorded: Snapshot) -> None:
+    assert clock_shift(recorded, recorded.at + 3e-6, recorded.wall) == 0
+    assert clock_shift(recorded, recorded.at + 2.004, recorded.wall) == pytest.approx(2.0)
