@@ -126,6 +126,10 @@ class ClientRequest(Protocol):
     def scheme(self) -> str:
         """``http`` or ``https``: how the client reached the listener (``X-Forwarded-Proto``)."""
 
+    @property
+    def listener(self) -> str:
+        """The name of the listener the request came in on (``[[listeners]] name``)."""
+
     def forward_headers(self, proto: str) -> HeadBlock | list[tuple[str, str]]:
         """The request headers rewritten for the backend."""
 
@@ -489,7 +493,10 @@ def refused_response(status: int) -> web.Response:
 
 
 async def handle_aiohttp(
-    serve: Callable[[AiohttpClient], None], request: web.BaseRequest, max_body_bytes: int
+    serve: Callable[[AiohttpClient], None],
+    request: web.BaseRequest,
+    max_body_bytes: int,
+    listener: str = "default",
 ) -> web.StreamResponse:
     """The aiohttp listener's handler around the pipeline's driver (``serve``): the edge
     checks first, and a request whose body broke off answered 400/408/413 (or cut, when its
@@ -497,7 +504,7 @@ async def handle_aiohttp(
     refused = edge_refusal(request, max_body_bytes)
     if refused is not None:
         return refused
-    client = AiohttpClient(request, max_body_bytes)
+    client = AiohttpClient(request, max_body_bytes, listener)
     serve(client)
     try:
         return to_web(await client.outcome())
@@ -516,6 +523,7 @@ class AiohttpClient:
     __slots__ = (
         "_authority",
         "_body",
+        "_listener",
         "_stream",
         "method",
         "raw_path",
@@ -525,7 +533,10 @@ class AiohttpClient:
         "result",
     )
 
-    def __init__(self, request: web.BaseRequest, max_body_bytes: int = 0) -> None:
+    def __init__(
+        self, request: web.BaseRequest, max_body_bytes: int = 0, listener: str = "default"
+    ) -> None:
+        self._listener = listener
         self.request = request
         self.method = request.method
         self.raw_path = request.raw_path
@@ -595,6 +606,10 @@ class AiohttpClient:
     @property
     def scheme(self) -> str:
         return "https" if self.request.secure else "http"
+
+    @property
+    def listener(self) -> str:
+        return self._listener
 
     def forward_headers(self, proto: str) -> list[tuple[str, str]]:
         if self._authority is None:

@@ -423,6 +423,10 @@ class FastRequest:
     def scheme(self) -> str:
         return self.conn.listener.scheme
 
+    @property
+    def listener(self) -> str:
+        return self.conn.listener.name
+
     def forward_headers(self, proto: str) -> HeadBlock:
         proto_b = b"http" if proto == "http" else proto.encode()
         if self.named:

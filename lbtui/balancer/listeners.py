@@ -174,8 +174,13 @@ class Listeners:
             )
             await fast.start(sock, one.tls.context if one.tls is not None else None)
             return
+        proxy, name = self.proxy, spec.name
+
+        async def handle(request: web.BaseRequest) -> web.StreamResponse:
+            return await proxy.handle(request, name)
+
         server = web.Server(
-            self.proxy.handle,
+            handle,
             access_log=None,
             auto_decompress=False,
             keepalive_timeout=self.keepalive_s,

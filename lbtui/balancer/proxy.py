@@ -154,9 +154,13 @@ class Proxy:
         weights, panic."""
         self.state.tick(self.operator.expire_faults)
 
-    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def handle(
+        self, request: web.BaseRequest, listener: str = "default"
+    ) -> web.StreamResponse:
         """The aiohttp listener's handler: the same driver as the fast listener's."""
-        return await handle_aiohttp(self.pipeline.serve, request, self.config.proxy.max_body_bytes)
+        return await handle_aiohttp(
+            self.pipeline.serve, request, self.config.proxy.max_body_bytes, listener
+        )
 
     def backend(self, name: str) -> Backend:
         return self.state.backend(name)

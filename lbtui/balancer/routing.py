@@ -223,6 +223,7 @@ def build_routes(
                 methods=rc.methods,
                 headers=rc.headers,
                 query=rc.query,
+                listeners=rc.listeners,
             )
         )
     return routes, (Router(rules) if rules else None)

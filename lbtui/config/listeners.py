@@ -79,7 +79,7 @@ def listener_problems(data: dict[str, Any]) -> list[str]:
     fast engine, and certificate files that load."""
     listeners = data.get("listeners")
     if not isinstance(listeners, list) or not listeners:
-        return []
+        return route_problems(data, {DEFAULT_NAME})
     specs = [ls if isinstance(ls, dict) else {} for ls in listeners]
     problems: list[str] = []
     shorthand = data.get("listener")
@@ -91,6 +91,7 @@ def listener_problems(data: dict[str, Any]) -> list[str]:
         )
     engine = shorthand.get("engine", "fast")
     names = _names(specs, problems)
+    problems += route_problems(data, set(names))
     base_dir = data.get("base_dir")
     base = Path(base_dir) if isinstance(base_dir, str) and base_dir else None
     for i, ls in enumerate(specs):
@@ -106,6 +107,21 @@ def listener_problems(data: dict[str, Any]) -> list[str]:
         for j, c in enumerate(certs):
             if isinstance(c, dict):
                 problems += tls_problems(f"listeners[{i}].certificates[{j}]", c, base)
+    return problems
+
+
+def route_problems(data: dict[str, Any], names: set[str]) -> list[str]:
+    """Each route's ``listeners`` must name listeners there are."""
+    routes = data.get("routes")
+    problems: list[str] = []
+    for i, r in enumerate(routes if isinstance(routes, list) else []):
+        wanted = r.get("listeners") if isinstance(r, dict) else None
+        for j, name in enumerate(wanted if isinstance(wanted, list) else []):
+            if isinstance(name, str) and name not in names:
+                problems.append(
+                    f"routes[{i}].listeners[{j}]: no listener named {name!r} "
+                    f"(known: {', '.join(sorted(names))})"
+                )
     return problems
 
 

@@ -83,6 +83,8 @@ class RouteConfig(Section):
     """Request headers that must be present with these values (``*``: present, any value)."""
     query: dict[QueryName, HeaderValue] = Field(default_factory=dict)
     """Query parameters that must be present with these values (``*``: present)."""
+    listeners: Annotated[list[str], Field(min_length=1)] | None = None
+    """The listeners (``[[listeners]] name``) whose requests the rule applies to; None: all."""
     priority: Annotated[int, Field(ge=1, le=50_000)] | None = None
     """Rules with a priority are tried first, lowest first; then the others in file order."""
     backends: Annotated[list[str], Field(min_length=1)] | None = None

@@ -37,6 +37,9 @@ class RequestFacts(Protocol):
     @property
     def raw_path(self) -> str: ...
 
+    @property
+    def listener(self) -> str: ...
+
 
 def host_of(host_header: str) -> str:
     """The host a rule compares: the ``Host`` value without its port, lower-cased."""
@@ -55,6 +58,7 @@ class Rule:
         "headers",
         "host_exact",
         "host_suffix",
+        "listeners",
         "methods",
         "prefix",
         "query",
@@ -72,6 +76,7 @@ class Rule:
         methods: Sequence[str] = (),
         headers: Mapping[str, str] | None = None,
         query: Mapping[str, str] | None = None,
+        listeners: Sequence[str] | None = None,
     ) -> None:
         self.target = target
         self.prefix = prefix
@@ -91,7 +96,11 @@ class Rule:
         )
         self.headers: list[tuple[str, str]] = list((headers or {}).items())
         self.query: list[tuple[str, str]] = list((query or {}).items())
-        self.slow = bool(self.headers or self.query)
+        self.listeners: frozenset[str] | None = (
+            frozenset(listeners) if listeners is not None else None
+        )
+        """The listeners the rule applies to (None: all)."""
+        self.slow = bool(self.headers or self.query or self.listeners is not None)
 
     def matches(self, host: str, path: str, method: str, request: RequestFacts | None) -> bool:
         """Whether the request matches; ``host`` as :func:`host_of` gives it."""
@@ -115,7 +124,10 @@ class Rule:
         return True
 
     def matches_request(self, request: RequestFacts) -> bool:
-        """The header and query conditions."""
+        """The listener, header and query conditions."""
+        listeners = self.listeners
+        if listeners is not None and request.listener not in listeners:
+            return False
         if self.headers:
             got = request.headers
             for name, want in self.headers:

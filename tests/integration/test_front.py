@@ -269,3 +269,38 @@ async def test_workers_serve_every_listener(
         assert all(w.requests_total > 0 for w in workers), workers
     finally:
         await rt.stop()
+
+
+@pytest.mark.parametrize("engine", ["fast", "aiohttp"])
+async def test_a_route_applies_to_the_listeners_it_names(
+    backends: Callable[[int], Awaitable[list[TestBackend]]], engine: str
+) -> None:
+    b1, b2 = await backends(2)
+    data: dict[str, Any] = {
+        "listener": {"engine": engine},
+        "listeners": [
+            {"name": "public", "address": "127.0.0.1:0"},
+            {"name": "internal", "address": "127.0.0.1:0"},
+        ],
+        "backends": [{"name": b.name, "url": b.url} for b in (b1, b2)],
+        "routes": [
+            {"path_prefix": "/admin", "listeners": ["internal"], "backends": ["b2"]},
+            {"path_prefix": "/", "backends": ["b1"]},
+        ],
+    }
+    server = BalancerServer(config_mod.from_dict(data, "test"))
+    await server.start()
+    try:
+        public, internal = server.urls
+        async with aiohttp.ClientSession() as s:
+            async with s.get(public + "/admin/x") as resp:
+                assert resp.headers["X-Backend"] == "b1"
+            async with s.get(internal + "/admin/x") as resp:
+                assert resp.headers["X-Backend"] == "b2"
+            async with s.get(internal + "/other") as resp:
+                assert resp.headers["X-Backend"] == "b1"
+    finally:
+        await server.stop()
+    data["routes"][0]["listeners"] = ["nope"]
+    with pytest.raises(ConfigError, match=r"routes\[0\].listeners\[0\]: no listener named 'nope'"):
+        config_mod.from_dict(data, "lbtui.toml")
