@@ -53,6 +53,8 @@ class DemoOptions:
     config: Path | None = None
     fleet: Path | None = None
     admin: bool = True
+    replicas: int = 1
+    """More than 1: that many balancers sharing their limits (``demo_replicas.py``)."""
 
 
 class LoadHandle:
@@ -102,6 +104,12 @@ class DemoRuntime:
     def _config(self, fleet: Fleet) -> Config:
         from lbtui import config as config_mod
 
+        data, source = self._config_data(fleet)
+        return config_mod.from_dict(data, source)
+
+    def _config_data(self, fleet: Fleet) -> tuple[dict[str, Any], str]:
+        from lbtui import config as config_mod
+
         path = self.options.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
         data: dict[str, Any] = config_mod.read_toml(path) if path is not None else {}
         data["backends"] = [{"name": m.name, "url": m.url} for m in fleet.backends]
@@ -109,7 +117,7 @@ class DemoRuntime:
         data.setdefault("admin", {}).setdefault("address", "127.0.0.1:0")
         if path is not None:
             data.setdefault("base_dir", str(Path(path).resolve().parent))
-        return config_mod.from_dict(data, str(path) if path else "demo")
+        return data, str(path) if path else "demo"
 
     async def _main(self) -> None:
         from lbtui.control.runtime import BalancerRuntime, run_balancer
@@ -277,6 +285,8 @@ class DataPlaneProcess:
         self.control: Control | None = None
         self.load: HttpLoadHandle | None = None
         self.token = ""
+        self.store_note = ""
+        """With replicas: where their limits are kept (the console's title says it)."""
 
     def start(self) -> None:
         import secrets
@@ -287,6 +297,8 @@ class DataPlaneProcess:
         o = self.options
         cmd = [sys.executable, "-m", "lbtui.demo", "--parent-pid", str(os.getpid())]
         cmd += ["--rate", str(o.rate)]
+        if o.replicas > 1:
+            cmd += ["--replicas", str(o.replicas)]
         if o.backends is not None:
             cmd += ["--backends", str(o.backends)]
         if o.config is not None:
@@ -301,7 +313,16 @@ class DataPlaneProcess:
         info = json.loads(line[len(READY_PREFIX) :])
         self.balancer_url = info["balancer"]
         self.admin_url = info["admin"]
-        self.control = HttpControl(self.admin_url, token)
+        self.store_note = info.get("store", "")
+        replicas = info.get("replicas") or []
+        if len(replicas) > 1:
+            from lbtui.control.multi import MultiControl
+
+            self.control = MultiControl(
+                [(r["name"], HttpControl(r["admin"], token)) for r in replicas]
+            )
+        else:
+            self.control = HttpControl(self.admin_url, token)
         self.load = HttpLoadHandle(self.admin_url, token)
 
     def _read_ready(self) -> str:
@@ -361,6 +382,12 @@ async def _serve_dataplane(options: DemoOptions) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await fleet.start()
+    if options.replicas > 1:
+        try:
+            await _serve_replicas(options, helper, fleet, stop)
+        finally:
+            await fleet.stop()
+        return
     try:
         cfg = helper._config(fleet)
         cfg = cfg.model_copy(update={"admin": cfg.admin.model_copy(update={"enabled": True})})
@@ -402,6 +429,49 @@ async def _serve_dataplane(options: DemoOptions) -> None:
         await fleet.stop()
 
 
+async def _serve_replicas(
+    options: DemoOptions, helper: DemoRuntime, fleet: Fleet, stop: asyncio.Event
+) -> None:
+    """The child with ``--replicas``: the replicas, their store and the load spread over them
+    (``demo_replicas.py``), until SIGTERM/SIGINT."""
+    from aiohttp import web
+
+    from lbtui.demo_replicas import ReplicaDemo
+
+    data, source = helper._config_data(fleet)
+    data["admin"] = {**data.get("admin", {}), "enabled": True}
+    demo = ReplicaDemo(data, options.replicas, options.rate, source)
+    try:
+        first = await demo.build(fleet)
+        assert first.admin is not None
+        # the load routes on the first replica's admin API, behind its auth guard
+        app = first.admin.app
+
+        async def get_load(request: web.Request) -> web.Response:
+            return web.json_response(dataclasses.asdict(demo.live()))
+
+        async def put_load(request: web.Request) -> web.Response:
+            try:
+                demo.set_rate(float((await request.json())["rate"]))
+            except (KeyError, TypeError, ValueError, LbtuiError) as exc:
+                return web.json_response({"error": f'expected {{"rate": R}}: {exc}'}, status=422)
+            return web.json_response(dataclasses.asdict(demo.live()))
+
+        app.router.add_get("/api/v1/load", get_load)
+        app.router.add_put("/api/v1/load", put_load)
+        await demo.start()
+        ready = {
+            "balancer": first.server.url,
+            "admin": first.admin.url,
+            "replicas": demo.members(),
+            "store": demo.store_note,
+        }
+        print(READY_PREFIX + json.dumps(ready), flush=True)
+        await stop.wait()
+    finally:
+        await demo.stop()
+
+
 def _dataplane_main(argv: list[str]) -> int:
     from lbtui.runtime import run_async
 
@@ -411,6 +481,7 @@ def _dataplane_main(argv: list[str]) -> int:
     ap.add_argument("--backends", type=int)
     ap.add_argument("--config")
     ap.add_argument("--fleet")
+    ap.add_argument("--replicas", type=int, default=1)
     a = ap.parse_args(argv)
     from lbtui.fleet.backend import die_with_parent
 
@@ -420,6 +491,7 @@ def _dataplane_main(argv: list[str]) -> int:
         rate=a.rate,
         config=Path(a.config) if a.config else None,
         fleet=Path(a.fleet) if a.fleet else None,
+        replicas=a.replicas,
     )
     try:
         run_async(_serve_dataplane(opts))
@@ -445,6 +517,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--refresh", default="250ms", metavar="DURATION", help="display refresh (250ms)"
     )
     parser.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        metavar="N",
+        help="N balancers sharing their limits through a redis-server the demo starts (1)",
+    )
+    parser.add_argument(
         "--in-process",
         action="store_true",
         help="run the balancer in the console's process (on its own thread) instead of apart",
@@ -458,6 +537,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--backends must be from 1 to 256")
     if not 0 <= args.rate <= 20_000:
         raise UsageError("--rate must be from 0 to 20000 requests/s")
+    if not 1 <= args.replicas <= 8:
+        raise UsageError("--replicas must be from 1 to 8")
+    if args.replicas > 1 and args.in_process:
+        raise UsageError("--replicas runs the balancers apart from the console: drop --in-process")
     try:
         refresh = parse_duration(args.refresh)
     except ValueError as exc:
@@ -467,6 +550,7 @@ def run(args: argparse.Namespace) -> int:
         rate=args.rate,
         config=Path(args.config) if args.config else None,
         fleet=Path(args.fleet) if args.fleet else None,
+        replicas=args.replicas,
     )
     from lbtui.tui.app import LbtuiApp
 
@@ -490,6 +574,8 @@ def run(args: argparse.Namespace) -> int:
         from lbtui.tui.screens.chaos import ChaosTarget
 
         title = f"lbtui demo · balancer {dataplane.balancer_url} · admin {dataplane.admin_url}"
+        if options.replicas > 1:
+            title = f"lbtui demo · {options.replicas} replicas · {dataplane.store_note}"
         chaos = ChaosTarget(
             dataplane.admin_url, dataplane.balancer_url, dataplane.token, DEMO_DIR / "scenarios"
         )

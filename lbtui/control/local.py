@@ -48,6 +48,8 @@ from lbtui.control.model import (
     FleetRestart,
     ForceBreaker,
     RemoveBackend,
+    ReplicaKill,
+    ReplicaRestart,
     SetAdmin,
     SetAlgorithm,
     SetFault,
@@ -55,7 +57,10 @@ from lbtui.control.model import (
     SetLimits,
     SetWeight,
     Snapshot,
+    StoreStart,
+    StoreStop,
 )
+from lbtui.control.replica_actions import replica_act
 from lbtui.control.snapshot import build_snapshot
 from lbtui.core.events import (
     BreakerUnchanged,
@@ -68,6 +73,7 @@ from lbtui.core.events import (
     ProcessRestarted,
 )
 from lbtui.core.faults import Faults
+from lbtui.fleet.replicas import ReplicaSet
 from lbtui.fleet.spec import KnobsUpdate
 from lbtui.fleet.supervisor import Fleet, FleetError
 
@@ -110,6 +116,9 @@ class LocalControl:
             peers=lambda: proxy.peer_records.values(),
         )
         self.read_only = read_only
+        self.replicas: ReplicaSet | None = None
+        """The other replicas and the limit store of ``lbtui demo --replicas`` (set by the
+        demo on its first replica): what replica and store actions act on."""
 
     def describe_target(self) -> str:
         return "in-process"
@@ -197,12 +206,10 @@ class LocalControl:
                 self._set_fault(name, fault)
             case ClearFault(backend=name):
                 self._clear_fault(name)
-            case FleetKill(backend=name):
-                await self._fleet_kill(name)
-            case FleetRestart(backend=name):
-                await self._fleet_restart(name)
-            case FleetKnobs(backend=name, knobs=knobs):
-                return await self._fleet_knobs(name, knobs)
+            case FleetKill() | FleetRestart() | FleetKnobs():
+                return await self._fleet_act(action)
+            case ReplicaKill() | ReplicaRestart() | StoreStop() | StoreStart():
+                await replica_act(self.replicas, action, self.proxy.events)
             case SetForward(route=route, weights=weights):
                 self._set_forward(route, weights)
             case Announce(text=text):
@@ -317,6 +324,16 @@ class LocalControl:
                 )
         if old is None:
             self.proxy.events.emit(NoFaultToClear(backend=name, message="no fault to clear"))
+
+    async def _fleet_act(self, action: FleetKill | FleetRestart | FleetKnobs) -> ActionResult:
+        """The actions on the demo fleet's processes."""
+        if isinstance(action, FleetKill):
+            await self._fleet_kill(action.backend)
+        elif isinstance(action, FleetRestart):
+            await self._fleet_restart(action.backend)
+        else:
+            return await self._fleet_knobs(action.backend, action.knobs)
+        return None
 
     def _fleet_member(self, name: str) -> Fleet:
         if self.fleet is None:

@@ -27,6 +27,7 @@ from lbtui.config import Algorithm
 from lbtui.control.foreign import FrontendView, ServerView
 from lbtui.control.groups import PoolView, RouteView
 from lbtui.control.listening import ListenerView
+from lbtui.control.replica_model import ReplicaKill, ReplicaRestart, StoreStart, StoreStop
 from lbtui.core.events import (
     AdminChanged,
     AlgorithmChanged,
@@ -54,6 +55,7 @@ from lbtui.core.events import (
     ProcessKilled,
     ProcessRestarted,
     RateLimited,
+    ReplicaChanged,
     RetryBudgetExhausted,
     Unchanged,
     WeightChanged,
@@ -121,6 +123,9 @@ __all__ = [
     "ProcessView",
     "RateLimited",
     "RemoveBackend",
+    "ReplicaChanged",
+    "ReplicaKill",
+    "ReplicaRestart",
     "RetryBudgetExhausted",
     "RouteView",
     "ServerView",
@@ -131,6 +136,8 @@ __all__ = [
     "SetLimits",
     "SetWeight",
     "Snapshot",
+    "StoreStart",
+    "StoreStop",
     "Unchanged",
     "WeightChanged",
     "Windows",
@@ -583,6 +590,10 @@ Action = Annotated[
     | FleetKill
     | FleetRestart
     | FleetKnobs
+    | ReplicaKill
+    | ReplicaRestart
+    | StoreStop
+    | StoreStart
     | SetForward
     | Announce,
     Field(discriminator="kind"),

@@ -375,6 +375,20 @@ class ConfigRejected(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ReplicaChanged(Event):
+    """A demo's balancer replica, or the limit store the replicas share, was killed or stopped,
+    or started again (``lbtui demo --replicas``; chaos ``replica_kill`` …)."""
+
+    KIND = EventKind.FLEET
+    PREFIX = (("action", "replica"),)
+    target: str
+    """The replica's name, or ``store``."""
+    change: str
+    """``killed``, ``restarted``, ``stopped`` or ``started``."""
+    pid: int | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ProcessKilled(Event):
     """A demo fleet's backend process was killed (SIGKILL)."""
 
@@ -454,6 +468,7 @@ KINDS: tuple[type[Event], ...] = (
     ConfigReloaded,
     ConfigRejected,
     ConfigNote,
+    ReplicaChanged,
     ProcessKilled,
     ProcessRestarted,
     KnobsChanged,

@@ -37,6 +37,8 @@ from lbtui.control.model import (
     ForceBreaker,
     GenericEvent,
     RemoveBackend,
+    ReplicaKill,
+    ReplicaRestart,
     SetAdmin,
     SetAlgorithm,
     SetFault,
@@ -44,6 +46,8 @@ from lbtui.control.model import (
     SetLimits,
     SetWeight,
     Snapshot,
+    StoreStart,
+    StoreStop,
     event_to_json_bytes,
 )
 from lbtui.control.multi import MultiControl
@@ -533,6 +537,10 @@ def every_action(name: str, url: str) -> list[Action]:
         "fleet_kill": FleetKill(backend=name),
         "fleet_restart": FleetRestart(backend=name),
         "fleet_knobs": FleetKnobs(backend=name, knobs={"latency_ms": 1}),
+        "replica_kill": ReplicaKill(replica="replica-2"),
+        "replica_restart": ReplicaRestart(replica="replica-2"),
+        "store_stop": StoreStop(),
+        "store_start": StoreStart(),
         "announce": Announce(text="chaos x started"),
         "set_forward": SetForward(route="main", weights={"g": 2}),
     }
@@ -554,8 +562,9 @@ async def test_every_action_is_done_and_on_the_timeline(any_control):
         try:
             await r.control.act(action)
         except Unavailable:
-            # fleet actions without a fleet (every control says so the same way)
-            assert action.kind.startswith("fleet_"), action
+            # fleet, replica and store actions without a fleet or replicas (every control
+            # says so the same way)
+            assert action.kind.startswith(("fleet_", "replica_", "store_")), action
             continue
         assert (await r.control.snapshot()).last_event_id > before, action
 
