@@ -20,7 +20,7 @@ from lbtui.fleet.redis_server import INSTALL_HINT, redis_server_path
 pytestmark = pytest.mark.skipif(redis_server_path() is None, reason=INSTALL_HINT)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def dataplane() -> Iterator[DataPlaneProcess]:
     dp = DataPlaneProcess(DemoOptions(backends=2, rate=60.0, replicas=3))
     dp.start()
@@ -44,6 +44,13 @@ async def test_three_replicas_share_one_store_and_survive_kills_and_outages(
 ) -> None:
     control = dataplane.control
     assert isinstance(control, MultiControl)
+    try:
+        await replicas_under_chaos(dataplane, control)
+    finally:
+        await control.aclose()  # on this test's loop: its HTTP clients belong to it
+
+
+async def replicas_under_chaos(dataplane: DataPlaneProcess, control: MultiControl) -> None:
     names = ["replica-1", "replica-2", "replica-3"]
     assert control.names == names
     assert "redis://127.0.0.1" in dataplane.store_note
