@@ -111,6 +111,8 @@ class Operator:
         if pool is not default and "default" not in state.groups:
             default.set_backends([*default.backends, backend])
         pool.set_backends([*pool.backends, backend])
+        if group is not None:
+            state.joined.setdefault(group, []).append(config.name)
         state.refresh_pools(now)
         where = f" in group {group}" if group is not None else ""
         self.events.emit(
@@ -124,6 +126,9 @@ class Operator:
         """Remove a backend from every pool; requests in flight on it finish."""
         state = self.state
         backend = state.backend(name)
+        for names in state.joined.values():
+            if name in names:
+                names.remove(name)
         for pool in state.pools:
             if backend in pool.backends:
                 pool.set_backends([b for b in pool.backends if b is not backend])

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lbtui.balancer.discovery import Discovery
 from lbtui.balancer.health import HealthChecker
 from lbtui.balancer.listeners import Listeners
 from lbtui.balancer.pool import Backend
@@ -59,6 +61,8 @@ class BalancerServer:
         self.proxy = proxy or Proxy(config)
         self.listeners: Listeners | None = None
         self.health: HealthChecker | None = None
+        self.discoveries: list[Discovery] = []
+        """The groups' discovery tasks (file, DNS), in the primary."""
         self._ticker: asyncio.Task[None] | None = None
         first = config.all_listeners[0]
         self.host, self.port = parse_hostport(first.address)
@@ -98,6 +102,7 @@ class BalancerServer:
         if self.worker_index == 0:
             self._start_health()
             self.proxy.on_membership(self._membership)
+            self._start_discovery()
         self._ticker = asyncio.create_task(self._tick_forever(), name="lbtui-tick")
         listeners = self.listeners = Listeners(
             self.proxy,
@@ -146,6 +151,15 @@ class BalancerServer:
         backends = list(self.proxy.backends.values())
         for i, b in enumerate(backends):
             checker.add(b, offset_s=(checker.config.interval_ms / 1e3) * i / len(backends))
+
+    def _start_discovery(self) -> None:
+        """A discovery task for each group that names a source (the primary only)."""
+        base = Path(self.config.base_dir) if self.config.base_dir else None
+        for g in self.config.groups:
+            if g.discovery is not None:
+                d = Discovery(self.proxy, g.name, g.discovery, base)
+                d.start()
+                self.discoveries.append(d)
 
     def _membership(self, backend: Backend, added: bool) -> None:
         if self.health is not None:
@@ -196,6 +210,9 @@ class BalancerServer:
         if self.health is not None:
             await self.health.stop()
             self.health = None
+        discoveries, self.discoveries = self.discoveries, []
+        for d in discoveries:
+            await d.stop()
 
     async def __aenter__(self) -> BalancerServer:
         await self.start()

@@ -143,6 +143,9 @@ class State:
         (the same object for the balancer's life: a reload reshapes it)."""
         self.groups: dict[str, Pool] = {}
         """The named target groups (``[[groups]]``)."""
+        self.joined: dict[str, list[str]] = {}
+        """Backends added to a group at run time (admin API, discovery), by group: a reload
+        keeps them in it."""
         self.fallback: Fallback | None = None
         self.routes: list[Route] = []
         """The routes in evaluation order (``priority``, then file order)."""
@@ -226,7 +229,8 @@ class State:
         groups: dict[str, Pool] = {}
         default = self.default_pool
         for g in config.groups:
-            members = [self.backends[n] for n in g.backends if n in self.backends]
+            names = dict.fromkeys([*g.backends, *self.joined.get(g.name, ())])
+            members = [self.backends[n] for n in names if n in self.backends]
             if g.name == "default":
                 shape(default, g, algorithm, config.balancer.zone)
                 default.set_backends(members)

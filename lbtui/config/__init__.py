@@ -15,6 +15,7 @@ The tables are in :mod:`~lbtui.config.sections`, the whole and its cross-table c
 get a module of their own here rather than growing ``sections``.
 """
 
+from lbtui.config.discovery import DiscoveryConfig, read_backends
 from lbtui.config.groups import GroupConfig, StickyConfig
 from lbtui.config.listeners import CertificateConfig, ListenerSpec
 from lbtui.config.loading import (
@@ -66,6 +67,7 @@ __all__ = [
     "BreakerSettings",
     "CertificateConfig",
     "Config",
+    "DiscoveryConfig",
     "EjectionConfig",
     "FallbackConfig",
     "ForwardConfig",
@@ -88,6 +90,7 @@ __all__ = [
     "from_dict",
     "load",
     "parse_backend_flag",
+    "read_backends",
     "read_toml",
     "resolve_file",
     "unknown_key",

@@ -12,6 +12,7 @@ from typing import Annotated
 
 from pydantic import Field
 
+from lbtui.config.discovery import DiscoveryConfig
 from lbtui.config.sections import Algorithm, BreakerOverride, Section
 
 NAME_PATTERN = r"^[A-Za-z0-9_.:\-]+$"
@@ -41,6 +42,9 @@ class GroupConfig(Section):
     win over these)."""
     sticky: StickyConfig | None = None
     """None: no stickiness."""
+    discovery: DiscoveryConfig | None = None
+    """Where more of its backends come from: a watched file or DNS (``config/discovery.py``);
+    they join ``backends``."""
     cross_zone: bool = True
     """False: only backends in ``[balancer] zone`` while it has eligible ones, else spill to
     the other zones (an event when spilling starts and stops); True: balance across zones."""

@@ -171,6 +171,17 @@ class ZoneSpill(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class DiscoveryChanged(Event):
+    """A group's discovery source (file, DNS) changed its backends, or failed (the last good
+    set stays): ``ok`` says which, the message what and why."""
+
+    KIND = EventKind.CONFIG
+    group: str
+    source: str
+    ok: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LimitsChanged(Event):
     """An operator changed the rate limits (the message lists them)."""
 
@@ -446,6 +457,7 @@ KINDS: tuple[type[Event], ...] = (
     PanicChanged,
     LimitStoreChanged,
     ZoneSpill,
+    DiscoveryChanged,
     RateLimited,
     LimitsChanged,
     FallbackServed,
