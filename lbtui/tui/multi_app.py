@@ -30,6 +30,7 @@ from lbtui.tui.app import LbtuiApp
 from lbtui.tui.feed import LinkChanged, describe_error
 from lbtui.tui.figures import is_loopback_target
 from lbtui.tui.operator_actions import ACTION_TIMEOUT_S
+from lbtui.tui.replicas import MERGE_RULE
 from lbtui.tui.screens.choice import ChoiceScreen
 from lbtui.tui.widgets.balancers import BalancersPanel
 from lbtui.tui.widgets.breakdown import BalancerBreakdown
@@ -131,9 +132,17 @@ class MultiApp(LbtuiApp):
         return super().check_action(action, parameters)
 
     def help_groups(self) -> list[tuple[str, list[tuple[str, str]]]]:
-        groups = super().help_groups()
+        """The console's help, with ``t`` and how the rows add the balancers up."""
         key = self.binding_keys().get("balancers.target", "t")
-        return [(g, [*rows, (key, TARGET_HELP)] if g == "Balancer" else rows) for g, rows in groups]
+        extra = {
+            "Balancer": (key, TARGET_HELP),
+            "Figures": ("several balancers", MERGE_RULE),
+        }
+        return [(g, [*rows, extra[g]] if g in extra else rows) for g, rows in super().help_groups()]
+
+    def _hidden_in_footer(self, action: str) -> bool:
+        # read-only: no action goes anywhere, so where they would go is moot
+        return super()._hidden_in_footer(action) or (self.read_only and action == "choose_target")
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)

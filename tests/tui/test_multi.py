@@ -194,6 +194,9 @@ async def test_read_only_console_over_two_refuses_for_both(three):
         async with app.run_test(size=(100, 30)) as pilot:
             await wait_text(pilot, "2 of 2 live", 20)
             assert "READ-ONLY" in screen_text(app)
+            footer = str(app.query_one("#keys").render())
+            assert "act on" not in footer
+            assert "drain" not in footer
             before = len(app._notifications)
             await pilot.press("d")
             _, message = await notice(pilot, app, before, "refused")

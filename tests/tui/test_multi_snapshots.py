@@ -98,3 +98,17 @@ def test_three_balancers_one_gone(snap_compare):
 def test_three_balancers_at_80x24(snap_compare):
     """The smallest terminal: the panel keeps link, req/s, p99, err% and why lb3 is gone."""
     assert snap_compare(make_app(), terminal_size=(80, 24), run_before=loaded)
+
+
+async def test_help_says_t_and_how_rows_add_up():
+    from lbtui.tui.screens.help import HelpScreen
+
+    app = make_app()
+    async with app.run_test(size=(120, 60)) as pilot:
+        await wait_for(pilot, lambda: app.snapshot is not None, "first snapshot")
+        await pilot.press("question_mark")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen), "help open")
+        await pilot.pause()
+        text = " ".join(screen_text(app).split())
+        assert "t send actions to every balancer, or to the one chosen" in text
+        assert "p50/p99 the highest" in text
