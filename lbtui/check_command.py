@@ -19,7 +19,8 @@ def run(args: argparse.Namespace) -> int:
     from lbtui import config as config_mod
 
     cfg = config_mod.load(args.config)
-    routes = f", {_count(len(cfg.routes), 'route')}" if cfg.routes else ""
+    routes = f", {_count(len(cfg.groups), 'group')}" if cfg.groups else ""
+    routes += f", {_count(len(cfg.routes), 'route')}" if cfg.routes else ""
     backends = (
         _count(len(cfg.backends), "backend")
         if cfg.backends
