@@ -50,6 +50,13 @@ def totals_figures(s: Snapshot) -> list[Figure]:
     success = t.success_ratio * 100
     succ_style = "bold red" if success < 95 else ("yellow" if success < 99.5 else "green")
     rate = f"req/s {window_text(s.windows.rate_s)}"
+    if s.source != "lbtui":  # a foreign balancer: no lbtui limiter, fallback or retry budget
+        return [
+            Figure(rate, rate_text(t.rps), "bold", short="req/s"),
+            Figure("in-flight", str(t.in_flight), priority=3),
+            Figure("success", f"{success:.1f} %", succ_style),
+            Figure("imbalance L", f"{s.imbalance:.1f}", "", short="L"),
+        ]
     return [
         Figure(rate, rate_text(t.rps), "bold", short="req/s"),
         Figure("in-flight", str(t.in_flight), priority=3),

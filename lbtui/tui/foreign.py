@@ -22,6 +22,8 @@ SOURCE_LABELS: dict[str, dict[str, str]] = {
     "haproxy": {"breaker": "check", "fault": "queue · errors/s", "in_flight": "scur"},
 }
 """Column headers that a source's figures replace (``view.COLUMNS`` keys)."""
+SOURCE_WIDTHS: dict[str, dict[str, int]] = {"haproxy": {"name": 18}, "prometheus": {"name": 18}}
+"""Wider columns for a source's longer values (``be_app/api-1``)."""
 
 STATUS_STYLE = {
     "UP": "green",
@@ -35,6 +37,10 @@ STATUS_STYLE = {
 
 def column_label(source: str, key: str, default: str) -> str:
     return SOURCE_LABELS.get(source.split(":")[0], {}).get(key, default)
+
+
+def column_min_width(source: str, key: str, default: int) -> int:
+    return SOURCE_WIDTHS.get(source.split(":")[0], {}).get(key, default)
 
 
 def short_age(seconds: float) -> str:

@@ -30,7 +30,7 @@ from lbtui.control.model import (
     Windows,
 )
 from lbtui.tui import foreign
-from lbtui.tui.foreign import column_label
+from lbtui.tui.foreign import column_label, column_min_width
 from lbtui.tui.numbers import (
     clock_text,
     human_bytes,
@@ -266,7 +266,7 @@ CELL_PADDING = 1
 
 def column_width(col: Column, windows: Windows, source: str = "lbtui") -> int:
     """Room for the widest value and the header with a sort arrow (so it never truncates)."""
-    return max(col.width, len(col.title(windows, source)) + 2)
+    return max(column_min_width(source, col.key, col.width), len(col.title(windows, source)) + 2)
 
 
 def fit_columns(width: int, windows: Windows, source: str = "lbtui") -> tuple[int, ...]:

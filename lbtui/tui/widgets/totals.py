@@ -126,9 +126,11 @@ def _first_line(snapshot: Snapshot | None, state: HeaderState) -> list[Piece]:
                     (text, "bold" if up == n else "bold yellow"),
                 )
             )
-        pieces.append(
-            _piece(6, ("  limits ", "bright_black"), (limits_text(snapshot.limits.config), ""))
-        )
+        if snapshot.source == "lbtui":
+            limits = limits_text(snapshot.limits.config)
+            pieces.append(_piece(6, ("  limits ", "bright_black"), (limits, "")))
+        else:
+            pieces.append(_piece(2, ("  source ", "bright_black"), (snapshot.source, "bold")))
         if snapshot.panic:
             pieces.append(
                 _piece(0, ("  ", ""), (" PANIC: balancing over all ", "bold white on dark_red"))
