@@ -32,11 +32,18 @@ class HealthChecker:
         on_result: Callable[[Backend, bool, str], None],
         *,
         clock: Callable[[], float] = time.monotonic,
+        config_for: Callable[[str], HealthConfig] | None = None,
     ) -> None:
         self.config = config
         self._on_result = on_result
         self._clock = clock
+        self._config_for = config_for
+        """A backend's own settings (its group's ``health``); None: ``config`` for all."""
         self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    def settings(self, backend: Backend) -> HealthConfig:
+        """The checks ``backend`` gets: its group's, else the ``[health]`` table."""
+        return self._config_for(backend.name) if self._config_for else self.config
 
     async def start(self, backends: list[Backend]) -> None:
         n = max(len(backends), 1)
@@ -44,7 +51,7 @@ class HealthChecker:
             self.add(b, offset_s=(self.config.interval_ms / 1e3) * i / n)
 
     def add(self, backend: Backend, offset_s: float = 0.0) -> None:
-        if backend.name in self._tasks:
+        if backend.name in self._tasks or not self.settings(backend).enabled:
             return
         self._tasks[backend.name] = asyncio.create_task(
             self._loop(backend, offset_s), name=f"health:{backend.name}"
@@ -72,16 +79,17 @@ class HealthChecker:
 
     async def check_once(self, backend: Backend) -> tuple[bool, str]:
         """One check: ``(passed, detail)``."""
+        cfg = self.settings(backend)
         request = (
-            f"GET {backend.base_path}{self.config.path} HTTP/1.1\r\n"
+            f"GET {backend.base_path}{cfg.path} HTTP/1.1\r\n"
             f"Host: {authority(backend.host, backend.port)}\r\n"
             "User-Agent: lbtui-health\r\nConnection: close\r\n\r\n"
         ).encode()
-        lo, hi = self.config.expect_status
+        lo, hi = cfg.expect_status
         loop = asyncio.get_running_loop()
         status: asyncio.Future[int] = loop.create_future()
         try:
-            async with asyncio.timeout(self.config.effective_timeout_ms / 1e3):
+            async with asyncio.timeout(cfg.effective_timeout_ms / 1e3):
                 try:
                     transport, _ = await loop.create_connection(
                         lambda: _Probe(request, status), backend.host, backend.port
@@ -93,7 +101,7 @@ class HealthChecker:
                 finally:
                     transport.close()
         except TimeoutError:
-            return False, f"no answer within {self.config.effective_timeout_ms} ms"
+            return False, f"no answer within {cfg.effective_timeout_ms} ms"
         except (ConnectionError, OSError, ValueError) as exc:
             return False, f"{type(exc).__name__}: {exc}"
         if lo <= code <= hi:
@@ -101,7 +109,7 @@ class HealthChecker:
         return False, f"HTTP {code} (expected {lo}-{hi})"
 
     async def _loop(self, backend: Backend, offset_s: float) -> None:
-        interval = self.config.interval_ms / 1e3
+        interval = self.settings(backend).interval_ms / 1e3
         await asyncio.sleep(offset_s)
         while True:
             started = self._clock()

@@ -69,9 +69,12 @@ def apply_reload(operator: Operator, pipeline: Pipeline, op: ops.Reload) -> None
         _retries(pipeline, config.retries, config.proxy.max_attempts)
     if membership or tables & {"groups", "routes", "fallback", "balancer"}:
         state.configure_routing()
-    if "groups" in tables and "breaker" not in tables:  # a group's breaker changes
+    if "groups" in tables:  # a group's breaker or health table may have changed
         for backend in state.backends.values():
-            state.arm_breaker(backend, now)
+            if "breaker" not in tables:
+                state.arm_breaker(backend, now)
+            if "health" not in tables:
+                state.arm_health(backend, now)
     state.refresh_pools(now)
     _announce(operator, list(op.changes))
 

@@ -143,10 +143,14 @@ class BalancerServer:
 
     def _start_health(self) -> None:
         """Active checks on every backend, spread over one interval (the primary only)."""
-        if not self.config.health.enabled:
+        groups = any(g.health is not None and g.health.enabled for g in self.config.groups)
+        if not self.config.health.enabled and not groups:
             return
         checker = self.health = HealthChecker(
-            self.config.health, self.proxy.health_result, clock=self.proxy.clock
+            self.config.health,
+            self.proxy.health_result,
+            clock=self.proxy.clock,
+            config_for=self.proxy.state.health_for,
         )
         backends = list(self.proxy.backends.values())
         for i, b in enumerate(backends):

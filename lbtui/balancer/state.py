@@ -125,13 +125,14 @@ class State:
             ),
             [],
         )
-        self.group_breakers: dict[str, BreakerOverride] = {
-            n: g.breaker
-            for g in reversed(config.groups)
-            if g.breaker is not None
-            for n in g.backends
-        }
+        self.group_breakers: dict[str, BreakerOverride] = {}
         """A backend's group's changes to ``[breaker]`` (the first group that has some)."""
+        self.group_health: dict[str, HealthConfig] = {}
+        """A backend's group's ``health`` table, instead of ``[health]`` (the first group's)."""
+        self.joined: dict[str, list[str]] = {}
+        """Backends added to a group at run time (admin API, discovery), by group: a reload
+        keeps them in it."""
+        self._group_tables()
         for bc in config.backends:
             self.add(Backend.from_config(bc), now)
         algorithm = config.balancer.algorithm
@@ -143,9 +144,6 @@ class State:
         (the same object for the balancer's life: a reload reshapes it)."""
         self.groups: dict[str, Pool] = {}
         """The named target groups (``[[groups]]``)."""
-        self.joined: dict[str, list[str]] = {}
-        """Backends added to a group at run time (admin API, discovery), by group: a reload
-        keeps them in it."""
         self.fallback: Fallback | None = None
         self.routes: list[Route] = []
         """The routes in evaluation order (``priority``, then file order)."""
@@ -204,9 +202,26 @@ class State:
         if not enabled:
             backend.breaker.force("disabled", now)
 
+    def health_for(self, name: str) -> HealthConfig:
+        """The health-check settings of backend ``name``: its group's, else ``[health]``."""
+        return self.group_health.get(name, self.config.health)
+
+    def _group_tables(self) -> None:
+        """Each backend's group breaker changes and health table (the first group's)."""
+        self.group_breakers = {}
+        self.group_health = {}
+        for g in self.config.groups:
+            names = [*g.backends, *self.joined.get(g.name, ())]
+            for n in names:
+                if g.breaker is not None:
+                    self.group_breakers.setdefault(n, g.breaker)
+                if g.health is not None:
+                    self.group_health.setdefault(n, g.health)
+
     def arm_health(self, backend: Backend, now: float) -> None:
-        """``backend``'s health state from the ``[health]`` table (None when checks are off)."""
-        h = self.config.health
+        """``backend``'s health state from its group's ``health`` or ``[health]`` (None when
+        checks are off)."""
+        h = self.health_for(backend.name)
         backend.health = (
             core_health.HealthState(
                 health_core_config(h), now, listener=self._on_health(backend.name)
@@ -221,11 +236,7 @@ class State:
         backends of the same names."""
         config = self.config
         algorithm = self.algorithm
-        self.group_breakers = {}
-        for g in config.groups:
-            if g.breaker is not None:
-                for n in g.backends:
-                    self.group_breakers.setdefault(n, g.breaker)
+        self._group_tables()
         groups: dict[str, Pool] = {}
         default = self.default_pool
         for g in config.groups:

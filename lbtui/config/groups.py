@@ -1,7 +1,7 @@
 """Target groups: ``[[groups]]``, the unit that has an algorithm, stickiness and zones.
 
 A group is ELB's target group: named backends balanced by their own algorithm (default:
-``[balancer]``'s), with their own breaker settings, an optional sticky
+``[balancer]``'s), with their own breaker and health-check settings, an optional sticky
 cookie, and whether they balance across zones. A route forwards to groups by weight
 (``routes.forward``); a route's ``backends = [...]`` is a group with no name.
 """
@@ -13,7 +13,7 @@ from typing import Annotated
 from pydantic import Field
 
 from lbtui.config.discovery import DiscoveryConfig
-from lbtui.config.sections import Algorithm, BreakerOverride, Section
+from lbtui.config.sections import Algorithm, BreakerOverride, HealthConfig, Section
 
 NAME_PATTERN = r"^[A-Za-z0-9_.:\-]+$"
 COOKIE_PATTERN = r"^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$"
@@ -40,6 +40,9 @@ class GroupConfig(Section):
     breaker: BreakerOverride | None = None
     """Changes to ``[breaker]`` for this group's backends (a backend's own ``breaker`` keys
     win over these)."""
+    health: HealthConfig | None = None
+    """Active checks of its backends instead of ``[health]`` (a backend in several groups is
+    checked as the first of them that sets ``health`` says)."""
     sticky: StickyConfig | None = None
     """None: no stickiness."""
     discovery: DiscoveryConfig | None = None

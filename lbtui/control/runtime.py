@@ -57,7 +57,9 @@ class BalancerRuntime:
 
     def _reloaded(self, config: Config, changes: list[Change]) -> None:
         self.config = config
-        health = any(isinstance(c, TableChanged) and c.table == "health" for c in changes)
+        health = any(
+            isinstance(c, TableChanged) and c.table in ("health", "groups") for c in changes
+        )  # a group's health table changes the checks too
         self.server.reconfigure(config, health)
 
     def reload(self) -> ReloadResult:

@@ -287,3 +287,26 @@ async def test_forward_weights_follow_the_file_on_a_reload(backends, balancer, c
     lb.proxy.act(ops.Reload(new, tuple(applied(diff(old, new)))))
     assert await hits_by_backend(client, lb.url + "/", 10) == {bs[1].name: 10}
     assert lb.proxy.state.routes[0].weights() == {"blue": 0.0, "green": 100.0}
+
+
+async def test_a_groups_own_health_checks_take_its_failing_backend_out(backends, balancer, client):
+    bs = await backends(3)
+    lb = await balancer(
+        bs,
+        groups=[
+            {
+                "name": "checked",
+                "backends": [bs[0].name, bs[1].name],
+                "health": {"enabled": True, "interval_ms": 50, "fall": 1, "rise": 1},
+            }
+        ],
+        routes=[{"forward": [{"group": "checked"}]}],
+    )
+    state = lb.proxy.state
+    assert state.backends[bs[2].name].health is None  # [health] is off: not checked
+    bs[0].status = 503
+    await eventually(lambda: not state.backends[bs[0].name].healthy())
+    seen = await hits_by_backend(client, lb.url + "/", 10)
+    assert seen == {bs[1].name: 10}
+    bs[0].status = 200
+    await eventually(lambda: state.backends[bs[0].name].healthy())
