@@ -88,12 +88,14 @@ class ReplicaDemo:
             self.replicas.add(name, self._data(name, store))
         return self.first
 
-    async def start(self) -> None:
-        """Start the replicas, then the load spread over them."""
+    async def start(self, load: bool = True) -> None:
+        """Start the replicas, then (``load``) the load spread over them."""
         assert self.first is not None
         assert self.replicas is not None
         await self.first.start()
         await asyncio.gather(*(self.replicas.start(n) for n in self.replicas.replicas))
+        if not load:
+            return
         share = self.rate / self.count
         for url in self.urls:
             gen = LoadGenerator(url + "/", share, 8 * 3600.0)

@@ -122,6 +122,10 @@ class System(_Strict):
     fleet's."""
     balancer: dict[str, Any] = Field(default_factory=dict)
     """Balancer config keys merged over ``config`` (``[system.balancer.retries] attempts = 0``)."""
+    replicas: Annotated[int, Field(ge=1, le=8)] = 1
+    """More than 1: that many balancers in front of the fleet, sharing their limits through a
+    ``redis-server`` the run starts (``lbtui/demo_replicas.py``); the load, the checks and the
+    timeline's actions go through the first (``replica-1``)."""
 
     @model_validator(mode="after")
     def _one_fleet(self) -> System:

@@ -27,11 +27,15 @@ from lbtui.control.model import (
     FleetRestart,
     ForceBreaker,
     RemoveBackend,
+    ReplicaKill,
+    ReplicaRestart,
     SetAdmin,
     SetAlgorithm,
     SetFault,
     SetLimits,
     SetWeight,
+    StoreStart,
+    StoreStop,
 )
 from lbtui.loadgen import MAX_RATE
 
@@ -164,6 +168,36 @@ class Breaker(_Step):
     mode: Literal["open", "closed", "disabled", "auto"]
 
 
+ReplicaName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:@\-]+$")]
+
+
+class ReplicaKillStep(_Step):
+    """SIGKILL one of the balancer replicas (``[system] replicas``, ``lbtui demo --replicas``);
+    the first replica, which takes these actions, cannot be killed."""
+
+    action: Literal["replica_kill"]
+    replica: ReplicaName
+
+
+class ReplicaRestartStep(_Step):
+    """Start a killed replica again, on its port."""
+
+    action: Literal["replica_restart"]
+    replica: ReplicaName
+
+
+class StoreStopStep(_Step):
+    """Stop the ``redis-server`` the replicas share their limits through."""
+
+    action: Literal["store_stop"]
+
+
+class StoreStartStep(_Step):
+    """Start the limit store again (empty)."""
+
+    action: Literal["store_start"]
+
+
 class Knobs(_Step):
     """Change a fleet backend's own behaviour (real slowness, real errors, hang)."""
 
@@ -211,6 +245,10 @@ Step = Annotated[
     | RemoveBackendStep
     | Breaker
     | Knobs
+    | ReplicaKillStep
+    | ReplicaRestartStep
+    | StoreStopStep
+    | StoreStartStep
     | LoadRate,
     Field(discriminator="action"),
 ]
@@ -242,6 +280,8 @@ def describe_step(step: Step) -> str:
             )
         case LoadRate():
             return f"load rate {step.rate:g}/s"
+        case ReplicaKillStep() | ReplicaRestartStep():
+            return f"{step.action.replace('_', ' ')} {step.replica}"
         case _:
             return f"{step.action.replace('_', ' ')} {step_backend(step) or ''}".strip()
 
@@ -281,6 +321,14 @@ def step_action(step: Step, urls: Mapping[str, str]) -> Action | None:
             return ForceBreaker(backend=step.backend, mode=step.mode)
         case Knobs():
             return FleetKnobs(backend=step.backend, knobs=step.knobs())
+        case ReplicaKillStep():
+            return ReplicaKill(replica=step.replica)
+        case ReplicaRestartStep():
+            return ReplicaRestart(replica=step.replica)
+        case StoreStopStep():
+            return StoreStop()
+        case StoreStartStep():
+            return StoreStart()
         case LoadRate():
             return None
     raise TypeError(f"not a step: {step!r}")  # pragma: no cover - the union is closed

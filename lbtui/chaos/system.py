@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -30,6 +30,9 @@ from lbtui.fleet.spec import is_loopback_host
 from lbtui.fleet.supervisor import BackendStats, Fleet, FleetError
 from lbtui.loadgen import check_loopback
 from lbtui.sources import open_control
+
+if TYPE_CHECKING:
+    from lbtui.demo_replicas import ReplicaDemo
 
 ANNOUNCE_TIMEOUT_S = 20.0
 """How long a run waits for the balancer to take its start or end line."""
@@ -59,6 +62,8 @@ class System:
         self.log = log
         self.fleet: Fleet | None = None
         self.runtime: BalancerRuntime | None = None
+        self.replicas: ReplicaDemo | None = None
+        """``[system] replicas``: the store and the replicas the run started."""
         self.control: Control | None = None
         self.target = ""
         self.admin_url: str | None = None
@@ -126,9 +131,13 @@ class System:
         data["backends"] = [
             {"name": m.name, "url": m.url} for m in self.fleet.backends if m.name not in standby
         ]
-        cfg = config_mod.from_dict(data, self.sf.config_source)
-        self.runtime = run_balancer(cfg, fleet=self.fleet)
-        await self.runtime.start()
+        if sc.system.replicas > 1:
+            await self._start_replicas(data)
+        else:
+            cfg = config_mod.from_dict(data, self.sf.config_source)
+            self.runtime = run_balancer(cfg, fleet=self.fleet)
+            await self.runtime.start()
+        assert self.runtime is not None
         self.control = self.runtime.control
         self.target = self.runtime.server.url
         if self.runtime.admin is not None:
@@ -138,6 +147,23 @@ class System:
             + (f" (watch it: lbtui attach {self.admin_url})" if self.admin_url else "")
         )
         return await self.control.snapshot()
+
+    async def _start_replicas(self, data: dict[str, Any]) -> None:
+        """``[system] replicas``: the store and the replicas; the first is this run's balancer."""
+        from lbtui.demo_replicas import ReplicaDemo
+
+        data.setdefault("admin", {})["address"] = "127.0.0.1:0"
+        demo = self.replicas = ReplicaDemo(
+            data, self.sc.system.replicas, 0.0, self.sf.config_source
+        )
+        try:
+            self.runtime = await demo.build(self.fleet)
+            await demo.start(load=False)
+        except Exception as exc:
+            await demo.stop()
+            self.runtime = self.replicas = None
+            raise SetupError(f"the replicas could not start: {exc}") from None
+        self.log(f"chaos: {self.sc.system.replicas} replicas, {demo.store_note}")
 
     def _check_capabilities(self, snap: Snapshot) -> None:
         for i, step in enumerate(self.sc.timeline):
@@ -168,6 +194,11 @@ class System:
     async def stop(self) -> None:
         """Stop what was started and close what was opened; the fleet's stop is recorded as
         the last rollback step."""
+        if self.replicas is not None:  # the replicas (the first is self.runtime), the store
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.replicas.stop(), 60)
+            self.replicas = None
+            self.runtime = None
         if self.runtime is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.runtime.stop(), 30)

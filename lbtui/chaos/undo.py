@@ -33,8 +33,12 @@ from lbtui.chaos.steps import (
     Limits,
     LoadRate,
     RemoveBackendStep,
+    ReplicaKillStep,
+    ReplicaRestartStep,
     Restart,
     Step,
+    StoreStartStep,
+    StoreStopStep,
     Weight,
     step_backend,
 )
@@ -50,11 +54,13 @@ from lbtui.control.model import (
     FleetRestart,
     ForceBreaker,
     RemoveBackend,
+    ReplicaRestart,
     SetAdmin,
     SetAlgorithm,
     SetLimits,
     SetWeight,
     Snapshot,
+    StoreStart,
 )
 from lbtui.control.threaded import ThreadedControl
 from lbtui.fleet.supervisor import FleetError
@@ -78,6 +84,8 @@ class Changes:
     removed: dict[str, tuple[str, float]] = field(default_factory=dict)
     breakers: set[str] = field(default_factory=set)
     knobs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    replicas_killed: set[str] = field(default_factory=set)
+    store_stopped: bool = False
 
     def _base(self, name: str) -> Any:
         return next((b for b in self.baseline.backends if b.name == name), None)
@@ -123,6 +131,14 @@ class Changes:
             case Knobs():
                 if knobs_before is not None:
                     self.knobs.setdefault(step.backend, knobs_before)
+            case ReplicaKillStep():
+                self.replicas_killed.add(step.replica)
+            case ReplicaRestartStep():
+                self.replicas_killed.discard(step.replica)
+            case StoreStopStep():
+                self.store_stopped = True
+            case StoreStartStep():
+                self.store_stopped = False
             case LoadRate():
                 pass
 
@@ -196,6 +212,14 @@ async def roll_back(
                 "killed backends", True, ", ".join(sorted(undo.killed)) + ": the fleet stops"
             )
         )
+    if not fleet_owned:  # attached (lbtui demo --replicas): the store, then the replicas
+        if undo.store_stopped:
+            await step("start the limit store", control.act(StoreStart()))
+        for name in sorted(undo.replicas_killed):
+            await step(f"restart killed replica {name}", control.act(ReplicaRestart(replica=name)))
+    elif undo.store_stopped or undo.replicas_killed:
+        stopped = sorted(undo.replicas_killed) + (["the store"] if undo.store_stopped else [])
+        steps.append(RollbackStep("replicas", True, ", ".join(stopped) + ": the run stops them"))
     if isinstance(control, HaproxyControl):
         undo.admin.clear()  # restored above, with every other server
         undo.weight.clear()

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from lbtui.cli import main
+from lbtui.fleet.redis_server import INSTALL_HINT, redis_server_path
 from tests.chaos.conftest import FIXTURES, SCENARIOS, assert_self_contained
 
 SCALES = {
@@ -22,8 +23,12 @@ SCALES = {
     "rate-limit-burst": 0.4,  # its last window (after the burst, settled) stays ≥ 0.5 s
     "all-backends-down-fallback": 0.4,
     "rolling-restart": 0.5,
+    "store-outage": 0.7,  # the store is tried again every 0.5 s: windows ≥ 2 s
+    "replica-kill": 0.7,
 }
 """Each experiment's scale in the suite: as short as its checks' reaction bounds allow."""
+NEED_REDIS = {"store-outage", "replica-kill"}
+"""Experiments whose replicas share their limits through a redis-server the run starts."""
 
 
 def test_every_ready_made_experiment_is_in_the_suite() -> None:
@@ -41,6 +46,8 @@ def run(path: Path, scale: float, tmp_path: Path, *extra: str) -> tuple[int, dic
 def test_ready_made_experiment_passes(
     name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    if name in NEED_REDIS and redis_server_path() is None:
+        pytest.skip(INSTALL_HINT)
     report = tmp_path / "report.html"
     code, doc = run(SCENARIOS / f"{name}.toml", SCALES[name], tmp_path, "--report", str(report))
     summary = capsys.readouterr().out
