@@ -29,6 +29,7 @@ from lbtui.balancer.lean_upstream import LeanUpstream
 from lbtui.balancer.pool import Backend, Pool, sticky_id
 from lbtui.balancer.state import State
 from lbtui.balancer.upstream import BackendResponse, Upstream
+from lbtui.balancer.zones import set_spilling
 from lbtui.core.faults import FaultKind
 from lbtui.core.record import FailureKind
 from lbtui.errors import ClientBodyError, UpstreamConnectError, UpstreamError, UpstreamTimeout
@@ -142,13 +143,13 @@ class Attempts:
         def local(b: Backend) -> bool:
             return b.zone == zone and eligible(b)
 
-        backend = pool.pick(now, job.key, local)
+        backend = None if pool.zone_degraded else pool.pick(now, job.key, local)
         if backend is None:
             backend = pool.pick(now, job.key, eligible)
             if backend is not None and not job.tried and not pool.spilling:
-                self.state.set_spilling(pool, True, now)
+                set_spilling(self.state.events, pool, True, now)
         elif pool.spilling and not job.tried:
-            self.state.set_spilling(pool, False, now)
+            set_spilling(self.state.events, pool, False, now)
         return backend
 
     def _sticky(self, job: Job, pool: Pool) -> Backend | None:

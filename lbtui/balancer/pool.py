@@ -172,6 +172,7 @@ class Pool:
         "sticky_ids",
         "sticky_ttl_s",
         "zone",
+        "zone_degraded",
     )
 
     def __init__(
@@ -202,6 +203,8 @@ class Pool:
         None: it balances across zones."""
         self.spilling = False
         """It has no eligible backend in ``zone`` and sends to the other zones."""
+        self.zone_degraded = False
+        """Too few of its backends in ``zone`` are available: it spills (``zones.py``)."""
         self.reindex()
 
     def reindex(self) -> None:

@@ -21,6 +21,7 @@ from lbtui.balancer.exchange import ClientRequest
 from lbtui.balancer.fallback import Fallback
 from lbtui.balancer.pool import AdminState, Backend, Pool, breaker_config, cap_bucket
 from lbtui.balancer.routing import Route, build_routes, group_pool, shape
+from lbtui.balancer.zones import zone_degraded
 from lbtui.config import BackendConfig, BreakerOverride, Config, HealthConfig
 from lbtui.config.store import parse_store
 from lbtui.core import health as core_health
@@ -35,7 +36,6 @@ from lbtui.core.events import (
     EventRing,
     HealthChanged,
     PanicChanged,
-    ZoneSpill,
 )
 from lbtui.core.faults import Faults
 from lbtui.core.record import BackendRecord, BalancerRecord
@@ -400,28 +400,11 @@ class State:
             )
         }
 
-    def set_spilling(self, pool: Pool, spilling: bool, now: float) -> None:
-        """A zone-bound group starts or stops sending to the other zones: one event each."""
-        pool.spilling = spilling
-        zone = pool.zone or ""
-        self.events.emit(
-            ZoneSpill(
-                message=(
-                    f"group {pool.name} spills out of zone {zone}: no eligible backend there"
-                    if spilling
-                    else f"group {pool.name} back in zone {zone}: an eligible backend there again"
-                ),
-                group=pool.name,
-                zone=zone,
-                spilling=spilling,
-            ),
-            at=now,
-        )
-
     def refresh_pools(self, now: float) -> None:
         """Effective weights, panic mode and the clear pools, after anything changed."""
         for b in self.backends.values():
             b.refresh(now)
+        panic_pct = self.config.ejection.panic_percent
         for pool in self.pools:
             members = pool.backends
             available = sum(
@@ -444,6 +427,8 @@ class State:
                         total=active,
                     )
                 )
+            if pool.zone is not None:
+                pool.zone_degraded = zone_degraded(pool, self.outliers.is_ejected, panic_pct, now)
         self.update_clear(now)
 
     def tick(self, on_fault_end: Callable[[float], None]) -> None:
