@@ -59,7 +59,7 @@ from lbtui.tui.keymap import (
     WIDGET_KEYS,
 )
 from lbtui.tui.load import LoadHandle, stepped_rate
-from lbtui.tui.operator_actions import OperatorActions
+from lbtui.tui.operator_actions import KEY_KINDS, OperatorActions
 from lbtui.tui.screens.chaos import ChaosTarget
 from lbtui.tui.screens.help import HelpScreen
 from lbtui.tui.view import parse_sort
@@ -164,7 +164,7 @@ class LbtuiApp(OperatorActions):
                     yield FrontendsPanel(id="frontends")
                     yield EventLog(id="events")
             yield GroupsPanel(id="groups")
-        yield KeyBar(id="keys", hide_action=self._hidden_in_footer)
+        yield KeyBar(id="keys", hide_action=self._hidden_in_footer, dim_action=self._dimmed)
 
     def on_mount(self) -> None:
         # The main screen's widgets, held once: ``query_one`` on the app searches the active
@@ -177,6 +177,7 @@ class LbtuiApp(OperatorActions):
         self.body = self.query_one("#body", Vertical)
         self.load_panel = self.query_one(LoadPanel) if self.load is not None else None
         self.frontends = self.query_one(FrontendsPanel)
+        self.keybar = self.query_one(KeyBar)
         self.groups_panel = self.query_one(GroupsPanel)
         self.frontends.display = False
         if self.initial_filter:
@@ -209,6 +210,8 @@ class LbtuiApp(OperatorActions):
         snap = message.snapshot
         if snap.last_event_id < message.events_known:
             self._balancer_restarted()
+        if self.snapshot is None or snap.unavailable.keys() != self.snapshot.unavailable.keys():
+            self.call_after_refresh(self.keybar.refresh_keys)
         self.snapshot = snap
         self.snapshot_received = time.monotonic()
         self.snapshots_seen += 1
@@ -388,6 +391,11 @@ class LbtuiApp(OperatorActions):
         # read-only: the actions stay bound so that their keys say why nothing happens
         # (``_refused``); the footer and the palette leave them out
         return not (action == "rate" and self.load is None)
+
+    def _dimmed(self, action: str) -> bool:
+        """A key whose action this balancer cannot do (``Snapshot.unavailable``)."""
+        kind = KEY_KINDS.get(action.split("(")[0])
+        return self.snapshot is not None and kind in self.snapshot.unavailable
 
     def _hidden_in_footer(self, action: str) -> bool:
         return self.read_only and action.split("(")[0] in MUTATING

@@ -51,6 +51,17 @@ from lbtui.tui.widgets.backends import BackendTable
 
 ACTION_TIMEOUT_S = 10.0
 
+KEY_KINDS: dict[str, str] = {
+    "slow": "set_fault",
+    "errors": "set_fault",
+    "hang": "set_fault",
+    "breaker": "force_breaker",
+    "algorithm": "set_algorithm",
+    "limits": "set_limits",
+}
+"""The action kind behind each key that a balancer may not be able to do: greyed in the key
+bar when the snapshot says so (``Snapshot.unavailable``), and answered with why."""
+
 BREAKER_CHOICES = (
     ("auto", "auto — the breaker decides (normal)"),
     ("open", "open — reject every request to it (forced)"),

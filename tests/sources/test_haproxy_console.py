@@ -26,6 +26,8 @@ async def test_console_shows_haproxy_and_drains_with_a_key(haproxy: HaproxyRig) 
         assert "check" in header
         assert "breaker" not in header
         await wait_text(pilot, "attached to HAProxy")  # the timeline starts
+        dimmed = {key for key, _, dim in app.keybar.keys() if dim}  # noqa: SIM118 (a method)
+        assert dimmed == {"s", "e", "b", "a", "l"}  # greyed: HAProxy cannot (h is not shown)
         assert app.table.selected == "be_app/s1"
 
         start = time.monotonic()

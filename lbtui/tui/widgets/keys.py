@@ -21,11 +21,18 @@ class KeyBar(Static):
     """One line of ``key what`` pairs fitted to the width."""
 
     def __init__(
-        self, *, hide_action: Callable[[str], bool] = lambda _a: False, **kwargs: object
+        self,
+        *,
+        hide_action: Callable[[str], bool] = lambda _a: False,
+        dim_action: Callable[[str], bool] = lambda _a: False,
+        **kwargs: object,
     ) -> None:
-        """``hide_action(action)``: leave this action out (a read-only console's actions)."""
+        """``hide_action(action)``: leave this action out (a read-only console's actions);
+        ``dim_action(action)``: show it greyed, the balancer cannot do it (HAProxy cannot
+        delay); its key still says why."""
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.hide_action = hide_action
+        self.dim_action = dim_action
 
     DEFAULT_CSS = """
     KeyBar {
@@ -47,10 +54,14 @@ class KeyBar(Static):
     def _changed(self, _screen: object = None) -> None:
         self.update(self.build(self.size.width or self.app.size.width))
 
-    def keys(self) -> list[tuple[str, str]]:
-        """``(key, description)`` of every binding shown in the footer and enabled now, one
-        per action, ``?`` first."""
-        out: list[tuple[str, str]] = []
+    def refresh_keys(self) -> None:
+        """Build the line again (what the balancer can do has changed)."""
+        self._changed()
+
+    def keys(self) -> list[tuple[str, str, bool]]:
+        """``(key, description, dimmed)`` of every binding shown in the footer and enabled
+        now, one per action, ``?`` first."""
+        out: list[tuple[str, str, bool]] = []
         seen: set[str] = set()
         for active in self.screen.active_bindings.values():
             binding = active.binding
@@ -59,19 +70,20 @@ class KeyBar(Static):
             if self.hide_action(binding.action):
                 continue
             seen.add(binding.action)
-            out.append((self.app.get_key_display(binding), binding.description))
+            dim = self.dim_action(binding.action)
+            out.append((self.app.get_key_display(binding), binding.description, dim))
         out.sort(key=lambda kd: kd[1] != "help")
         return out
 
     def build(self, width: int) -> Text:
         line = Text(no_wrap=True, overflow="crop", end="")
         room = width - len(PALETTE) - 2
-        for key, what in self.keys():
+        for key, what, dim in self.keys():
             item = f" {key} {what} "
             if line.cell_len + len(item) > room:
                 break
-            line.append(f" {key}", "bold cyan")
-            line.append(f" {what} ")
+            line.append(f" {key}", "bright_black" if dim else "bold cyan")
+            line.append(f" {what} ", "bright_black strike" if dim else "")
         line.append(" " * max(0, width - line.cell_len - len(PALETTE) - 1))
         line.append("^p", "bold cyan")
         line.append(" palette ")
