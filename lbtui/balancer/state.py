@@ -76,6 +76,18 @@ def health_core_config(h: HealthConfig) -> core_health.HealthConfig:
     )
 
 
+def limit_store(
+    config: Config, events: EventRing, clock: Callable[[], float]
+) -> RedisLimits | None:
+    """The Redis store ``[limits] store`` names, if it names one (redis-py is imported then)."""
+    address = parse_store(config.limits.store)
+    if address is None:
+        return None
+    from lbtui.balancer.redis_store import RedisLimits
+
+    return RedisLimits(config.limits, address, emit=events.emit, clock=clock)
+
+
 class State:
     """Backends, pools, routes, and the records, events and policies that go with them."""
 
@@ -98,16 +110,9 @@ class State:
         """A change another process made is being adopted: it is not sent back."""
         now = clock()
         self.events = EventRing(clock=clock, wall_clock=wall_clock)
-        self.limit_store: RedisLimits | None = None
+        self.limit_store = limit_store(config, self.events, clock)
         """The shared limit store when ``[limits] store`` names Redis (started by the server
         once the listener's address is known)."""
-        address = parse_store(config.limits.store)
-        if address is not None:
-            from lbtui.balancer.redis_store import RedisLimits
-
-            self.limit_store = RedisLimits(
-                config.limits, address, emit=self.events.emit, clock=clock
-            )
         self.record = BalancerRecord(now)
         self.faults = Faults()
         self.backends: dict[str, Backend] = {}

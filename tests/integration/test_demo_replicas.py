@@ -31,7 +31,7 @@ def dataplane() -> Iterator[DataPlaneProcess]:
 Cond = Callable[[Snapshot, MultiControl], bool]
 
 
-async def wait_for_snapshot(control: MultiControl, cond: Cond, timeout_s: float = 20.0) -> None:
+async def wait_for_snapshot(control: MultiControl, cond: Cond, timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not cond(await control.snapshot(), control):
         if time.monotonic() > deadline:
