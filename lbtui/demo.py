@@ -579,9 +579,18 @@ def run(args: argparse.Namespace) -> int:
         chaos = ChaosTarget(
             dataplane.admin_url, dataplane.balancer_url, dataplane.token, DEMO_DIR / "scenarios"
         )
-        LbtuiApp(
-            dataplane.control, load=dataplane.load, refresh_s=refresh, title=title, chaos=chaos
-        ).run()
+        from lbtui.control.multi import MultiControl
+
+        if isinstance(dataplane.control, MultiControl):  # --replicas: the balancers panel too
+            from lbtui.tui.multi_app import MultiApp
+
+            MultiApp(
+                dataplane.control, load=dataplane.load, refresh_s=refresh, title=title, chaos=chaos
+            ).run()
+        else:
+            LbtuiApp(
+                dataplane.control, load=dataplane.load, refresh_s=refresh, title=title, chaos=chaos
+            ).run()
     finally:
         dataplane.stop()
     return 0
