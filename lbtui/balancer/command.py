@@ -60,8 +60,11 @@ def run(args: argparse.Namespace) -> int:
         )
 
     cfg = load()
-    if not cfg.backends:
-        raise UsageError("no backends: give --backend URL (repeatable) or [[backends]] in --config")
+    if not cfg.has_backends:
+        raise UsageError(
+            "no backends: give --backend URL (repeatable), or [[backends]] or a group's "
+            "discovery in --config"
+        )
 
     def ready(rt: BalancerRuntime) -> None:
         names = ", ".join(b.name for b in cfg.backends)

@@ -74,6 +74,12 @@ class Discovery:
     def start(self) -> None:
         self.task = asyncio.create_task(self._run(), name=f"lbtui-discovery-{self.group}")
 
+    def cancel(self) -> None:
+        """Stop without waiting (a reload replaces this task)."""
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None
+
     async def stop(self) -> None:
         if self.task is not None:
             self.task.cancel()

@@ -157,13 +157,30 @@ class BalancerServer:
             checker.add(b, offset_s=(checker.config.interval_ms / 1e3) * i / len(backends))
 
     def _start_discovery(self) -> None:
-        """A discovery task for each group that names a source (the primary only)."""
+        """A discovery task for each group that names a source (the primary only); after a
+        reload, the tasks whose source is unchanged go on, a changed source starts over
+        from the backends the old one added (so it removes those it no longer lists)."""
         base = Path(self.config.base_dir) if self.config.base_dir else None
+        old = {d.group: d for d in self.discoveries}
+        kept: list[Discovery] = []
         for g in self.config.groups:
-            if g.discovery is not None:
-                d = Discovery(self.proxy, g.name, g.discovery, base)
-                d.start()
-                self.discoveries.append(d)
+            was = old.pop(g.name, None)
+            if g.discovery is None:
+                if was is not None:
+                    old[g.name] = was  # stopped below; what it added stays in the group
+                continue
+            if was is not None and was.config == g.discovery:
+                kept.append(was)
+                continue
+            d = Discovery(self.proxy, g.name, g.discovery, base)
+            if was is not None:
+                was.cancel()
+                d.owned = dict(was.owned)
+            d.start()
+            kept.append(d)
+        for d in old.values():
+            d.cancel()
+        self.discoveries = kept
 
     def _membership(self, backend: Backend, added: bool) -> None:
         if self.health is not None:
@@ -181,6 +198,8 @@ class BalancerServer:
                 self.health.cancel_all()
                 self.health = None
             self._start_health()
+        if self.worker_index == 0 and self._ticker is not None:
+            self._start_discovery()
 
     def _close_shared(self) -> None:
         """Let go of the limits' shared memory (the primary's also removes it)."""

@@ -54,6 +54,11 @@ class Config(Section):
     base_dir: str | None = None
     """Where relative file names (fallback files) are looked up: the config file's folder."""
 
+    @property
+    def has_backends(self) -> bool:
+        """Whether it names backends, or a group that discovers some (file, DNS)."""
+        return bool(self.backends) or any(g.discovery is not None for g in self.groups)
+
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
         data = self.model_dump()

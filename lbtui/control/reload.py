@@ -91,8 +91,10 @@ class Reloader:
         """Read, validate, and apply the difference; never raises for a bad file."""
         try:
             new = self.load()
-            if not new.backends:
-                raise ConfigError(self.source, ["backends: expected at least one backend"])
+            if not new.has_backends:
+                raise ConfigError(
+                    self.source, ["backends: expected at least one backend (or a discovery)"]
+                )
         except ConfigError as exc:
             return self._rejected(exc.source, exc.problems)
         except OSError as exc:

@@ -204,3 +204,36 @@ async def test_dns_discovery_follows_the_records(balancer, client, tiny_dns):
     finally:
         for r in runners:
             await r.cleanup()
+
+
+async def test_a_reload_that_changes_the_source_moves_the_group_to_it(backends, tmp_path: Path):
+    from lbtui import config as config_mod
+    from lbtui.control.runtime import run_balancer
+
+    b1, b2 = await backends(2)
+    (tmp_path / "one.toml").write_text(backends_toml([b1]))
+    (tmp_path / "two.toml").write_text(backends_toml([b2]))
+    path = tmp_path / "lbtui.toml"
+
+    def write(source: str) -> None:
+        path.write_text(
+            '[listener]\naddress = "127.0.0.1:0"\n[admin]\nenabled = false\n'
+            f'[[groups]]\nname = "d"\ndiscovery = {{ file = "{source}" }}\n'
+            '[[routes]]\nforward = [{ group = "d" }]\n'
+        )
+
+    write("one.toml")
+    rt = run_balancer(config_mod.load(path), loader=lambda: config_mod.load(path), source=str(path))
+    await rt.start()
+    try:
+        groups = rt.server.proxy.state.groups
+        await eventually(lambda: [b.name for b in groups["d"].backends] == [b1.name])
+        write("two.toml")
+        result = rt.reload()
+        assert result.applied, result
+        await eventually(
+            lambda: [b.name for b in rt.server.proxy.state.groups["d"].backends] == [b2.name]
+        )
+        assert b1.name not in rt.server.proxy.backends  # the old source's backend left
+    finally:
+        await rt.stop()
