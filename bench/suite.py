@@ -1127,6 +1127,35 @@ def scenario_picks(s: Settings) -> list[Table]:
     ]
 
 
+def scenario_https(s: Settings) -> list[Table]:
+    """Keep-alive HTTPS GETs and new TLS handshakes a second, lbtui against nginx with the
+    same certificate (``bench/tls.py``)."""
+    import tls
+
+    if not (s.nginx and s.wrk):
+        log("https: skipped (it needs nginx and wrk: nginx as the reference, wrk for TLS)")
+        return []
+    rounds = 1 if s.quick else 3
+    rows, med = tls.measure(s.duration if s.quick else s.duration / 2, rounds, s.backends)
+    lb, ng = med.get("lbtui, 1 process"), med.get("nginx, 1 worker")
+    verdicts: list[tuple[str, bool | None]] = []
+    if lb and ng:
+        got = lb["rps"] / ng["rps"]
+        verdicts.append((f"keep-alive HTTPS ≥ 0.5 × nginx: {got:.2f}", got >= 0.5))
+    return [
+        Table(
+            "https",
+            "9. HTTPS: keep-alive GETs and new TLS handshakes, same certificate (ECDSA P-256)",
+            f"wrk -t1 -c64 against each TLS listener, {s.backends} static nginx backends behind; "
+            "handshakes: the same GETs with `Connection: close` (a full handshake each); "
+            f"medians of {rounds} alternating rounds; CPU is the proxy's",
+            tls.HEADERS,
+            rows,
+            verdicts,
+        )
+    ]
+
+
 SCENARIOS: dict[str, Callable[[Settings], list[Table]]] = {
     "throughput": scenario_throughput,
     "latency": scenario_latency,
@@ -1135,6 +1164,7 @@ SCENARIOS: dict[str, Callable[[Settings], list[Table]]] = {
     "errors": scenario_errors,
     "idle": scenario_idle,
     "picks": scenario_picks,
+    "https": scenario_https,
 }
 
 
