@@ -28,6 +28,7 @@ from lbtui.control.metrics import (
     Prefixes,
     backend_families,
     balancer_families,
+    group_memo_entry,
     header_text,
     member_now,
     outcome_samples,
@@ -134,7 +135,10 @@ class Exposition:
         rec = self.proxy.merged_backend_record(b)
         raw = outcome_signature(rec)
         moved = [k for k, new, was in zip(OUTCOMES, raw, had.raw, strict=True) if new != was]
-        for k, new in outcome_samples(rec, b.name, moved).items():
+        rows = outcome_samples(rec, b.name, moved)
+        if 2 in rows:  # the histogram's cumulative counts: the groups' sums read them too
+            self._group_memo[b.name] = group_memo_entry(rec, rows[2][1][0][1])
+        for k, new in rows.items():
             frozen = _frozen(*new)
             if frozen != had.samples[k]:
                 f = self._families[k]

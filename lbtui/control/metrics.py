@@ -148,6 +148,17 @@ count, and responses by class (a scraper that keeps it reads only the backends t
 tuples of numbers, which the garbage collector stops scanning, not lists it scans each time."""
 
 
+def group_memo_entry(
+    rec: BackendRecord, cumulative: Sequence[int]
+) -> tuple[int, tuple[tuple[int, ...], float, int, tuple[int, ...]]]:
+    """``GroupMemo``'s entry for a backend's record ``rec`` whose histogram's cumulative counts
+    at the bounds are ``cumulative`` (the exposition, which writes them for the backend's own
+    histogram, files them here too: the same sums are not taken twice a scrape)."""
+    lat = rec.latency
+    codes = tuple(rec.responses_total[1 : len(CODE_CLASSES) + 1])
+    return lat.count, (tuple(cumulative), lat.sum, lat.count, codes)
+
+
 def group_families(proxy: Proxy, memo: GroupMemo | None = None) -> list[Family]:
     """Responses and latency per target group: the sums of its members' records, read at the
     scrape (a backend in two groups counts in both; nothing is counted twice on the request
@@ -180,13 +191,9 @@ def group_families(proxy: Proxy, memo: GroupMemo | None = None) -> list[Family]:
                 if kept is not None and kept[0] == lat.count:
                     got = kept[1]
                 else:
-                    got = (
-                        tuple(_cumulative_at_cuts(lat.counts)),
-                        lat.sum,
-                        lat.count,
-                        tuple(rec.responses_total[1 : len(CODE_CLASSES) + 1]),
-                    )
-                    memo[b.name] = (lat.count, got)
+                    entry = group_memo_entry(rec, _cumulative_at_cuts(lat.counts))
+                    memo[b.name] = entry
+                    got = entry[1]
                 cumulative[b.name] = got
             rows.append(got)
         # column sums in C (zip over the rows), not a list rebuilt per member
