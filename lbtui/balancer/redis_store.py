@@ -195,7 +195,8 @@ class RedisLimits:
             port=a.port,
             db=a.db,
             ssl=a.tls,
-            password=_password(a.url),
+            username=_credential(a.url, "username"),
+            password=_credential(a.url, "password"),
             socket_timeout=TIMEOUT_S,
             socket_connect_timeout=TIMEOUT_S,
             retry=Retry(NoBackoff(), 0),
@@ -324,8 +325,9 @@ def _client_key(key: Hashable) -> str:
     return text
 
 
-def _password(url: str) -> str | None:
+def _credential(url: str, part: str) -> str | None:
+    """The URL's ``username`` or ``password`` (Redis 6 ACL: ``redis://USER:PASSWORD@…``)."""
     from urllib.parse import unquote, urlsplit
 
-    raw = urlsplit(url).password
+    raw: str | None = getattr(urlsplit(url), part)
     return unquote(raw) if raw else None
