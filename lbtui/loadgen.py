@@ -182,7 +182,10 @@ class LoadGenerator:
         request_ids: bool = True,
         rng: random.Random | None = None,
         live_window_s: float = 5.0,
+        spread: Sequence[str] = (),
     ) -> None:
+        """``spread``: more loopback origins (other replicas of one service); request i goes to
+        origin ``i mod (1 + len(spread))``, ``url``'s first, with the same path."""
         target = check_loopback(url)
         _check_rate(rate)
         if not 0 < duration_s <= MAX_DURATION_S:
@@ -207,8 +210,11 @@ class LoadGenerator:
         self.connections = connections
         self.timeout_s = timeout_s
         self._mix = tuple(RequestSpec(s.method.upper(), s.path, s.weight, s.body) for s in mix)
-        origin = target.origin()
-        self._urls = [URL(str(origin) + s.path, encoded=True) for s in self._mix]
+        origins = [target.origin(), *(check_loopback(u).origin() for u in spread)]
+        self._by_origin = [
+            [URL(str(origin) + s.path, encoded=True) for s in self._mix] for origin in origins
+        ]
+        self._urls = self._by_origin[0]
         self._cum = list(itertools.accumulate(s.weight for s in self._mix))
         self._rng = rng or random.Random()
         self._headers = dict(headers or {})
@@ -415,9 +421,9 @@ class LoadGenerator:
         status = 0
         kind = ""
         try:
-            async with session.request(
-                spec.method, self._urls[k], data=spec.body, headers=headers
-            ) as resp:
+            by_origin = self._by_origin
+            url = by_origin[i % len(by_origin)][k] if len(by_origin) > 1 else self._urls[k]
+            async with session.request(spec.method, url, data=spec.body, headers=headers) as resp:
                 n = 0
                 async for chunk in resp.content.iter_any():
                     n += len(chunk)

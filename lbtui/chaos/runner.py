@@ -294,6 +294,7 @@ class Experiment:
             connections=load.connections,
             mix=load.request_mix(),
             timeout_s=load.timeout,
+            spread=self.system.spread,
         )
         self.gen = gen
         self._prev_latency = _latency_counts(gen)

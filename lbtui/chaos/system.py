@@ -64,6 +64,8 @@ class System:
         self.runtime: BalancerRuntime | None = None
         self.replicas: ReplicaDemo | None = None
         """``[system] replicas``: the store and the replicas the run started."""
+        self.spread: list[str] = []
+        """The other replicas' listeners: the load is spread over them and ``target``."""
         self.control: Control | None = None
         self.target = ""
         self.admin_url: str | None = None
@@ -139,6 +141,8 @@ class System:
             await self.runtime.start()
         assert self.runtime is not None
         self.control = self.runtime.control
+        if self.replicas is not None:
+            self.control = self._fleet_control(self.runtime.control)
         self.target = self.runtime.server.url
         if self.runtime.admin is not None:
             self.admin_url = self.runtime.admin.url
@@ -164,6 +168,22 @@ class System:
             self.runtime = self.replicas = None
             raise SetupError(f"the replicas could not start: {exc}") from None
         self.log(f"chaos: {self.sc.system.replicas} replicas, {demo.store_note}")
+
+    def _fleet_control(self, first: Control) -> Control:
+        """``[system] replicas``: one control over every replica, so that the checks read the
+        fleet's figures summed; actions go to the first, which acts on the others and the
+        store."""
+        from lbtui.control.multi import MultiControl
+
+        assert self.replicas is not None
+        assert self.replicas.replicas is not None
+        others = list(self.replicas.replicas.replicas.values())
+        self.spread = [r.url for r in others]
+        multi = MultiControl(
+            [("replica-1", first), *((r.name, HttpControl(r.admin_url)) for r in others)]
+        )
+        multi.select("replica-1")
+        return multi
 
     def _check_capabilities(self, snap: Snapshot) -> None:
         for i, step in enumerate(self.sc.timeline):
@@ -210,8 +230,9 @@ class System:
                 RollbackStep("fleet stopped", True, "pids " + ", ".join(str(p) for p in pids))
             )
             self.fleet = None
-        if self.control is not None and self.runtime is None:
-            await self.control.aclose()
+        if self.control is not None and (self.runtime is None or self.spread):
+            with contextlib.suppress(Exception):
+                await self.control.aclose()
         if self._http is not None:
             await self._http.aclose()
             self._http = None

@@ -24,7 +24,7 @@ SCALES = {
     "all-backends-down-fallback": 0.4,
     "rolling-restart": 0.5,
     "store-outage": 0.7,  # the store is tried again every 0.5 s: windows ≥ 2 s
-    "replica-kill": 0.7,
+    "replica-kill": 1.0,  # a replica's restart (a Python process starting) is not scaled
 }
 """Each experiment's scale in the suite: as short as its checks' reaction bounds allow."""
 NEED_REDIS = {"store-outage", "replica-kill"}

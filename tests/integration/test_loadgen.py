@@ -100,6 +100,18 @@ async def test_a_full_ceiling_shows_in_corrected_latency_not_raw(fleet: Fleet) -
     assert r.max_start_delay_s > 1.0
 
 
+async def test_spread_sends_every_other_request_to_each_origin(fleet: Fleet) -> None:
+    """Replicas of one service (``spread``): request i goes to origin i mod n, same path."""
+    gen = LoadGenerator(fleet.url("fast") + "/x", 100, 1.0, spread=[fleet.url("slow")])
+    r = await gen.run()
+    assert_adds_up(r)
+    assert r.completed == r.scheduled == 100
+    fast, slow = await fleet.stats("fast"), await fleet.stats("slow")
+    assert (fast.requests_total, slow.requests_total) == (50, 50)
+    with pytest.raises(UsageError):
+        LoadGenerator(fleet.url("fast"), 10, 1.0, spread=["http://192.0.2.1:80"])
+
+
 async def test_mix_follows_weights_from_the_injected_rng(fleet: Fleet) -> None:
     mix = [
         RequestSpec("GET", "/read", weight=3),
