@@ -41,7 +41,7 @@ import logging
 import socket
 import ssl
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from lbtui.balancer.client_writer import (
     CLOSED,
@@ -64,6 +64,10 @@ if TYPE_CHECKING:
     from lbtui.balancer.proxy import Proxy
 
 log = logging.getLogger("lbtui.listener")
+
+
+MAX_HELD: Final = 64 * 1024
+"""Bytes behind an upgrade request kept until the backend answers; then reading pauses."""
 
 
 class ClientConnection(ClientWriter):
@@ -160,6 +164,9 @@ class ClientConnection(ClientWriter):
             assert tunnel is not None
             tunnel.from_client(data)
         elif life != CLOSED:
+            if self.tunnel is not None:
+                self.hold(data)  # behind an upgrade request: the tunnel's, if it opens
+                return
             self.reader.feed(data)
 
     def pause_writing(self) -> None:
@@ -179,9 +186,11 @@ class ClientConnection(ClientWriter):
     # -- upgrades --------------------------------------------------------------------------------
 
     def hold(self, data: bytes) -> None:
-        """Bytes behind an upgrade request (reading is paused meanwhile): the tunnel's."""
+        """Bytes behind an upgrade request: the tunnel's. Reading goes on (so that a client
+        that leaves before the backend answers is noticed) up to ``MAX_HELD`` bytes."""
         self.held += data
-        self.pause("upgrade")
+        if len(self.held) > MAX_HELD:
+            self.pause("upgrade")
 
     def begin_tunnel(self) -> None:
         """The backend answered the upgrade request: from now on bytes go through."""

@@ -77,8 +77,8 @@ class RequestReader:
         conn = self.conn
         if isinstance(exc, httptools.HttpParserUpgrade):
             # An upgrade request (Upgrade + Connection: upgrade): served as a tunnel
-            # (``tunnel.py``); nothing after it is HTTP, so reading stops and what came behind
-            # it is held for the tunnel.
+            # (``tunnel.py``); nothing after it is HTTP: what comes behind it is held for the
+            # tunnel (``ClientConnection.hold``).
             req = self.parsing or conn.latest()
             if req is not None:
                 req.keep_alive = False

@@ -71,10 +71,10 @@ class ServerTls:
                 else:
                     self.exact.setdefault(name, ctx)
         self.context = self.contexts[0]
-        for ctx in self.contexts:
-            # the callback is the default context's that is in force for the handshake; set on
-            # each so that a context swapped in keeps choosing the same way
-            ctx.sni_callback = self._sni
+        if len(self.contexts) > 1:  # one certificate: nothing to choose, no call a handshake
+            for ctx in self.contexts:
+                # set on each, so that a context swapped in keeps choosing the same way
+                ctx.sni_callback = self._sni
 
     def choose(self, server_name: str | None) -> ssl.SSLContext:
         """The context for a handshake that asked for ``server_name`` (``None``: no SNI)."""

@@ -122,6 +122,7 @@ class Tunnel:
         """Client bytes that came behind the upgrade request, sent after the 101."""
         self.bytes_in = 0
         self.bytes_out = 0
+        self.client_gone = False
         self.remaining = -1
         """Not joined (any answer but 101): the body bytes still to relay (-1: until the
         backend closes)."""
@@ -208,12 +209,31 @@ class Tunnel:
                 raise UpstreamError(backend.name, str(exc)) from exc
         except UpstreamError as exc:
             self._close_backend()
-            attempts.failed(job, backend, exc, t0)
             conn.task = None
+            if self.client_gone:
+                self._abandon(job, backend)
+                return
+            attempts.failed(job, backend, exc, t0)
             self._failed(job)
             return
+        except BaseException:
+            # cancelled (a shutdown past its grace) or a defect: nobody is blamed, and the
+            # counts are given back
+            self._close_backend()
+            conn.task = None
+            self._abandon(job, backend)
+            raise
         conn.task = None
         self._answered(job, backend, t0, head)
+
+    def _abandon(self, job: Job, backend: Backend) -> None:
+        """The upgrade request ends unanswered and unblamed (its client left, or the listener
+        stopped): the backend's in-flight count and any half-open permit given back."""
+        pipeline = self.pipeline
+        backend.record.in_flight -= 1
+        if backend.breaker is not None:
+            backend.breaker.release(pipeline.clock())
+        self._end(job, 0, None)
 
     def _answered(self, job: Job, backend: Backend, t0: float, head: bytes) -> None:
         """The backend's answer head (and what came after it): joined on a 101, else relayed."""
@@ -303,6 +323,7 @@ class Tunnel:
         self._finish()
 
     def client_closed(self) -> None:
+        self.client_gone = True
         self._close_backend()
         self._finish()
 

@@ -220,3 +220,39 @@ async def test_metrics_show_tunnels(rig: Make) -> None:
     text = render(server.proxy).decode()
     assert 'lbtui_listener_tunnels{listener="default"} 0.0' in text
     assert 'lbtui_listener_tunnels_closed_total{listener="default"} 1.0' in text
+
+
+async def test_client_leaving_before_the_101_frees_everything() -> None:
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        held.append(writer)  # never answers
+
+    backend = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = backend.sockets[0].getsockname()[1]
+    data = {
+        "listener": {"address": "127.0.0.1:0"},
+        "backends": [{"name": "b1", "url": f"http://127.0.0.1:{port}"}],
+    }
+    server = BalancerServer(config_mod.from_dict(data, "test"))
+    await server.start()
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        await until(lambda: held, "the backend got the upgrade request")
+        assert build_snapshot(server.proxy).backend("b1").in_flight == 1
+        writer.close()
+        await until(lambda: build_snapshot(server.proxy).totals.in_flight == 0, "the request ended")
+        snap = build_snapshot(server.proxy)
+        assert snap.backend("b1").in_flight == 0
+        assert snap.backend("b1").breaker.state == "closed"
+    finally:
+        await server.stop(0)
+        for w in held:
+            w.close()
+        backend.close()
+        await backend.wait_closed()
