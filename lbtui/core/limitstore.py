@@ -2,8 +2,9 @@
 
 The limiters of ``lbtui.core.limiting`` keep their state in this process's memory. With several
 processes serving one balancer the same limits must hold over all of them, so the state moves
-out: to a shared-memory zone (``lbtui.balancer.shared``), to Redis next (one Lua call a
-decision). :class:`LimitStore` is that seam, as ``limits`` puts a storage under each strategy:
+out: to a shared-memory zone (``lbtui.balancer.shared``), or to Redis for several balancers
+(``lbtui.balancer.redis_store``: decided locally, settled in one Lua call a few times a
+second). :class:`LimitStore` is that seam, as ``limits`` puts a storage under each strategy:
 a store makes the three limiters (:class:`Bucket`, :class:`KeyedBuckets`,
 :class:`Concurrency`); :class:`MemoryLimits` is this process's. A store keeps numbers and
 makes a read-decide-write atomic; the deciding is :class:`Gcra`'s, here in the core, on the
@@ -173,8 +174,9 @@ class Concurrency(Protocol):
 
 class LimitStore(Protocol):
     """Where limiter state is kept: :class:`MemoryLimits` (one process), the shared-memory zone
-    (``lbtui.balancer.shared.SharedLimits``, several processes of one balancer); a Redis store
-    is the next one (GCRA in one Lua call a decision). The algorithms stay here, in the core."""
+    (``lbtui.balancer.shared.SharedLimits``, several processes of one balancer), Redis
+    (``lbtui.balancer.redis_store.RedisLimits``, several balancers: this GCRA in Lua). The
+    algorithms stay here, in the core."""
 
     def token_bucket(self, name: str, rate: float, burst: float, now: float) -> Bucket: ...
 
