@@ -186,9 +186,14 @@ class System:
         return multi
 
     def _check_capabilities(self, snap: Snapshot) -> None:
+        assert self.control is not None
         for i, step in enumerate(self.sc.timeline):
             action = step_action(step, {})
-            reason = snap.unavailable.get(action.kind) if action is not None else None
+            if action is None:
+                continue
+            reason = snap.unavailable.get(action.kind)
+            if self.control.read_only:
+                reason = f"{self.admin_url} only watches (read-only source)"
             if reason:
                 raise SetupError(
                     f"{self.sf.path}: timeline[{i}].action: {describe_step(step)} is not "

@@ -4,7 +4,10 @@ Four implementations pass one contract suite (``tests/integration/test_control_c
 ``LocalControl`` calls the balancer in the same process (the admin API, ``lbtui demo``),
 ``HttpControl`` talks to its admin API (``lbtui attach``), ``ThreadedControl`` hands calls to a
 control on another thread's loop (``lbtui demo``), and ``RecordedControl`` records actions
-against a recorded snapshot (screenshots, dialog tests). All raise the same
+against a recorded snapshot (screenshots, dialog tests). Two more attach to balancers that are
+not lbtui (``lbtui/sources``): ``HaproxyControl`` on HAProxy's Runtime API and the read-only
+``PrometheusControl``, with a contract of their own (``tests/sources/test_source_contract.py``)
+run against the real HAProxy and Prometheus. All raise the same
 ``lbtui.control.errors`` classes: ``NotFound`` for an unknown backend, ``Invalid`` (naming the
 field) for a bad value, ``Conflict``, ``Unavailable`` (no fleet, no faults registry, target
 unreachable), ``Unauthorized``, and ``ReadOnly`` for any action on a read-only control.

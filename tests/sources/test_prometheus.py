@@ -113,3 +113,18 @@ async def test_a_bad_query_file_and_a_bad_query(prometheus: PrometheusRig, tmp_p
             await control.snapshot()
     finally:
         await control.aclose()
+
+
+def test_chaos_refuses_a_timeline_on_a_watching_source(
+    prometheus: PrometheusRig, haproxy: HaproxyRig, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pathlib import Path
+
+    from lbtui.cli import main
+
+    scenario = Path(__file__).resolve().parents[2] / "demo/scenarios/haproxy/drain-and-weight.toml"
+    argv = ["chaos", "run", str(scenario), "--attach", prometheus.url]
+    code = main([*argv, "--target", haproxy.frontend, "-q"])
+    assert code == 2
+    assert "only watches" in capsys.readouterr().err
+    assert haproxy.server_status("s1") == "UP"
