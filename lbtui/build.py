@@ -20,7 +20,8 @@ What compiling asks of that source (mypy strict already asks most of it):
 - a wrong argument type fails on entry with ``TypeError`` (``int object expected; got
   float``) rather than reaching the function's own check;
 - exceptions of untyped libraries (httptools) are sorted with ``isinstance``, not by several
-  ``except`` clauses.
+  ``except`` clauses;
+- no attribute named ``_thread`` (its C name, ``__thread``, is a C keyword: the build fails).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import importlib.util
 from pathlib import Path
 
 COMPILED_MODULES: tuple[str, ...] = (
+    "lbtui.balancer.accesslog",
     "lbtui.balancer.admission",
     "lbtui.balancer.answers",
     "lbtui.balancer.attempt",

@@ -304,6 +304,7 @@ class Attempts:
             # The head is out: the only honest signal left is to cut the client connection.
             job.cut = True
             now = self.clock()
+            job.sent, job.upstream_s = sent, now - t0
             brec.failed(FailureKind.RESET, now - t0, bytes_in, now)
             self.state.outcome(backend, job.pool, True, now - t0, now)
             up.close()
@@ -313,12 +314,14 @@ class Attempts:
             # The client went away mid-response: not the backend's fault.
             up.close()
             now = self.clock()
+            job.sent, job.upstream_s = sent, now - t0
             brec.finished(status, now - t0, bytes_in, sent, now)
             if backend.breaker is not None:
                 backend.breaker.release(now)
             return stream
         up.release()
         now = self.clock()
+        job.sent, job.upstream_s = sent, now - t0
         brec.finished(status, now - t0, bytes_in, sent, now)
         self.state.outcome(backend, job.pool, is_failure, now - t0, now)
         return stream
@@ -362,6 +365,7 @@ class Attempts:
         up.release()
         answer = Answer(status, up.reason, headers, data)
         now = self.clock()
+        job.sent, job.upstream_s = len(data), now - t0
         backend.record.finished(status, now - t0, client.content_length or 0, len(data), now)
         state.outcome(backend, job.pool, is_failure, now - t0, now)
         if stale_headers is not None and fallback is not None:

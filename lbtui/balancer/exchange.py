@@ -115,6 +115,10 @@ class ClientRequest(Protocol):
     def content_length(self) -> int | None: ...
 
     @property
+    def request_id(self) -> str | None:
+        """The client's ``X-Request-Id``, if it sent one."""
+
+    @property
     def content(self) -> Any:
         """The body as a stream with ``async readany()`` (and ``async for``)."""
 
@@ -610,6 +614,10 @@ class AiohttpClient:
     @property
     def listener(self) -> str:
         return self._listener
+
+    @property
+    def request_id(self) -> str | None:
+        return self.request.headers.get("X-Request-Id")
 
     def forward_headers(self, proto: str) -> list[tuple[str, str]]:
         if self._authority is None:

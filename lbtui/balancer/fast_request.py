@@ -59,7 +59,7 @@ MAX_QUEUED = 16
 SERVER = SERVER_SOFTWARE.encode()
 SERVER_LINE_END = b"Server: " + SERVER + b"\r\n\r\n"
 _VIA_RAW = VIA.encode()
-_HOST, _LENGTH, _XFF, _VIA, _TE, _CONNECTION = range(1, 7)
+_HOST, _LENGTH, _XFF, _VIA, _TE, _CONNECTION, _REQUEST_ID = range(1, 8)
 REQUEST_ACTIONS: dict[bytes, int] = sort_table(
     {
         b"host": _HOST,
@@ -70,6 +70,7 @@ REQUEST_ACTIONS: dict[bytes, int] = sort_table(
         b"x-forwarded-host": DROP,
         b"transfer-encoding": _TE,
         b"connection": _CONNECTION,
+        b"x-request-id": _REQUEST_ID,
     }
 )
 """How the fast listener sorts a request header (by lower-case name); others pass through."""
@@ -261,6 +262,7 @@ class FastRequest:
         "raw",
         "raw_path",
         "remote",
+        "request_id",
         "status",
         "upgrade",
         "url",
@@ -292,6 +294,8 @@ class FastRequest:
         self.upgrade = False
         self.body: BodyStream | None = None
         self.status = 0
+        self.request_id: str | None = None
+        """The client's ``X-Request-Id`` (the first), passed on as it came."""
         self._headers: CIMultiDictProxy[str] | None = None
         self._host: str | None = None
         self._stream_head: bytes | None = None
@@ -331,6 +335,10 @@ class FastRequest:
                 self.chunked = True
         elif act == _CONNECTION and not connection_tokens(value) <= HOP_BY_HOP_RAW:
             self.named = True
+        elif act == _REQUEST_ID:
+            self.fwd += (name, b": ", value, b"\r\n")
+            if self.request_id is None:
+                self.request_id = value.decode("latin-1")
 
     def check_host(self) -> None:
         """RFC 9112 §3.2, as nginx: an HTTP/1.1 request has exactly one valid Host; an

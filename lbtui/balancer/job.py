@@ -64,10 +64,15 @@ class Job:
         "pool",
         "raw_path",
         "replayable",
+        "request_id",
         "reset_retried",
         "retries",
+        "route",
+        "sent",
         "t0",
+        "t_start",
         "tried",
+        "upstream_s",
     )
 
     def __init__(
@@ -105,6 +110,17 @@ class Job:
         """Every fault applied to this request, as (backend, kind)."""
         self.cut = False
         """The client's response was cut mid-body."""
+        self.request_id: str | None = None
+        """``X-Request-Id``: the client's, or the one generated for it."""
+        self.route: str | None = None
+        """The path prefix of the route that placed it (None: the default pool)."""
+        self.t_start = 0.0
+        """When it arrived (read only while the access log is on)."""
+        self.sent = 0
+        """Response body bytes sent to the client."""
+        self.upstream_s = -1.0
+        """The answering attempt's time until its answer was read or streamed (below 0: no
+        backend answered)."""
         # Set when an attempt is answered by the backend connection's callback:
         self.on_answer: Callable[[Job, BackendConnection, UpstreamError | None], None]
         self.backend: Backend

@@ -27,6 +27,13 @@ import asyncio
 import logging
 from typing import cast
 
+from lbtui.balancer.accesslog import (
+    AccessLog,
+    RequestIds,
+    bare_entry,
+    job_entry,
+    with_request_id,
+)
 from lbtui.balancer.answers import (
     Flag,
     failure_reason,
@@ -87,6 +94,9 @@ class Pipeline:
         """The strategy: attempts may be sent and answered without a coroutine."""
         self.attempts = Attempts(state, self.upstream, self.retry_policy.per_try_timeout_s)
         self.retry_statuses = self.retry_policy.retry_on_status
+        self.ids = RequestIds()
+        self.access_log: AccessLog | None = None
+        """Set by the server when ``[access_log]`` is on (``accesslog.py``)."""
 
     # -- the driver -------------------------------------------------------------------------
 
@@ -95,22 +105,27 @@ class Pipeline:
         or the rest of it to ``client.spawn`` at the first step that must wait."""
         self.record.started()
         admitted = False
+        t_start = self.clock() if self.access_log is not None else 0.0
         try:
             extra: list[tuple[str, str]] | None = None
             if self.admission.active:
                 rejection, extra = self.admit(client)
                 if rejection is not None:
-                    self.record.answered(429, Flag.RATE_LIMITED, self.clock())
+                    now = self.clock()
+                    self.record.answered(429, Flag.RATE_LIMITED, now)
+                    if (log := self.access_log) is not None:
+                        log.add(bare_entry(log, client, rejection, Flag.RATE_LIMITED, t_start, now))
                     client.finish(rejection)
                     return
                 admitted = True
             route = self.state.route(client) if self.state.router is not None else None
             if route is not None and route.fixed is not None:
                 # A redirect or a fixed response: no backend, no body read.
-                self._end_fixed(route.fixed, admitted)
+                self._end_fixed(client, route.fixed, admitted, t_start)
                 client.finish(route.fixed)
                 return
             job = self.job(client, extra, admitted, route)
+            job.t_start = t_start
             if client.body_exists or not (self.lean and client.nowait):
                 client.spawn(self.rest(job, read_body=client.body_exists))
                 return
@@ -167,7 +182,10 @@ class Pipeline:
                     flag = flag or Flag.FAULT
                 if job.admitted:
                     self.admission.release()
-                self.record.answered(status, flag, self.clock())
+                now = self.clock()
+                self.record.answered(status, flag, now)
+                if self.access_log is not None:
+                    self.access_log.add(job_entry(self.access_log, job, status, flag, now))
                 client.finish(answer)
                 return
             client.spawn(self.rest(job, pending=(backend, t0, up)))
@@ -202,7 +220,9 @@ class Pipeline:
         except Exception as exc:
             flag = Flag.INTERNAL_ERROR
             status = 500
-            return self._internal_error(job.client, exc)
+            answer = self._internal_error(job.client, exc)
+            job.sent = len(answer.body)
+            return answer
         finally:
             self._end(job, status, flag)
 
@@ -285,17 +305,24 @@ class Pipeline:
         key = state.key(client) if pool.balancer.name in HASHING else None
         job = Job(client, pool, fallback, key, extra_headers or None, admitted)
         headers = client.forward_headers(client.scheme)
+        headers, job.request_id = with_request_id(client, headers, self.ids)
         if route is not None and route.request_rewrite is not None:
             headers = route.request_rewrite.request(headers, client)
         if type(headers) is HeadBlock and not self.lean:
             headers = headers.items()  # the aiohttp client wants text pairs
         job.headers = headers
+        job.route = route.name if route is not None else None
         return job
 
-    def _end_fixed(self, answer: Answer, admitted: bool) -> None:
+    def _end_fixed(
+        self, client: ClientRequest, answer: Answer, admitted: bool, t_start: float
+    ) -> None:
         if admitted:
             self.admission.release()
-        self.record.answered(answer.status, None, self.clock())
+        now = self.clock()
+        self.record.answered(answer.status, None, now)
+        if (log := self.access_log) is not None:
+            log.add(bare_entry(log, client, answer, None, t_start, now))
 
     def succeeded(self, job: Job, result: Result) -> tuple[Result, str | None]:
         if job.faulted:
@@ -306,6 +333,7 @@ class Pipeline:
     def failed(self, job: Job) -> tuple[Result, str | None]:
         """No backend answered (or none may be tried): the failure answer."""
         answer, flag = self.failure(job, job.last, job.tried)
+        job.sent = len(answer.body)
         if job.faulted:
             self._observe_faults(job, answer.status)
         return answer, flag
@@ -350,7 +378,10 @@ class Pipeline:
     def _end(self, job: Job, status: int, flag: str | None) -> None:
         if job.admitted:
             self.admission.release()
-        self.record.answered(status, flag, self.clock())
+        now = self.clock()
+        self.record.answered(status, flag, now)
+        if self.access_log is not None:
+            self.access_log.add(job_entry(self.access_log, job, status, flag, now))
 
     def _internal_error(self, client: ClientRequest, exc: BaseException) -> Answer:
         """A defect of lbtui's own: the client still gets a JSON answer, and it is logged."""
@@ -365,8 +396,14 @@ class Pipeline:
     def _crashed(self, client: ClientRequest, exc: Exception, admitted: bool) -> Answer:
         if admitted:
             self.admission.release()
-        self.record.answered(500, Flag.INTERNAL_ERROR, self.clock())
-        return self._internal_error(client, exc)
+        now = self.clock()
+        self.record.answered(500, Flag.INTERNAL_ERROR, now)
+        answer = self._internal_error(client, exc)
+        if self.access_log is not None:
+            self.access_log.add(
+                bare_entry(self.access_log, client, answer, Flag.INTERNAL_ERROR, None, now)
+            )
+        return answer
 
     # -- retries --------------------------------------------------------------------------------
 

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lbtui.balancer.accesslog import AccessLog
 from lbtui.balancer.discovery import Discovery
 from lbtui.balancer.health import HealthChecker
 from lbtui.balancer.listeners import Listeners
@@ -64,6 +67,7 @@ class BalancerServer:
         self.discoveries: list[Discovery] = []
         """The groups' discovery tasks (file, DNS), in the primary."""
         self._ticker: asyncio.Task[None] | None = None
+        self.access_log: AccessLog | None = None
         first = config.all_listeners[0]
         self.host, self.port = parse_hostport(first.address)
         """The first listener's address (the port it got, once started)."""
@@ -98,6 +102,7 @@ class BalancerServer:
             self.proxy.tick()
 
     async def start(self) -> None:
+        self._open_access_log()  # first: a path that cannot be opened stops the start here
         await self.proxy.start()
         if self.worker_index == 0:
             self._start_health()
@@ -118,6 +123,9 @@ class BalancerServer:
         except BaseException:
             await listeners.shutdown(0)
             await self._stop_background()
+            if self.access_log is not None:
+                await self.access_log.close()
+                self.access_log = None
             await self.proxy.close()
             self._close_shared()
             raise
@@ -140,6 +148,25 @@ class BalancerServer:
                 self.workers = None
                 await self.stop()
                 raise
+
+    def _open_access_log(self) -> None:
+        cfg = self.config.access_log
+        if cfg is None:
+            return
+        base = Path(self.config.base_dir) if self.config.base_dir else None
+        access_log = AccessLog(cfg, base=base)
+        access_log.open()
+        self.access_log = self.proxy.pipeline.access_log = access_log
+
+    def reopen_access_log(self) -> None:
+        """SIGUSR1: the access log file is opened again by its name (after logrotate), here
+        and in every worker."""
+        if self.access_log is not None:
+            self.access_log.reopen()
+        if self.workers is not None:
+            for pid in self.workers.pids.values():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGUSR1)
 
     def _start_health(self) -> None:
         """Active checks on every backend, spread over one interval (the primary only)."""
@@ -221,6 +248,10 @@ class BalancerServer:
             self.listeners = None
         await asyncio.gather(*drains)
         await self._stop_background()
+        if self.access_log is not None:
+            self.proxy.pipeline.access_log = None
+            await self.access_log.close()
+            self.access_log = None
         await self.proxy.close()
         self._close_shared()
 

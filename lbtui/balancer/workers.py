@@ -267,6 +267,7 @@ async def _serve_worker(config: Config, args: WorkerArgs, conn: Connection) -> N
     server = BalancerServer(config, proxy, worker_index=args.index)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, link.stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, server.reopen_access_log)
     await server.start()
     gc.collect()
     gc.freeze()

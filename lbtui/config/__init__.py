@@ -15,6 +15,7 @@ The tables are in :mod:`~lbtui.config.sections`, the whole and its cross-table c
 get a module of their own here rather than growing ``sections``.
 """
 
+from lbtui.config.access_log import AccessLogConfig
 from lbtui.config.discovery import DiscoveryConfig, read_backends
 from lbtui.config.groups import GroupConfig, StickyConfig
 from lbtui.config.listeners import CertificateConfig, ListenerSpec
@@ -59,6 +60,7 @@ __all__ = [
     "ALGORITHM_NAMES",
     "MAX_BREAKER_WINDOW",
     "MAX_DEPTH",
+    "AccessLogConfig",
     "AdminConfig",
     "Algorithm",
     "BackendConfig",

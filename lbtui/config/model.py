@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
+from lbtui.config.access_log import AccessLogConfig
 from lbtui.config.groups import GroupConfig
 from lbtui.config.listeners import DEFAULT_NAME, ListenerSpec, listener_problems
 from lbtui.config.rules import RouteConfig
@@ -51,6 +52,8 @@ class Config(Section):
     """Target groups routes forward to; ``default`` (if named) takes unrouted requests, else
     every backend does."""
     routes: list[RouteConfig] = Field(default_factory=list)
+    access_log: AccessLogConfig | None = None
+    """One line per request (``[access_log]``); None: no access log."""
     base_dir: str | None = None
     """Where relative file names (fallback files) are looked up: the config file's folder."""
 

@@ -115,7 +115,8 @@ async def serve_until_signalled(
 ) -> None:
     """Start ``runtime``, wait for SIGINT or SIGTERM, then stop it gracefully; ``on_signal``
     is told which signal came, before the drain starts. SIGHUP reloads the config file (when
-    the runtime has one) and tells ``on_reload`` what that did; the balancer keeps serving."""
+    the runtime has one) and tells ``on_reload`` what that did; the balancer keeps serving.
+    SIGUSR1 reopens the access log file (logrotate's ``postrotate``)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     received: list[signal.Signals] = []
@@ -137,6 +138,9 @@ async def serve_until_signalled(
     with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
         loop.add_signal_handler(signal.SIGHUP, reload_on_hup)
         installed.append(signal.SIGHUP)
+    with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
+        loop.add_signal_handler(signal.SIGUSR1, runtime.server.reopen_access_log)
+        installed.append(signal.SIGUSR1)
     try:
         async with runtime:
             # What start-up built lives as long as the process: keep it out of the collector's
