@@ -51,11 +51,51 @@ from lbtui.balancer.routing import Route
 from lbtui.balancer.state import HASHING, State
 from lbtui.balancer.upstream import BackendResponse, Upstream
 from lbtui.core.events import FallbackServed, RateLimited, RetryBudgetExhausted
+from lbtui.core.record import BalancerRecord
 from lbtui.core.retry import FailureKind as RetryFailure
 from lbtui.core.retry import RetryBudget, RetryDecision, RetryPolicy, RetryReason
 from lbtui.errors import UpstreamConnectError, UpstreamError, UpstreamTimeout
 
 log = logging.getLogger("lbtui.proxy")
+
+
+def failure_answer(
+    state: State, record: BalancerRecord, job: Job, last: UpstreamError | None, tried: list[Backend]
+) -> tuple[Answer, str]:
+    """The route's fallback, else the gateway error, for a request no backend answered (with
+    its flag); a fallback served starts an episode on the timeline."""
+    now = state.clock()
+    last = final_failure(last)
+    breaker_open = (
+        last is None
+        and not tried
+        and any(b.breaker is not None and not b.breaker.peek(now) for b in job.pool.backends)
+    )
+    reason = failure_reason(last, breaker_open)
+    fallback = job.fallback
+    if fallback is not None:
+        client = job.client
+        stale_key = (client.host + client.raw_path) if client.method == "GET" else None
+        flags = f"{Flag.FALLBACK},{reason}" if state.flags_header else None
+        answer, why = fallback.respond(reason, stale_key, now, flags)
+        if state.episode(f"fallback:{why}", now):
+            state.events.emit(
+                FallbackServed(message=f"serving fallback responses ({why})", reason=why)
+            )
+        record.count_fallback(why, now)
+        return answer, Flag.FALLBACK
+    answer = gateway_error(last, tried, reason, state.flags_header)
+    if isinstance(last, UpstreamTimeout) and job.flag == Flag.RETRY_BUDGET:
+        return answer, Flag.RETRY_BUDGET
+    return answer, reason
+
+
+def observe_faults(state: State, job: Job, status: int) -> None:
+    """Proof: what the client finally got for a request faults were applied to."""
+    outcome: int | str = "reset" if job.cut else status
+    faults = state.faults
+    for name, kind in job.faulted:
+        faults.observe(name, kind, outcome)
 
 
 class Pipeline:
@@ -178,7 +218,7 @@ class Pipeline:
                 # ``succeeded`` and ``_end``, written out: this is the usual request's path.
                 flag = job.flag
                 if job.faulted:
-                    self._observe_faults(job, status)
+                    observe_faults(self.state, job, status)
                     flag = flag or Flag.FAULT
                 if job.admitted:
                     self.admission.release()
@@ -326,7 +366,7 @@ class Pipeline:
 
     def succeeded(self, job: Job, result: Result) -> tuple[Result, str | None]:
         if job.faulted:
-            self._observe_faults(job, result.status)
+            observe_faults(self.state, job, result.status)
             return result, job.flag or Flag.FAULT
         return result, job.flag
 
@@ -335,45 +375,14 @@ class Pipeline:
         answer, flag = self.failure(job, job.last, job.tried)
         job.sent = len(answer.body)
         if job.faulted:
-            self._observe_faults(job, answer.status)
+            observe_faults(self.state, job, answer.status)
         return answer, flag
 
     def failure(
         self, job: Job, last: UpstreamError | None, tried: list[Backend]
     ) -> tuple[Answer, str]:
         """The route's fallback, else the gateway error, for a request no backend answered."""
-        state = self.state
-        now = self.clock()
-        last = final_failure(last)
-        breaker_open = (
-            last is None
-            and not tried
-            and any(b.breaker is not None and not b.breaker.peek(now) for b in job.pool.backends)
-        )
-        reason = failure_reason(last, breaker_open)
-        fallback = job.fallback
-        if fallback is not None:
-            client = job.client
-            stale_key = (client.host + client.raw_path) if client.method == "GET" else None
-            flags = f"{Flag.FALLBACK},{reason}" if state.flags_header else None
-            answer, why = fallback.respond(reason, stale_key, now, flags)
-            if state.episode(f"fallback:{why}", now):
-                state.events.emit(
-                    FallbackServed(message=f"serving fallback responses ({why})", reason=why)
-                )
-            self.record.count_fallback(why, now)
-            return answer, Flag.FALLBACK
-        answer = gateway_error(last, tried, reason, state.flags_header)
-        if isinstance(last, UpstreamTimeout) and job.flag == Flag.RETRY_BUDGET:
-            return answer, Flag.RETRY_BUDGET
-        return answer, reason
-
-    def _observe_faults(self, job: Job, status: int) -> None:
-        """Proof: what the client finally got for a request faults were applied to."""
-        outcome: int | str = "reset" if job.cut else status
-        faults = self.state.faults
-        for name, kind in job.faulted:
-            faults.observe(name, kind, outcome)
+        return failure_answer(self.state, self.record, job, last, tried)
 
     def _end(self, job: Job, status: int, flag: str | None) -> None:
         if job.admitted:
