@@ -20,8 +20,10 @@ Cell = tuple[Segment, ...]
 
 SOURCE_LABELS: dict[str, dict[str, str]] = {
     "haproxy": {"breaker": "check", "fault": "queue · errors/s", "in_flight": "scur"},
+    "prometheus": {"breaker": "—", "fault": "—"},
 }
-"""Column headers that a source's figures replace (``view.COLUMNS`` keys)."""
+"""Column headers that a source's figures replace (``view.COLUMNS`` keys); ``—`` heads a
+column the source has no figure for (Prometheus: no breaker, no fault)."""
 SOURCE_WIDTHS: dict[str, dict[str, int]] = {"haproxy": {"name": 18}, "prometheus": {"name": 18}}
 """Wider columns for a source's longer values (``be_app/api-1``)."""
 

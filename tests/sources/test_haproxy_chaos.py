@@ -99,3 +99,36 @@ def test_a_fault_on_haproxy_is_refused_before_anything_changes(
     assert "timeline[5].action" in err
     assert "cannot inject faults" in err
     assert as_configured(haproxy) == [("UP", 1), ("UP", 1), ("UP", 1)]
+
+
+def test_an_interrupted_run_rolls_back(haproxy: HaproxyRig, tmp_path: Path) -> None:
+    """SIGINT while s1 is drained and s3 in maintenance: exit 130, every server as found."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.sources.rig import wait_for
+
+    scenario = tmp_path / "long.toml"
+    scenario.write_text(BROKEN.replace('duration = "3s"', 'duration = "60s"').replace("300", "4"))
+    argv = [sys.executable, "-m", "lbtui", "chaos", "run", str(scenario), "--attach", haproxy.url]
+    env = {k: v for k, v in os.environ.items() if k != "LBTUI_ADMIN_TOKEN"}
+    proc = subprocess.Popen(
+        [*argv, "--target", haproxy.frontend, "-q"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    try:
+        wait_for(lambda: haproxy.server_weight("s2") == 4, what="the timeline ran", timeout=30)
+        assert haproxy.server_status("s1") == "DRAIN"
+        assert haproxy.server_status("s3") == "MAINT"
+        os.kill(proc.pid, signal.SIGINT)
+        assert proc.wait(30) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    # rolled back before it exited (a server leaving MAINT reads UP once its check passes)
+    wait_for(lambda: as_configured(haproxy) == [("UP", 1), ("UP", 1), ("UP", 1)], timeout=5)
