@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import logging
 import os
 import signal
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,7 +27,10 @@ from lbtui.balancer.health import HealthChecker
 from lbtui.balancer.listeners import Listeners
 from lbtui.balancer.pool import Backend
 from lbtui.balancer.proxy import Proxy
-from lbtui.config import Config
+from lbtui.config import Config, ListenerSpec
+from lbtui.config.diff import Change, ListenerClosed, ListenerOpened, ListenerReplaced
+from lbtui.core.events import ConfigNote
+from lbtui.errors import LbtuiError
 from lbtui.units import parse_hostport
 
 if TYPE_CHECKING:
@@ -36,6 +42,10 @@ if TYPE_CHECKING:
 
 TICK_S = 0.25
 """Upkeep period: readmissions, slow-start weights, panic mode."""
+Changes = Sequence[Change]
+ListenerChange = ListenerOpened | ListenerClosed | ListenerReplaced
+log = logging.getLogger("lbtui.server")
+
 KEEPALIVE_S = 75.0
 """An idle client connection is closed after this long."""
 
@@ -68,6 +78,7 @@ class BalancerServer:
         """The groups' discovery tasks (file, DNS), in the primary."""
         self._ticker: asyncio.Task[None] | None = None
         self.access_log: AccessLog | None = None
+        self._reopening: set[asyncio.Task[None]] = set()
         first = config.all_listeners[0]
         self.host, self.port = parse_hostport(first.address)
         """The first listener's address (the port it got, once started)."""
@@ -216,10 +227,11 @@ class BalancerServer:
             else:
                 self.health.remove(backend.name)
 
-    def reconfigure(self, config: Config, health_changed: bool) -> None:
+    def reconfigure(self, config: Config, health_changed: bool, changes: Changes = ()) -> None:
         """A reload was applied (``control/reload.py``): the checks start again with the new
-        ``[health]`` table when it changed. The listener stays as it is."""
+        ``[health]`` table when it changed; listeners open and close as ``changes`` say."""
         self.config = config
+        self.reopen_listeners(changes)
         if health_changed and self.worker_index == 0 and self._ticker is not None:
             if self.health is not None:
                 self.health.cancel_all()
@@ -227,6 +239,54 @@ class BalancerServer:
             self._start_health()
         if self.worker_index == 0 and self._ticker is not None:
             self._start_discovery()
+
+    def reopen_listeners(self, changes: Changes) -> None:
+        """Open, close or replace listeners as a reload says, in the background: a closed one
+        stops accepting at once and its requests finish within the grace period. With
+        several processes each does the same (a new listener on port 0 only in the primary:
+        the others could not know its port)."""
+        todo = [c for c in changes if isinstance(c, ListenerChange)]
+        if todo and self.listeners is not None:
+            task = asyncio.get_running_loop().create_task(self._listeners_changed(todo))
+            self._reopening.add(task)
+            task.add_done_callback(self._reopening.discard)
+
+    async def _listeners_changed(self, changes: list[ListenerChange]) -> None:
+        listeners = self.listeners
+        assert listeners is not None
+        grace = self.config.proxy.shutdown_grace_s
+        closing = []
+        for c in changes:
+            spec = None if isinstance(c, ListenerClosed) else c.spec
+            name = c.name if isinstance(c, ListenerClosed) else c.spec.name
+            if not isinstance(c, ListenerOpened) and name in listeners.open_ones:
+                closing.append(asyncio.ensure_future(listeners.close(name, grace)))
+            if spec is None or (self.worker_index > 0 and parse_hostport(spec.address)[1] == 0):
+                continue
+            try:
+                await self._open_when_free(spec)
+            except (OSError, ValueError, LbtuiError) as exc:
+                log.warning("listener %s not opened: %s", name, exc)
+                if self.worker_index == 0:
+                    self.proxy.events.emit(
+                        ConfigNote(message=f"listener {name} could not be opened: {exc}")
+                    )
+        await asyncio.gather(*closing, return_exceptions=True)
+
+    async def _open_when_free(self, spec: ListenerSpec) -> None:
+        """Open ``spec``; its address may still be held for a moment by the listener it
+        replaces, which stops accepting at its first step: tried again for up to a second."""
+        listeners = self.listeners
+        assert listeners is not None
+        for _ in range(20):
+            try:
+                await listeners.open(spec)
+                return
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+                await asyncio.sleep(0.05)
+        await listeners.open(spec)
 
     def _close_shared(self) -> None:
         """Let go of the limits' shared memory (the primary's also removes it)."""

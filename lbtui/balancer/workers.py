@@ -48,7 +48,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from lbtui.balancer import operations as ops
 from lbtui.balancer.operations import HealthResult, Operation
@@ -67,6 +67,9 @@ from lbtui.core.events import (
     WorkerExited,
     WorkerRestarted,
 )
+
+if TYPE_CHECKING:
+    from lbtui.balancer.server import BalancerServer
 
 log = logging.getLogger("lbtui.workers")
 
@@ -213,6 +216,8 @@ class _PrimaryLink:
         self.muted = False
         self.stop = asyncio.Event()
         self.grace_s: float | None = None
+        self.server: BalancerServer | None = None
+        """Set once it is built: a reload changes its listeners too."""
 
     def send(self, message: tuple[Any, ...]) -> None:
         if self.channel is not None:
@@ -232,10 +237,13 @@ class _PrimaryLink:
             self.send(("event", event))
 
     def apply(self, op: Operation) -> None:
-        """Apply an operation the primary applied (its events are the primary's to tell)."""
+        """Apply an operation the primary applied (its events are the primary's to tell); a
+        reload opens and closes this worker's listeners too."""
         self.muted = True
         try:
             self.proxy.act(op)
+            if isinstance(op, ops.Reload) and self.server is not None:
+                self.server.reopen_listeners(op.changes)
         except Exception as exc:  # the primary did it already; it cannot fail differently here
             log.warning("applying %r failed: %s", op, exc)
         finally:
@@ -265,6 +273,7 @@ async def _serve_worker(config: Config, args: WorkerArgs, conn: Connection) -> N
     proxy.on_sync = link.sync
     proxy.events.subscribe(link.event)
     server = BalancerServer(config, proxy, worker_index=args.index)
+    link.server = server
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, link.stop.set)
     loop.add_signal_handler(signal.SIGUSR1, server.reopen_access_log)

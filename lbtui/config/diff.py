@@ -10,17 +10,19 @@ The kinds: a backend added, removed, reweighted (its weight alone changed: its b
 windows stay) or replaced (its address, cap, zone or breaker override changed: a new one takes
 its place and the old one finishes the requests it has); the algorithm swapped; a table that is
 applied live (``limits``, ``breaker``, ``ejection``, ``health``, ``retries``, ``groups``,
-``routes``, ``fallback``, ``balancer.hash_on``); and a table or key whose change takes a restart
-(the listener, the admin API, the proxy's timeouts and engines, where the limits are kept
-(``limits.store``…), the replica's name, and any table this module does not know, such as one
-a newer version adds), reported and left as it was. A listener opened or closed
-(``[[listeners]]``) will be one more kind beside these.
+``routes``, ``fallback``, ``balancer.hash_on``); a listener opened, closed (its requests
+finish) or replaced (its address, certificates or redirect changed); and a table or key whose
+change takes a restart (the listener engine and the worker count, the admin API, the proxy's
+timeouts and engines, where the limits are kept (``limits.store``…), the replica's name, and
+any table this module does not know, such as one a newer version adds), reported and left as
+it was.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lbtui.config.listeners import ListenerSpec
 from lbtui.config.model import Config
 from lbtui.config.sections import BackendConfig
 from lbtui.config.store import STORE_KEYS
@@ -38,9 +40,12 @@ LIVE_TABLES: tuple[str, ...] = (
 """Tables a reload applies in place, in the order they are applied."""
 BALANCER_LIVE: frozenset[str] = frozenset({"algorithm", "hash_on"})
 """The ``[balancer]`` keys a reload applies; the others (the replica's name) take a restart."""
-IGNORED: frozenset[str] = frozenset({"backends", "balancer", "base_dir"})
-"""Fields compared on their own terms (backends one by one, the balancer key by key) or not
-at all (``base_dir`` is where the file is, not what it says)."""
+IGNORED: frozenset[str] = frozenset({"backends", "balancer", "base_dir", "listener", "listeners"})
+"""Fields compared on their own terms (backends and listeners one by one, the balancer and the
+``[listener]`` shorthand key by key) or not at all (``base_dir`` is where the file is, not
+what it says)."""
+LISTENER_FIXED: frozenset[str] = frozenset({"engine", "workers"})
+"""The ``[listener]`` keys that take a restart (its address is a listener's, compared as one)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,12 +118,45 @@ class NeedsRestart:
         return f"{what} not applied (takes a restart)"
 
 
+@dataclass(frozen=True, slots=True)
+class ListenerOpened:
+    spec: ListenerSpec
+
+    def describe(self) -> str:
+        return f"+listener {self.spec.name} ({self.spec.address})"
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerClosed:
+    """Stops accepting; the requests it has finish (up to ``proxy.shutdown_grace_s``)."""
+
+    name: str
+
+    def describe(self) -> str:
+        return f"-listener {self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerReplaced:
+    """Its address, certificates or redirect changed: closed (its requests finish) and opened
+    again with the new settings."""
+
+    spec: ListenerSpec
+    keys: tuple[str, ...]
+
+    def describe(self) -> str:
+        return f"~listener {self.spec.name} ({', '.join(self.keys)})"
+
+
 Change = (
     BackendAdded
     | BackendRemoved
     | BackendReweighted
     | BackendReplaced
     | AlgorithmSwapped
+    | ListenerOpened
+    | ListenerClosed
+    | ListenerReplaced
     | TableChanged
     | NeedsRestart
 )
@@ -153,12 +191,29 @@ def _backends(old: Config, new: Config) -> list[Change]:
     return out
 
 
+def _listeners(old: Config, new: Config) -> list[Change]:
+    before = {spec.name: spec for spec in old.all_listeners}
+    after = {spec.name: spec for spec in new.all_listeners}
+    out: list[Change] = [ListenerClosed(n) for n in before if n not in after]
+    for name, spec in after.items():
+        was = before.get(name)
+        if was is None:
+            out.append(ListenerOpened(spec))
+        elif was != spec:
+            out.append(ListenerReplaced(spec, _changed_keys(was, spec)))
+    return out
+
+
 def diff(old: Config, new: Config) -> list[Change]:
     """What applying ``new`` over ``old`` changes, in the order it is applied: backends first
     (removed, then changed, then added), then the algorithm, the live tables, and last what
     takes a restart. Empty when the two say the same."""
     out = _backends(old, new)
     restart: list[Change] = []
+    out += _listeners(old, new)
+    fixed_listener = [k for k in _changed_keys(old.listener, new.listener) if k in LISTENER_FIXED]
+    if fixed_listener:
+        restart.append(NeedsRestart("listener", tuple(fixed_listener)))
     if old.balancer.algorithm != new.balancer.algorithm:
         out.append(AlgorithmSwapped(old.balancer.algorithm, new.balancer.algorithm))
     if old.balancer.hash_on != new.balancer.hash_on:

@@ -60,7 +60,7 @@ class BalancerRuntime:
         health = any(
             isinstance(c, TableChanged) and c.table in ("health", "groups") for c in changes
         )  # a group's health table changes the checks too
-        self.server.reconfigure(config, health)
+        self.server.reconfigure(config, health, changes)
 
     def reload(self) -> ReloadResult:
         """Read the config file again and apply what changed (``control/reload.py``)."""

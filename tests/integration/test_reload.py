@@ -271,3 +271,60 @@ def test_sighup_and_lbtui_reload_on_a_real_serve(tmp_path: Path) -> None:
     assert proc.returncode == 0, err
     assert f"lbtui: config reloaded from {path}: +d1\n" in err
     assert "Traceback" not in err
+
+
+async def test_a_reload_opens_and_closes_listeners(backends: Backends, tmp_path: Path) -> None:
+    """A listener added by a reload serves; one removed stops accepting, and a request it
+    had in flight still gets its answer."""
+    (b1,) = await backends(1)
+    web, alt = free_port(), free_port()
+    path = tmp_path / "lbtui.toml"
+
+    def write_listeners(*entries: tuple[str, int]) -> None:
+        text = '[admin]\naddress = "127.0.0.1:0"\n'
+        text += f'[[backends]]\nname = "b1"\nurl = "{b1.url}"\n'
+        for n, port in entries:
+            text += f'[[listeners]]\nname = "{n}"\naddress = "127.0.0.1:{port}"\n'
+        path.write_text(text)
+
+    write_listeners(("web", web))
+    rt = run_balancer(config_mod.load(path), loader=lambda: config_mod.load(path), source="f")
+    await rt.start()
+    try:
+        write_listeners(("web", web), ("alt", alt))
+        status, body = await post_reload(rt)
+        assert status == 200, body
+        assert body["changes"] == [f"+listener alt (127.0.0.1:{alt})"]
+        async with aiohttp.ClientSession() as s:
+
+            async def answers(port: int) -> bool:
+                try:
+                    async with s.get(f"http://127.0.0.1:{port}/") as r:
+                        return r.status == 200
+                except aiohttp.ClientConnectionError:
+                    return False
+
+            await until(lambda: answers(alt), what="the new listener answering")
+            hits = b1.hits
+            slow = asyncio.ensure_future(s.get(f"http://127.0.0.1:{alt}/sleep?s=0.5"))
+            await until(lambda: b1.hits > hits, what="the slow request at the backend")
+            write_listeners(("web", web))
+            status, body = await post_reload(rt)
+            assert status == 200, body
+            assert body["changes"] == ["-listener alt"]
+            resp = await slow
+            assert resp.status == 200
+            resp.release()
+            await until(lambda: _refused(alt), what="the removed listener refusing")
+            assert await answers(web)
+    finally:
+        await rt.stop()
+
+
+async def _refused(port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return True
+    writer.close()
+    return False

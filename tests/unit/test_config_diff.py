@@ -11,6 +11,9 @@ from lbtui.config.diff import (
     BackendRemoved,
     BackendReplaced,
     BackendReweighted,
+    ListenerClosed,
+    ListenerOpened,
+    ListenerReplaced,
     NeedsRestart,
     TableChanged,
     applied,
@@ -98,7 +101,7 @@ def test_routes_and_fallback_are_live_too() -> None:
     assert diff(cfg(), new) == [TableChanged("routes", ()), TableChanged("fallback", ())]
 
 
-def test_the_listener_and_the_admin_api_take_a_restart_and_are_not_applied() -> None:
+def test_the_admin_api_and_the_proxy_take_a_restart_and_are_not_applied() -> None:
     new = cfg(
         listener={"address": "127.0.0.1:8081"},
         admin={"address": "127.0.0.1:9911"},
@@ -108,12 +111,11 @@ def test_the_listener_and_the_admin_api_take_a_restart_and_are_not_applied() -> 
     changes = diff(cfg(), new)
     restart = [c for c in changes if isinstance(c, NeedsRestart)]
     assert restart == [
-        NeedsRestart("listener", ("address",)),
         NeedsRestart("proxy", ("read_timeout_ms",)),
         NeedsRestart("admin", ("address",)),
     ]
-    assert applied(changes) == [TableChanged("limits", ("rps",))]
-    assert restart[0].describe() == "listener.address not applied (takes a restart)"
+    assert TableChanged("limits", ("rps",)) in applied(changes)
+    assert restart[1].describe() == "admin.address not applied (takes a restart)"
 
 
 def test_where_the_file_is_is_not_a_change() -> None:
@@ -126,4 +128,38 @@ def test_where_limits_are_kept_takes_a_restart_but_the_limits_do_not() -> None:
         TableChanged("limits", ("rps",)),
         NeedsRestart("balancer", ("name",)),
         NeedsRestart("limits", ("store_prefix",)),
+    ]
+
+
+def test_listeners_opened_closed_and_replaced_by_name() -> None:
+    two = cfg(
+        listener={},
+        listeners=[
+            {"name": "web", "address": "127.0.0.1:8080"},
+            {"name": "alt", "address": "127.0.0.1:8081"},
+        ],
+    )
+    moved = cfg(
+        listener={},
+        listeners=[
+            {"name": "web", "address": "127.0.0.1:8090"},
+            {"name": "new", "address": "127.0.0.1:8082"},
+        ],
+    )
+    changes = diff(two, moved)
+    assert [c.describe() for c in changes] == [
+        "-listener alt",
+        "~listener web (address)",
+        "+listener new (127.0.0.1:8082)",
+    ]
+    assert isinstance(changes[0], ListenerClosed)
+    assert isinstance(changes[1], ListenerReplaced)
+    assert isinstance(changes[2], ListenerOpened)
+
+
+def test_the_shorthand_listeners_address_is_a_listener_and_its_engine_a_restart() -> None:
+    new = cfg(listener={"address": "127.0.0.1:8081", "workers": 2})
+    assert [c.describe() for c in diff(cfg(), new)] == [
+        "~listener default (address)",
+        "listener.workers not applied (takes a restart)",
     ]
