@@ -28,7 +28,13 @@ from lbtui.balancer.listeners import Listeners
 from lbtui.balancer.pool import Backend
 from lbtui.balancer.proxy import Proxy
 from lbtui.config import Config, ListenerSpec
-from lbtui.config.diff import Change, ListenerClosed, ListenerOpened, ListenerReplaced
+from lbtui.config.diff import (
+    Change,
+    ListenerClosed,
+    ListenerOpened,
+    ListenerReplaced,
+    TableChanged,
+)
 from lbtui.core.events import ConfigNote
 from lbtui.errors import LbtuiError
 from lbtui.units import parse_hostport
@@ -231,7 +237,7 @@ class BalancerServer:
         """A reload was applied (``control/reload.py``): the checks start again with the new
         ``[health]`` table when it changed; listeners open and close as ``changes`` say."""
         self.config = config
-        self.reopen_listeners(changes)
+        self.after_reload(config, changes)
         if health_changed and self.worker_index == 0 and self._ticker is not None:
             if self.health is not None:
                 self.health.cancel_all()
@@ -239,6 +245,32 @@ class BalancerServer:
             self._start_health()
         if self.worker_index == 0 and self._ticker is not None:
             self._start_discovery()
+
+    def after_reload(self, config: Config, changes: Changes) -> None:
+        """What a reload changes in this process beyond the pipeline: its listeners and its
+        access log (the primary and every worker alike)."""
+        self.config = config
+        self.reopen_listeners(changes)
+        if any(isinstance(c, TableChanged) and c.table == "access_log" for c in changes):
+            self._swap_access_log()
+
+    def _swap_access_log(self) -> None:
+        """The new ``[access_log]``: opened first (a path that cannot be opened keeps the old
+        log, and says so), then put in the old one's place, which writes what it has."""
+        old = self.access_log
+        self.access_log = self.proxy.pipeline.access_log = None
+        try:
+            self._open_access_log()
+        except LbtuiError as exc:
+            self.access_log = self.proxy.pipeline.access_log = old
+            log.warning("access log not changed: %s", exc)
+            if self.worker_index == 0:
+                self.proxy.events.emit(ConfigNote(message=f"access log not changed: {exc}"))
+            return
+        if old is not None:
+            task = asyncio.get_running_loop().create_task(old.close())
+            self._reopening.add(task)
+            task.add_done_callback(self._reopening.discard)
 
     def reopen_listeners(self, changes: Changes) -> None:
         """Open, close or replace listeners as a reload says, in the background: a closed one

@@ -243,7 +243,7 @@ class _PrimaryLink:
         try:
             self.proxy.act(op)
             if isinstance(op, ops.Reload) and self.server is not None:
-                self.server.reopen_listeners(op.changes)
+                self.server.after_reload(op.config, op.changes)
         except Exception as exc:  # the primary did it already; it cannot fail differently here
             log.warning("applying %r failed: %s", op, exc)
         finally:

@@ -10,12 +10,12 @@ The kinds: a backend added, removed, reweighted (its weight alone changed: its b
 windows stay) or replaced (its address, cap, zone or breaker override changed: a new one takes
 its place and the old one finishes the requests it has); the algorithm swapped; a table that is
 applied live (``limits``, ``breaker``, ``ejection``, ``health``, ``retries``, ``groups``,
-``routes``, ``fallback``, ``balancer.hash_on``); a listener opened, closed (its requests
-finish) or replaced (its address, certificates or redirect changed); and a table or key whose
-change takes a restart (the listener engine and the worker count, the admin API, the proxy's
-timeouts and engines, where the limits are kept (``limits.store``…), the replica's name, and
-any table this module does not know, such as one a newer version adds), reported and left as
-it was.
+``routes``, ``fallback``, ``access_log``, ``balancer.hash_on``); a listener opened, closed
+(its requests finish) or replaced (its address, certificates or redirect changed); and a table
+or key whose change takes a restart (the listener engine and the worker count, the admin API,
+the proxy's timeouts and engines, where the limits are kept (``limits.store``…), the replica's
+name, and any table this module does not know, such as one a newer version adds), reported and
+left as it was.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ LIVE_TABLES: tuple[str, ...] = (
     "groups",
     "routes",
     "fallback",
+    "access_log",
 )
 """Tables a reload applies in place, in the order they are applied."""
 BALANCER_LIVE: frozenset[str] = frozenset({"algorithm", "hash_on"})

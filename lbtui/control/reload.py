@@ -86,9 +86,17 @@ class Reloader:
         self.on_applied = on_applied
         self.current = proxy.config
         """The config as last loaded: what the next file is compared with."""
+        self.on_result: Callable[[ReloadResult], None] | None = None
+        """Told of every reload, whatever asked for it (``lbtui serve`` prints it)."""
 
     def reload(self) -> ReloadResult:
         """Read, validate, and apply the difference; never raises for a bad file."""
+        result = self._reload()
+        if self.on_result is not None:
+            self.on_result(result)
+        return result
+
+    def _reload(self) -> ReloadResult:
         try:
             new = self.load()
             if not new.has_backends:

@@ -125,9 +125,12 @@ async def serve_until_signalled(
         received.append(sig)
         stop.set()
 
+    if runtime.reloader is not None:
+        runtime.reloader.on_result = on_reload  # the API's reloads are told too
+
     def reload_on_hup() -> None:
         result = runtime.reload()
-        if on_reload is not None:
+        if on_reload is not None and runtime.reloader is None:
             on_reload(result)
 
     installed: list[signal.Signals] = []

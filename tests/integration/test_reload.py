@@ -270,6 +270,8 @@ def test_sighup_and_lbtui_reload_on_a_real_serve(tmp_path: Path) -> None:
             _, err = proc.communicate()
     assert proc.returncode == 0, err
     assert f"lbtui: config reloaded from {path}: +d1\n" in err
+    assert f"lbtui: config reloaded from {path}: -d0, +d2\n" in err  # the API's, told too
+    assert "lbtui: config reload rejected, nothing changed:" in err
     assert "Traceback" not in err
 
 
@@ -328,3 +330,24 @@ async def _refused(port: int) -> bool:
         return True
     writer.close()
     return False
+
+
+async def test_a_reload_moves_the_access_log(
+    backends: Backends, reloadable: Callable[..., Awaitable[BalancerRuntime]], tmp_path: Path
+) -> None:
+    (b1,) = await backends(1)
+    first, second = tmp_path / "first.log", tmp_path / "second.log"
+    rt = await reloadable([b1], f'[access_log]\npath = "{first}"\nflush_ms = 10')
+    path = tmp_path / "lbtui.toml"
+    async with aiohttp.ClientSession() as s:
+        async with s.get(rt.server.url + "/one") as r:
+            assert r.status == 200
+        await until(lambda: first.exists() and "/one" in first.read_text(), what="first log")
+        path.write_text(path.read_text().replace(str(first), str(second)))
+        status, body = await post_reload(rt)
+        assert status == 200, body
+        assert body["changes"] == ["access_log (path)"]
+        async with s.get(rt.server.url + "/two") as r:
+            assert r.status == 200
+        await until(lambda: second.exists() and "/two" in second.read_text(), what="new log")
+    assert "/two" not in first.read_text()
