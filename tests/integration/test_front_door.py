@@ -14,6 +14,7 @@ import pytest
 
 from lbtui import config as config_mod
 from lbtui.errors import ConfigError
+from lbtui.sources.presets import load_preset
 
 REPO = Path(__file__).resolve().parents[2]
 LBTUI = [sys.executable, "-m", "lbtui"]
@@ -34,6 +35,20 @@ def readme_toml_blocks() -> list[str]:
 
 def test_the_readme_has_toml_examples() -> None:
     assert readme_toml_blocks()
+
+
+def readme_query_blocks() -> list[str]:
+    """The README's ``--query`` files for a Prometheus source (fenced as ``toml query``)."""
+    text = (REPO / "README.md").read_text()
+    return re.findall(r"^```toml query\n(.*?)^```", text, flags=re.S | re.M)
+
+
+@pytest.mark.parametrize("index", range(len(readme_query_blocks())))
+def test_every_readme_query_file_loads(tmp_path: Path, index: int) -> None:
+    path = tmp_path / "queries.toml"
+    path.write_text(readme_query_blocks()[index])
+    preset = load_preset("envoy", path)
+    assert preset != load_preset("envoy"), "the file changes the preset"
 
 
 @pytest.mark.parametrize("index", range(len(readme_toml_blocks())))
