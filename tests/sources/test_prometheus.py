@@ -70,7 +70,12 @@ async def test_haproxy_preset_builds_rows_from_promql(
         await eventually(maint)
         event = next(e for e in await control.events() if isinstance(e, HealthChanged))
         assert (event.backend, event.old, event.new) == ("be_app/s2", "up", "down")
-        assert (await control.snapshot()).backend("be_app/s2").admin == "disabled"
+
+        # each figure is its own query: the one read after the event may still be a scrape behind
+        async def disabled() -> bool:
+            return (await control.snapshot()).backend("be_app/s2").admin == "disabled"
+
+        await eventually(disabled)
     finally:
         haproxy.reset()
         await control.aclose()
