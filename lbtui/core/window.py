@@ -301,19 +301,28 @@ class _Ring:
 
 
 class RollingCounter:
-    """A count over the last ``window_s`` seconds, in ``slots`` slots; ``rate`` is per second."""
+    """A count over the last ``window_s`` seconds, in ``slots`` slots; ``rate`` is per second.
 
-    __slots__ = ("_ring", "_slots")
+    A write to the newest slot again (nearly every write) adds to ``_cur``, a plain float
+    field, rather than to the slot list, whose items are float objects: compiled, that is an
+    addition instead of a new float object a write (a request writes several counters). The
+    newest slot's count is ``_slots[pos] + _cur``; ``_settle`` moves ``_cur`` into the list
+    before the slots move on or are read."""
+
+    __slots__ = ("_cur", "_ring", "_slots")
 
     def __init__(self, window_s: float = 10.0, slots: int = 10, start: float = -math.inf) -> None:
         self._ring = _Ring(window_s, slots, start)
         self._slots = [0.0] * slots
+        self._cur = 0.0
+        """Written to the newest slot (``_ring.pos``) and not yet in ``_slots``."""
 
     def add(self, n: float, now: float) -> None:
         ring = self._ring
         if int(now / ring.slot_s) == ring._epoch:
-            self._slots[ring.pos] += n
+            self._cur += n
             return
+        self._settle()
         pos, stale = ring.advance(now)
         if pos < 0:
             return
@@ -321,7 +330,22 @@ class RollingCounter:
             self._slots[s] = 0.0
         self._slots[pos] += n
 
+    def _settle(self) -> None:
+        """``_cur`` into its slot: the slot list then holds every count."""
+        if self._cur:
+            self._slots[self._ring.pos] += self._cur
+            self._cur = 0.0
+
+    def _values(self) -> list[float]:
+        """Every slot's count, ``_cur`` included, leaving the counter as it is."""
+        if not self._cur:
+            return self._slots
+        out = list(self._slots)
+        out[self._ring.pos] += self._cur
+        return out
+
     def total(self, now: float) -> float:
+        self._settle()
         ring = self._ring
         epoch = int(now / ring.slot_s)
         last = ring._epoch
@@ -344,6 +368,7 @@ class RollingCounter:
 
     def series(self, now: float) -> list[float]:
         """Per-slot rates, oldest first, for sparklines (the current slot is partial)."""
+        self._settle()
         ring = self._ring
         epoch = int(now / ring.slot_s)
         if epoch == ring._epoch and epoch >= ring.n_slots:
@@ -371,9 +396,9 @@ class RollingCounter:
         rows: list[list[float]] = []
         for p, epochs in zip(parts, held, strict=True):
             if len(epochs) == n:  # every slot it holds is in the window: the common case
-                rows.append(p._slots)
+                rows.append(p._values())
             elif epochs:
-                own = p._slots
+                own = p._values()
                 row = [0.0] * n
                 for e in epochs:
                     row[e % n] = own[e % n]
