@@ -40,11 +40,10 @@ _SHAPING = (FaultKind.RESET, FaultKind.BANDWIDTH)
 """Faults that act on the body: their answers are always streamed."""
 
 
-def whole(job: Job, up: BackendResponse) -> bool:
-    """Whether ``up`` is answered in one write: a body of a known, small length, no fault
-    shaping it."""
-    status = up.status
-    length = up.content_length
+def whole(job: Job, status: int, length: int | None) -> bool:
+    """Whether a response (``status``, ``length``: its Content-Length) is answered in one
+    write: a body of a known, small length, no fault shaping it. (Its figures, not the
+    response: read through the ``BackendResponse`` protocol they would be looked up by name.)"""
     fault = job.fault
     return (
         length is not None
@@ -95,7 +94,8 @@ class Attempts:
 
     def pick(self, job: Job) -> Backend | None:
         """Pick the backend for the next attempt (its breaker admitting it), or None; a
-        sticky group's first attempt goes to the client's backend while it may take it."""
+        sticky group's first attempt goes to the client's backend while it may take it. The
+        clock's reading the pick was made at is the attempt's start (``job.t0``)."""
         pool = job.pool
         if pool.sticky_cookie is None:
             return self._pick(job, pool)
@@ -129,6 +129,7 @@ class Attempts:
             breaker = backend.breaker
             if breaker is not None and not breaker.allow(now):
                 continue  # lost a half-open permit race: pick again
+            job.t0 = now
             return backend
 
     def _pick_zoned(
@@ -171,6 +172,7 @@ class Attempts:
         if breaker is not None and not breaker.allow(now):
             return None
         job.tried.append(backend)
+        job.t0 = now
         return backend
 
     def _stick(self, job: Job, pool: Pool, backend: Backend) -> None:
@@ -188,8 +190,10 @@ class Attempts:
         job.extra_headers = extra
 
     def start(self, job: Job, backend: Backend) -> float:
-        """An attempt on ``backend`` begins: counted, and its fault (if any) decided."""
-        t0 = self.clock()
+        """An attempt on ``backend`` begins: counted, and its fault (if any) decided. Its time
+        is its pick's (``job.t0``): the two follow each other with nothing between, and the
+        clock is not read twice for one instant."""
+        t0 = job.t0
         state = self.state
         brec = backend.record
         brec.started(t0)
@@ -265,13 +269,13 @@ class Attempts:
         """Answer the client from ``up``: the result, or the error of a small body that broke
         off before anything was sent (recorded; the caller answers the failure)."""
         is_failure = self.state.is_failure(up.status)
-        if whole(job, up):
+        if whole(job, up.status, up.content_length):
             try:
                 data = await up.read()
             except UpstreamError as exc:
                 self.body_failed(job, backend, up, t0, exc)
                 return exc
-            return self.respond_whole(job, backend, up, t0, is_failure, data)
+            return self.respond_whole(job, backend, up, t0, is_failure, data, self.clock())
         return await self.stream(job, backend, up, t0, is_failure)
 
     async def stream(
@@ -344,8 +348,10 @@ class Attempts:
         t0: float,
         is_failure: bool,
         data: bytes,
+        now: float,
     ) -> Answer:
-        """A small response read whole: recorded, and the answer to send in one write."""
+        """A small response read whole (by ``now``): recorded, and the answer to send in one
+        write."""
         client = job.client
         state = self.state
         status = up.status
@@ -364,7 +370,6 @@ class Attempts:
                 stale_headers.add(k, v)
         up.release()
         answer = Answer(status, up.reason, headers, data)
-        now = self.clock()
         job.sent, job.upstream_s = len(data), now - t0
         backend.record.finished(status, now - t0, client.content_length or 0, len(data), now)
         state.outcome(backend, job.pool, is_failure, now - t0, now)

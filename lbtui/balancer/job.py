@@ -8,8 +8,8 @@ connection's callback, which hands the attempt's answer back to the driver that 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
-from typing import Any, Protocol
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, Protocol
 
 from lbtui.balancer.connections import BackendConnection, HeadBlock
 from lbtui.balancer.exchange import ClientRequest, Result
@@ -18,6 +18,9 @@ from lbtui.balancer.pool import Backend, Pool
 from lbtui.balancer.upstream import BackendResponse
 from lbtui.core.faults import FaultDecision, FaultKind
 from lbtui.errors import UpstreamError
+
+if TYPE_CHECKING:
+    from lbtui.balancer.pipeline import Pipeline
 
 
 class Client(ClientRequest, Protocol):
@@ -51,6 +54,7 @@ class Job:
         "client",
         "connect_failures",
         "cut",
+        "driver",
         "extra_headers",
         "fallback",
         "fault",
@@ -60,7 +64,6 @@ class Job:
         "key",
         "last",
         "method",
-        "on_answer",
         "pool",
         "raw_path",
         "replayable",
@@ -121,14 +124,17 @@ class Job:
         self.upstream_s = -1.0
         """The answering attempt's time until its answer was read or streamed (below 0: no
         backend answered)."""
-        # Set when an attempt is answered by the backend connection's callback:
-        self.on_answer: Callable[[Job, BackendConnection, UpstreamError | None], None]
-        self.backend: Backend
         self.t0: float
+        """When the current attempt began (the clock's reading at its pick)."""
+        # Set when an attempt is answered by the backend connection's callback:
+        self.driver: Pipeline
+        """Who sent it (a typed reference, not a bound method: compiled, the call back is a
+        direct call, and no method object is made per request)."""
+        self.backend: Backend
 
     def __call__(self, conn: BackendConnection, error: UpstreamError | None) -> None:
         """The backend connection's callback for an attempt sent without waiting."""
-        self.on_answer(self, conn, error)
+        self.driver.answered(self, conn, error)
 
 
 class StatusFailure(UpstreamError):

@@ -193,12 +193,11 @@ class Pipeline:
             job.method, backend.base_path + job.raw_path, job.headers,
             backend.host, backend.port, None,
         )  # fmt: skip
-        job.on_answer = self._answered
+        job.driver = self
         job.backend = backend
-        job.t0 = t0
         conn.send_nowait(head, job.method == "HEAD", self.attempts.read_timeout_s, job)
 
-    def _answered(self, job: Job, conn: BackendConnection, error: UpstreamError | None) -> None:
+    def answered(self, job: Job, conn: BackendConnection, error: UpstreamError | None) -> None:
         """The backend connection's callback for an attempt sent without waiting: a whole
         small answer is recorded and handed to the client here; anything else goes on as
         :meth:`rest`."""
@@ -211,9 +210,14 @@ class Pipeline:
                 return
             up = LeanResponse(conn, cast(LeanUpstream, self.upstream), self.attempts.read_timeout_s)
             status = up.status
-            if conn.complete and status not in self.retry_statuses and whole(job, up):
+            if (
+                conn.complete
+                and status not in self.retry_statuses
+                and whole(job, status, up.content_length)
+            ):
+                now = self.clock()
                 answer = self.attempts.respond_whole(
-                    job, backend, up, t0, self.state.is_failure(status), conn.take_body()
+                    job, backend, up, t0, self.state.is_failure(status), conn.take_body(), now
                 )
                 # ``succeeded`` and ``_end``, written out: this is the usual request's path.
                 flag = job.flag
@@ -222,7 +226,6 @@ class Pipeline:
                     flag = flag or Flag.FAULT
                 if job.admitted:
                     self.admission.release()
-                now = self.clock()
                 self.record.answered(status, flag, now)
                 if self.access_log is not None:
                     self.access_log.add(job_entry(self.access_log, job, status, flag, now))

@@ -56,6 +56,9 @@ class RequestReader:
         """llhttp is inside a request head (since ``head_t0``)."""
         self.head_bytes = 0
         self.head_t0 = 0.0
+        """When the head being read began: the end of the read it began in, read from the
+        clock only when the head did not end there too (-1 until then): the usual head comes
+        whole in one read and costs no clock reading."""
         self.body_t = 0.0
         """When request body bytes last arrived (or reading last resumed)."""
 
@@ -72,6 +75,8 @@ class RequestReader:
         else:
             if self.in_head and self.head_bytes > self.listener.max_head:
                 self.conn.refuse(431, "request head too large")
+        if self.in_head and self.head_t0 < 0.0:
+            self.head_t0 = self.conn.loop.time()
 
     def _parse_failed(self, exc: Exception, data: bytes) -> None:
         conn = self.conn
@@ -101,7 +106,7 @@ class RequestReader:
 
     def on_message_begin(self) -> None:
         self.in_head = True
-        self.head_t0 = self.conn.loop.time()
+        self.head_t0 = -1.0  # set at the end of this read if the head is still being read
         self.parsing = FastRequest(self.conn)
 
     def on_url(self, url: bytes) -> None:
