@@ -275,7 +275,12 @@ class Attempts:
             except UpstreamError as exc:
                 self.body_failed(job, backend, up, t0, exc)
                 return exc
-            return self.respond_whole(job, backend, up, t0, is_failure, data, self.clock())
+            now = self.clock()
+            answer = self.respond_whole(
+                job, backend, up, up.status, up.reason, t0, is_failure, data, now
+            )
+            up.release()
+            return answer
         return await self.stream(job, backend, up, t0, is_failure)
 
     async def stream(
@@ -345,16 +350,18 @@ class Attempts:
         job: Job,
         backend: Backend,
         up: BackendResponse,
+        status: int,
+        reason: str | None,
         t0: float,
         is_failure: bool,
         data: bytes,
         now: float,
     ) -> Answer:
-        """A small response read whole (by ``now``): recorded, and the answer to send in one
-        write."""
+        """A small response (``up``'s ``status`` and ``reason``, given: the caller knows its
+        type, this only its protocol) read whole by ``now``: recorded, and the answer to send
+        in one write. The caller releases ``up`` after."""
         client = job.client
         state = self.state
-        status = up.status
         headers = client.response_headers(up, job.extra_headers)
         fallback = job.fallback
         stale_headers = None
@@ -368,8 +375,7 @@ class Attempts:
             stale_headers = CIMultiDict(response_pairs(up))
             for k, v in job.extra_headers or ():
                 stale_headers.add(k, v)
-        up.release()
-        answer = Answer(status, up.reason, headers, data)
+        answer = Answer(status, reason, headers, data)
         job.sent, job.upstream_s = len(data), now - t0
         backend.record.finished(status, now - t0, client.content_length or 0, len(data), now)
         state.outcome(backend, job.pool, is_failure, now - t0, now)

@@ -512,8 +512,8 @@ class FastRequest:
 
     @property
     def nowait(self) -> bool:
-        """An attempt may be answered from the backend connection's callback."""
-        return True
+        """An attempt may be answered from the backend connection's callback (no body)."""
+        return self.body is None
 
     def finish(self, result: Result) -> None:
         self.conn.complete(self, result)

@@ -27,7 +27,9 @@ class Client(ClientRequest, Protocol):
     """A client whose listener takes the answer when it is ready (``finish``) and runs the
     rest of a request that must wait as a coroutine (``spawn``): what the one driver,
     ``Pipeline.serve``, talks to. ``nowait``: whether an attempt may be answered from the
-    backend connection's callback (the fast listener), rather than from a coroutine."""
+    backend connection's callback (the fast listener), rather than from a coroutine: never for
+    a request with a body (it is read or streamed by a coroutine), so that the usual request
+    is decided by one look-up, not two."""
 
     @property
     def nowait(self) -> bool: ...

@@ -166,7 +166,7 @@ class Pipeline:
                 return
             job = self.job(client, extra, admitted, route)
             job.t_start = t_start
-            if client.body_exists or not (self.lean and client.nowait):
+            if not (self.lean and client.nowait):  # (a request with a body is not nowait)
                 client.spawn(self.rest(job, read_body=client.body_exists))
                 return
             self._first_attempt(job)
@@ -216,9 +216,12 @@ class Pipeline:
                 and whole(job, status, up.content_length)
             ):
                 now = self.clock()
+                failure = self.state.is_failure(status)
+                data = conn.take_body()
                 answer = self.attempts.respond_whole(
-                    job, backend, up, t0, self.state.is_failure(status), conn.take_body(), now
+                    job, backend, up, status, up.reason, t0, failure, data, now
                 )
+                up.release()
                 # ``succeeded`` and ``_end``, written out: this is the usual request's path.
                 flag = job.flag
                 if job.faulted:
@@ -345,7 +348,7 @@ class Pipeline:
                 extra_headers = [*(extra_headers or ()), *route.response_add]
         else:
             pool, fallback = state.default_pool, state.fallback
-        key = state.key(client) if pool.balancer.name in HASHING else None
+        key = state.key(client) if pool.algorithm in HASHING else None
         job = Job(client, pool, fallback, key, extra_headers or None, admitted)
         headers = client.forward_headers(client.scheme)
         headers, job.request_id = with_request_id(client, headers, self.ids)
