@@ -200,7 +200,8 @@ class Attempts:
         if len(job.tried) > 1:
             brec.retries_total += 1
             state.record.count_retry(t0)
-        fault = job.fault = state.faults.decide(backend.name, t0)
+        faults = state.faults
+        fault = job.fault = faults.decide(backend.name, t0) if faults.live else None
         if fault is not None:
             job.faulted.append((backend.name, fault.kind))
         return t0

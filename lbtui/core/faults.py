@@ -359,15 +359,17 @@ class Faults:
 
     def __init__(self, rng: random.Random | None = None) -> None:
         self._rng = rng or random.Random()
-        self._live: dict[str, _Live] = {}
+        self.live: dict[str, _Live] = {}
+        """The faults in force, by backend. Empty (the usual case): ``decide`` need not be
+        asked, which the request path checks first (a look-up, not a call)."""
         self._ended: dict[str, _Live] = {}
         self._applied: dict[tuple[str, FaultKind], int] = {}
 
     def __len__(self) -> int:
-        return len(self._live)
+        return len(self.live)
 
     def __contains__(self, backend: object) -> bool:
-        return backend in self._live
+        return backend in self.live
 
     # -- setting and undoing -------------------------------------------------------------------
 
@@ -380,7 +382,7 @@ class Faults:
         if not isinstance(spec, FaultSpec):
             raise TypeError(f"expected a FaultSpec, got {type(spec).__name__}")
         self._end(backend, now, "replaced")
-        self._live[backend] = _Live(spec, now, owner)
+        self.live[backend] = _Live(spec, now, owner)
 
     def clear(self, backend: str, now: float) -> FaultSpec | None:
         """Remove the fault on ``backend``; the spec it had, or None if it had none."""
@@ -390,7 +392,7 @@ class Faults:
     def clear_all(self, now: float, *, owner: str | None = None) -> list[str]:
         """Remove every fault (or only those set by ``owner``): the guaranteed undo at the end
         of a run or session. Returns the backends whose fault was removed."""
-        names = [n for n, lv in self._live.items() if owner is None or lv.owner == owner]
+        names = [n for n, lv in self.live.items() if owner is None or lv.owner == owner]
         for name in names:
             self._end(name, now, "cleared")
         return names
@@ -399,7 +401,7 @@ class Faults:
         """Remove the faults whose ``duration_s`` ran out or whose ``first_n`` is done; the
         owner turns each into an event (:meth:`stats` says why it ended)."""
         out: list[tuple[str, FaultSpec]] = []
-        for name, live in list(self._live.items()):
+        for name, live in list(self.live.items()):
             spec = live.spec
             if now >= live.expires_at:
                 self._end(name, live.expires_at, f"expired after {_seconds(spec.duration_s or 0)}")
@@ -411,7 +413,7 @@ class Faults:
         return out
 
     def _end(self, backend: str, now: float, why: str) -> _Live | None:
-        live = self._live.pop(backend, None)
+        live = self.live.pop(backend, None)
         if live is not None:
             live.ended = why
             live.ended_at = now
@@ -421,16 +423,16 @@ class Faults:
     # -- reading -------------------------------------------------------------------------------
 
     def get(self, backend: str) -> FaultSpec | None:
-        live = self._live.get(backend)
+        live = self.live.get(backend)
         return None if live is None else live.spec
 
     def items(self) -> list[tuple[str, FaultSpec]]:
         """Every set fault, as ``(backend, spec)``."""
-        return [(n, lv.spec) for n, lv in self._live.items()]
+        return [(n, lv.spec) for n, lv in self.live.items()]
 
     def stats(self, backend: str) -> FaultStats | None:
         """The set fault's figures, else the last ended one's (final), else None."""
-        live = self._live.get(backend) or self._ended.get(backend)
+        live = self.live.get(backend) or self._ended.get(backend)
         return None if live is None else live.stats(backend)
 
     def applied_totals(self) -> dict[tuple[str, FaultKind], int]:
@@ -443,7 +445,7 @@ class Faults:
     def decide(self, backend: str, now: float) -> FaultDecision | None:
         """What to do to the next request to ``backend``: None (the usual answer, one dict
         lookup) or the fault to apply. Counts it as seen, eligible, applied."""
-        live = self._live.get(backend)
+        live = self.live.get(backend)
         if live is None or now >= live.expires_at:
             return None
         live.seen += 1
@@ -478,7 +480,7 @@ class Faults:
         """What the client finally got for a request a ``kind`` fault on ``backend`` was applied
         to: a status (``503``; ``200`` if a retry elsewhere succeeded) or ``"reset"``. Counted on
         the set fault of that kind, else on the last ended one (a request outliving its fault)."""
-        live = self._live.get(backend)
+        live = self.live.get(backend)
         if live is None or live.spec.kind != kind:
             live = self._ended.get(backend)
             if live is None or live.spec.kind != kind:
