@@ -37,14 +37,16 @@ import math
 from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from mypy_extensions import mypyc_attr
 
 __all__ = [
+    "REFUSED",
     "BucketStats",
     "ConcurrencyLimit",
     "ConcurrencyStats",
+    "Gcra",
     "KeyedLimiter",
     "KeyedStats",
     "QuotaPolicy",
@@ -150,37 +152,96 @@ def check_max_in_flight(max_in_flight: int | None) -> int | None:
     return max_in_flight
 
 
-class TokenBucket:
-    """One token bucket: ``rate`` tokens a second, at most ``burst`` held; starts full."""
+REFUSED: Final = -math.inf
+"""What :meth:`Gcra.take` returns for a request it refuses (no ``tat`` is ever -inf)."""
 
-    __slots__ = ("_allowed", "_burst", "_interval", "_limit", "_rate", "_rejected", "_tat", "_tau")
+
+class Gcra:
+    """The GCRA arithmetic of one ``(rate, burst)``, on a ``tat`` kept elsewhere.
+
+    What every limiter runs on the one float it keeps per bucket (:class:`TokenBucket` and
+    :class:`KeyedLimiter` in memory, the shared-memory zone of ``lbtui.balancer.shared``, the
+    synced buckets of ``lbtui.balancer.synced_limits``): the algorithm lives here once, the
+    keepers only keep ``tat`` and make a read-decide-write atomic."""
+
+    __slots__ = ("burst", "interval", "limit", "rate", "tau")
+
+    def __init__(self, rate: float, burst: float) -> None:
+        check_rate_burst(rate, burst)
+        self.rate = float(rate)
+        self.burst = float(burst)
+        self.interval = 1.0 / self.rate
+        self.tau = self.burst / self.rate
+        self.limit = self.tau + EPS
+
+    def take(self, tat: float, now: float, cost: float) -> float:
+        """The ``tat`` after admitting ``cost`` now, or :data:`REFUSED`."""
+        new = (tat if tat > now else now) + cost * self.interval
+        return new if new - now <= self.limit else REFUSED
+
+    def peek(self, tat: float, now: float, cost: float) -> bool:
+        return (tat if tat > now else now) + cost * self.interval - now <= self.limit
+
+    def retry_after(self, tat: float, now: float, cost: float) -> float:
+        if cost > self.burst:
+            return math.inf
+        wait = tat - now + cost * self.interval - self.tau
+        return wait if wait > EPS else 0.0
+
+    def reset_after(self, tat: float, now: float) -> float:
+        wait = tat - now
+        return wait if wait > EPS else 0.0
+
+    def tokens(self, tat: float, now: float) -> float:
+        debt = tat - now
+        if debt <= 0:
+            return self.burst
+        left = self.burst - debt * self.rate
+        return left if left > EPS else 0.0
+
+    def decision(self, allowed: bool, tat: float, now: float, cost: float) -> RateLimitDecision:
+        """What the response headers need after a decision left the bucket at ``tat``."""
+        debt = tat - now
+        if debt <= EPS:  # full: only a cost above the burst is refused
+            return RateLimitDecision(allowed, self.burst, 0.0, 0.0 if allowed else math.inf)
+        left = self.burst - debt * self.rate
+        return RateLimitDecision(
+            allowed,
+            left if left > EPS else 0.0,
+            debt,
+            0.0 if allowed else self.retry_after(tat, now, cost),
+        )
+
+    def rescaled(self, tat: float, now: float, new: Gcra) -> float:
+        """The ``tat`` under ``new`` settings that keeps the tokens held (capped to its burst)."""
+        held = min(self.tokens(tat, now), new.burst)
+        return now + (new.burst - held) / new.rate
+
+
+class TokenBucket:
+    """One token bucket: ``rate`` tokens a second, at most ``burst`` held; starts full. Its
+    state is one float, the arithmetic its :class:`Gcra`'s."""
+
+    __slots__ = ("_allowed", "_gcra", "_rejected", "_tat")
 
     def __init__(self, rate: float, burst: float, now: float) -> None:
-        check_rate_burst(rate, burst)
-        self._rate = float(rate)
-        self._burst = float(burst)
-        self._interval = 1.0 / self._rate
-        self._tau = self._burst / self._rate
-        self._limit = self._tau + _EPS
+        self._gcra = Gcra(rate, burst)
         self._tat = now
         self._allowed = 0
         self._rejected = 0
 
     @property
     def rate(self) -> float:
-        return self._rate
+        return self._gcra.rate
 
     @property
     def burst(self) -> float:
-        return self._burst
+        return self._gcra.burst
 
     def allow(self, now: float, cost: float = 1.0) -> bool:
         """Take ``cost`` tokens if they are there (decide: consumes). ``cost`` must be > 0."""
-        tat = self._tat
-        if tat < now:
-            tat = now
-        tat += cost * self._interval
-        if tat - now <= self._limit:
+        tat = self._gcra.take(self._tat, now, cost)
+        if tat != REFUSED:
             self._tat = tat
             self._allowed += 1
             return True
@@ -190,58 +251,34 @@ class TokenBucket:
     def decide(self, now: float, cost: float = 1.0) -> RateLimitDecision:
         """As :meth:`allow`, returning what the response headers need."""
         allowed = self.allow(now, cost)
-        debt = self._tat - now
-        if debt <= _EPS:  # full: only a cost above the burst is refused
-            return RateLimitDecision(allowed, self._burst, 0.0, 0.0 if allowed else math.inf)
-        left = self._burst - debt * self._rate
-        return RateLimitDecision(
-            allowed,
-            left if left > _EPS else 0.0,
-            debt,
-            0.0 if allowed else self.retry_after(now, cost),
-        )
+        return self._gcra.decision(allowed, self._tat, now, cost)
 
     def peek(self, now: float, cost: float = 1.0) -> bool:
         """Whether :meth:`allow` would admit ``cost`` now; takes nothing, counts nothing."""
-        tat = self._tat
-        if tat < now:
-            tat = now
-        return tat + cost * self._interval - now <= self._limit
+        return self._gcra.peek(self._tat, now, cost)
 
     def retry_after(self, now: float, cost: float = 1.0) -> float:
         """Seconds until ``cost`` tokens are available: 0 if they are now, ``inf`` if never
         (``cost`` above the burst)."""
-        if cost > self._burst:
-            return math.inf
-        wait = self._tat - now + cost * self._interval - self._tau
-        return wait if wait > _EPS else 0.0
+        return self._gcra.retry_after(self._tat, now, cost)
 
     def reset_after(self, now: float) -> float:
         """Seconds until the bucket is full again; 0 if it is full now."""
-        wait = self._tat - now
-        return wait if wait > _EPS else 0.0
+        return self._gcra.reset_after(self._tat, now)
 
     def tokens(self, now: float) -> float:
         """Tokens available now, from 0 to ``burst``."""
-        debt = self._tat - now
-        if debt <= 0:
-            return self._burst
-        left = self._burst - debt * self._rate
-        return left if left > _EPS else 0.0
+        return self._gcra.tokens(self._tat, now)
 
     def reconfigure(self, rate: float, burst: float, now: float) -> None:
         """Change rate and burst at run time; the tokens held are kept, capped to the new burst."""
-        check_rate_burst(rate, burst)
-        held = min(self.tokens(now), float(burst))
-        self._rate = float(rate)
-        self._burst = float(burst)
-        self._interval = 1.0 / self._rate
-        self._tau = self._burst / self._rate
-        self._limit = self._tau + _EPS
-        self._tat = now + (self._burst - held) / self._rate
+        new = Gcra(rate, burst)
+        self._tat = self._gcra.rescaled(self._tat, now, new)
+        self._gcra = new
 
     def stats(self, now: float) -> BucketStats:
-        return BucketStats(self._rate, self._burst, self.tokens(now), self._allowed, self._rejected)
+        g = self._gcra
+        return BucketStats(g.rate, g.burst, self.tokens(now), self._allowed, self._rejected)
 
 
 class KeyedLimiter:
@@ -258,29 +295,14 @@ class KeyedLimiter:
     that is full and gets dropped.
     """
 
-    __slots__ = (
-        "_allowed",
-        "_burst",
-        "_evicted",
-        "_expired",
-        "_interval",
-        "_limit",
-        "_max_keys",
-        "_rate",
-        "_rejected",
-        "_tats",
-        "_tau",
-    )
+    __slots__ = ("_allowed", "_evicted", "_expired", "_gcra", "_max_keys", "_rejected", "_tats")
 
     def __init__(self, rate: float, burst: float, *, max_keys: int = 100_000) -> None:
-        check_rate_burst(rate, burst)
+        gcra = Gcra(rate, burst)
         if isinstance(max_keys, bool) or not isinstance(max_keys, int) or max_keys < 1:
             raise ValueError(f"max_keys must be a whole number of at least 1, got {max_keys!r}")
-        self._rate = float(rate)
-        self._burst = float(burst)
-        self._interval = 1.0 / self._rate
-        self._tau = self._burst / self._rate
-        self._limit = self._tau + _EPS
+        self._gcra = gcra
+        """The arithmetic every key's bucket runs on (a key's state is its ``tat`` alone)."""
         self._max_keys = max_keys
         self._tats: OrderedDict[Hashable, float] = OrderedDict()
         self._allowed = 0
@@ -290,11 +312,11 @@ class KeyedLimiter:
 
     @property
     def rate(self) -> float:
-        return self._rate
+        return self._gcra.rate
 
     @property
     def burst(self) -> float:
-        return self._burst
+        return self._gcra.burst
 
     def __len__(self) -> int:
         """Buckets held now."""
@@ -306,17 +328,17 @@ class KeyedLimiter:
     def allow(self, key: Hashable, now: float, cost: float = 1.0) -> bool:
         """Take ``cost`` tokens from ``key``'s bucket if they are there (decide: consumes)."""
         tats = self._tats
+        gcra = self._gcra
         tat = tats.get(key)
         if tat is None:
-            if cost > self._burst:
+            if cost > gcra.burst:
                 self._rejected += 1
                 return False
-            self._add(key, now + cost * self._interval, now)
+            self._add(key, now + cost * gcra.interval, now)
             self._allowed += 1
             return True
-        base = tat if tat > now else now
-        tat = base + cost * self._interval
-        if tat - now <= self._limit:
+        tat = gcra.take(tat, now, cost)
+        if tat != REFUSED:
             tats[key] = tat
             tats.move_to_end(key)
             self._allowed += 1
@@ -328,43 +350,23 @@ class KeyedLimiter:
     def decide(self, key: Hashable, now: float, cost: float = 1.0) -> RateLimitDecision:
         """As :meth:`allow`, returning what the response headers need."""
         allowed = self.allow(key, now, cost)
-        debt = self._tats.get(key, now) - now
-        if debt <= _EPS:  # full: only a cost above the burst is refused
-            return RateLimitDecision(allowed, self._burst, 0.0, 0.0 if allowed else math.inf)
-        left = self._burst - debt * self._rate
-        return RateLimitDecision(
-            allowed,
-            left if left > _EPS else 0.0,
-            debt,
-            0.0 if allowed else self.retry_after(key, now, cost),
-        )
+        return self._gcra.decision(allowed, self._tats.get(key, now), now, cost)
 
     def peek(self, key: Hashable, now: float, cost: float = 1.0) -> bool:
         """Whether :meth:`allow` would admit ``cost`` for ``key`` now; changes nothing."""
-        tat = self._tats.get(key, now)
-        if tat < now:
-            tat = now
-        return tat + cost * self._interval - now <= self._limit
+        return self._gcra.peek(self._tats.get(key, now), now, cost)
 
     def retry_after(self, key: Hashable, now: float, cost: float = 1.0) -> float:
         """Seconds until ``key`` has ``cost`` tokens: 0 if now, ``inf`` if never."""
-        if cost > self._burst:
-            return math.inf
-        wait = self._tats.get(key, now) - now + cost * self._interval - self._tau
-        return wait if wait > _EPS else 0.0
+        return self._gcra.retry_after(self._tats.get(key, now), now, cost)
 
     def reset_after(self, key: Hashable, now: float) -> float:
         """Seconds until ``key``'s bucket is full again; 0 if it is full now."""
-        wait = self._tats.get(key, now) - now
-        return wait if wait > _EPS else 0.0
+        return self._gcra.reset_after(self._tats.get(key, now), now)
 
     def remaining(self, key: Hashable, now: float) -> float:
         """Tokens ``key`` has now, from 0 to ``burst`` (a key never seen has a full bucket)."""
-        debt = self._tats.get(key, now) - now
-        if debt <= 0:
-            return self._burst
-        left = self._burst - debt * self._rate
-        return left if left > _EPS else 0.0
+        return self._gcra.tokens(self._tats.get(key, now), now)
 
     def sweep(self, now: float) -> int:
         """Drop the full buckets at the least recently used end; returns how many.
@@ -389,9 +391,9 @@ class KeyedLimiter:
 
         O(keys held): meant for an operator's change, not for the request path.
         """
-        check_rate_burst(rate, burst)
-        old_rate, old_burst = self._rate, self._burst
-        new_rate, new_burst = float(rate), float(burst)
+        new = Gcra(rate, burst)
+        old_rate, old_burst = self._gcra.rate, self._gcra.burst
+        new_rate, new_burst = new.rate, new.burst
         refreshed: OrderedDict[Hashable, float] = OrderedDict()
         for key, tat in self._tats.items():
             debt = tat - now
@@ -404,17 +406,13 @@ class KeyedLimiter:
                 continue
             refreshed[key] = now + (new_burst - held) / new_rate
         self._tats = refreshed
-        self._rate = new_rate
-        self._burst = new_burst
-        self._interval = 1.0 / new_rate
-        self._tau = new_burst / new_rate
-        self._limit = self._tau + _EPS
+        self._gcra = new
 
     def stats(self, now: float) -> KeyedStats:
         """Counters and size; ``now`` is taken for the same signature as the other limiters."""
         return KeyedStats(
-            self._rate,
-            self._burst,
+            self._gcra.rate,
+            self._gcra.burst,
             self._max_keys,
             len(self._tats),
             self._allowed,

@@ -7,28 +7,28 @@ out: to a shared-memory zone (``lbtui.balancer.shared``), or to Redis for severa
 second). :class:`LimitStore` is that seam, as ``limits`` puts a storage under each strategy:
 a store makes the three limiters (:class:`Bucket`, :class:`KeyedBuckets`,
 :class:`Concurrency`); :class:`MemoryLimits` is this process's. A store keeps numbers and
-makes a read-decide-write atomic; the deciding is :class:`Gcra`'s, here in the core, on the
-one float a bucket is (its theoretical arrival time ``tat``, see ``limiting``).
+makes a read-decide-write atomic; the deciding is :class:`Gcra`'s (``limiting``, where the
+memory limiters run on it too; named here as well for the stores), on the one float a bucket
+is (its theoretical arrival time ``tat``).
 
 ``tests/unit/test_limit_stores.py`` runs one contract over every store.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Hashable
-from typing import Final, Protocol
+from typing import Protocol
 
 from lbtui.core.limiting import (
-    EPS,
+    REFUSED,
     BucketStats,
     ConcurrencyLimit,
     ConcurrencyStats,
+    Gcra,
     KeyedLimiter,
     KeyedStats,
     RateLimitDecision,
     TokenBucket,
-    check_rate_burst,
 )
 
 __all__ = [
@@ -40,70 +40,6 @@ __all__ = [
     "LimitStore",
     "MemoryLimits",
 ]
-
-REFUSED: Final = -math.inf
-"""What :meth:`Gcra.take` returns for a request it refuses (no ``tat`` is ever -inf)."""
-
-
-class Gcra:
-    """The GCRA arithmetic of one ``(rate, burst)``, on a ``tat`` kept elsewhere.
-
-    What every store runs on the one float it keeps per bucket (``TokenBucket`` in memory, the
-    shared-memory zone of ``lbtui.balancer.shared``): the algorithm lives here once, the stores
-    only keep ``tat`` and make a read-decide-write atomic."""
-
-    __slots__ = ("burst", "interval", "limit", "rate", "tau")
-
-    def __init__(self, rate: float, burst: float) -> None:
-        check_rate_burst(rate, burst)
-        self.rate = float(rate)
-        self.burst = float(burst)
-        self.interval = 1.0 / self.rate
-        self.tau = self.burst / self.rate
-        self.limit = self.tau + EPS
-
-    def take(self, tat: float, now: float, cost: float) -> float:
-        """The ``tat`` after admitting ``cost`` now, or :data:`REFUSED`."""
-        new = (tat if tat > now else now) + cost * self.interval
-        return new if new - now <= self.limit else REFUSED
-
-    def peek(self, tat: float, now: float, cost: float) -> bool:
-        return (tat if tat > now else now) + cost * self.interval - now <= self.limit
-
-    def retry_after(self, tat: float, now: float, cost: float) -> float:
-        if cost > self.burst:
-            return math.inf
-        wait = tat - now + cost * self.interval - self.tau
-        return wait if wait > EPS else 0.0
-
-    def reset_after(self, tat: float, now: float) -> float:
-        wait = tat - now
-        return wait if wait > EPS else 0.0
-
-    def tokens(self, tat: float, now: float) -> float:
-        debt = tat - now
-        if debt <= 0:
-            return self.burst
-        left = self.burst - debt * self.rate
-        return left if left > EPS else 0.0
-
-    def decision(self, allowed: bool, tat: float, now: float, cost: float) -> RateLimitDecision:
-        """What the response headers need after a decision left the bucket at ``tat``."""
-        debt = tat - now
-        if debt <= EPS:  # full: only a cost above the burst is refused
-            return RateLimitDecision(allowed, self.burst, 0.0, 0.0 if allowed else math.inf)
-        left = self.burst - debt * self.rate
-        return RateLimitDecision(
-            allowed,
-            left if left > EPS else 0.0,
-            debt,
-            0.0 if allowed else self.retry_after(tat, now, cost),
-        )
-
-    def rescaled(self, tat: float, now: float, new: Gcra) -> float:
-        """The ``tat`` under ``new`` settings that keeps the tokens held (capped to its burst)."""
-        held = min(self.tokens(tat, now), new.burst)
-        return now + (new.burst - held) / new.rate
 
 
 class Bucket(Protocol):
