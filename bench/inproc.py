@@ -1,6 +1,9 @@
 """The Python cost of one proxied request, without sockets: fake transports on both sides.
 
-Run: ``.venv/bin/python bench/inproc.py [--requests 64000] [--rounds 5] [LABEL=DIR ...]``
+Run: ``.venv/bin/python bench/inproc.py [--requests 64000] [--rounds 5] [--limits] [LABEL=DIR ...]``
+
+``--limits`` adds a global and a per-client rate limit that admit everything, so that every
+request also runs admission (both token buckets and the rate-limit headers).
 
 The fast listener's ``ClientConnection`` and the lean upstream's connections run for real (llhttp
 parsing, the whole pipeline: admission, pick, breaker, records, header rewriting, the answer's
@@ -84,9 +87,15 @@ class _ClientTransport(_BackendTransport):
         return {"peername": ("127.0.0.1", 5555), "sockname": ("127.0.0.1", 18080)}.get(name)
 
 
-async def run(n: int, access_log: dict[str, Any] | None = None) -> float:
+LIMITS = {"rps": 1e8, "burst": 1e8, "per_client_rps": 1e8, "per_client_burst": 1e8}
+"""``--limits``: a global and a per-client bucket that admit everything, so that the admission
+path (both token buckets, the rate-limit headers) runs on every request."""
+
+
+async def run(n: int, access_log: dict[str, Any] | None = None, limits: bool = False) -> float:
     """CPU µs a request; with ``access_log`` (an ``[access_log]`` table) the log is on, and
-    the time its writer thread takes to write every entry is counted too."""
+    the time its writer thread takes to write every entry is counted too; with ``limits``,
+    admission runs too (:data:`LIMITS`)."""
     from lbtui import config as config_mod
     from lbtui.balancer import connections
 
@@ -94,13 +103,13 @@ async def run(n: int, access_log: dict[str, Any] | None = None) -> float:
         from lbtui.balancer.lean_upstream import LeanUpstream
     except ImportError:  # a tree from before lean_upstream.py: the pools were in connections.py
         LeanUpstream = connections.LeanUpstream  # type: ignore[attr-defined,misc]
-    from lbtui.balancer.accesslog import AccessLog
     from lbtui.balancer.listener import ClientConnection, FastListener
     from lbtui.balancer.proxy import Proxy
 
     data = {
         "listener": {"address": "127.0.0.1:0"},
         "admin": {"enabled": False},
+        **({"limits": LIMITS} if limits else {}),
         "backends": [{"name": f"b{i}", "url": f"http://127.0.0.1:{29001 + i}"} for i in range(4)],
     }
     if access_log is not None:
@@ -109,7 +118,9 @@ async def run(n: int, access_log: dict[str, Any] | None = None) -> float:
     proxy = Proxy(cfg)
     await proxy.start()
     log = None
-    if cfg.access_log is not None:
+    if access_log is not None:  # (imported only then: older trees, measured too, have none)
+        from lbtui.balancer.accesslog import AccessLog
+
         log = AccessLog(cfg.access_log)
         log.open()
         proxy.pipeline.access_log = log
@@ -142,10 +153,10 @@ async def run(n: int, access_log: dict[str, Any] | None = None) -> float:
     return (time.process_time() - t0) / (n // CLIENTS * CLIENTS) * 1e6
 
 
-def measure(n: int, access_log: dict[str, Any] | None = None) -> float:
+def measure(n: int, access_log: dict[str, Any] | None = None, limits: bool = False) -> float:
     from lbtui.runtime import run_async
 
-    return min(run_async(run(n, access_log)) for _ in range(5))
+    return min(run_async(run(n, access_log, limits)) for _ in range(5))
 
 
 def main() -> int:
@@ -154,19 +165,25 @@ def main() -> int:
     p.add_argument("trees", nargs="*", metavar="LABEL=DIR", help="source trees to compare")
     p.add_argument("--src", action="append", default=[], help="a source tree (labelled by path)")
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--limits", action="store_true", help="with a global and a per-client limit")
     args = p.parse_args()
     trees = [_tree(t) for t in args.trees] + [(s, s) for s in args.src]
     if not trees:
-        print(f"{measure(args.requests):.2f} µs/request (CPU, best of 5, {args.requests} requests)")
+        us = measure(args.requests, limits=args.limits)
+        print(f"{us:.2f} µs/request (CPU, best of 5, {args.requests} requests)")
         return 0
     got: dict[str, list[float]] = {label: [] for label, _ in trees}
     for r in range(args.rounds):
         for label, src in trees:
-            got[label].append(_measure_tree(src, args.requests))
+            got[label].append(_measure_tree(src, args.requests, args.limits))
             print(f"round {r + 1}: {label} {got[label][-1]:.2f} µs", file=sys.stderr)
     first = statistics.median(got[trees[0][0]])
     width = max(len(label) for label, _ in trees)
-    print(f"CPU µs per request, {args.rounds} rounds alternating, {args.requests} requests each")
+    with_limits = ", limits on" if args.limits else ""
+    print(
+        f"CPU µs per request, {args.rounds} rounds alternating, "
+        f"{args.requests} requests each{with_limits}"
+    )
     print(f"{'tree':{width}}  {'min':>6}  {'median':>6}  {'× ' + trees[0][0]:>8}  source")
     for label, src in trees:
         xs = got[label]
@@ -182,11 +199,11 @@ def _tree(text: str) -> tuple[str, str]:
     return label, src
 
 
-def _measure_tree(src: str, requests: int) -> float:
+def _measure_tree(src: str, requests: int, limits: bool) -> float:
     """One best-of-5 figure for the tree at ``src``, in a process of its own."""
     code = (
         f"import sys; sys.path.insert(0, {src!r}); sys.path.insert(1, {sys.path[0]!r}); "
-        f"import inproc, json; print(json.dumps(inproc.measure({requests})))"
+        f"import inproc, json; print(json.dumps(inproc.measure({requests}, limits={limits})))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
