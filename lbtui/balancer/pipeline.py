@@ -210,14 +210,10 @@ class Pipeline:
                 return
             up = LeanResponse(conn, cast(LeanUpstream, self.upstream), self.attempts.read_timeout_s)
             status = up.status
-            if (
-                conn.complete
-                and status not in self.retry_statuses
-                and whole(job, status, up.content_length)
-            ):
+            is_whole = conn.complete and whole(job, status, up.content_length)
+            if is_whole and status not in self.retry_statuses:
                 now = self.clock()
-                failure = self.state.is_failure(status)
-                data = conn.take_body()
+                failure, data = self.state.is_failure(status), conn.take_body()
                 answer = self.attempts.respond_whole(
                     job, backend, up, status, up.reason, t0, failure, data, now
                 )
