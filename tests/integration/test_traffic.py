@@ -404,7 +404,11 @@ async def test_drain_lets_in_flight_finish_and_takes_no_new(backends, balancer, 
             return r.status
 
     task = asyncio.ensure_future(slow_one())  # round robin: goes to a
-    await wait_for(lambda: lb.proxy.backends[a.name].in_flight == 1, what="in flight on a")
+    # in flight on the balancer's side and arrived at a (counted as started before it is
+    # sent: waiting on the first alone let it reach a after ``hits_before`` was read)
+    await wait_for(
+        lambda: lb.proxy.backends[a.name].in_flight == 1 and a.hits == 1, what="in flight on a"
+    )
     lb.proxy.set_admin(a.name, AdminState.DRAINING)
     hits_before = a.hits
     await get_many(client, lb.url + "/", 6)
