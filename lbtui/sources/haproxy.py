@@ -39,7 +39,6 @@ from lbtui.control.model import (
     Snapshot,
     WeightChanged,
 )
-from lbtui.core.events import EventRing
 from lbtui.sources.counters import CounterRates
 from lbtui.sources.haproxy_view import Seen, build, changes, record, unavailable
 from lbtui.sources.runtime_api import (
@@ -49,6 +48,7 @@ from lbtui.sources.runtime_api import (
     parse_servers_state,
     parse_stat,
 )
+from lbtui.sources.timeline import PolledTimeline
 
 MIN_READ_INTERVAL_S = 0.1
 """Reads closer together than this share one (the snapshot poll and the event stream)."""
@@ -84,14 +84,16 @@ class HaproxyControl:
         """Who acts through this control (``chaos NAME``): put on its action events."""
         self._clock = clock
         self._wall = wall_clock
-        self.ring = EventRing(clock=clock, wall_clock=wall_clock)
+        self.timeline = PolledTimeline(
+            self.snapshot, EVENT_POLL_S, clock=clock, wall_clock=wall_clock
+        )
+        self.ring = self.timeline.ring
         self._rates = CounterRates()
         self._seen: dict[str, Seen] | None = None
         self._pid: str | None = None
         self._last: Snapshot | None = None
         self._read_at = -1e18
         self._lock = asyncio.Lock()
-        self._new_event = asyncio.Event()
         self.found: dict[str, tuple[AdminState, float]] = {}
         """Each server this control changed: its admin state and weight before the first
         change (what :meth:`rollback` restores)."""
@@ -146,41 +148,21 @@ class HaproxyControl:
                 self._emit(event, notify=False)
         self._pid = pid
         self._seen = seen
-        self._new_event.set()
+        self.timeline.notify()
         self._last = dataclasses.replace(snap, last_event_id=self.ring.last_id)
         self._read_at = now
         return self._last
 
     def _emit(self, event: Event, *, notify: bool = True) -> Event:
-        stamped = self.ring.emit(event)
-        if notify:
-            self._new_event.set()
-        return stamped
+        return self.timeline.emit(event, notify=notify)
 
     async def events(self, since_id: int = 0) -> list[Event]:
         return self.ring.since(since_id)
 
-    async def stream_events(self, since_id: int = 0) -> AsyncIterator[Event]:
-        """Events above ``since_id``, then each new one: HAProxy is read every
+    def stream_events(self, since_id: int = 0) -> AsyncIterator[Event]:
+        """Events above ``since_id``, then each new one: the source is read every
         ``EVENT_POLL_S`` while the stream is followed (a read the snapshot poll made counts)."""
-        last = since_id
-        while True:
-            fresh = self.ring.since(last)
-            for e in fresh:
-                last = e.id
-                yield e
-            if fresh:
-                continue
-            self._new_event.clear()
-            try:
-                await asyncio.wait_for(self._new_event.wait(), EVENT_POLL_S)
-            except TimeoutError:
-                try:
-                    await self.snapshot()
-                except Unavailable:
-                    await asyncio.sleep(EVENT_POLL_S)  # the snapshot poll shows the problem
-
-    # --- acting
+        return self.timeline.follow(since_id)
 
     async def act(self, action: Action) -> ActionResult:
         if self.read_only:

@@ -46,8 +46,8 @@ from lbtui.control.model import (
     Windows,
 )
 from lbtui.core.balance import Member, pool_imbalance
-from lbtui.core.events import EventRing
 from lbtui.sources.presets import FIGURES, Preset
+from lbtui.sources.timeline import PolledTimeline
 
 EVENT_POLL_S = 1.0
 MIN_READ_INTERVAL_S = 0.2
@@ -78,7 +78,10 @@ class PrometheusControl:
         self._clock = clock
         self._wall = wall_clock
         self._http = httpx.AsyncClient(timeout=timeout_s, trust_env=False)
-        self.ring = EventRing(clock=clock, wall_clock=wall_clock)
+        self.timeline = PolledTimeline(
+            self.snapshot, EVENT_POLL_S, clock=clock, wall_clock=wall_clock
+        )
+        self.ring = self.timeline.ring
         self._up: dict[str, bool] | None = None
         self._since: dict[str, float] = {}
         self._series: dict[str, deque[float]] = {}
@@ -86,7 +89,6 @@ class PrometheusControl:
         self._last: Snapshot | None = None
         self._read_at = -1e18
         self._lock = asyncio.Lock()
-        self._new_event = asyncio.Event()
 
     def describe_target(self) -> str:
         return self.url
@@ -328,29 +330,15 @@ class PrometheusControl:
                 self._emit(BackendRemoved(backend=name, message="gone from Prometheus's series"))
 
     def _emit(self, event: Event) -> None:
-        self.ring.emit(event)
-        self._new_event.set()
+        self.timeline.emit(event)
 
     async def events(self, since_id: int = 0) -> list[Event]:
         return self.ring.since(since_id)
 
-    async def stream_events(self, since_id: int = 0) -> AsyncIterator[Event]:
-        last = since_id
-        while True:
-            fresh = self.ring.since(last)
-            for e in fresh:
-                last = e.id
-                yield e
-            if fresh:
-                continue
-            self._new_event.clear()
-            try:
-                await asyncio.wait_for(self._new_event.wait(), EVENT_POLL_S)
-            except TimeoutError:
-                try:
-                    await self.snapshot()
-                except Unavailable:
-                    await asyncio.sleep(EVENT_POLL_S)
+    def stream_events(self, since_id: int = 0) -> AsyncIterator[Event]:
+        """Events above ``since_id``, then each new one: the source is read every
+        ``EVENT_POLL_S`` while the stream is followed (a read the snapshot poll made counts)."""
+        return self.timeline.follow(since_id)
 
     async def act(self, action: Action) -> ActionResult:
         raise ReadOnly(READ_ONLY)
