@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from lbtui.balancer.pool import Backend
@@ -28,15 +29,18 @@ from lbtui.control.metrics import (
     Prefixes,
     backend_families,
     balancer_families,
+    cumulative_at_cuts,
     group_memo_entry,
     header_text,
+    lines_text,
     member_now,
-    outcome_samples,
     outcome_signature,
+    sample_prefixes,
     sample_text,
 )
 from lbtui.control.statecache import SLICE_S, EventCursor
 from lbtui.core.balance import Member
+from lbtui.core.record import CODE_CLASSES, FailureKind
 
 _CHECK_EVERY = 2
 
@@ -54,9 +58,33 @@ class _Lines:
     raw: tuple[object, ...]
     """``metrics.outcome_signature`` of the record the lines were written from: which of the
     families a new outcome moved, read without building their samples."""
+    prefixes: list[tuple[str, ...]] | None = None
+    """Per family of ``backend_families`` (those of ``OUTCOMES``; the others empty), the
+    beginnings of this backend's lines in the order its record's values come."""
 
 
 _Frozen = tuple[object, ...]
+_STALE: _Frozen = ()
+"""In ``samples`` for a family whose lines were written from the record alone: unlike any
+family's samples (``_frozen`` has at least its separator), so it is written again in full."""
+_FAILURE_KINDS = tuple(FailureKind)
+
+
+def _outcome_prefixes(fams: list[Family], name: str) -> list[tuple[str, ...]]:
+    """``_Lines.prefixes`` of backend ``name``, ``fams`` being the empty ``backend_families``."""
+    out: list[tuple[str, ...]] = [() for _ in fams]
+    for k in OUTCOMES:
+        f = fams[k]
+        labels: list[tuple[str, ...]]
+        if k == 0:
+            labels = [(name, c) for c in CODE_CLASSES]
+        elif k == 1:
+            labels = [(name, kind.value) for kind in _FAILURE_KINDS]
+        else:
+            labels = [(name,)]
+        full = f.name + "_total" if f.kind == "counter" else f.name
+        out[k] = tuple(p for v in labels for p in sample_prefixes(f, full, v))
+    return out
 
 
 def _frozen(
@@ -129,22 +157,42 @@ class Exposition:
         self.longest_s = max(self.longest_s, spent)
 
     def _outcomes(self, b: Backend, had: _Lines, key: tuple[object, ...]) -> None:
-        """Write again the lines of ``b``'s families that its outcomes moved."""
+        """Write again the lines of ``b``'s families that its outcomes moved, straight from its
+        record into each family's kept line prefixes (no samples built, compared or frozen:
+        a moved signature is a moved line; half of 1,000 backends a scrape)."""
         if self._families is None:
             self._families = backend_families(self.proxy, [], 0.0)
         rec = self.proxy.merged_backend_record(b)
         raw = outcome_signature(rec)
-        moved = [k for k, new, was in zip(OUTCOMES, raw, had.raw, strict=True) if new != was]
-        rows = outcome_samples(rec, b.name, moved)
-        if 2 in rows:  # the histogram's cumulative counts: the groups' sums read them too
-            self._group_memo[b.name] = group_memo_entry(rec, rows[2][1][0][1])
-        for k, new in rows.items():
-            frozen = _frozen(*new)
-            if frozen != had.samples[k]:
-                f = self._families[k]
-                fam = Family(f.name, f.kind, f.help, f.labels, new[0], new[1])
-                had.parts[k] = sample_text(fam, self._prefixes).encode()
-                had.samples[k] = frozen
+        pre = had.prefixes
+        if pre is None:
+            pre = had.prefixes = _outcome_prefixes(self._families, b.name)
+        parts, samples, was = had.parts, had.samples, had.raw
+        for i, k in enumerate(OUTCOMES):
+            if raw[i] == was[i]:
+                continue
+            values: Sequence[float]
+            if k == 0:
+                values = rec.responses_total[1 : len(CODE_CLASSES) + 1]
+            elif k == 1:
+                failures = rec.failures_total
+                values = [failures[kind] for kind in _FAILURE_KINDS]
+            elif k == 2:
+                lat = rec.latency
+                cumulative = cumulative_at_cuts(lat.counts)
+                # the groups' sums read the same cumulative counts
+                self._group_memo[b.name] = group_memo_entry(rec, cumulative)
+                values = [*cumulative, lat.count, lat.count, lat.sum]
+            elif k == 3:
+                values = (rec.in_flight,)
+            elif k == 9:
+                values = (rec.retries_total,)
+            elif k == 10:
+                values = (rec.bytes_in_total,)
+            else:
+                values = (rec.bytes_out_total,)
+            parts[k] = lines_text(pre[k], values).encode()
+            samples[k] = _STALE  # the next full write of the backend writes this one again
         had.key = key
         had.raw = raw
 

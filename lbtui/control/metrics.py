@@ -191,7 +191,7 @@ def group_families(proxy: Proxy, memo: GroupMemo | None = None) -> list[Family]:
                 if kept is not None and kept[0] == lat.count:
                     got = kept[1]
                 else:
-                    entry = group_memo_entry(rec, _cumulative_at_cuts(lat.counts))
+                    entry = group_memo_entry(rec, cumulative_at_cuts(lat.counts))
                     memo[b.name] = entry
                     got = entry[1]
                 cumulative[b.name] = got
@@ -209,7 +209,7 @@ def group_families(proxy: Proxy, memo: GroupMemo | None = None) -> list[Family]:
     return [requests, duration]
 
 
-def _cumulative_at_cuts(counts: Sequence[int]) -> list[int]:
+def cumulative_at_cuts(counts: Sequence[int]) -> list[int]:
     """The cumulative count at each of ``_BOUND_CUTS``: sums of the slices between two cuts,
     not a running total of all 513 buckets (a third of writing a backend's samples)."""
     out: list[int] = []
@@ -262,7 +262,7 @@ def outcome_samples(
             out[1] = ([((name, kind.value), failures[kind]) for kind in _FAILURE_KINDS], [])
         elif k == 2:
             lat = rec.latency
-            out[2] = ([], [(label, _cumulative_at_cuts(lat.counts), lat.sum, lat.count)])
+            out[2] = ([], [(label, cumulative_at_cuts(lat.counts), lat.sum, lat.count)])
         elif k == 3:
             out[3] = ([(label, rec.in_flight)], [])
         elif k == 9:
@@ -616,7 +616,7 @@ Prefixes = dict[tuple[str, tuple[str, ...]], tuple[str, ...]]
 calls, so that a backend's lines are written again without escaping and sorting its labels."""
 
 
-def _prefixes(fam: Family, name: str, values: tuple[str, ...]) -> tuple[str, ...]:
+def sample_prefixes(fam: Family, name: str, values: tuple[str, ...]) -> tuple[str, ...]:
     """Everything before the value on each line of ``fam``'s sample ``values``."""
     if fam.kind != "histogram":
         return (f"{name}{_label_text(fam.labels, values)} ",)
@@ -641,7 +641,7 @@ def sample_text(fam: Family, cache: Prefixes | None = None) -> str:
             key = (name, labels)
             pre = cache.get(key) if cache is not None else None
             if pre is None:
-                pre = _prefixes(fam, name, labels)
+                pre = sample_prefixes(fam, name, labels)
                 if cache is not None:
                     cache[key] = pre
             prefixes.extend(pre)
@@ -652,11 +652,16 @@ def sample_text(fam: Family, cache: Prefixes | None = None) -> str:
             key = (name, labels)
             pre = cache.get(key) if cache is not None else None
             if pre is None:
-                pre = _prefixes(fam, name, labels)
+                pre = sample_prefixes(fam, name, labels)
                 if cache is not None:
                     cache[key] = pre
             prefixes.append(pre[0])
             values.append(value)
+    return lines_text(prefixes, values)
+
+
+def lines_text(prefixes: Sequence[str], values: Sequence[float]) -> str:
+    """Sample lines: each of ``prefixes`` (from :func:`sample_prefixes`) with its value."""
     return "".join(
         [  # counts, the most of a backend's values, without a call each (_go_float's first case)
             f"{p}{v}.0\n" if type(v) is int and 0 <= v < 1_000_000 else f"{p}{_go_float(v)}\n"
