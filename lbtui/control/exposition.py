@@ -23,13 +23,13 @@ from lbtui.balancer.pool import Backend
 from lbtui.balancer.proxy import Proxy
 from lbtui.control.faults import FaultLink
 from lbtui.control.metrics import (
+    BOUND_CUTS,
     OUTCOMES,
     Family,
     GroupMemo,
     Prefixes,
     backend_families,
     balancer_families,
-    cumulative_at_cuts,
     group_memo_entry,
     header_text,
     lines_text,
@@ -179,7 +179,7 @@ class Exposition:
                 values = [failures[kind] for kind in _FAILURE_KINDS]
             elif k == 2:
                 lat = rec.latency
-                cumulative = cumulative_at_cuts(lat.counts)
+                cumulative = lat.at_cuts(BOUND_CUTS)
                 # the groups' sums read the same cumulative counts
                 self._group_memo[b.name] = group_memo_entry(rec, cumulative)
                 values = [*cumulative, lat.count, lat.count, lat.sum]

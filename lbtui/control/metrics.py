@@ -68,7 +68,7 @@ LATENCY_BOUNDS_S = (
 """Histogram bounds: from half a millisecond (a proxy on loopback) to 30 s (a hung backend)."""
 LIMIT_SCOPES = ("global", "client", "concurrency")
 _BOUND_LABELS = tuple(f"{b:g}" for b in LATENCY_BOUNDS_S)
-_BOUND_CUTS = tuple(
+BOUND_CUTS = tuple(
     sum(1 for i in range(N_BUCKETS) if bucket_value(i) <= b) for b in LATENCY_BOUNDS_S
 )
 """For each bound, how many of the histogram's buckets lie under it: the cumulative count at a
@@ -191,7 +191,7 @@ def group_families(proxy: Proxy, memo: GroupMemo | None = None) -> list[Family]:
                 if kept is not None and kept[0] == lat.count:
                     got = kept[1]
                 else:
-                    entry = group_memo_entry(rec, cumulative_at_cuts(lat.counts))
+                    entry = group_memo_entry(rec, lat.at_cuts(BOUND_CUTS))
                     memo[b.name] = entry
                     got = entry[1]
                 cumulative[b.name] = got
@@ -199,7 +199,7 @@ def group_families(proxy: Proxy, memo: GroupMemo | None = None) -> list[Family]:
         # column sums in C (zip over the rows), not a list rebuilt per member
         cums = (r[0] for r in rows)
         codes = (r[3] for r in rows)
-        buckets = [sum(c) for c in zip(*cums, strict=True)] or [0] * len(_BOUND_CUTS)
+        buckets = [sum(c) for c in zip(*cums, strict=True)] or [0] * len(BOUND_CUTS)
         responses = [sum(c) for c in zip(*codes, strict=True)] or [0] * len(CODE_CLASSES)
         total = sum(r[1] for r in rows)
         count = sum(r[2] for r in rows)
@@ -207,18 +207,6 @@ def group_families(proxy: Proxy, memo: GroupMemo | None = None) -> list[Family]:
         requests.values += [((name, cls), responses[i]) for i, cls in enumerate(CODE_CLASSES)]
         duration.histograms.append(((name,), buckets, total, count))
     return [requests, duration]
-
-
-def cumulative_at_cuts(counts: Sequence[int]) -> list[int]:
-    """The cumulative count at each of ``_BOUND_CUTS``: sums of the slices between two cuts,
-    not a running total of all 513 buckets (a third of writing a backend's samples)."""
-    out: list[int] = []
-    total = prev = 0
-    for cut in _BOUND_CUTS:
-        total += sum(counts[prev:cut])
-        out.append(total)
-        prev = cut
-    return out
 
 
 Samples = tuple[
@@ -262,7 +250,7 @@ def outcome_samples(
             out[1] = ([((name, kind.value), failures[kind]) for kind in _FAILURE_KINDS], [])
         elif k == 2:
             lat = rec.latency
-            out[2] = ([], [(label, cumulative_at_cuts(lat.counts), lat.sum, lat.count)])
+            out[2] = ([], [(label, lat.at_cuts(BOUND_CUTS), lat.sum, lat.count)])
         elif k == 3:
             out[3] = ([(label, rec.in_flight)], [])
         elif k == 9:

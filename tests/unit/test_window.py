@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from lbtui.core.record import BackendRecord, FailureKind
 from lbtui.core.window import (
     MIN_QUANTILE_SAMPLES,
+    N_BUCKETS,
     Ewma,
     LatencyHistogram,
     RollingCounter,
@@ -17,6 +18,7 @@ from lbtui.core.window import (
     bucket_lower,
     bucket_of,
     bucket_upper,
+    bucket_value,
 )
 
 
@@ -47,6 +49,18 @@ def test_cumulative_buckets_for_prometheus():
     for v in (0.001, 0.002, 0.05, 0.5):
         h.record(v)
     assert h.cumulative([0.0015, 0.01, 0.1, 1.0, math.inf]) == [1, 2, 3, 4, 4]
+
+
+def test_counts_at_bucket_cuts_are_the_cumulative_counts():
+    """``at_cuts`` (what ``/metrics`` reads) counts what ``cumulative`` does at the same
+    bounds, once each bound is turned into the number of buckets under it."""
+    h = LatencyHistogram()
+    for v in (0.0004, 0.001, 0.002, 0.002, 0.05, 0.5, 7.0, 40.0):
+        h.record(v)
+    bounds = [0.0005, 0.0015, 0.01, 0.1, 1.0, 10.0, 30.0]
+    cuts = [sum(1 for i in range(N_BUCKETS) if bucket_value(i) <= b) for b in bounds]
+    assert h.at_cuts(cuts) == h.cumulative(bounds) == [1, 2, 4, 5, 6, 7, 7]
+    assert h.at_cuts([]) == []
 
 
 def test_rolling_counter_rate_and_expiry():
