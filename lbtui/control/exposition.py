@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from lbtui.balancer.pool import Backend
 from lbtui.balancer.proxy import Proxy
 from lbtui.control.faults import FaultLink
+from lbtui.control.groupsums import GroupSums
 from lbtui.control.metrics import (
     BOUND_CUTS,
     OUTCOMES,
@@ -137,6 +138,9 @@ class Exposition:
         self._prefixes: Prefixes = {}
         self._group_memo: GroupMemo = {}
         """The groups' sums of each backend's record, at its latency count."""
+        self._memo_moved: set[str] = set()
+        """Backends whose ``_group_memo`` row was written since the groups were last summed."""
+        self._group_sums = GroupSums()
         self._families: list[Family] | None = None
         """``backend_families`` with no backend: the names, kinds and help of each."""
         self._lock = asyncio.Lock()
@@ -182,6 +186,7 @@ class Exposition:
                 cumulative = lat.at_cuts(BOUND_CUTS)
                 # the groups' sums read the same cumulative counts
                 self._group_memo[b.name] = group_memo_entry(rec, cumulative)
+                self._memo_moved.add(b.name)
                 values = [*cumulative, lat.count, lat.count, lat.sum]
             elif k == 3:
                 values = (rec.in_flight,)
@@ -223,8 +228,11 @@ class Exposition:
                 self._outcomes(b, had, key)  # new outcomes alone: the record's families
                 self.rewritten += 1
                 continue
-            raw = outcome_signature(proxy.merged_backend_record(b))
+            rec = proxy.merged_backend_record(b)
+            raw = outcome_signature(rec)
             fams = backend_families(proxy, [b], now)
+            self._group_memo[b.name] = group_memo_entry(rec, fams[2].histograms[0][1])
+            self._memo_moved.add(b.name)
             samples = [_frozen(f.values, f.histograms) for f in fams]
             if had is None:
                 parts = [sample_text(f, self._prefixes).encode() for f in fams]
@@ -256,7 +264,9 @@ class Exposition:
         self._spent(started)
         await asyncio.sleep(0)  # the balance figures next: over every backend, in one step
         started = time.perf_counter()
-        for fam in balancer_families(proxy, self.faults, empty, members, self._group_memo):
+        groups = self._group_sums.families(proxy, self._group_memo, self._memo_moved)
+        self._memo_moved.clear()
+        for fam in balancer_families(proxy, self.faults, empty, members, groups=groups):
             if time.perf_counter() - started > self.slice_s:
                 self._spent(started)
                 await asyncio.sleep(0)

@@ -38,7 +38,7 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.registry import Collector
 
-from lbtui.balancer.pool import AdminState, Backend
+from lbtui.balancer.pool import AdminState, Backend, Pool
 from lbtui.balancer.proxy import Proxy
 from lbtui.control.faults import FaultLink
 from lbtui.control.snapshot import pool_views, worker_views
@@ -159,11 +159,13 @@ def group_memo_entry(
     return lat.count, (tuple(cumulative), lat.sum, lat.count, codes)
 
 
-def group_families(proxy: Proxy, memo: GroupMemo | None = None) -> list[Family]:
+def group_families(
+    proxy: Proxy, memo: GroupMemo | None = None, pools: Sequence[Pool] | None = None
+) -> list[Family]:
     """Responses and latency per target group: the sums of its members' records, read at the
     scrape (a backend in two groups counts in both; nothing is counted twice on the request
     path). A member costs its histogram's cumulative counts at the bounds (≈ 10 µs), unless
-    ``memo`` holds them at its current count."""
+    ``memo`` holds them at its current count. ``pools``: those of the state unless given."""
     requests = Family(
         "lbtui_group_requests",
         "counter",
@@ -180,7 +182,7 @@ def group_families(proxy: Proxy, memo: GroupMemo | None = None) -> list[Family]:
     cumulative: dict[str, tuple[tuple[int, ...], float, int, tuple[int, ...]]] = {}
     if memo is None:
         memo = {}
-    for pool in proxy.state.pools:
+    for pool in proxy.state.pools if pools is None else pools:
         rows: list[tuple[tuple[int, ...], float, int, tuple[int, ...]]] = []
         for b in pool.backends:
             got = cumulative.get(b.name)
@@ -376,10 +378,12 @@ def balancer_families(
     per_backend: list[Family],
     members: Mapping[str, Member],
     group_memo: GroupMemo | None = None,
+    groups: list[Family] | None = None,
 ) -> list[Family]:
     """Every family, with ``per_backend`` (from :func:`backend_families`) in their place;
     ``members`` (:func:`member_now` of every backend) give the pools' L and M;
-    ``group_memo``: kept by a scraper across scrapes (:func:`group_families`)."""
+    ``group_memo``: kept by a scraper across scrapes (:func:`group_families`); ``groups``:
+    :func:`group_families`' families, when the caller has them."""
     injected = Family(
         "lbtui_faults_injected",
         "counter",
@@ -484,7 +488,7 @@ def balancer_families(
         *per_backend,
         injected,
         *pool_families(proxy, members),
-        *group_families(proxy, group_memo),
+        *(group_families(proxy, group_memo) if groups is None else groups),
         client,
         client_in_flight,
         limited,

@@ -379,3 +379,39 @@ async def test_metrics_of_new_outcomes_alone_are_the_bytes_render_writes():
             open_.clear()
         text = await expo.render()
         assert _timeless(text) == _timeless(render(proxy, None)), step
+
+
+async def test_group_sums_follow_the_members_that_moved():
+    """The groups' series are kept and moved by the members that got outcomes (overlapping
+    groups: a backend in two counts in both), and summed again whole only when a group's
+    members change: at every scrape the bytes ``render`` writes."""
+    from lbtui.config import from_dict
+
+    t = [1000.0]
+    backends = [{"name": f"b{i}", "url": f"http://127.0.0.1:{10000 + i}"} for i in range(12)]
+    groups = [
+        {"name": "a", "backends": [f"b{i}" for i in range(6)]},
+        {"name": "b", "backends": [f"b{i}" for i in range(4, 12)]},
+    ]
+    proxy = Proxy(from_dict({"backends": backends, "groups": groups}, "test"), clock=lambda: t[0])
+    names = list(proxy.backends)
+    expo = Exposition(proxy, None)
+    text = await expo.render()
+    assert _timeless(text) == _timeless(render(proxy, None))
+    resummed = expo._group_sums.resummed
+    for step in range(8):
+        t[0] += 0.5
+        for i, name in enumerate(names[step % 3 :: 3]):
+            rec = proxy.backends[name].record
+            rec.started(t[0])
+            rec.finished((200, 503, 404)[i % 3], 0.001 * (step + 1) ** 2, 0, 64, t[0])
+        text = await expo.render()
+        assert _timeless(text) == _timeless(render(proxy, None)), step
+    assert b'lbtui_group_requests_total{code_class="2xx",group="b"}' in text
+    assert expo._group_sums.resummed == resummed  # moved member by member
+    await LocalControl(proxy).act(RemoveBackend(backend="b5"))
+    t[0] += 0.5
+    traffic(proxy, ["b4", "b6"], t[0])
+    text = await expo.render()
+    assert _timeless(text) == _timeless(render(proxy, None))
+    assert expo._group_sums.resummed > resummed
