@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lbtui.balancer.pool import Backend
 from lbtui.balancer.proxy import Proxy
@@ -62,6 +62,8 @@ class _Lines:
     prefixes: list[tuple[str, ...]] | None = None
     """Per family of ``backend_families`` (those of ``OUTCOMES``; the others empty), the
     beginnings of this backend's lines in the order its record's values come."""
+    formats: list[str] = field(default_factory=list)
+    """The same lines as one ``%`` format of counts each (the histogram's but its sum)."""
 
 
 _Frozen = tuple[object, ...]
@@ -86,6 +88,21 @@ def _outcome_prefixes(fams: list[Family], name: str) -> list[tuple[str, ...]]:
         full = f.name + "_total" if f.kind == "counter" else f.name
         out[k] = tuple(p for v in labels for p in sample_prefixes(f, full, v))
     return out
+
+
+def _format(prefixes: Sequence[str]) -> str:
+    """``prefixes``' lines with a count each, as one format: written in one call, not a line
+    at a time (a moved backend's 30 lines are most of a scrape's work)."""
+    return "".join(p.replace("%", "%%") + "%d.0\n" for p in prefixes)
+
+
+def _counts_text(prefixes: Sequence[str], fmt: str, counts: Sequence[int]) -> str:
+    """The lines of ``counts`` (the record's integer counters), ``fmt`` being ``_format`` of
+    ``prefixes``: counts as Go writes them, ``N.0``, below a million; beyond, by
+    ``lines_text`` (exponents)."""
+    if min(counts) >= 0 and max(counts) < 1_000_000:
+        return fmt % tuple(counts)
+    return lines_text(prefixes, counts)
 
 
 def _frozen(
@@ -171,32 +188,39 @@ class Exposition:
         pre = had.prefixes
         if pre is None:
             pre = had.prefixes = _outcome_prefixes(self._families, b.name)
+            had.formats = [_format(p[:-1] if k == 2 else p) for k, p in enumerate(pre)]
         parts, samples, was = had.parts, had.samples, had.raw
         for i, k in enumerate(OUTCOMES):
             if raw[i] == was[i]:
                 continue
-            values: Sequence[float]
+            counts: Sequence[int]
             if k == 0:
-                values = rec.responses_total[1 : len(CODE_CLASSES) + 1]
+                counts = rec.responses_total[1 : len(CODE_CLASSES) + 1]
             elif k == 1:
                 failures = rec.failures_total
-                values = [failures[kind] for kind in _FAILURE_KINDS]
+                counts = [failures[kind] for kind in _FAILURE_KINDS]
             elif k == 2:
                 lat = rec.latency
                 cumulative = lat.at_cuts(BOUND_CUTS)
                 # the groups' sums read the same cumulative counts
                 self._group_memo[b.name] = group_memo_entry(rec, cumulative)
                 self._memo_moved.add(b.name)
-                values = [*cumulative, lat.count, lat.count, lat.sum]
+                counts = [*cumulative, lat.count, lat.count]
             elif k == 3:
-                values = (rec.in_flight,)
+                counts = (rec.in_flight,)
             elif k == 9:
-                values = (rec.retries_total,)
+                counts = (rec.retries_total,)
             elif k == 10:
-                values = (rec.bytes_in_total,)
+                counts = (rec.bytes_in_total,)
             else:
-                values = (rec.bytes_out_total,)
-            parts[k] = lines_text(pre[k], values).encode()
+                counts = (rec.bytes_out_total,)
+            prefixes = pre[k]
+            if k == 2:  # the histogram's last line, its sum, is the one float
+                text = _counts_text(prefixes[:-1], had.formats[k], counts)
+                text += lines_text(prefixes[-1:], (lat.sum,))
+            else:
+                text = _counts_text(prefixes, had.formats[k], counts)
+            parts[k] = text.encode()
             samples[k] = _STALE  # the next full write of the backend writes this one again
         had.key = key
         had.raw = raw

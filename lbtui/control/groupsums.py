@@ -62,11 +62,7 @@ class GroupSums:
             if g is None or g.names != names:
                 g = kept[name] = self._summed(proxy, memo, names)
             else:
-                for member in moved if len(moved) < len(names) else names:
-                    i = g.index.get(member)
-                    row = memo.get(member)
-                    if i is not None and row is not None:
-                        _replace(g, i, row[1])
+                _replace(g, memo, moved if len(moved) < len(names) else names)
             requests.values += [((name, c), g.responses[i]) for i, c in enumerate(CODE_CLASSES)]
             duration.histograms.append(((name,), list(g.buckets), sum(g.sums), g.count))
         for gone in kept.keys() - seen:
@@ -97,13 +93,26 @@ class GroupSums:
         )
 
 
-def _replace(g: _Group, i: int, new: _Row) -> None:
-    """Member ``i``'s row out of ``g``'s sums, ``new`` in."""
-    old = g.rows[i]
-    if old is new:
+def _replace(g: _Group, memo: GroupMemo, moved: Collection[str]) -> None:
+    """The old rows of ``g``'s members among ``moved`` out of its sums, their new rows in:
+    each column's old and new values summed once (in C, over the moved rows together)."""
+    olds: list[_Row] = []
+    news: list[_Row] = []
+    index, rows, sums = g.index, g.rows, g.sums
+    for member in moved:
+        i = index.get(member)
+        entry = memo.get(member)
+        if i is None or entry is None or entry[1] is rows[i]:
+            continue
+        new = entry[1]
+        olds.append(rows[i])
+        news.append(new)
+        rows[i] = new
+        sums[i] = new[1]
+    if not news:
         return
-    g.buckets[:] = [s - a + b for s, a, b in zip(g.buckets, old[0], new[0], strict=True)]
-    g.responses[:] = [s - a + b for s, a, b in zip(g.responses, old[3], new[3], strict=True)]
-    g.count += new[2] - old[2]
-    g.sums[i] = new[1]
-    g.rows[i] = new
+    for column, at in ((g.buckets, 0), (g.responses, 3)):
+        out = [sum(c) for c in zip(*(r[at] for r in olds), strict=True)]
+        into = [sum(c) for c in zip(*(r[at] for r in news), strict=True)]
+        column[:] = [s - a + b for s, a, b in zip(column, out, into, strict=True)]
+    g.count += sum(r[2] for r in news) - sum(r[2] for r in olds)

@@ -404,10 +404,12 @@ async def test_group_sums_follow_the_members_that_moved():
         for i, name in enumerate(names[step % 3 :: 3]):
             rec = proxy.backends[name].record
             rec.started(t[0])
-            rec.finished((200, 503, 404)[i % 3], 0.001 * (step + 1) ** 2, 0, 64, t[0])
+            # response bytes past a million on the way: written with an exponent, as Go does
+            rec.finished((200, 503, 404)[i % 3], 0.001 * (step + 1) ** 2, 0, 400_000 * step, t[0])
         text = await expo.render()
         assert _timeless(text) == _timeless(render(proxy, None)), step
     assert b'lbtui_group_requests_total{code_class="2xx",group="b"}' in text
+    assert b"e+06\n" in text
     assert expo._group_sums.resummed == resummed  # moved member by member
     await LocalControl(proxy).act(RemoveBackend(backend="b5"))
     t[0] += 0.5
