@@ -128,7 +128,7 @@ def read_figures(
 
 def calls_json(s: BreakerStats) -> bytes:
     """The breaker's hole, from its ``stats(now)``."""
-    return _CALLS.dump_json(
+    return _CALLS.serializer.to_json(
         _Calls(s.calls, s.failures, s.slow_calls, s.failure_rate, s.slow_call_rate)
     )[1:-1]
 
@@ -157,7 +157,9 @@ def template(data: bytes, figures: Figures) -> tuple[Template, bytes] | None:
 
 def splice(parts: Template, calls: bytes, figures: Figures) -> bytes:
     """The view's JSON with ``figures`` (and the breaker's ``calls``) in its holes."""
-    fig = _FIGURES.dump_json(figures)
+    # the serializer itself, as ``dump_json`` calls it with its defaults: half a µs less a
+    # splice, 600 splices a poll at 1,000 backends
+    fig = _FIGURES.serializer.to_json(figures)
     k = fig.index(_SPLIT)
     if len(parts) == 3:
         return b"".join((parts[0], fig[1:k], parts[1], fig[k + 1 : -1], parts[2]))
