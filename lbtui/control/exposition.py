@@ -15,6 +15,7 @@ the same order, the balancer-wide ones read at each scrape.
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -167,6 +168,9 @@ class Exposition:
         """Its longest slice."""
         self.rewritten = 0
         """Backends whose lines were written again so far (what the tests read)."""
+        self.freeze_built = False
+        """Once every backend's lines are first kept, ``gc.freeze()``: as
+        ``StateCache.freeze_built``."""
 
     async def render(self) -> bytes:
         async with self._lock:  # two scrapes at once: the second reuses the first's work
@@ -177,18 +181,24 @@ class Exposition:
         self.busy_s += spent
         self.longest_s = max(self.longest_s, spent)
 
+    def _prepare(self, had: _Lines, name: str) -> list[tuple[str, ...]]:
+        """``had``'s prefixes and formats, made when its lines are first written (with the
+        lines, in what ``freeze_built`` freezes)."""
+        if self._families is None:
+            self._families = backend_families(self.proxy, [], 0.0)
+        pre = had.prefixes = _outcome_prefixes(self._families, name)
+        had.formats = [_format(p[:-1] if k == 2 else p) for k, p in enumerate(pre)]
+        return pre
+
     def _outcomes(self, b: Backend, had: _Lines, key: tuple[object, ...]) -> None:
         """Write again the lines of ``b``'s families that its outcomes moved, straight from its
         record into each family's kept line prefixes (no samples built, compared or frozen:
         a moved signature is a moved line; half of 1,000 backends a scrape)."""
-        if self._families is None:
-            self._families = backend_families(self.proxy, [], 0.0)
         rec = self.proxy.merged_backend_record(b)
         raw = outcome_signature(rec)
         pre = had.prefixes
         if pre is None:
-            pre = had.prefixes = _outcome_prefixes(self._families, b.name)
-            had.formats = [_format(p[:-1] if k == 2 else p) for k, p in enumerate(pre)]
+            pre = self._prepare(had, b.name)
         parts, samples, was = had.parts, had.samples, had.raw
         for i, k in enumerate(OUTCOMES):
             if raw[i] == was[i]:
@@ -260,7 +270,8 @@ class Exposition:
             samples = [_frozen(f.values, f.histograms) for f in fams]
             if had is None:
                 parts = [sample_text(f, self._prefixes).encode() for f in fams]
-                self._lines[b.name] = _Lines(key, parts, samples, raw)
+                self._lines[b.name] = had = _Lines(key, parts, samples, raw)
+                self._prepare(had, b.name)
             else:  # in place, as the state cache keeps its views
                 had.parts[:] = [
                     part if was == now_ else sample_text(f, self._prefixes).encode()
@@ -278,6 +289,9 @@ class Exposition:
             for gone in self._group_memo.keys() - proxy.backends.keys():
                 del self._group_memo[gone]
         lines = self._lines
+        if self.freeze_built and lines:
+            self.freeze_built = False
+            gc.freeze()
         self._spent(started)
         await asyncio.sleep(0)
         started = time.perf_counter()

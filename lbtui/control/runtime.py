@@ -150,6 +150,9 @@ async def serve_until_signalled(
             # scans, so that full collections under load stay short (gc.freeze's purpose).
             gc.collect()
             gc.freeze()
+            if runtime.admin is not None:  # and the admin caches, once each is first built
+                runtime.admin.state.freeze_built = True
+                runtime.admin.exposition.freeze_built = True
             if on_ready is not None:
                 on_ready(runtime)
             await stop.wait()

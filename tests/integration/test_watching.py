@@ -417,3 +417,35 @@ async def test_group_sums_follow_the_members_that_moved():
     text = await expo.render()
     assert _timeless(text) == _timeless(render(proxy, None))
     assert expo._group_sums.resummed > resummed
+
+
+async def test_the_caches_first_build_is_frozen_once():
+    """``lbtui serve`` has each cache freeze what it keeps once it is first built (full
+    collections then leave the 1,000 views and line sets alone), and only then."""
+    import gc
+
+    t = [1000.0]
+    proxy = fleet(50, lambda: t[0])
+    names = list(proxy.backends)
+    cache = StateCache(LocalControl(proxy))
+    expo = Exposition(proxy, None)
+    cache.freeze_built = expo.freeze_built = True
+    frozen = gc.get_freeze_count()
+    try:
+        traffic(proxy, names, t[0])
+        await cache.body()
+        after_state = gc.get_freeze_count()
+        await expo.render()
+        after_metrics = gc.get_freeze_count()
+        assert frozen + 50 * 3 < after_state < after_metrics  # entries, figures, members
+        for _ in range(3):
+            t[0] += 1.0
+            traffic(proxy, names, t[0])
+            await cache.body()
+            await expo.render()
+        # nothing frozen again (what was frozen and since freed has left the count)
+        assert gc.get_freeze_count() <= after_metrics
+        assert not cache.freeze_built
+        assert not expo.freeze_built
+    finally:
+        gc.unfreeze()
