@@ -295,7 +295,7 @@ class Attempts:
         if shaped is not None and shaped.kind not in _SHAPING:
             shaped = None
         brec = backend.record
-        headers = client.response_headers(up, job.extra_headers)
+        headers = client.response_headers(up, job.extra_headers, job.drop_headers)
         bytes_in = client.content_length or 0
         sent = 0
         chunks = up.chunks()
@@ -363,7 +363,7 @@ class Attempts:
         in one write. The caller releases ``up`` after."""
         client = job.client
         state = self.state
-        headers = client.response_headers(up, job.extra_headers)
+        headers = client.response_headers(up, job.extra_headers, job.drop_headers)
         fallback = job.fallback
         stale_headers = None
         if (
@@ -373,7 +373,7 @@ class Attempts:
             and fallback is not None
             and fallback.keeps_stale
         ):
-            stale_headers = CIMultiDict(response_pairs(up))
+            stale_headers = CIMultiDict(response_pairs(up, job.drop_headers))
             for k, v in job.extra_headers or ():
                 stale_headers.add(k, v)
         answer = Answer(status, reason, headers, data)

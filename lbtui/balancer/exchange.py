@@ -137,8 +137,14 @@ class ClientRequest(Protocol):
     def forward_headers(self, proto: str) -> HeadBlock | list[tuple[str, str]]:
         """The request headers rewritten for the backend."""
 
-    def response_headers(self, up: BackendHead, extra: list[tuple[str, str]] | None) -> Any:
-        """A backend response's headers rewritten for the client, plus ``extra``."""
+    def response_headers(
+        self,
+        up: BackendHead,
+        extra: list[tuple[str, str]] | None,
+        drop: frozenset[str] | None = None,
+    ) -> Any:
+        """A backend response's headers rewritten for the client, without those named in
+        ``drop`` (lower case), plus ``extra``."""
 
     def open_stream(
         self, status: int, reason: str | None, headers: Any, length: int | None
@@ -265,14 +271,19 @@ def response_headers(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> list[
     return out
 
 
-def response_pairs(up: BackendHead) -> list[tuple[str, str]]:
-    """``response_headers`` of a backend response, from its raw lines when it has them."""
+def response_pairs(up: BackendHead, drop: frozenset[str] | None = None) -> list[tuple[str, str]]:
+    """``response_headers`` of a backend response, from its raw lines when it has them,
+    without the names in ``drop`` (lower case)."""
     if type(up) is LeanResponse:
-        return [
+        pairs = [
             (k.decode("latin-1"), v.decode("latin-1"))
             for k, v in response_headers_raw(up.raw_headers)
         ]
-    return response_headers(up.headers)
+    else:
+        pairs = response_headers(up.headers)
+    if drop is None:
+        return pairs
+    return [(k, v) for k, v in pairs if k.lower() not in drop]
 
 
 # -- header rewriting over bytes (the fast listener with the lean upstream) ---------------------
@@ -346,9 +357,14 @@ class RenderedHead:
         self.has_server = has_server
 
 
-def render_response_headers(up: BackendHead, extra: list[tuple[str, str]] | None) -> RenderedHead:
-    """``response_headers`` over bytes, rendered, with ``extra`` lines appended."""
-    if type(up) is LeanResponse and up.named is None:
+def render_response_headers(
+    up: BackendHead, extra: list[tuple[str, str]] | None, drop: frozenset[str] | None = None
+) -> RenderedHead:
+    """``response_headers`` over bytes, rendered, without the names in ``drop`` (lower case),
+    with ``extra`` lines appended."""
+    if drop is not None:
+        raw: RawHeaders = [(k, v) for k, v in raw_of(up) if k.decode("latin-1").lower() not in drop]
+    elif type(up) is LeanResponse and up.named is None:
         # The lean connection sorted the lines as they came in: the usual case is one join.
         flags = up.kept_flags
         if not extra:
@@ -358,16 +374,21 @@ def render_response_headers(up: BackendHead, extra: list[tuple[str, str]] | None
                 bool(flags & HAS_DATE),
                 bool(flags & HAS_SERVER),
             )
-        raw: RawHeaders = response_headers_raw(up.raw_headers)
-    elif type(up) is LeanResponse:
         raw = response_headers_raw(up.raw_headers)
     else:
-        raw = response_headers_raw(
-            [(k.encode("utf-8"), v.encode("utf-8")) for k, v in up.headers.items()]
-        )
+        raw = raw_of(up)
     if extra:
         raw += [(k.encode("utf-8"), v.encode("utf-8")) for k, v in extra]
     return render_raw(raw)
+
+
+def raw_of(up: BackendHead) -> RawHeaders:
+    """A backend response's headers for the client (hop-by-hop ones dropped), as bytes."""
+    if type(up) is LeanResponse:
+        return response_headers_raw(up.raw_headers)
+    return response_headers_raw(
+        [(k.encode("utf-8"), v.encode("utf-8")) for k, v in up.headers.items()]
+    )
 
 
 def render_pairs(pairs: list[tuple[str, str]]) -> RenderedHead:
@@ -627,9 +648,12 @@ class AiohttpClient:
         return request_headers(headers, self.remote, proto)
 
     def response_headers(
-        self, up: BackendHead, extra: list[tuple[str, str]] | None
+        self,
+        up: BackendHead,
+        extra: list[tuple[str, str]] | None,
+        drop: frozenset[str] | None = None,
     ) -> list[tuple[str, str]]:
-        headers = response_pairs(up)
+        headers = response_pairs(up, drop)
         if extra:
             headers += extra
         return headers

@@ -456,8 +456,13 @@ class FastRequest:
         parts += (b"Via: ", b", ".join((*via, _VIA_RAW)) if via else _VIA_RAW, b"\r\n")
         return HeadBlock(b"".join(parts), host is not None, self.cl is not None)
 
-    def response_headers(self, up: BackendHead, extra: list[tuple[str, str]] | None) -> Any:
-        return render_response_headers(up, extra)
+    def response_headers(
+        self,
+        up: BackendHead,
+        extra: list[tuple[str, str]] | None,
+        drop: frozenset[str] | None = None,
+    ) -> Any:
+        return render_response_headers(up, extra, drop)
 
     # -- the response ---------------------------------------------------------------------------
 

@@ -57,6 +57,7 @@ class Job:
         "connect_failures",
         "cut",
         "driver",
+        "drop_headers",
         "extra_headers",
         "fallback",
         "fault",
@@ -96,6 +97,8 @@ class Job:
         self.fallback = fallback
         self.key = key
         self.extra_headers = extra_headers
+        self.drop_headers: frozenset[str] | None = None
+        """Lower-case names of backend response headers not passed on (a route's)."""
         self.admitted = admitted
         """It holds a concurrency slot, released when it is answered."""
         self.headers: HeadBlock | list[tuple[str, str]] = []

@@ -346,6 +346,8 @@ class Pipeline:
             pool, fallback = state.default_pool, state.fallback
         key = state.key(client) if pool.algorithm in HASHING else None
         job = Job(client, pool, fallback, key, extra_headers or None, admitted)
+        if route is not None:
+            job.drop_headers = route.response_drop
         headers = client.forward_headers(client.scheme)
         headers, job.request_id = with_request_id(client, headers, self.ids)
         if route is not None and route.request_rewrite is not None:

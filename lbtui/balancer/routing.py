@@ -79,6 +79,7 @@ class Route:
         "name",
         "request_rewrite",
         "response_add",
+        "response_drop",
         "shares",
         "single",
     )
@@ -93,6 +94,7 @@ class Route:
         fixed: Answer | None = None,
         request_rewrite: Rewrite | None = None,
         response_add: list[tuple[str, str]] | None = None,
+        response_drop: frozenset[str] | None = None,
     ) -> None:
         self.name = name
         self.label = name
@@ -107,6 +109,10 @@ class Route:
         """A redirect or fixed response: answered without any backend."""
         self.request_rewrite = request_rewrite
         self.response_add = response_add
+        """Headers appended to the client's response (``set`` and ``add``)."""
+        self.response_drop = response_drop
+        """Lower-case names of the backend's response headers not passed on (``remove`` and
+        ``set``)."""
 
     def pool(self) -> Pool | None:
         """The group the next request goes to (None: every forward weight is 0)."""
@@ -211,7 +217,8 @@ def build_routes(
             fallback(rc),
             fixed=fixed_answer(rc),
             request_rewrite=Rewrite(rc.request_headers) if rc.request_headers else None,
-            response_add=list(rc.response_headers.add.items()) if rc.response_headers else None,
+            response_add=response_add(rc),
+            response_drop=response_drop(rc),
         )
         routes.append(route)
         rules.append(
@@ -227,3 +234,19 @@ def build_routes(
             )
         )
     return routes, (Router(rules) if rules else None)
+
+
+def response_add(rc: RouteConfig) -> list[tuple[str, str]] | None:
+    """The headers a route appends to its responses: those it sets, then those it adds."""
+    h = rc.response_headers
+    if h is None or not (h.set or h.add):
+        return None
+    return [*h.set.items(), *h.add.items()]
+
+
+def response_drop(rc: RouteConfig) -> frozenset[str] | None:
+    """The backend response headers a route does not pass on: removed, and replaced by ``set``."""
+    h = rc.response_headers
+    if h is None or not (h.remove or h.set):
+        return None
+    return frozenset(n.lower() for n in (*h.remove, *h.set))

@@ -60,10 +60,13 @@ class HeaderRewrite(Section):
 
 
 class ResponseHeaders(Section):
-    """Headers added to the response sent to the client (nginx's ``add_header``). Replacing or
-    removing a backend's own response headers is not offered yet."""
+    """Changes to the response sent to the client: ``remove`` drops a backend's header (nginx's
+    ``proxy_hide_header``), ``set`` replaces it (drops every one of that name, then adds),
+    ``add`` appends (nginx's ``add_header``)."""
 
+    set: dict[HeaderName, HeaderValue] = Field(default_factory=dict)
     add: dict[HeaderName, HeaderValue] = Field(default_factory=dict)
+    remove: list[HeaderName] = Field(default_factory=list)
 
 
 class RouteConfig(Section):

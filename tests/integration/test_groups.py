@@ -191,6 +191,34 @@ async def test_rules_answer_redirects_and_fixed_responses_and_rewrite_headers(
     assert sent["x-forwarded-for"] == "127.0.0.1"  # the usual rewriting still happened
 
 
+async def test_a_route_sets_and_removes_the_backends_response_headers(backends, balancer, client):
+    """nginx's ``proxy_hide_header`` and a replacing ``add_header``: the client sees the
+    route's value in place of the backend's, and none of a removed header."""
+    bs = await backends(1)
+    lb = await balancer(
+        bs,
+        routes=[
+            {
+                "path_prefix": "/",
+                "backends": [bs[0].name],
+                "response_headers": {
+                    "set": {"X-Backend": "hidden"},
+                    "remove": ["Set-Cookie"],
+                    "add": {"X-Route": "main"},
+                },
+            }
+        ],
+        retries={"attempts": 0, "retry_on_status": []},
+    )
+    for path in ("/cookies", "/big?size=1000"):  # a whole answer and a streamed one
+        async with client.get(lb.url + path) as r:
+            assert r.status == 200
+            assert r.headers.getall("X-Backend") == ["hidden"]
+            assert "Set-Cookie" not in r.headers
+            assert r.headers["X-Route"] == "main"
+            await r.read()
+
+
 async def test_zone_spill_when_the_local_zone_dies_costs_no_client_error(
     backends, balancer, client
 ):
