@@ -99,4 +99,5 @@ def test_request_ids_are_unique_and_carry_the_process_prefix() -> None:
     assert len(set(ids)) == 1000
     assert ids[0].startswith(a.prefix)
     assert a.prefix != b.prefix
-    assert len(ids[0]) == 8 + 1 + 16
+    assert ids[0] == a.prefix + "1"
+    assert ids[-1] == a.prefix + "1000"
