@@ -340,18 +340,14 @@ class Pipeline:
         if route is not None:
             pool = route.pool() or state.no_group
             fallback = route.fallback
-            if route.response_add is not None:
-                extra_headers = [*(extra_headers or ()), *route.response_add]
         else:
             pool, fallback = state.default_pool, state.fallback
         key = state.key(client) if pool.algorithm in HASHING else None
         job = Job(client, pool, fallback, key, extra_headers or None, admitted)
-        if route is not None:
-            job.drop_headers = route.response_drop
         headers = client.forward_headers(client.scheme)
         headers, job.request_id = with_request_id(client, headers, self.ids)
-        if route is not None and route.request_rewrite is not None:
-            headers = route.request_rewrite.request(headers, client)
+        if route is not None:
+            headers = route.rewrite(job, headers, client)
         if type(headers) is HeadBlock and not self.lean:
             headers = headers.items()  # the aiohttp client wants text pairs
         job.headers = headers

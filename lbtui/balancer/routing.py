@@ -14,6 +14,7 @@ listener rendered, only on routes that ask for them: the usual route pays nothin
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 from lbtui.balancer.connections import HeadBlock
 from lbtui.balancer.exchange import Answer, ClientRequest
@@ -21,6 +22,9 @@ from lbtui.balancer.fallback import Fallback
 from lbtui.balancer.pool import Backend, Pool
 from lbtui.config import GroupConfig, HeaderRewrite, RouteConfig
 from lbtui.core.routing import Router, Rule, Shares
+
+if TYPE_CHECKING:
+    from lbtui.balancer.job import Job
 
 
 class Rewrite:
@@ -113,6 +117,18 @@ class Route:
         self.response_drop = response_drop
         """Lower-case names of the backend's response headers not passed on (``remove`` and
         ``set``)."""
+
+    def rewrite(
+        self, job: Job, headers: HeadBlock | list[tuple[str, str]], client: ClientRequest
+    ) -> HeadBlock | list[tuple[str, str]]:
+        """This route's header changes on ``job``: the response's kept on it, the request's
+        ``headers`` for the backend returned."""
+        if self.response_add is not None:
+            job.extra_headers = [*(job.extra_headers or ()), *self.response_add]
+        job.drop_headers = self.response_drop
+        if self.request_rewrite is not None:
+            return self.request_rewrite.request(headers, client)
+        return headers
 
     def pool(self) -> Pool | None:
         """The group the next request goes to (None: every forward weight is 0)."""
