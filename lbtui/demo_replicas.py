@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from lbtui import config as config_mod
+from lbtui.control.merge import sum_rates
 from lbtui.control.runtime import BalancerRuntime, run_balancer
 from lbtui.fleet.redis_server import INSTALL_HINT, RedisServer, redis_server_path
 from lbtui.fleet.replicas import ReplicaSet
@@ -156,10 +157,6 @@ def merged_figures(parts: Sequence[LiveFigures]) -> LiveFigures:
     quantiles (a console's p99 never hides a replica)."""
     if not parts:
         return LiveFigures(0.0, 0.0, 0.0, 0, 0, 0, 0, 0)
-    classes: dict[str, float] = {}
-    for p in parts:
-        for k, v in p.status_rates.items():
-            classes[k] = classes.get(k, 0.0) + v
     return LiveFigures(
         elapsed_s=max(p.elapsed_s for p in parts),
         target_rate=sum(p.target_rate for p in parts),
@@ -169,7 +166,7 @@ def merged_figures(parts: Sequence[LiveFigures]) -> LiveFigures:
         errors=sum(p.errors for p in parts),
         in_flight=sum(p.in_flight for p in parts),
         backlog=sum(p.backlog for p in parts),
-        status_rates=classes,
+        status_rates=sum_rates(p.status_rates for p in parts),
         p50_s=max(p.p50_s for p in parts),
         p99_s=max(p.p99_s for p in parts),
         window_s=max(p.window_s for p in parts),

@@ -3,13 +3,13 @@
 A replica cannot wait for Redis on every request: one ``EVALSHA`` through redis-py's asyncio
 client costs a few hundred microseconds of CPU and a network round trip (``bench/limitstore.py``
 measures it beside this), against a budget of 15 µs a request. So each replica decides on a
-local copy of every bucket, with the core's :class:`~lbtui.core.limitstore.Gcra` arithmetic,
-and every ``store_sync_ms`` sends the store what it admitted since the last time (one script
-call a bucket, all in one pipelined round trip). The store adds that cost to the one shared
-bucket whatever it holds (the requests were served: the debt is real), and answers with how far
-the shared bucket is behind now; the local copy takes that debt, plus whatever it admitted while
-the answer travelled. This is the "sync the counter, decide locally" scheme of Envoy's local
-rate limit with a global quota and of Kong's ``sync_rate``.
+local copy of every bucket, with the core's :class:`~lbtui.core.limitstore.Gcra` arithmetic, and
+every ``store_sync_ms`` sends the store what it admitted since the last time (one script call
+settles every bucket, a few hundred keys a call, the calls pipelined: one round trip). The store
+adds that cost to the one shared bucket whatever it holds (the requests were served: the debt is
+real), and answers with how far the shared bucket is behind now; the local copy takes that debt,
+plus whatever it admitted while the answer travelled. This is the "sync the counter, decide
+locally" scheme of Envoy's local rate limit with a global quota and of Kong's ``sync_rate``.
 
 What it costs in accuracy: between two settlements every replica may spend what it believed the
 shared bucket held, so N replicas can admit up to (N − 1) × (tokens seen + rate × sync period)
@@ -61,6 +61,11 @@ class Link:
         self.mode = SYNCED
         self.peers = 1
         """Live replicas last seen (this one included); never below 1."""
+
+    def arithmetic(self, full: Gcra) -> Gcra:
+        """What a bucket of limit ``full`` decides on in this mode: this replica's share of it
+        while the store is lost in ``local`` mode, else the whole limit."""
+        return share(full, self.peers) if self.mode == LOCAL else full
 
 
 def share(gcra: Gcra, peers: int) -> Gcra:
@@ -133,7 +138,7 @@ class SyncedBucket:
 
     def reconfigure(self, rate: float, burst: float, now: float) -> None:
         full = Gcra(rate, burst)
-        g = full if self._link.mode != LOCAL else share(full, self._link.peers)
+        g = self._link.arithmetic(full)
         self._tat = self._g.rescaled(self._tat, now, g)
         self._full, self._g = full, g
 
@@ -151,7 +156,7 @@ class SyncedBucket:
 
     def degrade(self, now: float) -> None:
         """The store is lost: in ``local`` mode decide on this replica's share from now."""
-        g = share(self._full, self._link.peers) if self._link.mode == LOCAL else self._full
+        g = self._link.arithmetic(self._full)
         self._tat = self._g.rescaled(self._tat, now, g)
         self._g = g
         self._pending = 0.0
@@ -268,8 +273,7 @@ class SyncedKeys:
     def reconfigure(self, rate: float, burst: float, now: float) -> None:
         """New rate and burst for every key, each keeping its tokens (capped)."""
         full = Gcra(rate, burst)
-        g = full if self._link.mode != LOCAL else share(full, self._link.peers)
-        self._rescale(g, now)
+        self._rescale(self._link.arithmetic(full), now)
         self._full = full
 
     def stats(self, now: float) -> KeyedStats:
@@ -313,8 +317,7 @@ class SyncedKeys:
         tats[key] = base + since * self._g.interval
 
     def degrade(self, now: float) -> None:
-        g = share(self._full, self._link.peers) if self._link.mode == LOCAL else self._full
-        self._rescale(g, now)
+        self._rescale(self._link.arithmetic(self._full), now)
         self._pending = {}
 
     def restore(self, now: float) -> None:

@@ -27,7 +27,7 @@ it through that balancer's ``wall - at`` (the same host: a shift of microseconds
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from lbtui.control.model import (
@@ -88,7 +88,8 @@ def _sum_dicts(ds: Iterable[dict[str, int]]) -> dict[str, int]:
     return out
 
 
-def _sum_rates(ds: Iterable[dict[str, float]]) -> dict[str, float]:
+def sum_rates(ds: Iterable[Mapping[str, float]]) -> dict[str, float]:
+    """Rates by key, summed over ``ds``."""
     out: dict[str, float] = {}
     for d in ds:
         for k, v in d.items():
@@ -252,7 +253,7 @@ def merge_totals(totals: Sequence[BalancerTotals]) -> BalancerTotals:
     return BalancerTotals(
         rps=sum(t.rps for t in totals),
         in_flight=sum(t.in_flight for t in totals),
-        code_rps=_sum_rates(t.code_rps for t in totals),
+        code_rps=sum_rates(t.code_rps for t in totals),
         rate_limited_rps=sum(t.rate_limited_rps for t in totals),
         fallback_rps=sum(t.fallback_rps for t in totals),
         retries_rps=sum(t.retries_rps for t in totals),
