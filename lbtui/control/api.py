@@ -32,7 +32,9 @@ bad value (naming the field), 409 for a clash, 503 when the balancer cannot (no 
 
 ``/state`` and ``/metrics`` say what they cost the event loop in a ``Server-Timing`` header
 (``state;dur=3.1;desc="longest slice 0.9 ms"``, milliseconds): the time they held it, all
-slices together, apart from the time they yielded or waited.
+slices together, apart from the time they yielded or waited. While the state is kept in the
+background (``keeper.py``), ``/state`` adds ``keep;dur=…``: the last background pass, whose
+time-moving figures the answer carries.
 
 Security, checked by one middleware before any handler runs:
 
@@ -83,6 +85,7 @@ from lbtui.control.guard import (
     content_type_problem,
     parse_json_object,
 )
+from lbtui.control.keeper import Keeper
 from lbtui.control.local import LocalControl
 from lbtui.control.metrics import CONTENT_TYPE, make_registry
 from lbtui.control.model import (
@@ -220,6 +223,7 @@ class AdminServer:
         self.keepalive_s = keepalive_s
         self.registry = make_registry(control.proxy, control.faults)
         self.state = StateCache(control)
+        self.keeper = Keeper(self.state)
         self.exposition = Exposition(control.proxy, control.faults)
         self._runner: web.AppRunner | None = None
         self._closing = False
@@ -262,6 +266,7 @@ class AdminServer:
         self._closing = True
         for wake in list(self._streams):
             wake.set()
+        await self.keeper.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -361,12 +366,18 @@ class AdminServer:
         since = self._int_param(request, "since", 0) if since_raw else None
         epoch = request.query.get("epoch")
         state = self.state
-        body = await state.body(since, epoch)
+        body = await self.keeper.body(since, epoch)
         resp = web.Response(body=body, content_type="application/json")
-        resp.headers["Server-Timing"] = (
+        timing = (
             f"state;dur={state.busy_s * 1e3:.2f};"
             f'desc="longest slice {state.longest_s * 1e3:.2f} ms"'
         )
+        if self.keeper.keeping:  # the background pass this poll's figures come from
+            timing += (
+                f", keep;dur={state.pass_busy_s * 1e3:.2f};"
+                f'desc="background, longest slice {state.pass_longest_s * 1e3:.2f} ms"'
+            )
+        resp.headers["Server-Timing"] = timing
         return resp
 
     async def _metrics(self, request: web.Request) -> web.Response:

@@ -157,6 +157,24 @@ def scorer_for(proxy: Proxy) -> Balancer[Backend] | None:
     return pool.balancer if pool.algorithm == "p2c_ewma" else None
 
 
+def health_view(b: Backend, now: float) -> HealthView | None:
+    """``b``'s active health as the state shows it (``None`` without health checks)."""
+    if b.health is None:
+        return None
+    h = b.health.stats(now)
+    return HealthView(
+        state=h.state.value,
+        since=h.since,
+        reason=h.reason,
+        consecutive_successes=h.consecutive_successes,
+        consecutive_failures=h.consecutive_failures,
+        last_check_ok=h.last_check_ok,
+        last_check_detail=h.last_check_detail,
+        slow_start_remaining_s=h.slow_start_remaining_s,
+        slow_start_factor=h.slow_start_factor,
+    )
+
+
 def backend_view(
     proxy: Proxy,
     b: Backend,
@@ -191,20 +209,7 @@ def backend_view(
             half_open_permits=s.half_open_permits,
             times_opened=s.times_opened,
         )
-    health = None
-    if b.health is not None:
-        h = b.health.stats(now)
-        health = HealthView(
-            state=h.state.value,
-            since=h.since,
-            reason=h.reason,
-            consecutive_successes=h.consecutive_successes,
-            consecutive_failures=h.consecutive_failures,
-            last_check_ok=h.last_check_ok,
-            last_check_detail=h.last_check_detail,
-            slow_start_remaining_s=h.slow_start_remaining_s,
-            slow_start_factor=h.slow_start_factor,
-        )
+    health = health_view(b, now)
     try:
         ej = proxy.outliers.stats(b.name, now)
         ejected, until, reason, times = ej.ejected, ej.ejected_until, ej.reason, ej.times_ejected

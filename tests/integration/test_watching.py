@@ -288,6 +288,106 @@ async def test_a_health_check_shows_at_the_next_tick():
     assert fell.health.state == "down"
 
 
+async def test_health_checks_are_spliced_in_not_rebuilt():
+    """At 1,000 backends checked every 2 s, half the views see a new check each second: a check
+    that changes no state splices the health object in at the next tick, and the answer still
+    reads exactly as reading everything does."""
+    t = [1000.0]
+    backends = [{"name": f"b{i}", "url": f"http://127.0.0.1:{10000 + i}"} for i in range(12)]
+    config = from_dict({"backends": backends, "health": {"enabled": True, "fall": 3}}, "test")
+    proxy = Proxy(config, clock=lambda: t[0])
+    cache = StateCache(LocalControl(proxy))
+    names = list(proxy.backends)
+    traffic(proxy, names, t[0])
+    await cache.body()
+    rebuilt = cache.rebuilt
+    for step in range(12):
+        t[0] += 1.0
+        for name in names[step % 2 :: 2]:
+            health = proxy.backends[name].health
+            assert health is not None
+            ok = not (step == 5 and name == names[1])  # one failed check: no state change yet
+            health.record_check(ok, t[0], "HTTP 200" if ok else 'HTTP 503 "busy, \\ retry"')
+        if step % 3 == 0:
+            traffic(proxy, names[:4], t[0])
+        cached = Snapshot.from_json(await cache.body())
+        whole = build_snapshot(proxy, t[0])
+        assert cached.backends == whole.backends, step
+    assert cache.rebuilt == rebuilt  # every check and outcome was a splice
+    b1 = Snapshot.from_json(await cache.body()).backend(names[1])
+    assert b1.health is not None
+    assert b1.health.consecutive_successes >= 1
+
+
+async def test_a_poll_catches_up_on_outcomes_and_leaves_time_to_the_background():
+    """``catch_up`` (what a watched poll pays): the backends with new outcomes or named by an
+    event are read again at once, exactly; the others' time-moving figures wait for the next
+    background ``refresh``, which brings every view to what a full read says."""
+    t = [1000.0]
+    proxy = fleet(30, lambda: t[0])
+    cache = StateCache(LocalControl(proxy))
+    names = list(proxy.backends)
+    traffic(proxy, names, t[0])
+    await cache.body()
+    t[0] += 0.35  # rate slots moved for every backend
+    traffic(proxy, names[:3], t[0])
+    proxy.set_weight(names[5], 4.0)  # an event
+    spliced, rebuilt = cache.spliced, cache.rebuilt
+    await cache.catch_up()
+    assert cache.spliced - spliced == 3  # the three with new outcomes, not the thirty that rated
+    assert cache.rebuilt - rebuilt == 1  # the one an event named
+    kept = Snapshot.from_json(await cache.answer())
+    whole = build_snapshot(proxy, t[0])
+    for name in [*names[:3], names[5]]:
+        assert kept.backend(name) == whole.backend(name), name
+    assert kept.backend(names[9]).requests_total == 1  # counters are right everywhere
+    assert kept.backend(names[9]).rps_series != whole.backend(names[9]).rps_series
+    await cache.refresh(paced=True)
+    assert Snapshot.from_json(await cache.answer()).backends == whole.backends
+
+
+async def test_a_watched_state_is_kept_in_the_background(admin, client):
+    """Polled steadily, the state is refreshed in the background and a poll only catches up:
+    what requests and actions changed still shows in the very next answer; polls that stop
+    stop the background work."""
+    lb, server = await admin(3)
+    keeper = server.keeper
+    keeper.watch_s = 0.5
+    async with httpx.AsyncClient(base_url=server.url) as http:
+
+        async def state() -> Snapshot:
+            r = await http.get("/api/v1/state")
+            assert r.status_code == 200
+            return Snapshot.from_json(r.content)
+
+        deadline = time.monotonic() + 10
+        while keeper.caught_up < 3 or keeper.passes < 2:
+            assert time.monotonic() < deadline, (keeper.caught_up, keeper.passes)
+            await state()
+            await asyncio.sleep(0.05)
+        before = sum(b.requests_total for b in (await state()).backends)
+        await send(client, lb.url + "/", 5)
+        after = await state()
+        assert sum(b.requests_total for b in after.backends) == before + 5
+        name = after.backends[0].name
+        assert (await http.post(f"/api/v1/backends/{name}/drain")).status_code == 200
+        assert (await state()).backend(name).admin == "draining"
+        r = await http.get("/api/v1/state")
+        assert "keep;dur=" in r.headers["Server-Timing"]
+    deadline = time.monotonic() + 10
+    while keeper.keeping:  # nobody polls: the background task ends by itself
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    caught_up = keeper.caught_up
+    await state_once(server.url)
+    assert keeper.caught_up == caught_up  # answered whole, as a first poll is
+
+
+async def state_once(url: str) -> None:
+    async with httpx.AsyncClient(base_url=url) as http:
+        assert (await http.get("/api/v1/state")).status_code == 200
+
+
 def _containers_held_by(*roots: object) -> dict[int, str]:
     """The ids of the collector-tracked objects reachable from ``roots`` (not through modules,
     classes or functions): what the balancer and its caches hold, and nothing a thread left by
