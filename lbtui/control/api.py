@@ -198,6 +198,20 @@ async def _body(request: web.Request) -> dict[str, Any]:
         raise Invalid(f"body: {exc}", field="body") from None
 
 
+async def send_whole(
+    request: web.Request, body: bytes, content_type: str, timing: str
+) -> web.StreamResponse:
+    """Answer ``body`` with its length known: the head written first and the body after it,
+    as it is (``web.Response`` joins the two into one more copy of the body before writing: a
+    megabyte and a half of state at 1,000 backends)."""
+    resp = web.StreamResponse(headers={"Content-Type": content_type, "Server-Timing": timing})
+    resp.content_length = len(body)
+    await resp.prepare(request)
+    await resp.write(body)
+    await resp.write_eof()
+    return resp
+
+
 class AdminServer:
     """The admin API of one balancer, served through ``control``. ``port`` is bound after
     ``start()`` (``[admin] address`` may give port 0)."""
@@ -361,13 +375,12 @@ class AdminServer:
 
     # --- seeing ------------------------------------------------------------------------------
 
-    async def _get_state(self, request: web.Request) -> web.Response:
+    async def _get_state(self, request: web.Request) -> web.StreamResponse:
         since_raw = request.query.get("since")
         since = self._int_param(request, "since", 0) if since_raw else None
         epoch = request.query.get("epoch")
         state = self.state
         body = await self.keeper.body(since, epoch)
-        resp = web.Response(body=body, content_type="application/json")
         timing = (
             f"state;dur={state.busy_s * 1e3:.2f};"
             f'desc="longest slice {state.longest_s * 1e3:.2f} ms"'
@@ -377,8 +390,7 @@ class AdminServer:
                 f", keep;dur={state.pass_busy_s * 1e3:.2f};"
                 f'desc="background, longest slice {state.pass_longest_s * 1e3:.2f} ms"'
             )
-        resp.headers["Server-Timing"] = timing
-        return resp
+        return await send_whole(request, body, "application/json", timing)
 
     async def _metrics(self, request: web.Request) -> web.Response:
         expo = self.exposition

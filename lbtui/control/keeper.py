@@ -10,8 +10,9 @@ for every request in flight to wait behind.
 Here the first poll is answered as before (everything brought up to date, in slices). From the
 second poll that comes within ``watch_s`` of the one before — a console, or Prometheus-like
 polling — a background task walks the backends once per poll interval (at least one "now" slot,
-at most one tick apart), **paced**: after each 0.5 ms slice it rests three times as long, so it
-never takes more than a quarter of the loop, and a proxied request meets one slice at most.
+at most one tick apart), timed to end just before the next poll is due, and **paced**: after
+each 0.5 ms slice it rests three times as long, so it never takes more than a quarter of the
+loop, and a proxied request meets one slice at most.
 A poll then only catches up (``StateCache.catch_up``): a key per backend, a splice of each one
 with new outcomes, a rebuild of each one an event named. Counters, states, in-flight and
 actions are read at the answer; rates, percentiles and series of backends with no new outcome
@@ -33,6 +34,8 @@ from lbtui.control.statecache import StateCache
 
 WATCH_S = 2.0
 """Two polls closer than this: someone is watching, keep the state in the background."""
+AHEAD_S = 0.01
+"""A background pass is timed to end this long before the next poll is due."""
 LAG_S = 0.5
 """A background pass that started longer than the interval plus this ago is too old to answer
 from (the loop is too busy to keep up): the poll brings everything up to date itself."""
@@ -55,6 +58,8 @@ class Keeper:
         self._interval = cache.tick_s
         self._kept_at = float("-inf")
         """When the last background pass started: the views are at least that fresh."""
+        self._span = 0.0
+        """How long the last pass took, rests included."""
         self._task: asyncio.Task[None] | None = None
         self.caught_up = 0
         """Polls answered from the kept views after a catch-up (what the tests read)."""
@@ -86,10 +91,16 @@ class Keeper:
     async def _keep(self) -> None:
         clock = self._clock
         while self._last_poll is not None and clock() - self._last_poll <= self.watch_s:
-            await asyncio.sleep(max(0.0, self._interval - (clock() - self._kept_at)))
+            # end the pass just before the next poll is due: what moves between the two (the
+            # outcomes a poll catches up on) is as little as it can be
+            start = self._last_poll + self._interval - self._span - AHEAD_S
+            while start <= self._kept_at:
+                start += self._interval
+            await asyncio.sleep(max(0.0, start - clock()))
             started = clock()
             await self.cache.refresh(paced=True)
             self._kept_at = started
+            self._span = clock() - started
             self.passes += 1
 
     async def close(self) -> None:
