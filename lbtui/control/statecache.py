@@ -81,6 +81,7 @@ one slice each time."""
 PACE = 3.0
 """A background pass (``refresh(paced=True)``) rests three times each slice's length after it:
 at most a quarter of the loop's time goes to it."""
+_STEP_ASIDE_S = 0.002
 _CHECK_EVERY = 2
 """Backends rebuilt between two looks at the clock."""
 _BACKEND = TypeAdapter(BackendView)
@@ -259,6 +260,8 @@ class StateCache:
         """Its longest slice."""
         self.pace = PACE
         """A paced pass rests this many times each slice's length after it."""
+        self.answering = 0
+        """Polls being answered from the kept views: a paced pass steps aside meanwhile."""
         self.paced = False
         """The pass under way is paced (``refresh(paced=True)``, and nobody else waits on it)."""
         self.freeze_built = False
@@ -505,7 +508,10 @@ class StateCache:
             if i % _CHECK_EVERY == 0 and (spent := time.perf_counter() - started) > self.slice_s:
                 busy += spent
                 longest = max(longest, spent)
-                await asyncio.sleep(spent * self.pace if self.paced and not timely else 0)
+                paced = self.paced and not timely
+                await asyncio.sleep(spent * self.pace if paced else 0)
+                while paced and self.answering and self.paced:
+                    await asyncio.sleep(_STEP_ASIDE_S)  # a poll is being answered: let it be
                 started = time.perf_counter()
                 ctx.now = now = proxy.clock()
                 ctx.tick, ctx.fast = int(now / self.tick_s), int(now / self.rate_tick_s)
