@@ -79,13 +79,13 @@ class Keeper:
         cache = self.cache
         if self.keeping and now - self._kept_at <= self._interval + LAG_S:
             cache.busy_s = cache.longest_s = 0.0
-            cache.answering += 1
+            cache.begin_answer()
             try:
                 await cache.catch_up()
                 self.caught_up += 1
                 return await cache.answer(since, epoch)
             finally:
-                cache.answering -= 1
+                cache.end_answer()
         body = await cache.body(since, epoch)
         if last is not None and now - last <= self.watch_s and not self.keeping:
             self._kept_at = now

@@ -81,7 +81,6 @@ one slice each time."""
 PACE = 3.0
 """A background pass (``refresh(paced=True)``) rests three times each slice's length after it:
 at most a quarter of the loop's time goes to it."""
-_STEP_ASIDE_S = 0.002
 _CHECK_EVERY = 2
 """Backends rebuilt between two looks at the clock."""
 _BACKEND = TypeAdapter(BackendView)
@@ -262,6 +261,7 @@ class StateCache:
         """A paced pass rests this many times each slice's length after it."""
         self.answering = 0
         """Polls being answered from the kept views: a paced pass steps aside meanwhile."""
+        self._answered = asyncio.Event()
         self.paced = False
         """The pass under way is paced (``refresh(paced=True)``, and nobody else waits on it)."""
         self.freeze_built = False
@@ -482,6 +482,15 @@ class StateCache:
             int(now / self.rate_tick_s),
         )
 
+    def begin_answer(self) -> None:
+        self.answering += 1
+        self._answered.clear()
+
+    def end_answer(self) -> None:
+        self.answering -= 1
+        if not self.answering:
+            self._answered.set()
+
     async def catch_up(self) -> None:
         """Bring up to date now what moves with outcomes and events — counters, in flight,
         states, every view an event named, new backends — and not what moves with time alone
@@ -510,8 +519,8 @@ class StateCache:
                 longest = max(longest, spent)
                 paced = self.paced and not timely
                 await asyncio.sleep(spent * self.pace if paced else 0)
-                while paced and self.answering and self.paced:
-                    await asyncio.sleep(_STEP_ASIDE_S)  # a poll is being answered: let it be
+                if paced and self.answering:  # a poll is being answered: let it be
+                    await self._answered.wait()
                 started = time.perf_counter()
                 ctx.now = now = proxy.clock()
                 ctx.tick, ctx.fast = int(now / self.tick_s), int(now / self.rate_tick_s)
