@@ -187,11 +187,13 @@ def cpu_table(sizes: list[int]) -> str:
     clock held: within one tick of the windows, so "none" is what a quiet poll costs); then, the
     clock moving, the median of a poll 250 ms after the last with an eighth of the backends
     changed (500 req/s over 1,000 backends, polled 4 times a second) and of a scrape 1 s after
-    the last with half of them changed."""
+    the last with half of them changed; and, watched (``keeper.py``), the background pass and
+    the poll that follows it 10 ms later (its catch-up and answer)."""
     headers = ["backends", "state, all", "metrics, all"]
     for what in ("none", "1/8", "all"):
         headers += [f"state, {what} changed", f"metrics, {what} changed"]
     headers += ["state, a poll (250 ms, 1/8)", "metrics, a scrape (1 s, 1/2)"]
+    headers += ["state, background pass (watched)", "state, a watched poll"]
     return table(headers, [[str(n), *(f"{x:.1f}" for x in _cpu_row(n))] for n in sizes])
 
 
@@ -264,6 +266,22 @@ def _cpu_row(n: int) -> list[float]:
             await cache.body()
         out.append(await median(cached(max(1, n // 8), False, 0.25), 8))  # 2 s: 2 ticks
         out.append(await median(cached(max(1, n // 2), True, 1.0), 5))
+        # watched (keeper.py): the background pass 240 ms after the last poll, then the poll
+        # 10 ms later catching up on the outcomes between (500 req/s for 10 ms: 5 backends)
+        passes, polls = [], []
+        for _ in range(8):
+            clock[0] += 0.24
+            traffic(max(1, n // 8))
+            t = time.thread_time()
+            await cache.refresh(paced=False)
+            passes.append(time.thread_time() - t)
+            clock[0] += 0.01
+            traffic(max(1, n // 200))
+            t = time.thread_time()
+            await cache.catch_up()
+            await cache.answer()
+            polls.append(time.thread_time() - t)
+        out += [statistics.median(passes) * 1e3, statistics.median(polls) * 1e3]
         return out
 
     return asyncio.run(row())
@@ -348,8 +366,8 @@ def main() -> int:
         parser.error("--sizes: expected at least one size of 1 or more")
     if args.cpu:
         print(
-            "CPU ms (thread time) of one answer: best of 3, the last two columns the median of 8"
-            " polls and 5 scrapes; 'all': read the old way, everything"
+            "CPU ms (thread time) of one answer: best of 3, the last four columns the median of 8"
+            " polls, 5 scrapes, 8 passes and 8 watched polls; 'all': read the old way, everything"
         )
         print(cpu_table(sizes))
         return 0

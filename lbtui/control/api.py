@@ -108,6 +108,7 @@ from lbtui.control.model import (
     events_to_json_bytes,
 )
 from lbtui.control.reload import Reloader
+from lbtui.control.slicing import Turns
 from lbtui.control.statecache import StateCache
 from lbtui.core.events import ORIGIN
 from lbtui.errors import ConfigError
@@ -236,7 +237,9 @@ class AdminServer:
         self.hosts = HostPolicy(self.host, config.allowed_hosts)
         self.keepalive_s = keepalive_s
         self.registry = make_registry(control.proxy, control.faults)
-        self.state = StateCache(control)
+        self.turns = Turns()
+        """One admin slice per turn of the loop, the state's and ``/metrics``' together."""
+        self.state = StateCache(control, turns=self.turns)
         self.keeper = Keeper(self.state)
         self.exposition = Exposition(control.proxy, control.faults)
         self._runner: web.AppRunner | None = None

@@ -42,6 +42,7 @@ from pydantic import TypeAdapter
 from lbtui.balancer.pool import Backend
 from lbtui.control.local import LocalControl
 from lbtui.control.model import BackendView, HealthView, PoolView, ProcessView
+from lbtui.control.slicing import Turns
 from lbtui.control.snapshot import (
     ConnectionCount,
     assemble,
@@ -230,8 +231,11 @@ class StateCache:
         slice_s: float = SLICE_S,
         tick_s: float = TICK_S,
         rate_tick_s: float = RATE_TICK_S,
+        turns: Turns | None = None,
     ) -> None:
         self.control = control
+        self.turns = turns or Turns()
+        """Taken for each slice (shared with ``/metrics`` by the admin API)."""
         self.slice_s = slice_s
         self.tick_s = tick_s
         self.rate_tick_s = rate_tick_s
@@ -285,6 +289,13 @@ class StateCache:
     async def answer(self, since: int | None = None, epoch: str | None = None) -> bytes:
         """``body`` from the views as they are kept, without bringing them up to date first
         (``keeper.Keeper`` does that in the background while a console watches)."""
+        await self.turns.take()
+        try:
+            return await self._answer(since, epoch)
+        finally:
+            self.turns.give()
+
+    async def _answer(self, since: int | None, epoch: str | None) -> bytes:
         started = time.perf_counter()
         proxy = self.control.proxy
         names = [n for n in self._names if n in self._entries]
@@ -301,6 +312,7 @@ class StateCache:
         delta = since is not None and epoch == self.epoch and 0 <= since <= self.version
         after = since if since is not None and delta else -1
         parts = [e.json for e in entries if e.version > after]
+        started = await self._pause(started)
         head = dataclasses.replace(snap, backends=[]).to_json_bytes()
         started = await self._pause(started)
         extra = b'{"version":%d,"epoch":%b,' % (self.version, json.dumps(self.epoch).encode())
@@ -331,7 +343,7 @@ class StateCache:
         if time.perf_counter() - started < self.slice_s:
             return started
         self._spent(started)
-        await asyncio.sleep(0)
+        await self.turns.rest()
         return time.perf_counter()
 
     async def refresh(self, *, paced: bool = False) -> None:
@@ -506,6 +518,13 @@ class StateCache:
 
     async def _walk(self, timely: bool) -> tuple[float, float]:
         """One pass over the backends, in slices; its time on the loop and longest slice."""
+        await self.turns.take()
+        try:
+            return await self._walk_slices(timely)
+        finally:
+            self.turns.give()
+
+    async def _walk_slices(self, timely: bool) -> tuple[float, float]:
         started = time.perf_counter()
         busy = longest = 0.0
         proxy = self.control.proxy
@@ -518,9 +537,9 @@ class StateCache:
                 busy += spent
                 longest = max(longest, spent)
                 paced = self.paced and not timely
-                await asyncio.sleep(spent * self.pace if paced else 0)
+                await self.turns.rest(spent * self.pace if paced else 0)
                 if paced and self.answering:  # a poll is being answered: let it be
-                    await self._answered.wait()
+                    await self.turns.wait(self._answered.wait())
                 started = time.perf_counter()
                 ctx.now = now = proxy.clock()
                 ctx.tick, ctx.fast = int(now / self.tick_s), int(now / self.rate_tick_s)
