@@ -24,6 +24,7 @@ from lbtui.balancer.pool import Backend
 from lbtui.balancer.proxy import Proxy
 from lbtui.control.faults import FaultLink
 from lbtui.control.groupsums import GroupSums
+from lbtui.control.keptviews import EventCursor
 from lbtui.control.metrics import (
     BOUND_CUTS,
     OUTCOMES,
@@ -40,7 +41,7 @@ from lbtui.control.metrics import (
     sample_prefixes,
     sample_text,
 )
-from lbtui.control.statecache import SLICE_S, EventCursor
+from lbtui.control.statecache import SLICE_S
 from lbtui.core.balance import Member
 from lbtui.core.record import CODE_CLASSES, FailureKind
 

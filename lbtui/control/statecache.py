@@ -10,12 +10,15 @@ serialised whole). Three things keep that cost small and short:
   rolling windows while it shows anything that moves with time: 100 ms (the "now" slot) while
   it shows a rate, 1 s otherwise (traffic in the last minute, a countdown, a fault, a score, a
   health check since). A backend idle for a minute costs one key a poll. When only its record
-  moved (new outcomes, or its windows with time) and nothing else did (no event, health check,
-  weight change, nothing else that moves with time), the record's figures and the breaker's
-  calls are read again and spliced into the kept JSON (``viewsplice``), not the view rebuilt;
-- **work in slices**: the rebuild yields to the loop every ``slice_s`` (0.5 ms), so proxied
-  requests wait behind one slice at a time (the answer's assembly is one more step: the pools'
-  balance figures, read again over every view when one has changed, and the join);
+  moved (new outcomes, or its windows with time) and nothing else did (no event, a health
+  check that changed no state, nothing else that moves with time), the record's figures, the
+  breaker's calls and the health object are read again and spliced into the kept JSON
+  (``viewsplice``, ``keptviews``), not the view rebuilt;
+- **work in slices**: the rebuild yields to the loop every ``slice_s`` (0.5 ms), one slice per
+  turn of the loop whoever does it (``slicing.Turns``, shared with ``/metrics``), so proxied
+  requests wait behind one slice at a time;
+- **while watched, time is kept in the background** (``keeper.Keeper``): a paced pass reads
+  what moves with time alone, and a poll only ``catch_up``s on outcomes and events;
 - **deltas**: each rebuilt view whose JSON differs takes the next ``version``; a console that
   sends ``?since=VERSION&epoch=EPOCH`` gets the totals and only the backends changed since
   (plus the list of names, for order and removals), so watching 1,000 quiet backends costs
@@ -24,7 +27,8 @@ serialised whole). Three things keep that cost small and short:
 
 The answer is ``Snapshot`` JSON (what ``Snapshot.from_json`` reads) with ``version`` and
 ``epoch`` added, and ``delta: true`` and ``names`` when it carries changes only. Figures of a
-backend with no new outcome are at most one tick old; the totals are read at each answer.
+backend with no new outcome are at most one tick old (while watched, one poll interval); its
+counters, state and the totals are read at each answer.
 """
 
 from __future__ import annotations
@@ -35,13 +39,26 @@ import gc
 import json
 import secrets
 import time
-from dataclasses import dataclass
 
 from pydantic import TypeAdapter
 
 from lbtui.balancer.pool import Backend
+from lbtui.control.keptviews import (
+    HEALTH,
+    OUTCOME,
+    EventCursor,
+    Kept,
+    Pass,
+    assign,
+    health_span,
+    in_flight_only,
+    others_moving,
+    shows_rate,
+    view_key,
+    windows_moving,
+)
 from lbtui.control.local import LocalControl
-from lbtui.control.model import BackendView, HealthView, PoolView, ProcessView
+from lbtui.control.model import BackendView, PoolView
 from lbtui.control.slicing import Turns
 from lbtui.control.snapshot import (
     ConnectionCount,
@@ -55,8 +72,6 @@ from lbtui.control.snapshot import (
     scorer_for,
 )
 from lbtui.control.viewsplice import (
-    Figures,
-    Template,
     calls_json,
     figures_of,
     read_figures,
@@ -64,8 +79,6 @@ from lbtui.control.viewsplice import (
     template,
 )
 from lbtui.core.balance import Member
-from lbtui.core.balancing import Balancer
-from lbtui.core.events import EventRing
 from lbtui.core.window import RATE_SLOTS, RATE_WINDOW_S
 
 TICK_S = 1.0
@@ -85,140 +98,7 @@ at most a quarter of the loop's time goes to it."""
 _CHECK_EVERY = 2
 """Backends rebuilt between two looks at the clock."""
 _BACKEND = TypeAdapter(BackendView)
-_HEALTH = TypeAdapter(HealthView)
-_HEALTH_KEY = b'"health":'
-_CALM_BREAKER = ("closed", "disabled")
 _NO_BACKENDS = b'"backends":[]'
-
-
-@dataclass(slots=True)
-class _Entry:
-    key: tuple[object, ...]
-    tick: int
-    fast: int
-    """The ``RATE_TICK_S`` slot it was built in."""
-    json: bytes
-    """The view, serialised: the view itself is not kept (bytes are no work for the garbage
-    collector; 1,000 views of a dozen objects each made every full collection longer)."""
-    version: int
-    moving: bool
-    """The view shows something that changes with time alone: rebuild it every tick."""
-    rating: bool
-    """It shows a rate over the "now" window: rebuild it every ``RATE_TICK_S``."""
-    member: Member
-    """What the pools' balance figures read of it."""
-    checks: int
-    """Health checks reported when it was built: a check that changes no state (the runs of
-    passed and failed checks, the last one's detail) is shown at the next tick, not at once —
-    at 1,000 backends checked every 2 s that is 500 rebuilds a second saved."""
-    figures: Figures
-    """The record's figures it shows."""
-    parts: Template | None
-    """``json`` around ``figures`` and the breaker's calls (``viewsplice``): when only they
-    moved — an outcome or time passing, but no event, no health check, no change of weight,
-    nothing else that moves with time alone — they are read again and spliced in, not the
-    whole view rebuilt (a view is ~45 µs, a splice a few)."""
-    calls: bytes
-    """The breaker's calls as ``json`` shows them."""
-    others: bool
-    """It shows something that moves with time besides the record's windows (a breaker's
-    countdown, slow start, an ejection, a fault, a score, a process): rebuilt whole each tick."""
-    health: tuple[int, int]
-    """Where its health's JSON lies in ``parts[0]`` (offset, length; ``(-1, 0)`` when it has
-    no health checks or no template): a check that changes no state moves only that object,
-    read again and spliced in at the next tick (1,000 backends checked every 2 s: 500 views a
-    second that would otherwise be rebuilt whole, 45 ms at every tick)."""
-
-
-_FIELDS = tuple(f.name for f in dataclasses.fields(Figures) if f.name != "rps_series")
-
-
-def _assign(f: Figures, new: Figures) -> None:
-    """``new``'s figures into ``f``, in place: a view's figures stay the objects they were, so
-    that splicing 1,000 views a poll makes no new containers for the collector to scan."""
-    for name in _FIELDS:
-        setattr(f, name, getattr(new, name))
-    f.rps_series[:] = new.rps_series
-
-
-def _rating(f: Figures, in_flight: int) -> bool:
-    return bool(f.rps or f.demand_rps or f.bytes_per_s or in_flight)
-
-
-def _windows_moving(f: Figures, in_flight: int) -> bool:
-    return bool(f.rps or f.bytes_per_s or f.error_ratio or in_flight or any(f.rps_series))
-
-
-def _others_moving(v: BackendView) -> bool:
-    if v.breaker is not None and (
-        v.breaker.state not in _CALM_BREAKER or v.breaker.retry_in_s is not None
-    ):
-        return True
-    if v.health is not None and v.health.slow_start_remaining_s is not None:
-        return True
-    return bool(v.ejected or v.fault is not None or v.score is not None or v.process is not None)
-
-
-def _key(
-    peers: tuple[int, ...], b: Backend, connections: ConnectionCount | None
-) -> tuple[object, ...]:
-    """What moves when the backend gets an outcome (not events: those are read from the ring);
-    ``peers``: the workers' reports it is merged with (``_Pass.peers``)."""
-    r = b.record
-    return (
-        r.requests_total,
-        r.in_flight,
-        r.latency.count,
-        r.retries_total,
-        connections(b, r.in_flight) if connections is not None else 0,
-        b.weight,
-        peers,
-    )
-
-
-_OUTCOME = 5
-"""``_key``'s fields before this one move with outcomes (and connections); those after do not."""
-
-
-def _in_flight(b: Backend, in_flight: int) -> int:
-    """The connection count where the upstream pool cannot be read: the requests in flight."""
-    return in_flight
-
-
-class EventCursor:
-    """Reads the event ring from where it last stopped: which backends events named since."""
-
-    def __init__(self, ring: EventRing) -> None:
-        self._ring = ring
-        self._id = 0
-
-    def touched(self) -> set[str] | None:
-        """Backends named by events since the last call; ``None`` when every backend may have
-        changed (an event about the whole balancer, or events lost off the ring)."""
-        ring = self._ring
-        last = ring.last_id
-        if last == self._id:
-            return set()
-        events = ring.since(self._id)
-        lost = last < self._id or not events or events[0].id != self._id + 1
-        self._id = last
-        if lost or any(e.backend is None for e in events):
-            return None
-        return {e.backend for e in events if e.backend is not None}
-
-
-@dataclass(slots=True)
-class _Pass:
-    """What one pass reads once for every backend it visits."""
-
-    connections: ConnectionCount | None
-    scorer: Balancer[Backend] | None
-    processes: dict[str, ProcessView]
-    peers: tuple[int, ...]
-    """The workers' records a view is merged from, by identity (new at each report)."""
-    now: float
-    tick: int
-    fast: int
 
 
 class StateCache:
@@ -241,7 +121,7 @@ class StateCache:
         self.rate_tick_s = rate_tick_s
         self.epoch = secrets.token_hex(6)
         self.version = 0
-        self._entries: dict[str, _Entry] = {}
+        self._entries: dict[str, Kept] = {}
         self._cursor = EventCursor(control.proxy.events)
         self._names: list[str] = []
         self._names_json = b"[]"
@@ -361,7 +241,7 @@ class StateCache:
 
     def _respliced(
         self,
-        e: _Entry,
+        e: Kept,
         b: Backend,
         now: float,
         fast: int,
@@ -380,7 +260,7 @@ class StateCache:
         if outcome is not None:
             fig = rec.figures(now)
             conns = outcome(b, fig.in_flight)
-            _assign(f, read_figures(fig, rec.retries_total, conns, f.connections_source))
+            assign(f, read_figures(fig, rec.retries_total, conns, f.connections_source))
             if b.breaker is not None and len(parts) == 4:
                 e.calls = calls_json(b.breaker.stats(now))
         else:
@@ -419,14 +299,14 @@ class StateCache:
             e.version = self.version
             e.json = data
         e.fast = fast
-        e.rating = _rating(f, f.in_flight)
-        e.moving = e.others or _windows_moving(f, f.in_flight)
+        e.rating = shows_rate(f, f.in_flight)
+        e.moving = e.others or windows_moving(f, f.in_flight)
         m = e.member
         if m.rate != f.rps or m.demand != f.demand_rps:
             e.member = Member(f.rps, m.weight, m.eligible, f.demand_rps, m.max_rps, m.admitting)
 
     @staticmethod
-    def _rechecked(e: _Entry, b: Backend, now: float, checks: int) -> bool:
+    def _rechecked(e: Kept, b: Backend, now: float, checks: int) -> bool:
         """Bring ``e``'s health up to ``checks`` reported checks by splicing its JSON into
         ``parts[0]``; ``False`` if that cannot be done (no kept span, or the health now shows
         slow start, which moves with time: the view is rebuilt whole)."""
@@ -437,7 +317,7 @@ class StateCache:
         parts = e.parts
         if at < 0 or h is None or h.slow_start_remaining_s is not None or parts is None:
             return False
-        data = _HEALTH.dump_json(h)
+        data = HEALTH.dump_json(h)
         head = parts[0]
         e.parts = (head[:at] + data + head[at + length :], *parts[1:])
         e.health = (at, len(data))
@@ -447,7 +327,7 @@ class StateCache:
     def _store(
         self,
         name: str,
-        e: _Entry | None,
+        e: Kept | None,
         key: tuple[object, ...],
         when: tuple[int, int, int],
         view: BackendView,
@@ -458,15 +338,15 @@ class StateCache:
         ``when``: the tick, the rate slot and the health checks it was built at."""
         tick, fast, checks = when
         figures = figures_of(view)
-        others = _others_moving(view)
+        others = others_moving(view)
         cut = template(data, figures)
         parts, calls = cut if cut is not None else (None, b"")
-        health = _health_span(parts, view.health)
-        moving = others or _windows_moving(figures, view.in_flight)
-        rating = _rating(figures, view.in_flight)
+        health = health_span(parts, view.health)
+        moving = others or windows_moving(figures, view.in_flight)
+        rating = shows_rate(figures, view.in_flight)
         member = member_of(view)
         if e is None:
-            self._entries[name] = _Entry(
+            self._entries[name] = Kept(
                 key, tick, fast, data, version, moving, rating, member, checks, figures,
                 parts, calls, others, health,
             )  # fmt: skip
@@ -478,13 +358,13 @@ class StateCache:
         e.others, e.health = others, health
         if member != e.member:
             e.member = member
-        _assign(e.figures, figures)
+        assign(e.figures, figures)
 
-    def _context(self) -> _Pass:
+    def _context(self) -> Pass:
         control = self.control
         proxy = control.proxy
         now = proxy.clock()
-        return _Pass(
+        return Pass(
             connection_counter(proxy),
             scorer_for(proxy),
             process_views(control.fleet),
@@ -546,7 +426,7 @@ class StateCache:
             forced = touched is None or b.name in touched
             if timely and not forced:  # the common case of a poll, without a call
                 e = entries.get(b.name)
-                if e is not None and e.key == _key(ctx.peers, b, ctx.connections):
+                if e is not None and e.key == view_key(ctx.peers, b, ctx.connections):
                     continue
             if proxy.backends.get(b.name) is b:  # not removed (or replaced) meanwhile
                 self._update(ctx, b, forced, timely)
@@ -563,14 +443,14 @@ class StateCache:
         spent = time.perf_counter() - started
         return busy + spent, max(longest, spent)
 
-    def _update(self, ctx: _Pass, b: Backend, forced: bool, timely: bool) -> None:
+    def _update(self, ctx: Pass, b: Backend, forced: bool, timely: bool) -> None:
         """Bring ``b``'s view up to date: nothing, a splice of what moved, or a rebuild;
         ``timely``: not what moves with time alone (``catch_up``)."""
         proxy = self.control.proxy
         control = self.control
         name, now, tick, fast = b.name, ctx.now, ctx.tick, ctx.fast
         connections, scorer, processes = ctx.connections, ctx.scorer, ctx.processes
-        key = _key(ctx.peers, b, connections)
+        key = view_key(ctx.peers, b, connections)
         e = self._entries.get(name)
         checks = b.health.checks_total if b.health is not None else 0
         if e is not None and not forced and e.key == key:
@@ -593,11 +473,11 @@ class StateCache:
             and not forced
             and e.parts is not None
             and not e.others
-            and e.key[_OUTCOME:] == key[_OUTCOME:]
+            and e.key[OUTCOME:] == key[OUTCOME:]
             and self._rechecked(e, b, now, checks)
         ):  # new outcomes alone: the record's figures and the breaker's calls moved
             e.key, e.tick = key, tick
-            self._respliced(e, b, now, fast, True, connections or _in_flight)
+            self._respliced(e, b, now, fast, True, connections or in_flight_only)
             return
         view = backend_view(
             proxy,
@@ -616,16 +496,3 @@ class StateCache:
         else:
             version = e.version
         self._store(name, e, key, (tick, fast, checks), view, data, version)
-
-
-def _health_span(parts: Template | None, health: HealthView | None) -> tuple[int, int]:
-    """Where ``health``'s JSON lies in ``parts[0]``, checked byte for byte; ``(-1, 0)`` if it
-    does not (no template, no health checks)."""
-    if parts is None or health is None:
-        return (-1, 0)
-    head = parts[0]
-    at = head.find(_HEALTH_KEY)
-    data = _HEALTH.dump_json(health)
-    if at < 0 or not head.startswith(data, at + len(_HEALTH_KEY)):
-        return (-1, 0)
-    return (at + len(_HEALTH_KEY), len(data))
