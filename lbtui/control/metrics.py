@@ -562,7 +562,7 @@ def make_registry(proxy: Proxy, faults: FaultLink | None = None) -> CollectorReg
     return registry
 
 
-def _go_float(value: float) -> str:
+def go_float(value: float) -> str:
     """A sample value as Prometheus (and ``prometheus_client.utils.floatToGoString``) write it."""
     if type(value) is int and 0 <= value < 1_000_000:  # a count: the common case
         return f"{value}.0"
@@ -655,8 +655,8 @@ def sample_text(fam: Family, cache: Prefixes | None = None) -> str:
 def lines_text(prefixes: Sequence[str], values: Sequence[float]) -> str:
     """Sample lines: each of ``prefixes`` (from :func:`sample_prefixes`) with its value."""
     return "".join(
-        [  # counts, the most of a backend's values, without a call each (_go_float's first case)
-            f"{p}{v}.0\n" if type(v) is int and 0 <= v < 1_000_000 else f"{p}{_go_float(v)}\n"
+        [  # counts, the most of a backend's values, without a call each (go_float's first case)
+            f"{p}{v}.0\n" if type(v) is int and 0 <= v < 1_000_000 else f"{p}{go_float(v)}\n"
             for p, v in zip(prefixes, values, strict=True)
         ]
     )

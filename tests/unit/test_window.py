@@ -63,6 +63,25 @@ def test_counts_at_bucket_cuts_are_the_cumulative_counts():
     assert h.at_cuts([]) == []
 
 
+def test_counts_at_cuts_past_the_last_sample():
+    """With every sample under the second bound, ``at_cuts`` stops reading buckets there and
+    still counts every sample at each bound above: as ``cumulative``, for one histogram and
+    for one merged from several processes'."""
+    parts = []
+    for values in ((0.0004, 0.001), (0.0012,), ()):
+        h = LatencyHistogram()
+        for v in values:
+            h.record(v)
+        parts.append(h)
+    merged = LatencyHistogram.merged(parts)
+    bounds = [0.0005, 0.0015, 0.01, 30.0]
+    cuts = [sum(1 for i in range(N_BUCKETS) if bucket_value(i) <= b) for b in bounds]
+    for h in (*parts, merged):
+        assert h.at_cuts(cuts) == h.cumulative(bounds)
+    assert merged.at_cuts(cuts) == [1, 3, 3, 3]
+    assert parts[2].at_cuts(cuts) == [0, 0, 0, 0]
+
+
 def test_rolling_counter_rate_and_expiry():
     c = RollingCounter(10.0, 10)
     for i in range(100):
