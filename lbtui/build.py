@@ -62,8 +62,11 @@ COMPILED_MODULES: tuple[str, ...] = (
     "lbtui.core.window",
     "lbtui.core.retry",
     "lbtui.core.routing",
+    "lbtui.control.exposition",
 )
-"""The modules a proxied request runs through, compiled in the default build. Not here: modules
+"""The modules a proxied request runs through, compiled in the default build, and
+``control.exposition``, whose scrape reads every backend's record on the loop that serves
+traffic (compiled, its reads of the compiled records are C struct reads). Not here: modules
 whose dataclasses pydantic reads (``core.events``, ``core.faults``: a compiled class keeps no
 usable annotations)."""
 
