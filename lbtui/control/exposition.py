@@ -57,7 +57,10 @@ _CHECK_EVERY = 2
 
 @dataclass(slots=True)
 class _Lines:
-    key: tuple[object, ...]
+    counts: tuple[int, ...]
+    """``_counts_key`` when the lines were last written."""
+    state: tuple[object, ...]
+    """``_state_key`` when they were last written in full."""
     parts: list[bytes]
     """The sample lines of each family of ``backend_families``, in its order, encoded."""
     samples: list[_Frozen]
@@ -139,15 +142,18 @@ def _frozen(
     return tuple(out)
 
 
-def _key(proxy: Proxy, b: Backend, now: float, peers: tuple[int, ...]) -> tuple[object, ...]:
+def _counts_key(b: Backend) -> tuple[int, ...]:
+    """What moves with each outcome of ``b`` (its record's): its outcome families are
+    written again when this does."""
     r = b.record
+    return (r.requests_total, r.in_flight, r.latency.count, r.retries_total, r.bytes_out_total)
+
+
+def _state_key(proxy: Proxy, b: Backend, now: float, peers: tuple[int, ...]) -> tuple[object, ...]:
+    """What moves with ``b``'s state (which events announce) or the worker processes: all its
+    lines are written again when this does. Its first five fields are what ``_member`` reads."""
     breaker = b.breaker
     return (
-        r.requests_total,
-        r.in_flight,
-        r.latency.count,
-        r.retries_total,
-        r.bytes_out_total,
         b.weight,
         b.admin,
         b.healthy(),
@@ -157,9 +163,6 @@ def _key(proxy: Proxy, b: Backend, now: float, peers: tuple[int, ...]) -> tuple[
     )
 
 
-_OUTCOME = 5
-"""``_key``'s fields before this one move with outcomes (the record); those after with the
-backend's state (which events announce) or the worker processes."""
 _DOWN_STATES = (BreakerState.OPEN, BreakerState.FORCED_OPEN)
 _FAMILIES = 12
 """``backend_families``' length."""
@@ -168,9 +171,10 @@ Columns = list[list[bytes]]
 
 
 def _member(b: Backend, had: _Lines, key: tuple[object, ...], rate: float, demand: float) -> Member:
-    """``metrics.member_now`` of ``b``, read from its ``_key`` and its rates now: ``had``'s
-    kept ``Member`` while the same (an idle backend's rates stay 0), a new one otherwise."""
-    weight, admin, healthy, ejected, state = key[5], key[6], key[7], key[8], key[9]
+    """``metrics.member_now`` of ``b``, read from its ``_state_key`` and its rates now:
+    ``had``'s kept ``Member`` while the same (an idle backend's rates stay 0), a new one
+    otherwise."""
+    weight, admin, healthy, ejected, state = key[0], key[1], key[2], key[3], key[4]
     admitting = admin is AdminState.ACTIVE and state not in _DOWN_STATES
     eligible = admitting and healthy is True and ejected is False
     m = had.member
@@ -297,7 +301,8 @@ class Exposition:
         b: Backend,
         rec: BackendRecord,
         had: _Lines | None,
-        key: tuple[object, ...],
+        counts: tuple[int, ...],
+        state: tuple[object, ...],
         now: float,
     ) -> _Lines:
         """Write ``b``'s lines from its samples (a new backend, or one whose state moved):
@@ -309,7 +314,7 @@ class Exposition:
         samples = [_frozen(f.values, f.histograms) for f in fams]
         if had is None:
             parts = [sample_text(f, self._prefixes).encode() for f in fams]
-            had = self._lines[b.name] = _Lines(key, parts, samples, raw)
+            had = self._lines[b.name] = _Lines(counts, state, parts, samples, raw)
             self._prepare(had, b.name)
             return had
         # in place, as the state cache keeps its views
@@ -318,7 +323,7 @@ class Exposition:
             for f, now_, was, part in zip(fams, samples, had.samples, had.parts, strict=True)
         ]
         had.samples[:] = samples
-        had.key, had.raw = key, raw
+        had.counts, had.state, had.raw = counts, state, raw
         return had
 
     async def _render(self) -> bytes:
@@ -344,21 +349,21 @@ class Exposition:
             if proxy.backends.get(name) is not b:  # removed meanwhile
                 continue
             rec = proxy.merged_backend_record(b)
-            key = _key(proxy, b, now, peers)
+            counts = _counts_key(b)
+            state = _state_key(proxy, b, now, peers)
             had = lines.get(name)
-            quiet = touched is not None and name not in touched
-            if had is None or not quiet or had.key[_OUTCOME:] != key[_OUTCOME:]:
-                had = self._whole(b, rec, had, key, now)
+            if had is None or had.state != state or (touched is None or name in touched):
+                had = self._whole(b, rec, had, counts, state, now)
                 if columns is not None:
                     for k, part in enumerate(had.parts):
                         columns[k][i] = part
                 self.rewritten += 1
-            elif had.key != key:  # new outcomes alone: the record's families
+            elif had.counts != counts:  # new outcomes alone: the record's families
                 self._outcomes(b, rec, had, columns, i)
-                had.key = key
+                had.counts = counts
                 self.rewritten += 1
             rate, demand = rec.rps_and_demand(now)  # rates move with time: every scrape
-            members[name] = _member(b, had, key, rate, demand)
+            members[name] = _member(b, had, state, rate, demand)
         self._settle(order if columns is not None else None)
         if self.freeze_built and lines:
             self.freeze_built = False
