@@ -39,11 +39,9 @@ from lbtui.control.metrics import (
     Prefixes,
     backend_families,
     balancer_families,
-    go_float,
     group_memo_entry,
     header_text,
     lines_text,
-    outcome_signature,
     sample_prefixes,
     sample_text,
 )
@@ -69,7 +67,7 @@ class _Lines:
     kept for 1,000 backends are scanned at every collection): a family whose samples did not
     change keeps its lines (a new outcome moves four families of twelve)."""
     raw: tuple[object, ...]
-    """``metrics.outcome_signature`` of the record the lines were written from: which of the
+    """``_signature`` of the record the lines were written from: which of the
     families a new outcome moved, read without building their samples."""
     prefixes: list[tuple[str, ...]] | None = None
     """Per family of ``backend_families`` (those of ``OUTCOMES``; the others empty), the
@@ -140,6 +138,22 @@ def _frozen(
     for labels, buckets, total, count in histograms:
         out += (labels, tuple(buckets), total, count)
     return tuple(out)
+
+
+def _signature(rec: BackendRecord) -> tuple[object, ...]:
+    """What each of the ``OUTCOMES`` families of ``rec`` is written from, in their order, in
+    numbers cheap to read and compare: a family whose entry is unchanged has the same samples
+    (a histogram's buckets only grow with its count)."""
+    lat = rec.latency
+    return (
+        tuple(rec.responses_total),
+        tuple(rec.failures_total.values()),
+        (lat.count, lat.sum),
+        rec.in_flight,
+        rec.retries_total,
+        rec.bytes_in_total,
+        rec.bytes_out_total,
+    )
 
 
 def _counts_key(b: Backend) -> tuple[int, ...]:
@@ -254,7 +268,7 @@ class Exposition:
         record ``rec`` through each family's kept format (no samples built, compared or
         frozen: a moved signature is a moved line; half of 1,000 backends a scrape), into its
         kept lines and at ``at`` in ``columns`` (when they are in the answer's order)."""
-        raw = outcome_signature(rec)
+        raw = _signature(rec)
         pre = had.prefixes
         if pre is None:
             pre = self._prepare(had, b.name)
@@ -269,27 +283,32 @@ class Exposition:
                 # the groups' sums read the same cumulative counts
                 self._group_memo[b.name] = group_memo_entry(rec, cumulative)
                 self._memo_moved.add(b.name)
-                count = lat.count
-                if count < 1_000_000:  # every count of it is between 0 and its count
-                    part = formats[2] % (*cumulative, count, count, go_float(lat.sum).encode())
+                count, total = lat.count, lat.sum
+                # every count of it is between 0 and its count; a sum in this range is
+                # written by Go (and ``metrics.go_float``) as Python's repr writes it
+                if count < 1_000_000 and 0.0001 <= total < 1_000_000.0:
+                    part = formats[2] % (*cumulative, count, count, repr(total).encode())
                 else:
-                    part = lines_text(pre[2], [*cumulative, count, count, lat.sum]).encode()
+                    part = lines_text(pre[2], [*cumulative, count, count, total]).encode()
+            elif k == 0:
+                counts = rec.responses_total[1 : len(CODE_CLASSES) + 1]
+                part = _counts_bytes(pre[0], formats[0], counts)
+            elif k == 1:
+                failures = rec.failures_total
+                part = _counts_bytes(pre[1], formats[1], [failures[f] for f in _FAILURE_KINDS])
             else:
-                counts: Sequence[int]
-                if k == 0:
-                    counts = rec.responses_total[1 : len(CODE_CLASSES) + 1]
-                elif k == 1:
-                    failures = rec.failures_total
-                    counts = [failures[kind] for kind in _FAILURE_KINDS]
-                elif k == 3:
-                    counts = (rec.in_flight,)
+                if k == 3:
+                    value = rec.in_flight
                 elif k == 9:
-                    counts = (rec.retries_total,)
+                    value = rec.retries_total
                 elif k == 10:
-                    counts = (rec.bytes_in_total,)
+                    value = rec.bytes_in_total
                 else:
-                    counts = (rec.bytes_out_total,)
-                part = _counts_bytes(pre[k], formats[k], counts)
+                    value = rec.bytes_out_total
+                if 0 <= value < 1_000_000:
+                    part = formats[k] % (value,)
+                else:
+                    part = lines_text(pre[k], (value,)).encode()
             parts[k] = part
             if columns is not None:
                 columns[k][at] = part
@@ -308,7 +327,7 @@ class Exposition:
         """Write ``b``'s lines from its samples (a new backend, or one whose state moved):
         the families whose samples did not change keep theirs."""
         fams = backend_families(self.proxy, [b], now)
-        raw = outcome_signature(rec)
+        raw = _signature(rec)
         self._group_memo[b.name] = group_memo_entry(rec, fams[2].histograms[0][1])
         self._memo_moved.add(b.name)
         samples = [_frozen(f.values, f.histograms) for f in fams]
@@ -410,7 +429,8 @@ class Exposition:
                 started = time.perf_counter()
             at = placeholders.get(id(fam))
             if at is None:
-                out.append((header_text(fam) + sample_text(fam)).encode())
+                # their line prefixes kept too (groups, pools, flags: a few dozen)
+                out.append((header_text(fam) + sample_text(fam, self._prefixes)).encode())
             else:
                 out.append(header_text(fam).encode())
                 # a family at a time (the histograms' a megabyte at 1,000 backends): the

@@ -220,22 +220,6 @@ OUTCOMES: Final = (0, 1, 2, 3, 9, 10, 11)
 the others move with its state (up, weight, ejection, breaker), which events announce."""
 
 
-def outcome_signature(rec: BackendRecord) -> tuple[object, ...]:
-    """What each of the ``OUTCOMES`` families of ``rec`` is written from, in their order, in
-    numbers cheap to read and compare: a family whose entry is unchanged has the same samples
-    (a histogram's buckets only grow with its count)."""
-    lat = rec.latency
-    return (
-        tuple(rec.responses_total),
-        tuple(rec.failures_total.values()),
-        (lat.count, lat.sum),
-        rec.in_flight,
-        rec.retries_total,
-        rec.bytes_in_total,
-        rec.bytes_out_total,
-    )
-
-
 def outcome_samples(
     rec: BackendRecord, name: str, only: Collection[int] = OUTCOMES
 ) -> dict[int, Samples]:

@@ -56,6 +56,10 @@ async def test_a_thousand_backends_are_the_bytes_render_writes_at_every_scrape()
         names = list(proxy.backends)
         moved = rng.sample(names, len(names) // 2)
         outcomes(proxy, moved, t[0], rng)
+        if step == 0:  # a latency sum past a million seconds: Go writes it with an exponent
+            slow = proxy.backends[names[7]].record
+            slow.started(t[0])
+            slow.finished(200, 1_200_000.0, 0, 10, t[0])
         if step == 1:
             await control.act(SetWeight(backend=names[3], weight=5))
             await control.act(SetAdmin(backend=names[4], state=AdminState.DRAINING))
@@ -70,6 +74,8 @@ async def test_a_thousand_backends_are_the_bytes_render_writes_at_every_scrape()
     assert expo.rewritten - rewritten < 6 * 600
     assert b'lbtui_requests_total{backend="late",code_class="2xx"}' in text
     assert b'backend="b10"' not in text
+    assert b'lbtui_request_duration_seconds_sum{backend="b7"} 1.2' in text
+    assert b"e+06\n" in text
 
 
 async def test_backends_that_come_and_go_during_a_scrape():
