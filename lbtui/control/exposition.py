@@ -180,28 +180,44 @@ def _state_key(proxy: Proxy, b: Backend, now: float, peers: tuple[int, ...]) -> 
 _DOWN_STATES = (BreakerState.OPEN, BreakerState.FORCED_OPEN)
 _FAMILIES = 12
 """``backend_families``' length."""
+_SHARED_MEMBERS = 4096
+"""Distinct ``Member`` figures kept to be shared (all let go past this many)."""
 Columns = list[list[bytes]]
 """Per family of ``backend_families``, each backend's lines, in the answer's order."""
 
 
-def _member(b: Backend, had: _Lines, key: tuple[object, ...], rate: float, demand: float) -> Member:
+def _member(
+    b: Backend,
+    had: _Lines,
+    key: tuple[object, ...],
+    rate: float,
+    demand: float,
+    shared: dict[tuple[object, ...], Member],
+) -> Member:
     """``metrics.member_now`` of ``b``, read from its ``_state_key`` and its rates now:
-    ``had``'s kept ``Member`` while the same (an idle backend's rates stay 0), a new one
-    otherwise."""
+    ``had``'s kept ``Member`` while the same (an idle backend's rates stay 0), else the one
+    in ``shared`` with the same figures (a ``Member`` is a value: under an even load most
+    backends have one of a few rates), else a new one."""
     weight, admin, healthy, ejected, state = key[0], key[1], key[2], key[3], key[4]
     admitting = admin is AdminState.ACTIVE and state not in _DOWN_STATES
     eligible = admitting and healthy is True and ejected is False
     m = had.member
     if (
-        m is None
-        or m.rate != rate
-        or m.demand != demand
-        or m.weight != weight
-        or m.eligible is not eligible
-        or m.admitting is not admitting
-        or m.max_rps != b.max_rps
+        m is not None
+        and m.rate == rate
+        and m.demand == demand
+        and m.weight == weight
+        and m.eligible is eligible
+        and m.admitting is admitting
+        and m.max_rps == b.max_rps
     ):
-        m = had.member = Member(
+        return m
+    figures = (rate, demand, weight, eligible, admitting, b.max_rps)
+    m = shared.get(figures)
+    if m is None:
+        if len(shared) >= _SHARED_MEMBERS:
+            shared.clear()
+        m = shared[figures] = Member(
             rate=rate,
             weight=b.weight,
             eligible=eligible,
@@ -209,6 +225,7 @@ def _member(b: Backend, had: _Lines, key: tuple[object, ...], rate: float, deman
             max_rps=b.max_rps,
             admitting=admitting,
         )
+    had.member = m
     return m
 
 
@@ -224,6 +241,8 @@ class Exposition:
         """Each family's lines of the backends ``_order`` names, in that order."""
         self._order: list[str] = []
         self._cursor = EventCursor(proxy.events)
+        self._members: dict[tuple[object, ...], Member] = {}
+        """``Member`` by its figures: see ``_member``."""
         self._prefixes: Prefixes = {}
         self._group_memo: GroupMemo = {}
         """The groups' sums of each backend's record, at its latency count."""
@@ -382,7 +401,7 @@ class Exposition:
                 had.counts = counts
                 self.rewritten += 1
             rate, demand = rec.rps_and_demand(now)  # rates move with time: every scrape
-            members[name] = _member(b, had, state, rate, demand)
+            members[name] = _member(b, had, state, rate, demand, self._members)
         self._settle(order if columns is not None else None)
         if self.freeze_built and lines:
             self.freeze_built = False
