@@ -1,8 +1,17 @@
 """The tail under one slow backend, run after run: scenario 5 of ``bench/suite.py`` (one of four
-backends 200 ms slow, 1,000 req/s open loop, 2 s warm-up, 10 s measured) for lbtui alone, a
-fresh balancer each run, so that p99.9 can be read over several runs instead of one.
+backends 200 ms slow, 1,000 req/s open loop, 2 s warm-up, 10 s measured) for lbtui, a fresh
+balancer each run, so that p99.9 can be read over several runs instead of one.
 
-Run: ``.venv/bin/python bench/slowtail.py [--runs 5] [--algorithm p2c_ewma] [--seconds 10]``
+Each run also measures, right before lbtui and with the same generator, two reference rows:
+**direct** (the load straight to one fast backend: the floor of the generator and the machine)
+and **nginx** (round robin over the three fast backends only: the floor of one proxy hop). A
+p99.9 that the direct row also shows is the harness's or the machine's, not the balancer's.
+Every row says how late the generator itself started requests (``late``: more than 2 ms after
+the intended time; ``gen stall``: the longest such delay): a stall of the generator's own loop
+delays the requests due during it and is counted, from their intended send time, as latency.
+
+Run: ``.venv/bin/python bench/slowtail.py [--runs 5] [--algorithm p2c_ewma] [--seconds 10]
+[--no-reference]``
 
 The target (issue 20): ``p2c_ewma`` keeps p99.9 ≤ 10 ms in every run.
 """
@@ -10,11 +19,104 @@ The target (issue 20): ``p2c_ewma`` keeps p99.9 ≤ 10 ms in every run.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import os
+import signal
 import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-from common import HOST, BenchError, Procs, log, table
+from common import HOST, PYTHON, BenchError, Proc, Procs, free_port, log, table, wait_port
+from loopprobe import LoopProbe, serve, summary
 from suite import Settings, fast_backends, fleet_requests, fmt_ms, open_errors, open_loop
+
+from lbtui.loadgen import LoadGenerator, LoadReport
+
+HEADERS = [
+    "run", "system", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "late", "gen stall ms",
+    "to the slow one", "errors",
+]  # fmt: skip
+
+
+PROBE_HEADERS = ["generator loop (ms)", "proxy loop (ms)"]
+
+
+def probed_open_loop(url: str, rate: float, duration: float, probe: LoopProbe) -> LoadReport:
+    """``suite.open_loop`` with a :class:`LoopProbe` ticking in the generator's loop."""
+
+    async def go() -> LoadReport:
+        gen = LoadGenerator(url, rate, duration, connections=64, timeout_s=5.0)
+        ticker = asyncio.ensure_future(probe.run())
+        try:
+            return await asyncio.wait_for(gen.run(), timeout=duration + 30)
+        finally:
+            ticker.cancel()
+
+    probe.reset()
+    return asyncio.run(go())
+
+
+def probed_lbtui(procs: Procs, ports: list[int], algorithm: str) -> Proc:
+    """``lbtui serve`` as ``Procs.lbtui`` starts it, with a :class:`LoopProbe` inside."""
+    port = free_port()
+    text = f'[listener]\naddress = "{HOST}:{port}"\n\n[admin]\naddress = "{HOST}:{free_port()}"\n'
+    text += f'\n[balancer]\nalgorithm = "{algorithm}"\n'
+    for i, p in enumerate(ports):
+        text += f'\n[[backends]]\nname = "b{i + 1}"\nurl = "http://{HOST}:{p}"\n'
+    conf = procs.tmp / "lbtui-probed.toml"
+    conf.write_text(text)
+    argv = [PYTHON, str(Path(__file__).resolve()), "--serve", str(conf)]
+    proc = procs.start("lbtui-probed", argv)
+    proc.port = port
+    wait_port(port, 15.0)
+    return proc
+
+
+def last_totals(proc: Proc) -> dict[str, Any]:
+    lines = [x for x in proc.stdout_path.read_text().splitlines() if x.startswith("{")]
+    return json.loads(lines[-1]) if lines else {}
+
+
+def measure(
+    start: Callable[[], Proc | None],
+    procs: Procs,
+    target: int,
+    slow: int,
+    args: argparse.Namespace,
+) -> tuple[LoadReport, int, list[str]]:
+    """Warm-up, then the measured run against ``start()``'s port (``target`` when it starts
+    nothing); the proxy is stopped after. Returns the report, the requests the slow backend
+    counted during the measured run and (``--probe``) what the loops' late turns were made of."""
+    proxy = start()
+    try:
+        url = f"http://{HOST}:{proxy.port if proxy else target}/"
+        open_loop(url, args.rate, 2.0)
+        before = fleet_requests(slow)
+        if not args.probe:
+            return open_loop(url, args.rate, args.seconds), fleet_requests(slow) - before, []
+        probed = proxy is not None and proxy.name == "lbtui-probed"
+        if probed:
+            os.kill(proxy.pid, signal.SIGUSR2)  # the counts start with the measured run
+        gen = LoopProbe()
+        r = probed_open_loop(url, args.rate, args.seconds, gen)
+        to_slow = fleet_requests(slow) - before
+        if probed:
+            time.sleep(0.6)  # one more line of totals
+        return r, to_slow, [summary(gen.totals()), summary(last_totals(proxy) if probed else {})]
+    finally:
+        if proxy is not None:
+            procs.stop(proxy)
+
+
+def row(run: int, name: str, r: LoadReport, to_slow: str, probes: list[str]) -> list[str]:
+    c = r.corrected
+    return [
+        str(run), name, fmt_ms(c.p50), fmt_ms(c.p99), fmt_ms(c.p999), fmt_ms(c.max),
+        str(r.late_starts), fmt_ms(r.max_start_delay_s), to_slow, str(open_errors(r)), *probes,
+    ]  # fmt: skip
 
 
 def main() -> int:
@@ -23,39 +125,50 @@ def main() -> int:
     parser.add_argument("--algorithm", default="p2c_ewma")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rate", type=float, default=1000.0)
+    parser.add_argument(
+        "--no-reference", action="store_true", help="lbtui only: no direct and nginx rows"
+    )
+    parser.add_argument(
+        "--probe",
+        action="store_true",
+        help="loop probes in the generator and in lbtui: what each late turn was made of",
+    )
+    parser.add_argument("--serve", metavar="CONFIG", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve:
+        return serve(args.serve)
     s = Settings.make(quick=False)
+    lb_name = f"lbtui {args.algorithm}"
     rows = []
-    worst = 0.0
+    worst: dict[str, float] = {}
     with Procs() as procs:
         fast, _ = fast_backends(procs, s, 3)
         slow = procs.fleet_backend("slow", latency_ms=200.0)
         ports = [slow.port, *fast]
-        for run in range(args.runs):
-            log(f"run {run + 1}/{args.runs}: lbtui {args.algorithm}")
-            lb = procs.lbtui(ports, args.algorithm)
-            try:
-                url = f"http://{HOST}:{lb.port}/"
-                open_loop(url, args.rate, 2.0)
-                before = fleet_requests(slow.port)
-                r = open_loop(url, args.rate, args.seconds)
-                to_slow = fleet_requests(slow.port) - before
-            finally:
-                procs.stop(lb)
-            c = r.corrected
-            worst = max(worst, c.p999)
-            rows.append(
-                [str(run + 1), fmt_ms(c.p50), fmt_ms(c.p99), fmt_ms(c.p999), fmt_ms(c.max),
-                 str(to_slow), str(open_errors(r))]
-            )  # fmt: skip
+        systems: list[tuple[str, Callable[[], Proc | None]]] = []
+        if not args.no_reference:
+            systems.append(("direct", lambda: None))
+            if s.nginx:
+                systems.append(("nginx, 3 fast", lambda: procs.nginx_proxy(fast)))
+        if args.probe:
+            systems.append((lb_name, lambda: probed_lbtui(procs, ports, args.algorithm)))
+        else:
+            systems.append((lb_name, lambda: procs.lbtui(ports, args.algorithm)))
+        for run in range(1, args.runs + 1):
+            for name, start in systems:
+                log(f"run {run}/{args.runs}: {name}")
+                r, to_slow, probes = measure(start, procs, fast[0], slow.port, args)
+                worst[name] = max(worst.get(name, 0.0), r.corrected.p999)
+                rows.append(row(run, name, r, str(to_slow) if name == lb_name else "-", probes))
     print(
-        f"\none of 4 backends 200 ms slow, lbtui {args.algorithm}, {args.rate:g} req/s open loop, "
+        f"\none of 4 backends 200 ms slow, {lb_name}, {args.rate:g} req/s open loop, "
         f"{args.seconds:g} s a run after 2 s of warm-up; load average {os.getloadavg()[0]:.1f}\n"
     )
-    print(
-        table(["run", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "to the slow one", "errors"], rows)
-    )
-    print(f"\nworst p99.9: {worst * 1e3:.2f} ms (target ≤ 10 ms in every run)")
+    print(table(HEADERS + (PROBE_HEADERS if args.probe else []), rows))
+    print()
+    for name, w in worst.items():
+        print(f"worst p99.9, {name}: {w * 1e3:.2f} ms")
+    print("target: lbtui ≤ 10 ms in every run")
     return 0
 
 
