@@ -7,7 +7,11 @@ request in flight that long; for each such turn the probe splits the wall time i
   collections (timed apart through ``gc.callbacks``);
 - **wait**: time the thread was runnable but not running (the scheduler's ``run_delay`` from
   ``/proc/thread-self/schedstat``): another process had the core, the machine's doing;
-- the rest: sleeping in the kernel past the timer (page faults, I/O), normally near 0.
+- the rest: neither running nor runnable in the guest's view (page faults, I/O, or a virtual
+  CPU the host did not run: steal), normally near 0.
+
+``cpu_stalls`` counts turns with more than 2 ms of the thread's own CPU (``bench/stalls.py``'s
+criterion): work of the process itself that held the loop, whatever the machine did.
 
 ``bench/stalls.py`` counts only CPU so that a busy machine's preemption is not charged to the
 balancer; this probe shows both, because an open-loop run's p99.9 pays for either. It runs in
@@ -26,6 +30,19 @@ import time
 from typing import Any
 
 SCHEDSTAT = "/proc/thread-self/schedstat"
+CPU_STALL_S = 0.002
+PSI_CPU = "/proc/pressure/cpu"
+
+
+def cpu_pressure_s() -> float:
+    """Seconds during which some runnable task of the machine waited for a CPU (PSI's
+    ``some`` total; 0.0 where the kernel has no PSI)."""
+    try:
+        with open(PSI_CPU) as f:
+            first = f.readline().split()
+        return int(dict(x.split("=") for x in first[1:])["total"]) / 1e6
+    except (OSError, KeyError, ValueError):
+        return 0.0
 
 
 def run_delay_s() -> float:
@@ -48,6 +65,9 @@ class LoopProbe:
     def reset(self) -> None:
         self.turns = 0
         self.stalls = 0
+        self.cpu_stalls = 0
+        self.worst_at = 0.0
+        """Wall-clock time (``time.time``) at the end of the worst turn: to line up two probes."""
         self.stall_ms = 0.0
         self.stall_cpu_ms = 0.0
         self.stall_wait_ms = 0.0
@@ -81,6 +101,7 @@ class LoopProbe:
                 wait = run_delay_s() - w
                 self.turns += 1
                 self.wait_ms += wait * 1e3
+                self.cpu_stalls += cpu > CPU_STALL_S
                 if wall > self.stall_s:
                     self.stalls += 1
                     self.stall_ms += wall * 1e3
@@ -89,6 +110,7 @@ class LoopProbe:
                     if wall * 1e3 > self.worst_ms:
                         self.worst_ms, self.worst_cpu_ms = wall * 1e3, cpu * 1e3
                         self.worst_wait_ms = wait * 1e3
+                        self.worst_at = time.time()
         finally:
             gc.callbacks.remove(self._on_gc)
 
@@ -96,6 +118,8 @@ class LoopProbe:
         return {
             "turns": self.turns,
             "stalls": self.stalls,
+            "cpu_stalls": self.cpu_stalls,
+            "worst_at": self.worst_at,
             "stall_ms": self.stall_ms,
             "stall_cpu_ms": self.stall_cpu_ms,
             "stall_wait_ms": self.stall_wait_ms,
@@ -114,8 +138,8 @@ def summary(t: dict[str, Any]) -> str:
     if not t:
         return "-"
     return (
-        f"{t['stalls']} late; worst {t['worst_ms']:.1f} = cpu {t['worst_cpu_ms']:.1f} "
-        f"+ wait {t['worst_wait_ms']:.1f}; gc max {t['gc_max_ms']:.1f}"
+        f"{t['stalls']} late, {t['cpu_stalls']} own; worst {t['worst_ms']:.1f} = "
+        f"cpu {t['worst_cpu_ms']:.1f} + wait {t['worst_wait_ms']:.1f}; gc max {t['gc_max_ms']:.1f}"
     )
 
 
