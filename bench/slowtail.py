@@ -20,7 +20,7 @@ held more than 2 ms of the process's own CPU, and the worst one split into own C
 spent waiting for a CPU; after the table, each lbtui run over 10 ms is explained in those terms.
 
 Run: ``.venv/bin/python bench/slowtail.py [--runs 5] [--algorithm p2c_ewma] [--seconds 10]
-[--no-reference] [--probe]``
+[--warmup 2] [--no-reference] [--probe]``
 
 The target (issue 20): ``p2c_ewma`` keeps p99.9 ≤ 10 ms in every run.
 """
@@ -129,7 +129,7 @@ def measure(
     try:
         url = f"http://{HOST}:{proxy.port if proxy else target}/"
         before_warm = fleet_requests(slow)
-        open_loop(url, args.rate, 2.0)
+        open_loop(url, args.rate, args.warmup)
         before = fleet_requests(slow)
         probed = proxy is not None and proxy.name == "lbtui-probed"
         if probed:
@@ -201,6 +201,12 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument(
+        "--warmup",
+        type=float,
+        default=2.0,
+        help="seconds of load before each measured run (longer: a balancer in its steady state)",
+    )
+    parser.add_argument(
         "--no-reference", action="store_true", help="lbtui only: no direct and nginx rows"
     )
     parser.add_argument(
@@ -234,7 +240,8 @@ def main() -> int:
                 runs.append(measure(run, name, start, procs, fast[0], slow.port, args))
     print(
         f"\none of 4 backends 200 ms slow, {lb_name}, {args.rate:g} req/s open loop, "
-        f"{args.seconds:g} s a run after 2 s of warm-up; load average {os.getloadavg()[0]:.1f}\n"
+        f"{args.seconds:g} s a run after {args.warmup:g} s of warm-up; "
+        f"load average {os.getloadavg()[0]:.1f}\n"
     )
     headers = HEADERS + (PROBE_HEADERS if args.probe else [])
     print(table(headers, [r.cells(lb_name, args.probe) for r in runs]))
