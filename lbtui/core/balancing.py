@@ -36,6 +36,12 @@ Each algorithm copies the system the field trusts for it:
   (no sample for a while), are read as the pool's typical latency (a time-decayed EWMA of all
   successful samples): a new target is tried like its peers but not flooded, and a target
   avoided after failures is tried again after a few ``decay_s`` instead of never.
+  A target with no sample for ``probe_after_s`` (or none yet) is *probed*: it gets one request
+  at a time until an answer says what it is worth. Its estimate is a guess (the typical, or an
+  old peak decayed towards it), and a guess that is wrong by 200 ms would otherwise draw a
+  request per pick until the first answer comes back (up to 20 at 1,000 req/s over four
+  targets, simulated): under open-loop load each of those waits the full 200 ms, and 10 in
+  10,000 already move p99.9. Among two probed targets the costs decide as usual.
 
 "Usable" means ``weight > 0`` and ``eligible(target)`` (the proxy excludes targets already
 tried for this request, breaker-open, capped, down ...). Nothing here reads a clock or
@@ -52,7 +58,7 @@ import random
 import struct
 from collections.abc import Callable, Sequence
 from hashlib import blake2b
-from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Final, Generic, Protocol, TypeVar
 
 __all__ = [
     "ALGORITHMS",
@@ -461,6 +467,11 @@ class IpHash(ConsistentHash[T]):
     name = "ip_hash"
 
 
+PROBING: Final = 1e9
+"""Added to the cost of a target with a probe out: above any real cost (seconds × in-flight ÷
+weight), and the same for both of a pair, so that two probed targets still compare by cost."""
+
+
 class _Estimate:
     """Peak-EWMA state of one target, as of its last sample at ``stamp``."""
 
@@ -487,18 +498,24 @@ class PeakEwma(Balancer[T]):
         decay_s: float = 10.0,
         penalty_s: float = 1.0,
         default_latency_s: float = 0.03,
+        probe_after_s: float = 1.0,
     ) -> None:
         """``decay_s``: time constant over which faster samples (or no samples) pull an
         estimate back (Finagle's and Linkerd's 10 s). ``penalty_s``: the latency a failure
         records at least. ``default_latency_s``: the pool's typical latency until the first
-        successful sample (Linkerd's default RTT estimate, 30 ms)."""
+        successful sample (Linkerd's default RTT estimate, 30 ms). ``probe_after_s``: a target
+        with no sample for this long (or never) gets one request at a time; a target in use
+        answers far more often than that."""
         if not decay_s > 0:
             raise ValueError(f"decay_s must be > 0, not {decay_s}")
         if not penalty_s >= 0:
             raise ValueError(f"penalty_s must be >= 0, not {penalty_s}")
         if not default_latency_s > 0:
             raise ValueError(f"default_latency_s must be > 0, not {default_latency_s}")
+        if not probe_after_s > 0:
+            raise ValueError(f"probe_after_s must be > 0, not {probe_after_s}")
         self._decay_s = decay_s
+        self._probe_after_s = probe_after_s
         self._penalty_s = penalty_s
         self._states: dict[str, _Estimate] = {}
         self._names: set[str] = set()
@@ -527,9 +544,16 @@ class PeakEwma(Balancer[T]):
         return typical + (est - typical) * math.exp(-elapsed / self._decay_s)
 
     def _cost(self, t: T, now: float) -> float:
+        """The cost picks compare; ``PROBING`` more while a probe is out (see the module)."""
         s = self._states.get(t.name)
-        est = self._typical if s is None else self._read(s.est, s.stamp, now)
-        return est * (t.in_flight + 1) / t.weight
+        in_flight = t.in_flight
+        if s is None:
+            cost = self._typical * (in_flight + 1) / t.weight
+            return cost + PROBING if in_flight else cost
+        cost = self._read(s.est, s.stamp, now) * (in_flight + 1) / t.weight
+        if in_flight and now - s.stamp > self._probe_after_s:
+            return cost + PROBING
+        return cost
 
     def observe(self, target: T, latency_s: float, ok: bool, now: float) -> None:
         name = target.name
