@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import os
 import signal
 import time
 from typing import Any
@@ -42,6 +43,16 @@ def cpu_pressure_s() -> float:
             first = f.readline().split()
         return int(dict(x.split("=") for x in first[1:])["total"]) / 1e6
     except (OSError, KeyError, ValueError):
+        return 0.0
+
+
+def steal_s() -> float:
+    """Seconds the host did not run this virtual machine's CPUs while they had work (``steal``
+    in ``/proc/stat``, all CPUs summed; 0.0 on bare metal or where unknown)."""
+    try:
+        with open("/proc/stat") as f:
+            return int(f.readline().split()[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
         return 0.0
 
 

@@ -11,8 +11,12 @@ the intended time; ``gen stall``: the longest such delay): a stall of the genera
 delays the requests due during it and is counted, from their intended send time, as latency.
 ``CPU pressure`` is the share of the measured run during which some task of the machine waited
 for a CPU (``/proc/pressure/cpu``): above a few per cent, other work shares the two cores and
-every row's tail pays for it. ``to the slow one``: requests the slow backend counted during the
-warm-up / during the measured run (a fresh ``p2c_ewma`` tries it until its first answer).
+every row's tail pays for it; ``steal``: CPU time the host took from this virtual machine.
+``to the slow one``: requests the slow backend counted during the warm-up / during the
+measured run (a fresh ``p2c_ewma`` tries it until its first answer).
+
+``--build LABEL=PYTHON`` (repeatable) gives one lbtui row a build, the one that Python imports
+(a venv's ``bin/python``): builds compared in one invocation, alternating, on the same load.
 
 ``--probe`` puts ``loopprobe.LoopProbe`` in the generator's loop and in lbtui's (started through
 this script, the same serve entry as the CLI's): each loop's late turns (over 5 ms), how many
@@ -40,14 +44,14 @@ from pathlib import Path
 from typing import Any
 
 from common import HOST, PYTHON, BenchError, Proc, Procs, free_port, log, table, wait_port
-from loopprobe import LoopProbe, cpu_pressure_s, serve, summary
+from loopprobe import LoopProbe, cpu_pressure_s, serve, steal_s, summary
 from suite import Settings, fast_backends, fleet_requests, fmt_ms, open_errors, open_loop
 
 from lbtui.loadgen import LoadGenerator, LoadReport
 
 HEADERS = [
     "run", "system", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "late", "gen stall ms",
-    "CPU pressure", "to the slow one", "errors",
+    "CPU pressure, steal", "to the slow one", "errors",
 ]  # fmt: skip
 PROBE_HEADERS = ["generator loop (ms)", "proxy loop (ms)"]
 TARGET_S = 0.010
@@ -62,6 +66,8 @@ class Run:
     report: LoadReport
     pressure: float
     """Share of the measured run during which some task of the machine waited for a CPU."""
+    steal: float
+    """Seconds of the measured run the host took from this machine's CPUs."""
     to_slow_warm: int
     to_slow: int
     gen: dict[str, Any] = field(default_factory=dict)
@@ -69,11 +75,13 @@ class Run:
 
     def cells(self, lb_name: str, probe: bool) -> list[str]:
         c, r = self.report.corrected, self.report
-        to_slow = f"{self.to_slow_warm} / {self.to_slow}" if self.system == lb_name else "-"
+        mine = self.system.startswith(lb_name)
+        to_slow = f"{self.to_slow_warm} / {self.to_slow}" if mine else "-"
         cells = [
             str(self.run), self.system, fmt_ms(c.p50), fmt_ms(c.p99), fmt_ms(c.p999),
             fmt_ms(c.max), str(r.late_starts), fmt_ms(r.max_start_delay_s),
-            f"{self.pressure * 100:.0f} %", to_slow, str(open_errors(r)),
+            f"{self.pressure * 100:.0f} %, steal {self.steal * 1e3:.0f} ms", to_slow,
+            str(open_errors(r)),
         ]  # fmt: skip
         return cells + ([summary(self.gen), summary(self.proxy)] if probe else [])
 
@@ -93,17 +101,24 @@ def probed_open_loop(url: str, rate: float, duration: float, probe: LoopProbe) -
     return asyncio.run(go())
 
 
-def probed_lbtui(procs: Procs, ports: list[int], algorithm: str) -> Proc:
-    """``lbtui serve`` as ``Procs.lbtui`` starts it, with a :class:`LoopProbe` inside."""
+def lbtui_with(
+    procs: Procs, ports: list[int], algorithm: str, python: str, probe: bool, label: str
+) -> Proc:
+    """``lbtui serve`` of the build that ``python`` imports (``python -m lbtui serve``, as the
+    CLI), or with ``probe`` through this script with a :class:`LoopProbe` inside."""
     port = free_port()
     text = f'[listener]\naddress = "{HOST}:{port}"\n\n[admin]\naddress = "{HOST}:{free_port()}"\n'
     text += f'\n[balancer]\nalgorithm = "{algorithm}"\n'
     for i, p in enumerate(ports):
         text += f'\n[[backends]]\nname = "b{i + 1}"\nurl = "http://{HOST}:{p}"\n'
-    conf = procs.tmp / "lbtui-probed.toml"
+    name = f"lbtui-probed-{label}" if probe else f"lbtui-{label}"
+    conf = procs.tmp / f"{name}.toml"
     conf.write_text(text)
-    argv = [PYTHON, str(Path(__file__).resolve()), "--serve", str(conf)]
-    proc = procs.start("lbtui-probed", argv)
+    if probe:
+        argv = [python, str(Path(__file__).resolve()), "--serve", str(conf)]
+    else:
+        argv = [python, "-m", "lbtui", "serve", "--config", str(conf)]
+    proc = procs.start(name, argv)
     proc.port = port
     wait_port(port, 15.0)
     return proc
@@ -131,22 +146,23 @@ def measure(
         before_warm = fleet_requests(slow)
         open_loop(url, args.rate, args.warmup)
         before = fleet_requests(slow)
-        probed = proxy is not None and proxy.name == "lbtui-probed"
+        probed = proxy is not None and proxy.name.startswith("lbtui-probed")
         if probed:
             os.kill(proxy.pid, signal.SIGUSR2)  # the counts start with the measured run
         gen = LoopProbe()
-        pressure0 = cpu_pressure_s()
+        pressure0, steal0 = cpu_pressure_s(), steal_s()
         t0 = time.monotonic()
         if args.probe:
             r = probed_open_loop(url, args.rate, args.seconds, gen)
         else:
             r = open_loop(url, args.rate, args.seconds)
         pressure = (cpu_pressure_s() - pressure0) / (time.monotonic() - t0)
+        steal = steal_s() - steal0
         to_slow = fleet_requests(slow) - before
         if probed:
             time.sleep(0.6)  # one more line of totals
         return Run(
-            run, system, r, pressure, before - before_warm, to_slow,
+            run, system, r, pressure, steal, before - before_warm, to_slow,
             gen.totals() if args.probe else {}, last_totals(proxy) if probed else {},
         )  # fmt: skip
     finally:
@@ -174,11 +190,11 @@ def verdict(runs: list[Run], lb_name: str) -> list[str]:
             "the floor in those runs, not the balancer"
         )
     for r in runs:
-        if r.system != lb_name or r.report.corrected.p999 <= TARGET_S or not r.gen:
+        if not r.system.startswith(lb_name) or r.report.corrected.p999 <= TARGET_S or not r.gen:
             continue
         g, p = r.gen, r.proxy
         why = [
-            f"run {r.run}: p99.9 {r.report.corrected.p999 * 1e3:.2f} ms; "
+            f"run {r.run}, {r.system}: p99.9 {r.report.corrected.p999 * 1e3:.2f} ms; "
             f"CPU pressure {r.pressure * 100:.0f} %"
         ]
         for who, t in (("generator", g), ("lbtui", p)):
@@ -214,10 +230,24 @@ def main() -> int:
         action="store_true",
         help="loop probes in the generator and in lbtui: what each late turn was made of",
     )
+    parser.add_argument(
+        "--build",
+        action="append",
+        default=[],
+        metavar="LABEL=PYTHON",
+        help="an lbtui row for the build this Python imports (repeat to compare builds in one "
+        "run, alternating); default: this Python's",
+    )
     parser.add_argument("--serve", metavar="CONFIG", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         return serve(args.serve)
+    builds = [("", PYTHON)]
+    if args.build:
+        try:
+            builds = [(b.split("=", 1)[0], b.split("=", 1)[1]) for b in args.build]
+        except IndexError:
+            parser.error("--build: expected LABEL=PYTHON")
     s = Settings.make(quick=False)
     lb_name = f"lbtui {args.algorithm}"
     runs: list[Run] = []
@@ -230,10 +260,13 @@ def main() -> int:
             systems.append(("direct", lambda: None))
             if s.nginx:
                 systems.append(("nginx, 3 fast", lambda: procs.nginx_proxy(fast)))
-        if args.probe:
-            systems.append((lb_name, lambda: probed_lbtui(procs, ports, args.algorithm)))
-        else:
-            systems.append((lb_name, lambda: procs.lbtui(ports, args.algorithm)))
+        for label, python in builds:
+            name = f"{lb_name} {label}".strip()
+
+            def start(python: str = python, label: str = label) -> Proc:
+                return lbtui_with(procs, ports, args.algorithm, python, args.probe, label)
+
+            systems.append((name, start))
         for run in range(1, args.runs + 1):
             for name, start in systems:
                 log(f"run {run}/{args.runs}: {name}")
