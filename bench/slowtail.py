@@ -104,8 +104,8 @@ def probed_open_loop(url: str, rate: float, duration: float, probe: LoopProbe) -
 def lbtui_with(
     procs: Procs, ports: list[int], algorithm: str, python: str, probe: bool, label: str
 ) -> Proc:
-    """``lbtui serve`` of the build that ``python`` imports (``python -m lbtui serve``, as the
-    CLI), or with ``probe`` through this script with a :class:`LoopProbe` inside."""
+    """``lbtui serve`` of the build that ``python`` imports (its venv's ``lbtui``, the CLI), or
+    with ``probe`` through this script with a :class:`LoopProbe` inside."""
     port = free_port()
     text = f'[listener]\naddress = "{HOST}:{port}"\n\n[admin]\naddress = "{HOST}:{free_port()}"\n'
     text += f'\n[balancer]\nalgorithm = "{algorithm}"\n'
@@ -117,7 +117,12 @@ def lbtui_with(
     if probe:
         argv = [python, str(Path(__file__).resolve()), "--serve", str(conf)]
     else:
-        argv = [python, "-m", "lbtui", "serve", "--config", str(conf)]
+        # the venv's console script: ``python -m`` would put the working directory first on
+        # the path, and a source tree there would be imported instead of the build
+        script = Path(python).parent / "lbtui"
+        argv = [str(script) if script.exists() else python, "serve", "--config", str(conf)]
+        if not script.exists():
+            argv[1:1] = ["-P", "-m", "lbtui"]
     proc = procs.start(name, argv)
     proc.port = port
     wait_port(port, 15.0)
