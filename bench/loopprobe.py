@@ -46,6 +46,19 @@ def cpu_pressure_s() -> float:
         return 0.0
 
 
+def settle(share: float, timeout_s: float) -> float:
+    """Wait (at most ``timeout_s``) until the machine's CPU pressure over the last 2 s is below
+    ``share``; returns the last share seen. Other jobs on a shared machine come and go: a row
+    measured in a quiet moment says more about the system under test."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        t0, p0 = time.monotonic(), cpu_pressure_s()
+        time.sleep(2.0)
+        seen = (cpu_pressure_s() - p0) / (time.monotonic() - t0)
+        if seen < share or time.monotonic() >= deadline:
+            return seen
+
+
 def steal_s() -> float:
     """Seconds the host did not run this virtual machine's CPUs while they had work (``steal``
     in ``/proc/stat``, all CPUs summed; 0.0 on bare metal or where unknown)."""

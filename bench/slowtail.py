@@ -15,6 +15,9 @@ every row's tail pays for it; ``steal``: CPU time the host took from this virtua
 ``to the slow one``: requests the slow backend counted during the warm-up / during the
 measured run (a fresh ``p2c_ewma`` tries it until its first answer).
 
+``--settle PERCENT`` waits (up to ``--settle-timeout`` s) before each row until the machine's CPU
+pressure is below PERCENT: on a shared machine, rows measured in quiet moments.
+
 ``--build LABEL=PYTHON`` (repeatable) gives one lbtui row a build, the one that Python imports
 (a venv's ``bin/python``): builds compared in one invocation, alternating, on the same load.
 
@@ -24,7 +27,7 @@ held more than 2 ms of the process's own CPU, and the worst one split into own C
 spent waiting for a CPU; after the table, each lbtui run over 10 ms is explained in those terms.
 
 Run: ``.venv/bin/python bench/slowtail.py [--runs 5] [--algorithm p2c_ewma] [--seconds 10]
-[--warmup 2] [--no-reference] [--probe]``
+[--warmup 2] [--no-reference] [--probe] [--settle 5] [--build LABEL=PYTHON ...]``
 
 The target (issue 20): ``p2c_ewma`` keeps p99.9 ≤ 10 ms in every run.
 """
@@ -44,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from common import HOST, PYTHON, BenchError, Proc, Procs, free_port, log, table, wait_port
-from loopprobe import LoopProbe, cpu_pressure_s, serve, steal_s, summary
+from loopprobe import LoopProbe, cpu_pressure_s, serve, settle, steal_s, summary
 from suite import Settings, fast_backends, fleet_requests, fmt_ms, open_errors, open_loop
 
 from lbtui.loadgen import LoadGenerator, LoadReport
@@ -145,6 +148,10 @@ def measure(
 ) -> Run:
     """Warm-up, then the measured run against ``start()``'s port (``target`` when it starts
     nothing); the proxy is stopped after."""
+    if args.settle:
+        seen = settle(args.settle / 100, args.settle_timeout)
+        if seen >= args.settle / 100:
+            log(f"  the machine stayed busy: CPU pressure {seen * 100:.0f} %")
     proxy = start()
     try:
         url = f"http://{HOST}:{proxy.port if proxy else target}/"
@@ -243,6 +250,14 @@ def main() -> int:
         help="an lbtui row for the build this Python imports (repeat to compare builds in one "
         "run, alternating); default: this Python's",
     )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=0.0,
+        metavar="PERCENT",
+        help="before each row, wait until the machine's CPU pressure is below PERCENT",
+    )
+    parser.add_argument("--settle-timeout", type=float, default=60.0, metavar="SECONDS")
     parser.add_argument("--serve", metavar="CONFIG", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
