@@ -241,7 +241,7 @@ class AdminServer:
         """One admin slice per turn of the loop, the state's and ``/metrics``' together."""
         self.state = StateCache(control, turns=self.turns)
         self.keeper = Keeper(self.state)
-        self.exposition = Exposition(control.proxy, control.faults)
+        self.exposition = Exposition(control.proxy, control.faults, turns=self.turns)
         self._runner: web.AppRunner | None = None
         self._closing = False
         self._streams: set[asyncio.Event] = set()

@@ -6,7 +6,8 @@ sample lines (one string per backend family: requests, failures, the latency his
 are kept and written again only when the backend may have changed — a new outcome (its
 record's counters), a change of weight, admin state, health, ejection or breaker state, or an
 event naming it — so a scrape costs a key per backend, the lines of the backends that moved,
-and one join. The work yields to the loop every ``slice_s``.
+and the joins. The work yields to the loop every ``slice_s``, one admin slice a turn of the
+loop, the state's and this one's together (``slicing.Turns``).
 
 Each family's lines are kept as one list over the backends (the order of the answer), and a
 moved backend's new lines are written into it in place: the answer is a join of each list and
@@ -45,6 +46,7 @@ from lbtui.control.metrics import (
     sample_prefixes,
     sample_text,
 )
+from lbtui.control.slicing import Turns
 from lbtui.control.statecache import SLICE_S
 from lbtui.core.balance import Member
 from lbtui.core.breaker import BreakerState
@@ -232,10 +234,19 @@ def _member(
 class Exposition:
     """The ``/metrics`` text of one balancer, kept per backend."""
 
-    def __init__(self, proxy: Proxy, faults: FaultLink | None, *, slice_s: float = SLICE_S):
+    def __init__(
+        self,
+        proxy: Proxy,
+        faults: FaultLink | None,
+        *,
+        slice_s: float = SLICE_S,
+        turns: Turns | None = None,
+    ):
         self.proxy = proxy
         self.faults = faults
         self.slice_s = slice_s
+        self.turns = turns or Turns()
+        """Taken for each slice (shared with the state by the admin API)."""
         self._lines: dict[str, _Lines] = {}
         self._columns: Columns = [[] for _ in range(_FAMILIES)]
         """Each family's lines of the backends ``_order`` names, in that order."""
@@ -264,7 +275,11 @@ class Exposition:
 
     async def render(self) -> bytes:
         async with self._lock:  # two scrapes at once: the second reuses the first's work
-            return await self._render()
+            await self.turns.take()
+            try:
+                return await self._render()
+            finally:
+                self.turns.give()
 
     def _spent(self, started: float) -> None:
         spent = time.perf_counter() - started
@@ -380,7 +395,7 @@ class Exposition:
         for i, b in enumerate(backends):
             if i % _CHECK_EVERY == 0 and time.perf_counter() - started > self.slice_s:
                 self._spent(started)
-                await asyncio.sleep(0)
+                await self.turns.rest()
                 started = time.perf_counter()
                 now = proxy.clock()
             name = b.name
@@ -430,12 +445,12 @@ class Exposition:
         """The groups' sums, then the balance figures over ``members`` and the families in
         their order, then their join: each in slices of its own."""
         proxy = self.proxy
-        await asyncio.sleep(0)
+        await self.turns.rest()
         started = time.perf_counter()
         groups = self._group_sums.families(proxy, self._group_memo, self._memo_moved)
         self._memo_moved.clear()
         self._spent(started)
-        await asyncio.sleep(0)  # then the balance figures, over every backend in one step
+        await self.turns.rest()  # then the balance figures, over every backend in one step
         started = time.perf_counter()
         empty = backend_families(proxy, [], now)
         placeholders = {id(f): k for k, f in enumerate(empty)}
@@ -444,7 +459,7 @@ class Exposition:
         for fam in balancer_families(proxy, self.faults, empty, members, groups=groups):
             if time.perf_counter() - started > self.slice_s:
                 self._spent(started)
-                await asyncio.sleep(0)
+                await self.turns.rest()
                 started = time.perf_counter()
             at = placeholders.get(id(fam))
             if at is None:
@@ -456,7 +471,7 @@ class Exposition:
                 # answer's one join, of 12,000 lines, ran past 2 ms
                 out.append(b"".join(columns[at]))
         self._spent(started)
-        await asyncio.sleep(0)
+        await self.turns.rest()
         started = time.perf_counter()
         body = b"".join(out)
         self._spent(started)

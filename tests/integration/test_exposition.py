@@ -124,3 +124,24 @@ async def test_no_step_of_a_scrape_holds_the_loop_long():
         busy.append(expo.busy_s)
     assert min(longest) < 0.010, longest
     assert min(busy) > 4 * min(longest), (busy, longest)  # it was cut in many slices
+
+
+async def test_a_scrape_takes_its_slices_in_the_admin_planes_turns():
+    """The admin API's state and ``/metrics`` share one ``Turns``: a scrape waits while the
+    state holds the turn, and each of its slices is taken in its own turn after that."""
+    from lbtui.config import AdminConfig
+    from lbtui.control.api import AdminServer
+
+    t = [1000.0]
+    proxy = fleet(200, lambda: t[0])
+    server = AdminServer(AdminConfig(address="127.0.0.1:0"), LocalControl(proxy), environ={})
+    expo = server.exposition
+    assert expo.turns is server.state.turns
+    outcomes(proxy, list(proxy.backends), t[0], random.Random(1))
+    await expo.turns.take()  # the state's slice, say
+    scrape = asyncio.create_task(expo.render())
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert not scrape.done()
+    expo.turns.give()
+    assert await scrape == render(proxy, None)
