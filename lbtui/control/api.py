@@ -397,7 +397,12 @@ class AdminServer:
 
     async def _metrics(self, request: web.Request) -> web.Response:
         expo = self.exposition
-        resp = web.Response(body=await expo.render())
+        self.state.begin_answer()  # a paced pass over the state steps aside meanwhile
+        try:
+            body = await expo.render()
+        finally:
+            self.state.end_answer()
+        resp = web.Response(body=body)
         resp.headers["Content-Type"] = CONTENT_TYPE
         resp.headers["Server-Timing"] = (
             f"metrics;dur={expo.busy_s * 1e3:.2f};"
