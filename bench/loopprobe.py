@@ -15,9 +15,10 @@ criterion): work of the process itself that held the loop, whatever the machine 
 
 ``bench/stalls.py`` counts only CPU so that a busy machine's preemption is not charged to the
 balancer; this probe shows both, because an open-loop run's p99.9 pays for either. It runs in
-the load generator's loop (``slowtail.py --probe``) and, with ``serve``, inside ``lbtui serve``
-(the same entry as the CLI's, plus the ticker; SIGUSR2 restarts the counts after warm-up; one
-JSON line of totals a second on stdout).
+the load generator's loop (``slowtail.py --probe``), with ``serve`` inside ``lbtui serve`` (the
+same entry as the CLI's, plus the ticker; SIGUSR2 restarts the counts after warm-up; JSON lines
+of totals on stdout), and with ``canary`` alone in an idle process: the control, since
+whatever late turns an idle process sees are the machine's.
 """
 
 from __future__ import annotations
@@ -165,6 +166,27 @@ def summary(t: dict[str, Any]) -> str:
         f"{t['stalls']} late, {t['cpu_stalls']} own; worst {t['worst_ms']:.1f} = "
         f"cpu {t['worst_cpu_ms']:.1f} + wait {t['worst_wait_ms']:.1f}; gc max {t['gc_max_ms']:.1f}"
     )
+
+
+def canary() -> int:
+    """An idle process with only the probe in its loop: the late turns that any process on
+    this machine gets, with no work of its own (SIGUSR2 restarts the counts; totals on stdout
+    twice a second, as ``serve``)."""
+    probe = LoopProbe()
+
+    async def main() -> None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, probe.reset)
+        ticker = asyncio.ensure_future(probe.run())
+        print("canary: ticking", flush=True)
+        try:
+            while True:
+                await asyncio.sleep(0.5)
+                print(json.dumps(probe.totals()), flush=True)
+        finally:
+            ticker.cancel()
+
+    asyncio.run(main())  # until the benchmark stops it (SIGTERM)
+    return 0
 
 
 def serve(config_path: str) -> int:

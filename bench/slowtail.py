@@ -24,7 +24,9 @@ pressure is below PERCENT: on a shared machine, rows measured in quiet moments.
 ``--probe`` puts ``loopprobe.LoopProbe`` in the generator's loop and in lbtui's (started through
 this script, the same serve entry as the CLI's): each loop's late turns (over 5 ms), how many
 held more than 2 ms of the process's own CPU, and the worst one split into own CPU and time
-spent waiting for a CPU; after the table, each lbtui run over 10 ms is explained in those terms.
+spent waiting for a CPU; the same for an idle canary process (only the probe, no work: what the
+machine does to any process). After the table, each lbtui run over 10 ms is explained in those
+terms.
 
 Run: ``.venv/bin/python bench/slowtail.py [--runs 5] [--algorithm p2c_ewma] [--seconds 10]
 [--warmup 2] [--no-reference] [--probe] [--settle 5] [--build LABEL=PYTHON ...]``
@@ -46,8 +48,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common import HOST, PYTHON, BenchError, Proc, Procs, free_port, log, table, wait_port
-from loopprobe import LoopProbe, cpu_pressure_s, serve, settle, steal_s, summary
+from common import (
+    HOST,
+    PYTHON,
+    BenchError,
+    Proc,
+    Procs,
+    free_port,
+    log,
+    table,
+    wait_port,
+    wait_until,
+)
+from loopprobe import LoopProbe, canary, cpu_pressure_s, serve, settle, steal_s, summary
 from suite import Settings, fast_backends, fleet_requests, fmt_ms, open_errors, open_loop
 
 from lbtui.loadgen import LoadGenerator, LoadReport
@@ -56,7 +69,7 @@ HEADERS = [
     "run", "system", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "late", "gen stall ms",
     "CPU pressure, steal", "to the slow one", "errors",
 ]  # fmt: skip
-PROBE_HEADERS = ["generator loop (ms)", "proxy loop (ms)"]
+PROBE_HEADERS = ["generator loop (ms)", "proxy loop (ms)", "idle canary loop (ms)"]
 TARGET_S = 0.010
 
 
@@ -75,6 +88,7 @@ class Run:
     to_slow: int
     gen: dict[str, Any] = field(default_factory=dict)
     proxy: dict[str, Any] = field(default_factory=dict)
+    canary: dict[str, Any] = field(default_factory=dict)
 
     def cells(self, lb_name: str, probe: bool) -> list[str]:
         c, r = self.report.corrected, self.report
@@ -86,7 +100,8 @@ class Run:
             f"{self.pressure * 100:.0f} %, steal {self.steal * 1e3:.0f} ms", to_slow,
             str(open_errors(r)),
         ]  # fmt: skip
-        return cells + ([summary(self.gen), summary(self.proxy)] if probe else [])
+        probes = [summary(self.gen), summary(self.proxy), summary(self.canary)]
+        return cells + (probes if probe else [])
 
 
 def probed_open_loop(url: str, rate: float, duration: float, probe: LoopProbe) -> LoadReport:
@@ -145,6 +160,7 @@ def measure(
     target: int,
     slow: int,
     args: argparse.Namespace,
+    canary: Proc | None,
 ) -> Run:
     """Warm-up, then the measured run against ``start()``'s port (``target`` when it starts
     nothing); the proxy is stopped after."""
@@ -159,8 +175,9 @@ def measure(
         open_loop(url, args.rate, args.warmup)
         before = fleet_requests(slow)
         probed = proxy is not None and proxy.name.startswith("lbtui-probed")
-        if probed:
-            os.kill(proxy.pid, signal.SIGUSR2)  # the counts start with the measured run
+        for probed_proc in (proxy if probed else None, canary):
+            if probed_proc is not None:  # the counts start with the measured run
+                os.kill(probed_proc.pid, signal.SIGUSR2)
         gen = LoopProbe()
         pressure0, steal0 = cpu_pressure_s(), steal_s()
         t0 = time.monotonic()
@@ -171,11 +188,12 @@ def measure(
         pressure = (cpu_pressure_s() - pressure0) / (time.monotonic() - t0)
         steal = steal_s() - steal0
         to_slow = fleet_requests(slow) - before
-        if probed:
+        if probed or canary is not None:
             time.sleep(0.6)  # one more line of totals
         return Run(
             run, system, r, pressure, steal, before - before_warm, to_slow,
             gen.totals() if args.probe else {}, last_totals(proxy) if probed else {},
+            last_totals(canary) if canary is not None else {},
         )  # fmt: skip
     finally:
         if proxy is not None:
@@ -209,7 +227,7 @@ def verdict(runs: list[Run], lb_name: str) -> list[str]:
             f"run {r.run}, {r.system}: p99.9 {r.report.corrected.p999 * 1e3:.2f} ms; "
             f"CPU pressure {r.pressure * 100:.0f} %"
         ]
-        for who, t in (("generator", g), ("lbtui", p)):
+        for who, t in (("generator", g), ("lbtui", p), ("the idle canary", r.canary)):
             if t:
                 why.append(
                     f"{who}'s worst turn {t['worst_ms']:.1f} ms (own CPU {t['worst_cpu_ms']:.1f}, "
@@ -259,9 +277,12 @@ def main() -> int:
     )
     parser.add_argument("--settle-timeout", type=float, default=60.0, metavar="SECONDS")
     parser.add_argument("--serve", metavar="CONFIG", help=argparse.SUPPRESS)
+    parser.add_argument("--canary", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         return serve(args.serve)
+    if args.canary:
+        return canary()
     builds = [("", PYTHON)]
     if args.build:
         try:
@@ -275,6 +296,11 @@ def main() -> int:
         fast, _ = fast_backends(procs, s, 3)
         slow = procs.fleet_backend("slow", latency_ms=200.0)
         ports = [slow.port, *fast]
+        canary_proc = None
+        if args.probe:
+            argv = [PYTHON, str(Path(__file__).resolve()), "--canary"]
+            canary_proc = ticking = procs.start("canary", argv)
+            wait_until(lambda: "ticking" in ticking.output(), 10.0, "the canary to tick")
         systems: list[tuple[str, Callable[[], Proc | None]]] = []
         if not args.no_reference:
             systems.append(("direct", lambda: None))
@@ -290,7 +316,7 @@ def main() -> int:
         for run in range(1, args.runs + 1):
             for name, start in systems:
                 log(f"run {run}/{args.runs}: {name}")
-                runs.append(measure(run, name, start, procs, fast[0], slow.port, args))
+                runs.append(measure(run, name, start, procs, fast[0], slow.port, args, canary_proc))
     print(
         f"\none of 4 backends 200 ms slow, {lb_name}, {args.rate:g} req/s open loop, "
         f"{args.seconds:g} s a run after {args.warmup:g} s of warm-up; "
