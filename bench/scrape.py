@@ -8,7 +8,8 @@ the backends (picked at random) gets one more outcome, and ``Exposition.render``
 what a Prometheus scraping every second sees at 500 req/s over 1,000 backends. Only the
 scrape is timed (thread CPU time, so a busy machine's other processes do not count), not the
 outcomes; the exposition's own ``busy_s`` / ``longest_s`` (wall time, its slices of
-``statecache.SLICE_S``) are printed beside it. To compare two trees, run the script from each
+``statecache.SLICE_S``: the max includes the collector's pauses and the machine's preemption)
+are printed beside it. To compare two trees, run the script from each
 (compiled: each in its own clone and venv), alternately.
 """
 
@@ -34,6 +35,7 @@ def measure(n: int, moved: float, seconds: float) -> list[str]:
     proxy = Proxy(from_dict({"backends": backends}, "bench"), clock=lambda: clock[0])
     names = list(proxy.backends)
     expo = Exposition(proxy, None)
+    expo.freeze_built = True  # as ``lbtui serve`` has it: what the first scrape kept is frozen
     rng = random.Random(1)
 
     def outcomes(k: int) -> None:
