@@ -85,7 +85,7 @@ from lbtui.control.guard import (
     content_type_problem,
     parse_json_object,
 )
-from lbtui.control.keeper import Keeper
+from lbtui.control.keeper import WATCH_S, Keeper
 from lbtui.control.local import LocalControl
 from lbtui.control.metrics import CONTENT_TYPE, make_registry
 from lbtui.control.model import (
@@ -240,8 +240,18 @@ class AdminServer:
         self.turns = Turns()
         """One admin slice per turn of the loop, the state's and ``/metrics``' together."""
         self.state = StateCache(control, turns=self.turns)
-        self.keeper = Keeper(self.state)
+        self.keeper = Keeper(
+            lambda: self.state.refresh(paced=True),
+            shortest_s=self.state.rate_tick_s,
+            longest_s=self.state.tick_s,
+        )
+        """Keeps the state's time-moving figures in the background while it is polled."""
         self.exposition = Exposition(control.proxy, control.faults, turns=self.turns)
+        self.metrics_keeper = Keeper(
+            lambda: self.exposition.refresh(paced=True), shortest_s=0.25, longest_s=WATCH_S
+        )
+        """Writes the moved backends' lines in the background while ``/metrics`` is scraped
+        steadily (a scrape a second, or more often)."""
         self._runner: web.AppRunner | None = None
         self._closing = False
         self._streams: set[asyncio.Event] = set()
@@ -284,6 +294,7 @@ class AdminServer:
         for wake in list(self._streams):
             wake.set()
         await self.keeper.close()
+        await self.metrics_keeper.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -383,7 +394,12 @@ class AdminServer:
         since = self._int_param(request, "since", 0) if since_raw else None
         epoch = request.query.get("epoch")
         state = self.state
-        body = await self.keeper.body(since, epoch)
+        keeper = self.keeper
+        if keeper.arrived():
+            body = await state.kept_body(since, epoch)
+        else:
+            body = await state.body(since, epoch)
+        keeper.answered()
         timing = (
             f"state;dur={state.busy_s * 1e3:.2f};"
             f'desc="longest slice {state.longest_s * 1e3:.2f} ms"'
@@ -395,20 +411,25 @@ class AdminServer:
             )
         return await send_whole(request, body, "application/json", timing)
 
-    async def _metrics(self, request: web.Request) -> web.Response:
+    async def _metrics(self, request: web.Request) -> web.StreamResponse:
         expo = self.exposition
+        self.metrics_keeper.arrived()  # kept or not, a scrape writes what moved since
         self.state.begin_answer()  # a paced pass over the state steps aside meanwhile
         try:
             body = await expo.render()
         finally:
             self.state.end_answer()
-        resp = web.Response(body=body)
-        resp.headers["Content-Type"] = CONTENT_TYPE
-        resp.headers["Server-Timing"] = (
+        self.metrics_keeper.answered()
+        timing = (
             f"metrics;dur={expo.busy_s * 1e3:.2f};"
             f'desc="longest slice {expo.longest_s * 1e3:.2f} ms"'
         )
-        return resp
+        if self.metrics_keeper.keeping:
+            timing += (
+                f", keep;dur={expo.pass_busy_s * 1e3:.2f};"
+                f'desc="background, longest slice {expo.pass_longest_s * 1e3:.2f} ms"'
+            )
+        return await send_whole(request, body, CONTENT_TYPE, timing)
 
     @staticmethod
     def _int_param(request: web.Request, name: str, default: int) -> int:

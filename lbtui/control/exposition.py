@@ -47,7 +47,7 @@ from lbtui.control.metrics import (
     sample_text,
 )
 from lbtui.control.slicing import Turns
-from lbtui.control.statecache import SLICE_S
+from lbtui.control.statecache import PACE, SLICE_S
 from lbtui.core.balance import Member
 from lbtui.core.breaker import BreakerState
 from lbtui.core.record import CODE_CLASSES, BackendRecord, FailureKind
@@ -263,6 +263,12 @@ class Exposition:
         self._families: list[Family] | None = None
         """``backend_families`` with no backend: the names, kinds and help of each."""
         self._lock = asyncio.Lock()
+        self.paced = False
+        """The background pass under way rests between its slices (``refresh``)."""
+        self.pass_busy_s = 0.0
+        """Time the last background pass held the event loop, all slices together."""
+        self.pass_longest_s = 0.0
+        """Its longest slice."""
         self.busy_s = 0.0
         """Time the last scrape held the event loop, all slices together."""
         self.longest_s = 0.0
@@ -274,12 +280,27 @@ class Exposition:
         ``StateCache.freeze_built``."""
 
     async def render(self) -> bytes:
+        self.paced = False  # a background pass under way: no more resting, a scrape waits
         async with self._lock:  # two scrapes at once: the second reuses the first's work
             await self.turns.take()
             try:
                 return await self._render()
             finally:
                 self.turns.give()
+
+    async def refresh(self, *, paced: bool = False) -> None:
+        """Write the lines of the backends that moved, without an answer: ``keeper.Keeper``'s
+        background pass while ``/metrics`` is scraped steadily, so that the scrape finds few
+        left to write. ``paced``: rest ``PACE`` times each slice after it, until a scrape
+        comes (``render`` waits for the pass, which stops resting)."""
+        async with self._lock:
+            self.paced = paced
+            await self.turns.take()
+            try:
+                _, _, self.pass_busy_s, self.pass_longest_s = await self._walk()
+            finally:
+                self.turns.give()
+                self.paced = False
 
     def _spent(self, started: float) -> None:
         spent = time.perf_counter() - started
@@ -380,8 +401,14 @@ class Exposition:
         return had
 
     async def _render(self) -> bytes:
+        members, now, self.busy_s, self.longest_s = await self._walk()
+        return await self._answer(members, now)
+
+    async def _walk(self) -> tuple[dict[str, Member], float, float, float]:
+        """Every backend's lines brought up to date, in slices: the balance figures' members,
+        the time they were read at, the time the walk held the loop and its longest slice."""
         started = time.perf_counter()
-        self.busy_s = self.longest_s = 0.0
+        busy = longest = 0.0
         proxy = self.proxy
         touched = self._cursor.touched()
         peers = tuple(id(p) for p in proxy.peer_records.values())
@@ -393,9 +420,10 @@ class Exposition:
         now = proxy.clock()
         members: dict[str, Member] = {}
         for i, b in enumerate(backends):
-            if i % _CHECK_EVERY == 0 and time.perf_counter() - started > self.slice_s:
-                self._spent(started)
-                await self.turns.rest()
+            if i % _CHECK_EVERY == 0 and (spent := time.perf_counter() - started) > self.slice_s:
+                busy += spent
+                longest = max(longest, spent)
+                await self.turns.rest(spent * PACE if self.paced else 0.0)
                 started = time.perf_counter()
                 now = proxy.clock()
             name = b.name
@@ -421,8 +449,8 @@ class Exposition:
         if self.freeze_built and lines:
             self.freeze_built = False
             gc.freeze()
-        self._spent(started)
-        return await self._answer(members, now)
+        spent = time.perf_counter() - started
+        return members, now, busy + spent, max(longest, spent)
 
     def _settle(self, order: list[str] | None) -> None:
         """Let go of the backends gone; the kept lists made again unless the fleet is still

@@ -374,6 +374,17 @@ class StateCache:
             int(now / self.rate_tick_s),
         )
 
+    async def kept_body(self, since: int | None = None, epoch: str | None = None) -> bytes:
+        """``body`` while a background pass keeps what moves with time (``keeper.Keeper``):
+        only a ``catch_up`` before the answer, the pass stepping aside meanwhile."""
+        self.busy_s = self.longest_s = 0.0
+        self.begin_answer()
+        try:
+            await self.catch_up()
+            return await self.answer(since, epoch)
+        finally:
+            self.end_answer()
+
     def begin_answer(self) -> None:
         self.answering += 1
         self._answered.clear()

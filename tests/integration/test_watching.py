@@ -383,6 +383,25 @@ async def test_a_watched_state_is_kept_in_the_background(admin, client):
     assert keeper.caught_up == caught_up  # answered whole, as a first poll is
 
 
+async def test_steady_scrapes_write_the_moved_lines_in_the_background(admin, client):
+    """Scraped steadily, ``/metrics`` writes the lines of the backends that moved between
+    scrapes in the background; every scrape is still exactly what reading everything writes,
+    counters as of the scrape."""
+    lb, server = await admin(3)
+    keeper = server.metrics_keeper
+    keeper.shortest_s = 0.1  # (its pass at most every 100 ms, not 250: a quicker test)
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        deadline = time.monotonic() + 10
+        while keeper.passes < 3:
+            assert time.monotonic() < deadline, keeper.passes
+            await send(client, lb.url + "/", 2)
+            r = await http.get("/metrics")
+            assert r.status_code == 200
+            assert _timeless(r.content) == _timeless(render(lb.proxy, server.control.faults))
+            await asyncio.sleep(0.1)
+        assert "keep;dur=" in r.headers["Server-Timing"]
+
+
 async def state_once(url: str) -> None:
     async with httpx.AsyncClient(base_url=url) as http:
         assert (await http.get("/api/v1/state")).status_code == 200
