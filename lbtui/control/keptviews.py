@@ -16,7 +16,7 @@ from pydantic import TypeAdapter
 
 from lbtui.balancer.pool import Backend
 from lbtui.control.model import BackendView, HealthView, ProcessView
-from lbtui.control.snapshot import ConnectionCount
+from lbtui.control.snapshot import ConnectionCount, health_view
 from lbtui.control.viewsplice import Figures, Template
 from lbtui.core.balance import Member
 from lbtui.core.balancing import Balancer
@@ -169,3 +169,22 @@ def health_span(parts: Template | None, health: HealthView | None) -> tuple[int,
     if at < 0 or not head.startswith(data, at + len(_HEALTH_KEY)):
         return (-1, 0)
     return (at + len(_HEALTH_KEY), len(data))
+
+
+def rechecked(e: Kept, b: Backend, now: float, checks: int) -> bool:
+    """Bring ``e``'s health up to ``checks`` reported checks by splicing its JSON into
+    ``parts[0]``; ``False`` if that cannot be done (no kept span, or the health now shows
+    slow start, which moves with time: the view is rebuilt whole)."""
+    if e.checks == checks:
+        return True
+    at, length = e.health
+    h = health_view(b, now)
+    parts = e.parts
+    if at < 0 or h is None or h.slow_start_remaining_s is not None or parts is None:
+        return False
+    data = HEALTH.dump_json(h)
+    head = parts[0]
+    e.parts = (head[:at] + data + head[at + length :], *parts[1:])
+    e.health = (at, len(data))
+    e.checks = checks
+    return True

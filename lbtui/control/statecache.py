@@ -44,7 +44,6 @@ from pydantic import TypeAdapter
 
 from lbtui.balancer.pool import Backend
 from lbtui.control.keptviews import (
-    HEALTH,
     OUTCOME,
     EventCursor,
     Kept,
@@ -53,6 +52,7 @@ from lbtui.control.keptviews import (
     health_span,
     in_flight_only,
     others_moving,
+    rechecked,
     shows_rate,
     view_key,
     windows_moving,
@@ -65,7 +65,6 @@ from lbtui.control.snapshot import (
     assemble,
     backend_view,
     connection_counter,
-    health_view,
     member_of,
     pool_views,
     process_views,
@@ -305,25 +304,6 @@ class StateCache:
         if m.rate != f.rps or m.demand != f.demand_rps:
             e.member = Member(f.rps, m.weight, m.eligible, f.demand_rps, m.max_rps, m.admitting)
 
-    @staticmethod
-    def _rechecked(e: Kept, b: Backend, now: float, checks: int) -> bool:
-        """Bring ``e``'s health up to ``checks`` reported checks by splicing its JSON into
-        ``parts[0]``; ``False`` if that cannot be done (no kept span, or the health now shows
-        slow start, which moves with time: the view is rebuilt whole)."""
-        if e.checks == checks:
-            return True
-        at, length = e.health
-        h = health_view(b, now)
-        parts = e.parts
-        if at < 0 or h is None or h.slow_start_remaining_s is not None or parts is None:
-            return False
-        data = HEALTH.dump_json(h)
-        head = parts[0]
-        e.parts = (head[:at] + data + head[at + length :], *parts[1:])
-        e.health = (at, len(data))
-        e.checks = checks
-        return True
-
     def _store(
         self,
         name: str,
@@ -475,7 +455,7 @@ class StateCache:
                     return
             elif not (e.moving or e.checks != checks):
                 return
-            elif e.parts is not None and not e.others and self._rechecked(e, b, now, checks):
+            elif e.parts is not None and not e.others and rechecked(e, b, now, checks):
                 e.tick = tick  # only the record's windows (and the checks' runs) moved
                 self._respliced(e, b, now, fast, True, None)
                 return
@@ -485,7 +465,7 @@ class StateCache:
             and e.parts is not None
             and not e.others
             and e.key[OUTCOME:] == key[OUTCOME:]
-            and self._rechecked(e, b, now, checks)
+            and rechecked(e, b, now, checks)
         ):  # new outcomes alone: the record's figures and the breaker's calls moved
             e.key, e.tick = key, tick
             self._respliced(e, b, now, fast, True, connections or in_flight_only)
