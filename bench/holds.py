@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from admin import METRICS, STATE, Pollers, run_load
-from common import HOST, PYTHON, BenchError, Procs, free_port, log, table, wait_port
-from fleetsize import lbtui_config, static_backends
+from common import BenchError, Procs, log
+from stalls import probed_fleet, run_cli
 
 LONG_S = 0.001
 HOLD_S = 0.002
@@ -98,18 +98,7 @@ def probe(config_path: str) -> int:
 def measure(size: int, args: argparse.Namespace) -> list[list[str]]:
     rows = []
     with Procs() as procs:
-        ports = static_backends(procs, size)
-        admin_port, port = free_port(), free_port()
-        text = f'[listener]\naddress = "{HOST}:{port}"\n' + lbtui_config(size)
-        text += f'[admin]\naddress = "{HOST}:{admin_port}"\n'
-        for i, p in enumerate(ports):
-            text += f'\n[[backends]]\nname = "b{i + 1}"\nurl = "http://{HOST}:{p}"\n'
-        conf = procs.tmp / "lbtui.toml"
-        conf.write_text(text)
-        lb = procs.start("lbtui", [PYTHON, str(Path(__file__).resolve()), "--probe", str(conf)])
-        wait_port(admin_port)
-        log(f"{size} backends: warm-up")
-        run_load(port, args.rate, args.warmup, procs)
+        lb, port, admin_port = probed_fleet(procs, size, Path(__file__), args)
 
         def last() -> dict[str, Any]:
             time.sleep(1.1)  # the probe's next line
@@ -157,26 +146,8 @@ HEADERS = [
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--probe", metavar="CONFIG", help=argparse.SUPPRESS)
-    parser.add_argument("--sizes", default="100,1000", help="comma-separated fleet sizes")
-    parser.add_argument("--seconds", type=float, default=10.0, help="length of each phase")
-    parser.add_argument("--warmup", type=float, default=3.0)
-    parser.add_argument("--rate", type=float, default=500.0, help="open-loop req/s")
-    args = parser.parse_args()
-    if args.probe:
-        return probe(args.probe)
-    try:
-        sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
-    except ValueError:
-        parser.error(f"--sizes: expected comma-separated whole numbers, got {args.sizes!r}")
-    rows = [row for n in sizes for row in measure(n, args)]
-    print(
-        f"\n{args.rate:g} req/s open loop, {args.seconds:g} s phases; watched: state 4/s + "
-        "/metrics 1/s; thread CPU time of each callback on Python's event loop\n"
-    )
-    print(table(HEADERS, rows))
-    return 0
+    what = "thread CPU time of each callback on Python's event loop"
+    return run_cli(__doc__, probe, measure, HEADERS, what)
 
 
 if __name__ == "__main__":

@@ -22,10 +22,11 @@ import gc
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from admin import METRICS, STATE, Pollers, run_load
-from common import HOST, PYTHON, BenchError, Procs, free_port, log, table, wait_port
+from common import HOST, PYTHON, BenchError, Proc, Procs, free_port, log, table, wait_port
 from fleetsize import lbtui_config, static_backends
 
 STALL_S = 0.002
@@ -89,21 +90,62 @@ def window(lines: list[dict[str, float]], seconds: float) -> dict[str, float]:
     return out
 
 
+def probed_fleet(
+    procs: Procs, size: int, script: Path, args: argparse.Namespace
+) -> tuple[Proc, int, int]:
+    """``size`` backends (one nginx worker on as many ports) behind a balancer run by
+    ``script --probe CONFIG``, warmed up with ``args.warmup`` s of load: the balancer, its
+    listener's port and its admin port."""
+    ports = static_backends(procs, size)
+    admin_port, port = free_port(), free_port()
+    text = f'[listener]\naddress = "{HOST}:{port}"\n' + lbtui_config(size)
+    text += f'[admin]\naddress = "{HOST}:{admin_port}"\n'
+    for i, p in enumerate(ports):
+        text += f'\n[[backends]]\nname = "b{i + 1}"\nurl = "http://{HOST}:{p}"\n'
+    conf = procs.tmp / "lbtui.toml"
+    conf.write_text(text)
+    lb = procs.start("lbtui", [PYTHON, str(script.resolve()), "--probe", str(conf)])
+    wait_port(admin_port)
+    log(f"{size} backends: warm-up")
+    run_load(port, args.rate, args.warmup, procs)
+    return lb, port, admin_port
+
+
+def run_cli(
+    doc: str,
+    probe: Callable[[str], int],
+    measure: Callable[[int, argparse.Namespace], list[list[str]]],
+    headers: list[str],
+    what: str,
+) -> int:
+    """The command line ``stalls.py`` and ``holds.py`` share: ``--sizes``, ``--seconds``,
+    ``--warmup``, ``--rate`` (and the hidden ``--probe CONFIG`` the balancer is run with)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--probe", metavar="CONFIG", help=argparse.SUPPRESS)
+    parser.add_argument("--sizes", default="100,1000", help="comma-separated fleet sizes")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each phase")
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--rate", type=float, default=500.0, help="open-loop req/s")
+    args = parser.parse_args()
+    if args.probe:
+        return probe(args.probe)
+    try:
+        sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    except ValueError:
+        parser.error(f"--sizes: expected comma-separated whole numbers, got {args.sizes!r}")
+    rows = [row for n in sizes for row in measure(n, args)]
+    print(
+        f"\n{args.rate:g} req/s open loop, {args.seconds:g} s phases; watched: state 4/s + "
+        f"/metrics 1/s; {what}\n"
+    )
+    print(table(headers, rows))
+    return 0
+
+
 def measure(size: int, args: argparse.Namespace) -> list[list[str]]:
     rows = []
     with Procs() as procs:
-        ports = static_backends(procs, size)
-        admin_port, port = free_port(), free_port()
-        text = f'[listener]\naddress = "{HOST}:{port}"\n' + lbtui_config(size)
-        text += f'[admin]\naddress = "{HOST}:{admin_port}"\n'
-        for i, p in enumerate(ports):
-            text += f'\n[[backends]]\nname = "b{i + 1}"\nurl = "http://{HOST}:{p}"\n'
-        conf = procs.tmp / "lbtui.toml"
-        conf.write_text(text)
-        lb = procs.start("lbtui", [PYTHON, str(Path(__file__).resolve()), "--probe", str(conf)])
-        wait_port(admin_port)
-        log(f"{size} backends: warm-up")
-        run_load(port, args.rate, args.warmup, procs)
+        lb, port, admin_port = probed_fleet(procs, size, Path(__file__), args)
 
         def lines() -> list[dict[str, float]]:
             out = lb.stdout_path.read_text().splitlines()
@@ -146,26 +188,7 @@ HEADERS = [
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--probe", metavar="CONFIG", help=argparse.SUPPRESS)
-    parser.add_argument("--sizes", default="100,1000", help="comma-separated fleet sizes")
-    parser.add_argument("--seconds", type=float, default=10.0, help="length of each phase")
-    parser.add_argument("--warmup", type=float, default=3.0)
-    parser.add_argument("--rate", type=float, default=500.0, help="open-loop req/s")
-    args = parser.parse_args()
-    if args.probe:
-        return probe(args.probe)
-    try:
-        sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
-    except ValueError:
-        parser.error(f"--sizes: expected comma-separated whole numbers, got {args.sizes!r}")
-    rows = [row for n in sizes for row in measure(n, args)]
-    print(
-        f"\n{args.rate:g} req/s open loop, {args.seconds:g} s phases; watched: state 4/s + "
-        "/metrics 1/s; CPU time of the balancer's loop thread\n"
-    )
-    print(table(HEADERS, rows))
-    return 0
+    return run_cli(__doc__, probe, measure, HEADERS, "CPU time of the balancer's loop thread")
 
 
 if __name__ == "__main__":
