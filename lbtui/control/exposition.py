@@ -303,7 +303,7 @@ class Exposition:
             self.paced = paced
             await self.turns.take()
             try:
-                _, _, self.pass_busy_s, self.pass_longest_s = await self._walk()
+                _, _, self.pass_busy_s, self.pass_longest_s = await self._walk(False)
             finally:
                 self.turns.give()
                 self.paced = False
@@ -407,12 +407,14 @@ class Exposition:
         return had
 
     async def _render(self) -> list[bytes]:
-        members, now, self.busy_s, self.longest_s = await self._walk()
+        members, now, self.busy_s, self.longest_s = await self._walk(True)
         return await self._answer(members, now)
 
-    async def _walk(self) -> tuple[dict[str, Member], float, float, float]:
-        """Every backend's lines brought up to date, in slices: the balance figures' members,
-        the time they were read at, the time the walk held the loop and its longest slice."""
+    async def _walk(self, answering: bool) -> tuple[dict[str, Member], float, float, float]:
+        """Every backend's lines brought up to date, in slices: the balance figures' members
+        (read only when ``answering``: they move with time, and a background pass's would be
+        stale by the scrape), the time they were read at, the time the walk held the loop and
+        its longest slice."""
         started = time.perf_counter()
         busy = longest = 0.0
         proxy = self.proxy
@@ -449,8 +451,9 @@ class Exposition:
                 self._outcomes(b, rec, had, columns, i)
                 had.counts = counts
                 self.rewritten += 1
-            rate, demand = rec.rps_and_demand(now)  # rates move with time: every scrape
-            members[name] = _member(b, had, state, rate, demand, self._members)
+            if answering:
+                rate, demand = rec.rps_and_demand(now)  # rates move with time: every scrape
+                members[name] = _member(b, had, state, rate, demand, self._members)
         self._settle(order if columns is not None else None)
         if self.freeze_built and lines:
             self.freeze_built = False

@@ -415,12 +415,13 @@ class StateCache:
                 ctx.now = now = proxy.clock()
                 ctx.tick, ctx.fast = int(now / self.tick_s), int(now / self.rate_tick_s)
             forced = touched is None or b.name in touched
-            if timely and not forced:  # the common case of a poll, without a call
+            key = view_key(ctx.peers, b, ctx.connections)
+            if timely and not forced:  # a poll: nothing moved with outcomes, nothing to do
                 e = entries.get(b.name)
-                if e is not None and e.key == view_key(ctx.peers, b, ctx.connections):
+                if e is not None and e.key == key:
                     continue
             if proxy.backends.get(b.name) is b:  # not removed (or replaced) meanwhile
-                self._update(ctx, b, forced, timely)
+                self._update(ctx, b, key, forced)
         names = list(proxy.backends)
         if names != self._names:
             for gone in self._entries.keys() - set(names):
@@ -434,19 +435,16 @@ class StateCache:
         spent = time.perf_counter() - started
         return busy + spent, max(longest, spent)
 
-    def _update(self, ctx: Pass, b: Backend, forced: bool, timely: bool) -> None:
-        """Bring ``b``'s view up to date: nothing, a splice of what moved, or a rebuild;
-        ``timely``: not what moves with time alone (``catch_up``)."""
-        proxy = self.control.proxy
+    def _update(self, ctx: Pass, b: Backend, key: tuple[object, ...], forced: bool) -> None:
+        """Bring ``b``'s view, whose ``view_key`` is now ``key``, up to date: nothing, a splice
+        of what moved, or a rebuild."""
         control = self.control
+        proxy = control.proxy
         name, now, tick, fast = b.name, ctx.now, ctx.tick, ctx.fast
         connections, scorer, processes = ctx.connections, ctx.scorer, ctx.processes
-        key = view_key(ctx.peers, b, connections)
         e = self._entries.get(name)
         checks = b.health.checks_total if b.health is not None else 0
         if e is not None and not forced and e.key == key:
-            if timely:
-                return
             if e.tick == tick:
                 if not e.rating or e.fast == fast:
                     return
